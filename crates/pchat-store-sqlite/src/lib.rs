@@ -1,0 +1,89 @@
+//! Embedded SQLite backend of the pchat storage port (`mgc.db` in the data directory).
+//!
+//! Writes go through one writer thread ([`writer`]): it drains every queued write, runs each in its own savepoint
+//! inside one transaction, commits once (one fsync under `synchronous=FULL`), publishes committed messages to the
+//! event feed in commit order, and only then answers the callers. A second SQLite writer would only wait on the
+//! database lock, so one writer loses nothing and lets concurrent posts share a commit (group commit).
+//! Reads run on a small pool of WAL reader connections on blocking threads and never wait for the writer.
+
+mod migrations;
+mod reader;
+mod store;
+mod writer;
+
+use std::path::Path;
+
+pub use migrations::MigrationError;
+pub use store::{OpenError, SqliteStore};
+
+/// SQLite's `synchronous` setting for the chat database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit survives power loss. The default.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: a commit survives a process crash; the last commits may be lost on power loss.
+    Normal,
+}
+
+impl Durability {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "full" => Some(Self::Full),
+            "normal" => Some(Self::Normal),
+            _ => None,
+        }
+    }
+
+    fn pragma(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+        }
+    }
+}
+
+/// Opens a connection with the settings every connection of this backend shares.
+fn open_connection(path: &Path, durability: Durability) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", durability.pragma())?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use pchat_store::conformance::Harness;
+
+    use super::*;
+
+    async fn fresh() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("mgc.db"), Durability::Full).unwrap();
+        Harness { store: Arc::new(store), guard: Box::new(dir) }
+    }
+
+    pchat_store::conformance_tests!(fresh());
+
+    #[tokio::test]
+    async fn reopens_with_data_and_refuses_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mgc.db");
+        {
+            let store = SqliteStore::open(&path, Durability::Full).unwrap();
+            pchat_store::Store::create_group(&store, "kept").await.unwrap();
+        }
+        let store = SqliteStore::open(&path, Durability::Full).unwrap();
+        assert_eq!(pchat_store::Store::list_groups(&store).await.unwrap(), ["kept"]);
+        drop(store);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 999).unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path, Durability::Full).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("newer"), "{err}");
+    }
+}

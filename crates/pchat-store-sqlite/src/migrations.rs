@@ -1,0 +1,128 @@
+//! Schema migrations, applied in order at start; `PRAGMA user_version` records how many have run.
+
+use rusqlite::Connection;
+
+/// Each entry is one migration; never edit one that has shipped, append a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    address TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE tokens (
+    hash TEXT PRIMARY KEY,
+    address TEXT NOT NULL REFERENCES users(address) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX tokens_address ON tokens(address);
+CREATE TABLE roles (
+    address TEXT NOT NULL,
+    role TEXT NOT NULL,
+    PRIMARY KEY (address, role)
+);
+CREATE TABLE groups (name TEXT PRIMARY KEY);
+CREATE TABLE group_members (
+    group_name TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE,
+    member TEXT NOT NULL,
+    PRIMARY KEY (group_name, member)
+);
+CREATE INDEX group_members_member ON group_members(member);
+CREATE TABLE policies (scope TEXT PRIMARY KEY, enabled INTEGER NOT NULL);
+CREATE TABLE configs (
+    scope TEXT PRIMARY KEY,
+    default_chat_history INTEGER NOT NULL,
+    max_file_size_kb INTEGER NOT NULL,
+    participant_update_limit INTEGER NOT NULL,
+    room_management_url TEXT NOT NULL,
+    max_message_bytes INTEGER NOT NULL
+);
+CREATE TABLE categories (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL,
+    file_upload INTEGER NOT NULL,
+    chat_history INTEGER NOT NULL,
+    invitations INTEGER NOT NULL,
+    allowed_members TEXT NOT NULL,
+    denied_members TEXT NOT NULL,
+    creators TEXT NOT NULL
+);
+CREATE TABLE addins (name TEXT PRIMARY KEY, url TEXT NOT NULL);
+CREATE TABLE rooms (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL,
+    category_id TEXT NOT NULL REFERENCES categories(id),
+    privacy TEXT NOT NULL,
+    room_type TEXT NOT NULL,
+    invitations TEXT NOT NULL,
+    disabled INTEGER NOT NULL,
+    addin TEXT REFERENCES addins(name) ON UPDATE CASCADE ON DELETE SET NULL,
+    members TEXT NOT NULL,
+    managers TEXT NOT NULL,
+    presenters TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    last_ts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX rooms_category ON rooms(category_id, name);
+CREATE TABLE messages (
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL UNIQUE,
+    author TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    story_title TEXT,
+    alert INTEGER NOT NULL,
+    client_id TEXT,
+    replaced INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (room_id, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX messages_client_id ON messages(room_id, client_id) WHERE client_id IS NOT NULL;
+CREATE INDEX messages_ts ON messages(room_id, ts);
+CREATE INDEX messages_author ON messages(room_id, author);
+CREATE TABLE follows (
+    address TEXT NOT NULL,
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    PRIMARY KEY (address, room_id)
+);
+CREATE TABLE read_marks (
+    address TEXT NOT NULL,
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (address, room_id)
+);
+CREATE TABLE invitations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    address TEXT NOT NULL,
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    UNIQUE (address, room_id)
+);
+"#];
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("database schema version {found} is newer than this pchat understands ({known}); upgrade pchat")]
+    Newer { found: i64, known: i64 },
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+pub(crate) fn apply(conn: &mut Connection) -> Result<(), MigrationError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(MigrationError::Newer { found, known });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

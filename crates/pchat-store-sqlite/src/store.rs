@@ -1,0 +1,938 @@
+//! [`SqliteStore`]: the `Store` port on SQLite. Writes are closures sent to the writer thread; reads are closures
+//! run on the reader pool. Principal lists are stored one per line (a principal cannot contain a line break).
+
+use std::fmt::Display;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType};
+use pchat_store::{
+    AddinRecord, AdminRole, Appended, CategoryRecord, InvitationRecord, MessageFilter, MessageRange, MessageRecord,
+    NewMessage, RoomQuery, RoomRecord, Store, StoreError, StoreEvent, StoreResult, UserRecord,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::mpsc;
+
+use crate::reader::Readers;
+use crate::writer::Writer;
+use crate::{Durability, migrations, open_connection};
+
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Readers,
+    events: Mutex<Option<mpsc::UnboundedReceiver<StoreEvent>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("cannot migrate {path}: {source}")]
+    Migrate { path: String, source: migrations::MigrationError },
+    #[error("cannot start the database writer: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub fn open(path: &Path, durability: Durability) -> Result<Self, OpenError> {
+        let shown = path.display().to_string();
+        let mut conn = open_connection(path, durability).map_err(|source| OpenError::Open { path: shown.clone(), source })?;
+        migrations::apply(&mut conn).map_err(|source| OpenError::Migrate { path: shown, source })?;
+        let (feed, events) = mpsc::unbounded_channel();
+        let writer = Writer::start(conn, feed)?;
+        Ok(Self { writer, readers: Readers::new(path.to_path_buf(), durability), events: Mutex::new(Some(events)) })
+    }
+
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.writer.write(move |conn, _| f(conn)).await
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.readers.read(f).await
+    }
+}
+
+pub(crate) fn unavailable(e: impl Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    unavailable(e)
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation
+        && (f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY))
+}
+
+/// Maps a unique-constraint failure to `NameTaken`, anything else to `Unavailable`.
+fn named(e: rusqlite::Error) -> StoreError {
+    if is_unique_violation(&e) { StoreError::NameTaken } else { db(e) }
+}
+
+fn changed_one(n: usize) -> StoreResult<()> {
+    if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}
+
+fn join(list: &[Principal]) -> String {
+    list.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+fn split(raw: &str) -> rusqlite::Result<Vec<Principal>> {
+    raw.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            Principal::parse("principal", l).map_err(|e| rusqlite::Error::InvalidColumnType(0, e.to_string(), rusqlite::types::Type::Text))
+        })
+        .collect()
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+const CATEGORY_COLUMNS: &str =
+    "id, name, description, file_upload, chat_history, invitations, allowed_members, denied_members, creators";
+
+fn category_from_row(row: &Row<'_>) -> rusqlite::Result<CategoryRecord> {
+    Ok(CategoryRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        description: row.get(2)?,
+        file_upload: row.get(3)?,
+        chat_history: row.get(4)?,
+        invitations: row.get(5)?,
+        allowed_members: split(&row.get::<_, String>(6)?)?,
+        denied_members: split(&row.get::<_, String>(7)?)?,
+        creators: split(&row.get::<_, String>(8)?)?,
+    })
+}
+
+const ROOM_COLUMNS: &str = "id, name, description, category_id, privacy, room_type, invitations, disabled, addin, \
+                            members, managers, presenters, created_by, created_at";
+
+fn word<T>(raw: String, parse: fn(&str, &str) -> Result<T, pchat_core::ValidationError>) -> rusqlite::Result<T> {
+    parse("column", &raw).map_err(|e| rusqlite::Error::InvalidColumnType(0, e.to_string(), rusqlite::types::Type::Text))
+}
+
+fn room_from_row(row: &Row<'_>) -> rusqlite::Result<RoomRecord> {
+    Ok(RoomRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        description: row.get(2)?,
+        category_id: row.get(3)?,
+        privacy: word(row.get(4)?, Privacy::parse)?,
+        room_type: word(row.get(5)?, RoomType::parse)?,
+        invitations: word(row.get(6)?, Invitations::parse)?,
+        disabled: row.get(7)?,
+        addin: row.get(8)?,
+        members: split(&row.get::<_, String>(9)?)?,
+        managers: split(&row.get::<_, String>(10)?)?,
+        presenters: split(&row.get::<_, String>(11)?)?,
+        created_by: row.get(12)?,
+        created_at: row.get(13)?,
+    })
+}
+
+const MESSAGE_COLUMNS: &str = "id, room_id, seq, author, ts, text, story_title, alert, client_id, replaced";
+
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
+    Ok(MessageRecord {
+        id: row.get(0)?,
+        room_id: row.get(1)?,
+        seq: row.get(2)?,
+        author: row.get(3)?,
+        ts: row.get(4)?,
+        text: row.get(5)?,
+        story_title: row.get(6)?,
+        alert: row.get(7)?,
+        client_id: row.get(8)?,
+        replaced: row.get(9)?,
+    })
+}
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord { address: row.get(0)?, display_name: row.get(1)?, password_hash: row.get(2)?, created_at: row.get(3)? })
+}
+
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
+    let rows = stmt.query_map(params, map).map_err(db)?;
+    rows.collect::<rusqlite::Result<Vec<T>>>().map_err(db)
+}
+
+fn group_members(conn: &Connection, name: &str) -> StoreResult<Vec<String>> {
+    query_all(conn, "SELECT member FROM group_members WHERE group_name = ?1 ORDER BY member", [name], |r| r.get(0))
+}
+
+fn get_message_by_client_id(conn: &Connection, room_id: &str, client_id: &str) -> StoreResult<Option<MessageRecord>> {
+    conn.query_row(
+        &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ?1 AND client_id = ?2"),
+        [room_id, client_id],
+        message_from_row,
+    )
+    .optional()
+    .map_err(db)
+}
+
+/// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
+fn like_pattern(query: &str) -> String {
+    let mut out = String::from("%");
+    for c in query.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+fn config_scope_key(scope: &ConfigScope) -> String {
+    scope.to_string()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn take_events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>> {
+        self.events.lock().ok().and_then(|mut e| e.take())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db)).await
+    }
+
+    async fn create_user(&self, user: UserRecord) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO users (address, display_name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![user.address, user.display_name, user.password_hash, user.created_at],
+            )
+            .map_err(named)
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn get_user(&self, address: &str) -> StoreResult<Option<UserRecord>> {
+        let address = address.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT address, display_name, password_hash, created_at FROM users WHERE address = ?1",
+                [address],
+                user_from_row,
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn search_users(&self, query: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<UserRecord>> {
+        let (pattern, after) = (like_pattern(query), after.unwrap_or("").to_owned());
+        self.read(move |c| {
+            query_all(
+                c,
+                "SELECT address, display_name, password_hash, created_at FROM users \
+                 WHERE (lower(address) LIKE ?1 ESCAPE '\\' OR lower(display_name) LIKE ?1 ESCAPE '\\') AND address > ?2 \
+                 ORDER BY address LIMIT ?3",
+                params![pattern, after, limit],
+                user_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn delete_user(&self, address: &str) -> StoreResult<()> {
+        let address = address.to_owned();
+        self.write(move |c| {
+            let n = c.execute("DELETE FROM users WHERE address = ?1", [&address]).map_err(db)?;
+            changed_one(n)?;
+            let member = address.clone();
+            for sql in [
+                "DELETE FROM roles WHERE address = ?1",
+                "DELETE FROM group_members WHERE member = ?1",
+                "DELETE FROM follows WHERE address = ?1",
+                "DELETE FROM read_marks WHERE address = ?1",
+                "DELETE FROM invitations WHERE address = ?1",
+                "DELETE FROM policies WHERE scope = 'user:' || ?1",
+            ] {
+                c.execute(sql, [&member]).map_err(db)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn count_users(&self) -> StoreResult<u64> {
+        self.read(|c| c.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(db))
+            .await
+    }
+
+    async fn create_token(&self, token_hash: &str, address: &str, created_at: i64) -> StoreResult<()> {
+        let (hash, address) = (token_hash.to_owned(), address.to_owned());
+        self.write(move |c| {
+            c.execute("INSERT INTO tokens (hash, address, created_at) VALUES (?1, ?2, ?3)", params![hash, address, created_at])
+                .map_err(db)
+                .map(drop)
+        })
+        .await
+    }
+
+    async fn token_user(&self, token_hash: &str) -> StoreResult<Option<String>> {
+        let hash = token_hash.to_owned();
+        self.read(move |c| {
+            c.query_row("SELECT address FROM tokens WHERE hash = ?1", [hash], |r| r.get(0)).optional().map_err(db)
+        })
+        .await
+    }
+
+    async fn delete_token(&self, token_hash: &str) -> StoreResult<()> {
+        let hash = token_hash.to_owned();
+        self.write(move |c| c.execute("DELETE FROM tokens WHERE hash = ?1", [hash]).map_err(db).map(drop)).await
+    }
+
+    async fn set_role(&self, address: &str, role: AdminRole, granted: bool) -> StoreResult<()> {
+        let address = address.to_owned();
+        self.write(move |c| {
+            let sql = if granted {
+                "INSERT OR IGNORE INTO roles (address, role) VALUES (?1, ?2)"
+            } else {
+                "DELETE FROM roles WHERE address = ?1 AND role = ?2"
+            };
+            c.execute(sql, params![address, role.as_str()]).map_err(db).map(drop)
+        })
+        .await
+    }
+
+    async fn list_roles(&self) -> StoreResult<Vec<(String, AdminRole)>> {
+        self.read(|c| {
+            let rows: Vec<(String, String)> =
+                query_all(c, "SELECT address, role FROM roles ORDER BY address, role", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.into_iter().filter_map(|(a, r)| AdminRole::parse(&r).map(|r| (a, r))).collect())
+        })
+        .await
+    }
+
+    async fn create_group(&self, name: &str) -> StoreResult<()> {
+        let name = name.to_owned();
+        self.write(move |c| c.execute("INSERT INTO groups (name) VALUES (?1)", [name]).map_err(named).map(drop)).await
+    }
+
+    async fn get_group(&self, name: &str) -> StoreResult<Option<Vec<String>>> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            let exists = c.query_row("SELECT 1 FROM groups WHERE name = ?1", [&name], |_| Ok(())).optional().map_err(db)?;
+            match exists {
+                Some(()) => group_members(c, &name).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn list_groups(&self) -> StoreResult<Vec<String>> {
+        self.read(|c| query_all(c, "SELECT name FROM groups ORDER BY name", [], |r| r.get(0))).await
+    }
+
+    async fn update_group(&self, name: &str, add: &[String], remove: &[String]) -> StoreResult<Vec<String>> {
+        let (name, add, remove) = (name.to_owned(), add.to_vec(), remove.to_vec());
+        self.write(move |c| {
+            let exists = c.query_row("SELECT 1 FROM groups WHERE name = ?1", [&name], |_| Ok(())).optional().map_err(db)?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            for member in &remove {
+                c.execute("DELETE FROM group_members WHERE group_name = ?1 AND member = ?2", [&name, member]).map_err(db)?;
+            }
+            for member in &add {
+                c.execute("INSERT OR IGNORE INTO group_members (group_name, member) VALUES (?1, ?2)", [&name, member])
+                    .map_err(db)?;
+            }
+            // Any new cycle passes through this group, so looking for a path back to it suffices.
+            let cycle = c
+                .query_row(
+                    "WITH RECURSIVE reach(g) AS ( \
+                         SELECT substr(member, 7) FROM group_members WHERE group_name = ?1 AND member LIKE 'group:%' \
+                         UNION \
+                         SELECT substr(m.member, 7) FROM group_members m JOIN reach ON m.group_name = reach.g \
+                         WHERE m.member LIKE 'group:%') \
+                     SELECT 1 FROM reach WHERE g = ?1 LIMIT 1",
+                    [&name],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(db)?;
+            if cycle.is_some() {
+                return Err(StoreError::GroupCycle);
+            }
+            group_members(c, &name)
+        })
+        .await
+    }
+
+    async fn delete_group(&self, name: &str) -> StoreResult<()> {
+        let name = name.to_owned();
+        self.write(move |c| {
+            changed_one(c.execute("DELETE FROM groups WHERE name = ?1", [&name]).map_err(db)?)?;
+            c.execute("DELETE FROM group_members WHERE member = 'group:' || ?1", [&name]).map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn user_groups(&self, address: &str) -> StoreResult<Vec<String>> {
+        let address = address.to_owned();
+        self.read(move |c| {
+            query_all(
+                c,
+                "WITH RECURSIVE g(name) AS ( \
+                     SELECT group_name FROM group_members WHERE member = ?1 \
+                     UNION \
+                     SELECT gm.group_name FROM group_members gm JOIN g ON gm.member = 'group:' || g.name) \
+                 SELECT name FROM g ORDER BY name",
+                [address],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    async fn get_policy(&self, scope: &PolicyScope) -> StoreResult<Option<bool>> {
+        let key = scope.to_string();
+        self.read(move |c| c.query_row("SELECT enabled FROM policies WHERE scope = ?1", [key], |r| r.get(0)).optional().map_err(db))
+            .await
+    }
+
+    async fn put_policy(&self, scope: &PolicyScope, enabled: bool) -> StoreResult<()> {
+        let key = scope.to_string();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO policies (scope, enabled) VALUES (?1, ?2) ON CONFLICT (scope) DO UPDATE SET enabled = excluded.enabled",
+                params![key, enabled],
+            )
+            .map_err(db)
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn delete_policy(&self, scope: &PolicyScope) -> StoreResult<bool> {
+        let key = scope.to_string();
+        self.write(move |c| c.execute("DELETE FROM policies WHERE scope = ?1", [key]).map(|n| n > 0).map_err(db)).await
+    }
+
+    async fn get_config(&self, scope: &ConfigScope) -> StoreResult<Option<ChatConfig>> {
+        let key = config_scope_key(scope);
+        self.read(move |c| {
+            c.query_row(
+                "SELECT default_chat_history, max_file_size_kb, participant_update_limit, room_management_url, max_message_bytes \
+                 FROM configs WHERE scope = ?1",
+                [key],
+                |r| {
+                    Ok(ChatConfig {
+                        default_chat_history: r.get(0)?,
+                        max_file_size_kb: r.get(1)?,
+                        participant_update_limit: r.get(2)?,
+                        room_management_url: r.get(3)?,
+                        max_message_bytes: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn put_config(&self, scope: &ConfigScope, config: &ChatConfig) -> StoreResult<()> {
+        let (key, cfg) = (config_scope_key(scope), config.clone());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO configs (scope, default_chat_history, max_file_size_kb, participant_update_limit, \
+                 room_management_url, max_message_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (scope) DO UPDATE SET default_chat_history = excluded.default_chat_history, \
+                 max_file_size_kb = excluded.max_file_size_kb, participant_update_limit = excluded.participant_update_limit, \
+                 room_management_url = excluded.room_management_url, max_message_bytes = excluded.max_message_bytes",
+                params![
+                    key,
+                    cfg.default_chat_history,
+                    cfg.max_file_size_kb,
+                    cfg.participant_update_limit,
+                    cfg.room_management_url,
+                    cfg.max_message_bytes
+                ],
+            )
+            .map_err(db)
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn delete_config(&self, scope: &ConfigScope) -> StoreResult<bool> {
+        let key = config_scope_key(scope);
+        self.write(move |c| c.execute("DELETE FROM configs WHERE scope = ?1", [key]).map(|n| n > 0).map_err(db)).await
+    }
+
+    async fn create_category(&self, category: &CategoryRecord) -> StoreResult<()> {
+        let k = category.clone();
+        self.write(move |c| {
+            c.execute(
+                &format!("INSERT INTO categories ({CATEGORY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                params![
+                    k.id,
+                    k.name,
+                    k.description,
+                    k.file_upload,
+                    k.chat_history,
+                    k.invitations,
+                    join(&k.allowed_members),
+                    join(&k.denied_members),
+                    join(&k.creators)
+                ],
+            )
+            .map_err(named)
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn get_category(&self, id: &str) -> StoreResult<Option<CategoryRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.query_row(&format!("SELECT {CATEGORY_COLUMNS} FROM categories WHERE id = ?1"), [id], category_from_row)
+                .optional()
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn get_category_by_name(&self, name: &str) -> StoreResult<Option<CategoryRecord>> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            c.query_row(&format!("SELECT {CATEGORY_COLUMNS} FROM categories WHERE name = ?1"), [name], category_from_row)
+                .optional()
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn list_categories(&self) -> StoreResult<Vec<CategoryRecord>> {
+        self.read(|c| query_all(c, &format!("SELECT {CATEGORY_COLUMNS} FROM categories ORDER BY name"), [], category_from_row))
+            .await
+    }
+
+    async fn update_category(&self, category: &CategoryRecord) -> StoreResult<()> {
+        let k = category.clone();
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE categories SET name = ?2, description = ?3, file_upload = ?4, chat_history = ?5, invitations = ?6, \
+                     allowed_members = ?7, denied_members = ?8, creators = ?9 WHERE id = ?1",
+                    params![
+                        k.id,
+                        k.name,
+                        k.description,
+                        k.file_upload,
+                        k.chat_history,
+                        k.invitations,
+                        join(&k.allowed_members),
+                        join(&k.denied_members),
+                        join(&k.creators)
+                    ],
+                )
+                .map_err(named)?;
+            changed_one(n)
+        })
+        .await
+    }
+
+    async fn delete_category(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            let rooms: i64 = c.query_row("SELECT count(*) FROM rooms WHERE category_id = ?1", [&id], |r| r.get(0)).map_err(db)?;
+            if rooms > 0 {
+                // Distinguish "not empty" from "not found" only for a category that exists.
+                let exists = c.query_row("SELECT 1 FROM categories WHERE id = ?1", [&id], |_| Ok(())).optional().map_err(db)?;
+                return Err(if exists.is_some() { StoreError::CategoryNotEmpty } else { StoreError::NotFound });
+            }
+            changed_one(c.execute("DELETE FROM categories WHERE id = ?1", [&id]).map_err(db)?)
+        })
+        .await
+    }
+
+    async fn create_addin(&self, addin: &AddinRecord) -> StoreResult<()> {
+        let a = addin.clone();
+        self.write(move |c| {
+            c.execute("INSERT INTO addins (name, url) VALUES (?1, ?2)", [a.name, a.url]).map_err(named).map(drop)
+        })
+        .await
+    }
+
+    async fn get_addin(&self, name: &str) -> StoreResult<Option<AddinRecord>> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            c.query_row("SELECT name, url FROM addins WHERE name = ?1", [name], |r| {
+                Ok(AddinRecord { name: r.get(0)?, url: r.get(1)? })
+            })
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn list_addins(&self) -> StoreResult<Vec<AddinRecord>> {
+        self.read(|c| {
+            query_all(c, "SELECT name, url FROM addins ORDER BY name", [], |r| Ok(AddinRecord { name: r.get(0)?, url: r.get(1)? }))
+        })
+        .await
+    }
+
+    async fn update_addin(&self, name: &str, addin: &AddinRecord) -> StoreResult<()> {
+        let (name, a) = (name.to_owned(), addin.clone());
+        self.write(move |c| {
+            let n = c.execute("UPDATE addins SET name = ?2, url = ?3 WHERE name = ?1", [name, a.name, a.url]).map_err(named)?;
+            changed_one(n)
+        })
+        .await
+    }
+
+    async fn delete_addin(&self, name: &str) -> StoreResult<()> {
+        let name = name.to_owned();
+        self.write(move |c| changed_one(c.execute("DELETE FROM addins WHERE name = ?1", [name]).map_err(db)?)).await
+    }
+
+    async fn create_room(&self, room: &RoomRecord) -> StoreResult<()> {
+        let r = room.clone();
+        self.write(move |c| {
+            let category = c.query_row("SELECT 1 FROM categories WHERE id = ?1", [&r.category_id], |_| Ok(())).optional().map_err(db)?;
+            if category.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            c.execute(
+                &format!("INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+                params![
+                    r.id,
+                    r.name,
+                    r.description,
+                    r.category_id,
+                    r.privacy.as_str(),
+                    r.room_type.as_str(),
+                    r.invitations.as_str(),
+                    r.disabled,
+                    r.addin,
+                    join(&r.members),
+                    join(&r.managers),
+                    join(&r.presenters),
+                    r.created_by,
+                    r.created_at
+                ],
+            )
+            .map_err(named)
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn get_room(&self, id: &str) -> StoreResult<Option<RoomRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.query_row(&format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = ?1"), [id], room_from_row).optional().map_err(db)
+        })
+        .await
+    }
+
+    async fn get_room_by_name(&self, name: &str) -> StoreResult<Option<RoomRecord>> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            c.query_row(&format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE name = ?1"), [name], room_from_row).optional().map_err(db)
+        })
+        .await
+    }
+
+    async fn list_rooms(&self, query: &RoomQuery) -> StoreResult<Vec<RoomRecord>> {
+        let q = query.clone();
+        self.read(move |c| {
+            query_all(
+                c,
+                &format!(
+                    "SELECT {ROOM_COLUMNS} FROM rooms WHERE (?1 IS NULL OR category_id = ?1) AND name > ?2 ORDER BY name LIMIT ?3"
+                ),
+                params![q.category_id, q.after_name.unwrap_or_default(), q.limit],
+                room_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn update_room(&self, room: &RoomRecord) -> StoreResult<()> {
+        let r = room.clone();
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE rooms SET name = ?2, description = ?3, category_id = ?4, privacy = ?5, room_type = ?6, \
+                     invitations = ?7, disabled = ?8, addin = ?9, members = ?10, managers = ?11, presenters = ?12 WHERE id = ?1",
+                    params![
+                        r.id,
+                        r.name,
+                        r.description,
+                        r.category_id,
+                        r.privacy.as_str(),
+                        r.room_type.as_str(),
+                        r.invitations.as_str(),
+                        r.disabled,
+                        r.addin,
+                        join(&r.members),
+                        join(&r.managers),
+                        join(&r.presenters)
+                    ],
+                )
+                .map_err(named)?;
+            changed_one(n)
+        })
+        .await
+    }
+
+    async fn delete_room(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.write(move |c| changed_one(c.execute("DELETE FROM rooms WHERE id = ?1", [id]).map_err(db)?)).await
+    }
+
+    async fn append_message(&self, message: NewMessage) -> StoreResult<Appended> {
+        self.writer
+            .write(move |c, events| {
+                if let Some(client_id) = &message.client_id
+                    && let Some(original) = get_message_by_client_id(c, &message.room_id, client_id)?
+                {
+                    return Ok(Appended { message: original, created: false });
+                }
+                let room = c
+                    .query_row("SELECT disabled, last_seq, last_ts FROM rooms WHERE id = ?1", [&message.room_id], |r| {
+                        Ok((r.get::<_, bool>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    })
+                    .optional()
+                    .map_err(db)?;
+                let Some((disabled, last_seq, last_ts)) = room else { return Err(StoreError::NotFound) };
+                if disabled {
+                    return Err(StoreError::RoomDisabled);
+                }
+                let (seq, ts) = (last_seq + 1, now_micros().max(last_ts));
+                c.execute("UPDATE rooms SET last_seq = ?2, last_ts = ?3 WHERE id = ?1", params![message.room_id, seq, ts])
+                    .map_err(db)?;
+                let record = MessageRecord {
+                    id: message.id,
+                    room_id: message.room_id,
+                    seq,
+                    author: message.author,
+                    ts,
+                    text: message.text,
+                    story_title: message.story_title,
+                    alert: message.alert,
+                    client_id: message.client_id,
+                    replaced: false,
+                };
+                if message.keep {
+                    c.prepare_cached(&format!(
+                        "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)"
+                    ))
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            record.id,
+                            record.room_id,
+                            record.seq,
+                            record.author,
+                            record.ts,
+                            record.text,
+                            record.story_title,
+                            record.alert,
+                            record.client_id
+                        ])
+                    })
+                    .map_err(db)?;
+                }
+                events.push(StoreEvent::MessagePosted(record.clone()));
+                Ok(Appended { message: record, created: true })
+            })
+            .await
+    }
+
+    async fn messages(&self, room_id: &str, range: MessageRange) -> StoreResult<Vec<MessageRecord>> {
+        let room_id = room_id.to_owned();
+        self.read(move |c| {
+            let base = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ?1");
+            match range {
+                MessageRange::After { after, limit } => query_all(
+                    c,
+                    &format!("{base} AND seq > ?2 ORDER BY seq LIMIT ?3"),
+                    params![room_id, after, limit],
+                    message_from_row,
+                ),
+                MessageRange::Latest { limit } => {
+                    let mut rows =
+                        query_all(c, &format!("{base} ORDER BY seq DESC LIMIT ?2"), params![room_id, limit], message_from_row)?;
+                    rows.reverse();
+                    Ok(rows)
+                }
+                MessageRange::Before { before, limit } => {
+                    let mut rows = query_all(
+                        c,
+                        &format!("{base} AND seq < ?2 ORDER BY seq DESC LIMIT ?3"),
+                        params![room_id, before, limit],
+                        message_from_row,
+                    )?;
+                    rows.reverse();
+                    Ok(rows)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn last_seq(&self, room_id: &str) -> StoreResult<i64> {
+        let room_id = room_id.to_owned();
+        self.read(move |c| {
+            c.query_row("SELECT last_seq FROM rooms WHERE id = ?1", [room_id], |r| r.get(0))
+                .optional()
+                .map_err(db)?
+                .ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn find_messages(&self, room_id: &str, filter: &MessageFilter) -> StoreResult<Vec<MessageRecord>> {
+        let (room_id, f) = (room_id.to_owned(), filter.clone());
+        self.read(move |c| {
+            query_all(
+                c,
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ?1 AND (?2 IS NULL OR author = ?2) \
+                     AND (?3 IS NULL OR ts >= ?3) AND (?4 IS NULL OR ts <= ?4) ORDER BY seq"
+                ),
+                params![room_id, f.author, f.start_ts, f.end_ts],
+                message_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn alter_messages(&self, room_id: &str, ids: &[String], replacement: Option<&str>) -> StoreResult<u64> {
+        let (room_id, ids, replacement) = (room_id.to_owned(), ids.to_vec(), replacement.map(str::to_owned));
+        self.write(move |c| {
+            let mut changed = 0;
+            for id in &ids {
+                changed += match &replacement {
+                    Some(text) => c.execute(
+                        "UPDATE messages SET text = ?3, replaced = 1 WHERE room_id = ?1 AND id = ?2",
+                        params![room_id, id, text],
+                    ),
+                    None => c.execute("DELETE FROM messages WHERE room_id = ?1 AND id = ?2", params![room_id, id]),
+                }
+                .map_err(db)? as u64;
+            }
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn clear_room(&self, room_id: &str, end_ts: i64) -> StoreResult<u64> {
+        let room_id = room_id.to_owned();
+        self.write(move |c| {
+            c.execute("DELETE FROM messages WHERE room_id = ?1 AND ts <= ?2", params![room_id, end_ts])
+                .map(|n| n as u64)
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn set_follow(&self, address: &str, room_id: &str, follow: bool) -> StoreResult<()> {
+        let (address, room_id) = (address.to_owned(), room_id.to_owned());
+        self.write(move |c| {
+            let sql = if follow {
+                "INSERT OR IGNORE INTO follows (address, room_id) VALUES (?1, ?2)"
+            } else {
+                "DELETE FROM follows WHERE address = ?1 AND room_id = ?2"
+            };
+            c.execute(sql, [address, room_id]).map_err(db).map(drop)
+        })
+        .await
+    }
+
+    async fn follows(&self, address: &str) -> StoreResult<Vec<String>> {
+        let address = address.to_owned();
+        self.read(move |c| query_all(c, "SELECT room_id FROM follows WHERE address = ?1 ORDER BY room_id", [address], |r| r.get(0)))
+            .await
+    }
+
+    async fn mark_read(&self, address: &str, room_id: &str, seq: i64) -> StoreResult<()> {
+        let (address, room_id) = (address.to_owned(), room_id.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO read_marks (address, room_id, seq) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (address, room_id) DO UPDATE SET seq = max(seq, excluded.seq)",
+                params![address, room_id, seq],
+            )
+            .map_err(db)
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn read_marks(&self, address: &str) -> StoreResult<Vec<(String, i64)>> {
+        let address = address.to_owned();
+        self.read(move |c| {
+            query_all(c, "SELECT room_id, seq FROM read_marks WHERE address = ?1 ORDER BY room_id", [address], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
+        .await
+    }
+
+    async fn add_invitations(&self, room_id: &str, addresses: &[String], created_at: i64) -> StoreResult<Vec<InvitationRecord>> {
+        let (room_id, addresses) = (room_id.to_owned(), addresses.to_vec());
+        self.write(move |c| {
+            let mut created = vec![];
+            for address in addresses {
+                let n = c
+                    .execute(
+                        "INSERT OR IGNORE INTO invitations (address, room_id, created_at) VALUES (?1, ?2, ?3)",
+                        params![address, room_id, created_at],
+                    )
+                    .map_err(db)?;
+                if n > 0 {
+                    created.push(InvitationRecord { id: c.last_insert_rowid(), address, room_id: room_id.clone(), created_at });
+                }
+            }
+            Ok(created)
+        })
+        .await
+    }
+
+    async fn invitations(&self, address: &str, after_id: i64, limit: u32) -> StoreResult<Vec<InvitationRecord>> {
+        let address = address.to_owned();
+        self.read(move |c| {
+            query_all(
+                c,
+                "SELECT id, address, room_id, created_at FROM invitations WHERE address = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                params![address, after_id, limit],
+                |r| Ok(InvitationRecord { id: r.get(0)?, address: r.get(1)?, room_id: r.get(2)?, created_at: r.get(3)? }),
+            )
+        })
+        .await
+    }
+}

@@ -1,0 +1,134 @@
+//! The storage port of pchat: [`Store`], the records it reads and writes, its errors, and the conformance suite
+//! ([`conformance`]) that every backend runs. Nothing here assumes SQLite or PostgreSQL: each operation is atomic
+//! on its own, names conflicts with typed errors, and hands committed messages to [`Store::take_events`] in
+//! commit order, which is per-room `seq` order.
+
+pub mod conformance;
+mod records;
+
+use async_trait::async_trait;
+use pchat_core::{ChatConfig, ConfigScope, PolicyScope};
+use tokio::sync::mpsc;
+
+pub use records::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique name (user, group, category, room, add-in) is already taken.
+    #[error("name already taken")]
+    NameTaken,
+    #[error("not found")]
+    NotFound,
+    /// The category still holds rooms.
+    #[error("category not empty")]
+    CategoryNotEmpty,
+    /// The group change would make a group contain itself.
+    #[error("group nesting would form a cycle")]
+    GroupCycle,
+    /// The room is disabled, so nothing may be posted to it.
+    #[error("room disabled")]
+    RoomDisabled,
+    /// The database cannot be reached or failed; the operation did not take effect.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The storage port. Every method is one atomic operation: it takes effect completely or not at all, and when it
+/// returns `Ok` for a write, the write is durable (committed under the backend's durability setting).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The feed of committed events, in commit order. Can be taken once; later calls return `None`.
+    fn take_events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>>;
+
+    /// Whether the database answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    // Users, credentials and roles.
+    async fn create_user(&self, user: UserRecord) -> StoreResult<()>;
+    async fn get_user(&self, address: &str) -> StoreResult<Option<UserRecord>>;
+    /// Users whose address or display name contains `query` (case-insensitive), ordered by address, after `after`.
+    async fn search_users(&self, query: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<UserRecord>>;
+    /// Removes the user with their tokens, roles, group memberships, follows and read marks.
+    async fn delete_user(&self, address: &str) -> StoreResult<()>;
+    async fn count_users(&self) -> StoreResult<u64>;
+    async fn create_token(&self, token_hash: &str, address: &str, created_at: i64) -> StoreResult<()>;
+    async fn token_user(&self, token_hash: &str) -> StoreResult<Option<String>>;
+    async fn delete_token(&self, token_hash: &str) -> StoreResult<()>;
+    async fn set_role(&self, address: &str, role: AdminRole, granted: bool) -> StoreResult<()>;
+    async fn list_roles(&self) -> StoreResult<Vec<(String, AdminRole)>>;
+
+    // Groups.
+    async fn create_group(&self, name: &str) -> StoreResult<()>;
+    /// The direct members (`user@domain` or `group:NAME`), or `None` when there is no such group.
+    async fn get_group(&self, name: &str) -> StoreResult<Option<Vec<String>>>;
+    async fn list_groups(&self) -> StoreResult<Vec<String>>;
+    /// Adds and removes direct members atomically; `GroupCycle` if a group would contain itself.
+    async fn update_group(&self, name: &str, add: &[String], remove: &[String]) -> StoreResult<Vec<String>>;
+    async fn delete_group(&self, name: &str) -> StoreResult<()>;
+    /// Every group the user belongs to, directly or through nesting.
+    async fn user_groups(&self, address: &str) -> StoreResult<Vec<String>>;
+
+    // Policy and configuration.
+    async fn get_policy(&self, scope: &PolicyScope) -> StoreResult<Option<bool>>;
+    async fn put_policy(&self, scope: &PolicyScope, enabled: bool) -> StoreResult<()>;
+    async fn delete_policy(&self, scope: &PolicyScope) -> StoreResult<bool>;
+    async fn get_config(&self, scope: &ConfigScope) -> StoreResult<Option<ChatConfig>>;
+    async fn put_config(&self, scope: &ConfigScope, config: &ChatConfig) -> StoreResult<()>;
+    async fn delete_config(&self, scope: &ConfigScope) -> StoreResult<bool>;
+
+    // Categories.
+    async fn create_category(&self, category: &CategoryRecord) -> StoreResult<()>;
+    async fn get_category(&self, id: &str) -> StoreResult<Option<CategoryRecord>>;
+    async fn get_category_by_name(&self, name: &str) -> StoreResult<Option<CategoryRecord>>;
+    async fn list_categories(&self) -> StoreResult<Vec<CategoryRecord>>;
+    /// Replaces the category with the same id; `NameTaken` if the new name belongs to another category.
+    async fn update_category(&self, category: &CategoryRecord) -> StoreResult<()>;
+    async fn delete_category(&self, id: &str) -> StoreResult<()>;
+
+    // Add-ins.
+    async fn create_addin(&self, addin: &AddinRecord) -> StoreResult<()>;
+    async fn get_addin(&self, name: &str) -> StoreResult<Option<AddinRecord>>;
+    async fn list_addins(&self) -> StoreResult<Vec<AddinRecord>>;
+    /// Replaces the add-in called `name` (which may be renamed); rooms follow a rename.
+    async fn update_addin(&self, name: &str, addin: &AddinRecord) -> StoreResult<()>;
+    /// Removes the add-in and unlinks it from every room.
+    async fn delete_addin(&self, name: &str) -> StoreResult<()>;
+
+    // Rooms.
+    async fn create_room(&self, room: &RoomRecord) -> StoreResult<()>;
+    async fn get_room(&self, id: &str) -> StoreResult<Option<RoomRecord>>;
+    async fn get_room_by_name(&self, name: &str) -> StoreResult<Option<RoomRecord>>;
+    /// Rooms ordered by name, starting after `query.after_name`.
+    async fn list_rooms(&self, query: &RoomQuery) -> StoreResult<Vec<RoomRecord>>;
+    /// Replaces the room with the same id; `NameTaken` if the new name belongs to another room.
+    async fn update_room(&self, room: &RoomRecord) -> StoreResult<()>;
+    /// Removes the room with its messages, follows, read marks and invitations.
+    async fn delete_room(&self, id: &str) -> StoreResult<()>;
+
+    // Messages.
+    /// Appends a message: assigns the next `seq` of the room and the server time, commits durably, and only then
+    /// returns. A `client_id` already used in the room returns the original message with `created = false`.
+    async fn append_message(&self, message: NewMessage) -> StoreResult<Appended>;
+    async fn messages(&self, room_id: &str, range: MessageRange) -> StoreResult<Vec<MessageRecord>>;
+    /// The highest `seq` assigned in the room (0 when none).
+    async fn last_seq(&self, room_id: &str) -> StoreResult<i64>;
+    /// Messages of the room matched by author and time range (keywords are matched by the caller).
+    async fn find_messages(&self, room_id: &str, filter: &MessageFilter) -> StoreResult<Vec<MessageRecord>>;
+    /// Deletes the listed messages, or replaces their text when `replacement` is given; returns how many changed.
+    async fn alter_messages(&self, room_id: &str, ids: &[String], replacement: Option<&str>) -> StoreResult<u64>;
+    /// Deletes every message of the room with `ts <= end_ts`.
+    async fn clear_room(&self, room_id: &str, end_ts: i64) -> StoreResult<u64>;
+
+    // Following, read marks, invitations.
+    async fn set_follow(&self, address: &str, room_id: &str, follow: bool) -> StoreResult<()>;
+    async fn follows(&self, address: &str) -> StoreResult<Vec<String>>;
+    /// Moves the read mark forward to `seq` (never backwards).
+    async fn mark_read(&self, address: &str, room_id: &str, seq: i64) -> StoreResult<()>;
+    /// Read marks of the user: (room id, seq).
+    async fn read_marks(&self, address: &str) -> StoreResult<Vec<(String, i64)>>;
+    /// Creates an invitation for each user who has none pending for the room; returns those created.
+    async fn add_invitations(&self, room_id: &str, addresses: &[String], created_at: i64) -> StoreResult<Vec<InvitationRecord>>;
+    async fn invitations(&self, address: &str, after_id: i64, limit: u32) -> StoreResult<Vec<InvitationRecord>>;
+}

@@ -1,0 +1,147 @@
+//! Records exchanged with the store. Times are microseconds since the Unix epoch, UTC.
+
+use pchat_core::{Invitations, Principal, Privacy, RoomType};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub address: String,
+    pub display_name: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdminRole {
+    Admin,
+    UserAdmin,
+}
+
+impl AdminRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::UserAdmin => "user_admin",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "admin" => Some(Self::Admin),
+            "user_admin" => Some(Self::UserAdmin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CategoryRecord {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub file_upload: bool,
+    pub chat_history: bool,
+    pub invitations: bool,
+    pub allowed_members: Vec<Principal>,
+    pub denied_members: Vec<Principal>,
+    pub creators: Vec<Principal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddinRecord {
+    pub name: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRecord {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub category_id: String,
+    pub privacy: Privacy,
+    pub room_type: RoomType,
+    pub invitations: Invitations,
+    pub disabled: bool,
+    pub addin: Option<String>,
+    pub members: Vec<Principal>,
+    pub managers: Vec<Principal>,
+    pub presenters: Vec<Principal>,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomQuery {
+    pub category_id: Option<String>,
+    pub after_name: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Globally unique id chosen by the caller.
+    pub id: String,
+    pub room_id: String,
+    pub author: String,
+    pub text: String,
+    pub story_title: Option<String>,
+    pub alert: bool,
+    pub client_id: Option<String>,
+    /// False when the room's category has chat history off: the message gets a `seq` and is delivered live,
+    /// but is not kept.
+    pub keep: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub id: String,
+    pub room_id: String,
+    pub seq: i64,
+    pub author: String,
+    pub ts: i64,
+    pub text: String,
+    pub story_title: Option<String>,
+    pub alert: bool,
+    pub client_id: Option<String>,
+    pub replaced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub message: MessageRecord,
+    /// False when the `client_id` had been used before and `message` is the original.
+    pub created: bool,
+}
+
+/// Which messages of a room to read; results are always in ascending `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageRange {
+    /// The newest `limit` messages.
+    Latest { limit: u32 },
+    /// Messages with `seq > after`, oldest first.
+    After { after: i64, limit: u32 },
+    /// The newest `limit` messages with `seq < before`.
+    Before { before: i64, limit: u32 },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageFilter {
+    pub author: Option<String>,
+    pub start_ts: Option<i64>,
+    pub end_ts: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvitationRecord {
+    pub id: i64,
+    pub address: String,
+    pub room_id: String,
+    pub created_at: i64,
+}
+
+/// What the store reports after commit, in commit order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    MessagePosted(MessageRecord),
+}
