@@ -1,1 +1,453 @@
-//! placeholder
+//! JSON wire types of the pchat API (API.md): requests, responses, stream frames and error codes.
+//! Requests reject unknown fields. Builds without tokio, sqlx or axum so any client can use it.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Stable error codes (`code` of a problem document).
+pub mod codes {
+    pub const UNAUTHENTICATED: &str = "unauthenticated";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const CHAT_DISABLED_BY_POLICY: &str = "chat_disabled_by_policy";
+    pub const VALIDATION_FAILED: &str = "validation_failed";
+    pub const NAME_TAKEN: &str = "name_taken";
+    pub const PRINCIPAL_OUT_OF_SCOPE: &str = "principal_out_of_scope";
+    pub const CATEGORY_NOT_EMPTY: &str = "category_not_empty";
+    pub const ROOM_DISABLED: &str = "room_disabled";
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    pub const RATE_LIMITED: &str = "rate_limited";
+    pub const CONFLICT: &str = "conflict";
+    pub const UNAVAILABLE: &str = "unavailable";
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub code: String,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// Deserializes a field that distinguishes "absent" (`None`) from "null" (`Some(None)`).
+pub fn double_option<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}
+
+/// Lync's list-modifier idiom: `{"add": [...], "remove": [...]}` or `{"replace": [...]}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListChange {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub address: String,
+    pub display_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    pub user: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionResponse {
+    pub token: String,
+    pub user: User,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Me {
+    pub user: User,
+    pub chat_enabled: bool,
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub address: String,
+    pub display_name: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewGroup {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPatch {
+    #[serde(default)]
+    pub members: ListChange,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub members: Vec<String>,
+}
+
+/// An administrative role held by a user.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RoleGrant {
+    pub user: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Policy {
+    pub scope: String,
+    pub enable_persistent_chat: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyPut {
+    pub enable_persistent_chat: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EffectivePolicy {
+    pub enable_persistent_chat: bool,
+    pub from_scope: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Configuration {
+    pub scope: String,
+    pub default_chat_history: u32,
+    pub max_file_size_kb: u32,
+    pub participant_update_limit: u32,
+    pub room_management_url: String,
+    pub max_message_bytes: u32,
+}
+
+/// A configuration to store at a scope; fields left out take the defaults of PRODUCT.md §2.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigurationPut {
+    pub default_chat_history: Option<i64>,
+    pub max_file_size_kb: Option<i64>,
+    pub participant_update_limit: Option<i64>,
+    pub room_management_url: Option<String>,
+    pub max_message_bytes: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Category {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub file_upload: bool,
+    pub chat_history: bool,
+    pub invitations: bool,
+    pub allowed_members: Vec<String>,
+    pub denied_members: Vec<String>,
+    pub creators: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCategory {
+    pub name: String,
+    pub description: Option<String>,
+    pub file_upload: Option<bool>,
+    pub chat_history: Option<bool>,
+    pub invitations: Option<bool>,
+    pub allowed_members: Option<Vec<String>>,
+    pub denied_members: Option<Vec<String>>,
+    pub creators: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub file_upload: Option<bool>,
+    pub chat_history: Option<bool>,
+    pub invitations: Option<bool>,
+    pub allowed_members: Option<ListChange>,
+    pub denied_members: Option<ListChange>,
+    pub creators: Option<ListChange>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Room {
+    pub id: String,
+    pub uri: String,
+    pub name: String,
+    pub description: String,
+    pub category: String,
+    pub privacy: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub invitations: String,
+    pub disabled: bool,
+    pub addin: Option<String>,
+    pub members: Vec<String>,
+    pub managers: Vec<String>,
+    pub presenters: Vec<String>,
+    pub created_by: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRoom {
+    pub name: String,
+    pub category: String,
+    pub description: Option<String>,
+    pub privacy: Option<String>,
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub invitations: Option<String>,
+    pub addin: Option<String>,
+    pub disabled: Option<bool>,
+    pub members: Option<Vec<String>>,
+    pub managers: Option<Vec<String>>,
+    pub presenters: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub privacy: Option<String>,
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub invitations: Option<String>,
+    pub disabled: Option<bool>,
+    /// `null` unlinks the add-in.
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub addin: Option<Option<String>>,
+    pub members: Option<ListChange>,
+    pub managers: Option<ListChange>,
+    pub presenters: Option<ListChange>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Participants {
+    pub participants: Vec<User>,
+    pub suppressed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Addin {
+    pub name: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddinPatch {
+    pub name: Option<String>,
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Message {
+    pub id: String,
+    pub room: String,
+    pub seq: i64,
+    pub author: String,
+    pub ts: String,
+    pub text: String,
+    pub story_title: Option<String>,
+    pub alert: bool,
+    pub client_id: Option<String>,
+    pub replaced: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostMessage {
+    pub text: String,
+    pub story_title: Option<String>,
+    pub alert: Option<bool>,
+    pub client_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClearRoom {
+    pub end_date: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Cleared {
+    pub removed: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveMessages {
+    pub author: Option<String>,
+    pub start_date: Option<String>,
+    pub end_date: Option<String>,
+    pub keywords: Option<String>,
+    #[serde(rename = "match")]
+    pub match_: Option<String>,
+    pub case_sensitive: Option<bool>,
+    pub replace_with: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Affected {
+    pub affected: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MyRoom {
+    pub room: Room,
+    pub following: bool,
+    pub unread: i64,
+    pub last_seq: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkRead {
+    pub room: String,
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Invitation {
+    pub id: i64,
+    pub room: Room,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Invitations {
+    pub items: Vec<Invitation>,
+}
+
+/// A client → server stream frame.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    Join {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_seq: Option<i64>,
+    },
+    Part {
+        room: String,
+    },
+    Post {
+        room: String,
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        story_title: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        alert: Option<bool>,
+        client_id: String,
+    },
+    Ping,
+}
+
+/// A server → client stream frame.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Joined {
+        room: String,
+        last_seq: i64,
+    },
+    Parted {
+        room: String,
+    },
+    Ack {
+        client_id: String,
+        message: Message,
+    },
+    Pong,
+    Message {
+        message: Message,
+    },
+    MessageReplaced {
+        room: String,
+        message_ids: Vec<String>,
+        text: String,
+    },
+    MessagesRemoved {
+        room: String,
+        message_ids: Vec<String>,
+    },
+    RoomCleared {
+        room: String,
+        end_date: String,
+    },
+    ParticipantJoined {
+        room: String,
+        user: User,
+    },
+    ParticipantLeft {
+        room: String,
+        user: User,
+    },
+    RoomUpdated {
+        room: Room,
+    },
+    RoomDisabled {
+        room: String,
+    },
+    RoomDeleted {
+        room: String,
+    },
+    RemovedFromRoom {
+        room: String,
+    },
+    Activity {
+        room: String,
+        last_seq: i64,
+    },
+    Invitation {
+        invitation: Invitation,
+    },
+    Error {
+        code: String,
+        detail: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        op: Option<String>,
+    },
+    Resync {
+        room: String,
+        reason: String,
+    },
+}

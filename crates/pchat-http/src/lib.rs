@@ -1,1 +1,73 @@
-//! placeholder
+//! The pchat HTTP API and WebSocket stream (API.md) on axum. Errors become `application/problem+json` in one
+//! place ([`error`]); request bodies are parsed strictly ([`extract`]); domain records become wire shapes in
+//! [`wire`]. The crate receives a bound listener and a shutdown signal; it never handles signals itself.
+
+mod error;
+mod extract;
+mod handlers;
+mod stream;
+pub mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use pchat_service::Service;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use error::ApiError;
+
+/// Limits the HTTP front end enforces.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest WebSocket message (and frame), in bytes.
+    pub max_ws_message_bytes: usize,
+    /// Most concurrent WebSocket connections.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_ws_message_bytes: 1024 * 1024,
+            max_connections: 20_000,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub limits: HttpLimits,
+    /// Becomes true when the server is shutting down: live connections close with a close frame.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.limits.max_body_bytes;
+    handlers::routes()
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// The frame encoder the hub uses: each live event is serialized once into a JSON text frame.
+pub fn encoder(domain: String) -> pchat_service::hub::Encoder {
+    Box::new(move |event| wire::encode_event(&domain, event))
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and waits for in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

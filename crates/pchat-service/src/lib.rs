@@ -1,1 +1,125 @@
-//! placeholder
+//! pchat use cases: sign-in and identity, the directory (users, groups, roles), policy and configuration,
+//! categories, rooms and add-ins, messages and history, following and invitations, and the live fan-out [`hub`].
+//! Front ends (HTTP/WebSocket now, SIP/XCCOS later) call [`Service`]; it knows nothing of their protocols.
+
+mod auth;
+mod directory;
+mod error;
+pub mod hub;
+mod me;
+mod messages;
+mod ratelimit;
+mod rooms;
+pub mod time;
+
+use std::sync::Arc;
+
+use pchat_core::{Identity, Name};
+use pchat_store::{Store, StoreEvent};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+pub use error::{ServiceError, ServiceResult};
+pub use hub::{Conn, Frame, Hub, LiveEvent};
+pub use me::MyRoom;
+pub use messages::{DEFAULT_REPLACEMENT, History, Joined};
+pub use rooms::RoomFilter;
+pub use rooms::{RoomView, decode_cursor, encode_cursor};
+
+/// The store records the service returns, for front ends to convert into their wire shapes.
+pub mod records {
+    pub use pchat_store::{
+        AddinRecord, CategoryRecord, InvitationRecord, MessageRecord, RoomRecord, UserRecord,
+    };
+}
+
+/// Deployment settings the service needs (from the server's configuration).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The SIP/mail domain of this deployment (room URIs, the bootstrap administrator).
+    pub domain: String,
+    /// The site and pool this server belongs to, for policy and configuration scopes.
+    pub site: Name,
+    pub pool: Name,
+    /// Posts a user may make per second, sustained, and in a burst.
+    pub post_rate_per_sec: f64,
+    pub post_burst: f64,
+    /// Frames queued for one connection before it is considered too slow.
+    pub connection_queue: usize,
+}
+
+/// The signed-in user a request acts for.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub identity: Identity,
+    pub display_name: String,
+    pub admin: bool,
+    pub user_admin: bool,
+    pub chat_enabled: bool,
+}
+
+impl Caller {
+    pub fn address(&self) -> &str {
+        self.identity.address.as_str()
+    }
+}
+
+pub struct Service {
+    store: Arc<dyn Store>,
+    settings: Settings,
+    hub: Hub,
+    limiter: ratelimit::RateLimiter,
+}
+
+impl Service {
+    /// Builds the service and starts the task that turns committed store events into live deliveries.
+    /// `encode` turns a live event into the front end's wire frame, once per event.
+    pub fn start(store: Arc<dyn Store>, settings: Settings, encode: hub::Encoder) -> Arc<Self> {
+        let events = store.take_events();
+        let limiter = ratelimit::RateLimiter::new(settings.post_rate_per_sec, settings.post_burst);
+        let service = Arc::new(Self {
+            hub: Hub::new(encode, settings.connection_queue),
+            store,
+            settings,
+            limiter,
+        });
+        if let Some(events) = events {
+            tokio::spawn(dispatch(Arc::downgrade(&service), events));
+        } else {
+            warn!("store event feed already taken: live delivery disabled");
+        }
+        service
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Whether the database answers.
+    pub async fn ready(&self) -> ServiceResult<()> {
+        Ok(self.store.ping().await?)
+    }
+
+    pub fn room_uri(&self, room_id: &str) -> String {
+        format!("ma-chan://{}/{}", self.settings.domain, room_id)
+    }
+}
+
+/// Publishes committed messages to the hub in commit order (which is `seq` order per room).
+async fn dispatch(
+    service: std::sync::Weak<Service>,
+    mut events: mpsc::UnboundedReceiver<StoreEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        match event {
+            StoreEvent::MessagePosted(message) => service.hub.publish_message(&message),
+        }
+    }
+}

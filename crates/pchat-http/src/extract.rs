@@ -1,0 +1,242 @@
+//! Request extractors: strict JSON bodies (the offending field is named), bearer authentication, query values.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use pchat_api_types::codes;
+use pchat_service::Caller;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// A JSON body: `application/json`, within the body limit, matching `T` exactly (unknown fields rejected).
+pub(crate) struct Json<T>(pub(crate) T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    codes::PAYLOAD_TOO_LARGE,
+                    "the request body is too large",
+                )
+            } else {
+                ApiError::validation("body", format!("cannot read the body: {e}"))
+            }
+        })?;
+        if !is_json {
+            return Err(ApiError::validation(
+                "body",
+                "Content-Type must be application/json",
+            ));
+        }
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// Parses JSON strictly, naming the field at fault.
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        let field = match unknown_field(&message) {
+            Some(f) if path == "." || path == f || path.ends_with(&format!(".{f}")) => {
+                if path == "." { f } else { path }
+            }
+            Some(f) => format!("{path}.{f}"),
+            None if path == "." => "body".to_owned(),
+            None => path,
+        };
+        ApiError::validation(&field, format!("invalid JSON: {message}"))
+    })
+}
+
+/// Extracts the name from serde's "unknown field `x`" message.
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next().map(str::to_owned)
+}
+
+/// The signed-in caller, from `Authorization: Bearer …` (or `?token=` on the stream).
+pub(crate) struct Auth(pub(crate) Caller, pub(crate) String);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = match header {
+            Some(h) => h.strip_prefix("Bearer ").map(str::trim).map(str::to_owned),
+            None => parts.uri.query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("token=").map(str::to_owned))
+            }),
+        };
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(ApiError::unauthenticated());
+        };
+        let caller = state
+            .service
+            .authenticate(&token)
+            .await
+            .map_err(|e| match e {
+                pchat_service::ServiceError::Unauthenticated => ApiError::unauthenticated(),
+                other => other.into(),
+            })?;
+        Ok(Self(caller, token))
+    }
+}
+
+/// Query parameters, read by name so that each error names its parameter.
+pub(crate) struct QueryMap(pub(crate) HashMap<String, Vec<String>>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in form_urlencoded_pairs(parts.uri.query().unwrap_or("")) {
+            map.entry(k).or_default().push(v);
+        }
+        Ok(Self(map))
+    }
+}
+
+impl QueryMap {
+    pub(crate) fn str(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.first()).map(String::as_str)
+    }
+
+    pub(crate) fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.str(name)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::validation(name, "must be an integer"))
+            })
+            .transpose()
+    }
+
+    pub(crate) fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        self.str(name)
+            .map(|v| match v {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(ApiError::validation(name, "must be true or false")),
+            })
+            .transpose()
+    }
+
+    /// `limit`: default 50, 1–500.
+    pub(crate) fn limit(&self) -> Result<u32, ApiError> {
+        match self.int("limit")? {
+            None => Ok(50),
+            Some(n) if (1..=500).contains(&n) => Ok(n as u32),
+            Some(_) => Err(ApiError::validation("limit", "must be between 1 and 500")),
+        }
+    }
+}
+
+/// Splits and percent-decodes `a=b&c=d` (with `+` as space).
+fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(raw: &str) -> String {
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_queries() {
+        let pairs = form_urlencoded_pairs("q=a+b&name=%E2%9C%93&bad=%zz&x");
+        assert_eq!(pairs[0], ("q".into(), "a b".into()));
+        assert_eq!(pairs[1], ("name".into(), "✓".into()));
+        assert_eq!(pairs[2], ("bad".into(), "%zz".into()));
+        assert_eq!(pairs[3], ("x".into(), "".into()));
+    }
+
+    #[test]
+    fn names_the_field() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct T {
+            name: String,
+            n: Option<u32>,
+        }
+        assert_eq!(
+            parse_json::<T>(br#"{"name": 5}"#)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("name")
+        );
+        assert_eq!(
+            parse_json::<T>(br#"{"name": "a", "zzz": 1}"#)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("zzz")
+        );
+        assert_eq!(
+            parse_json::<T>(br#"{"name": "a", "n": -1}"#)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("n")
+        );
+        assert_eq!(
+            parse_json::<T>(b"{not json").unwrap_err().code,
+            "validation_failed"
+        );
+        assert!(parse_json::<T>(br#"{"name": "a"}"#).is_ok());
+    }
+}

@@ -1,0 +1,511 @@
+//! The live fan-out hub: which connections are joined to (or follow) which rooms, and delivery to them.
+//!
+//! Each event is encoded once by the front end's [`Encoder`] and the same `Bytes` is queued to every recipient.
+//! Each connection has one bounded queue; delivery never waits: a connection whose queue is full is dropped from
+//! that room and told to resync (it resumes from history with `after_seq`), so a slow client never slows a room.
+//! Locks are per room and held only to copy or edit a subscriber list, never across a send that could wait.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use bytes::Bytes;
+use pchat_core::permissions::roster_suppressed;
+use pchat_store::{MessageRecord, RoomRecord};
+use tokio::sync::{Notify, mpsc};
+
+use crate::Caller;
+
+/// A live event as the service sees it; front ends encode it into their wire frame.
+#[derive(Debug, Clone)]
+pub enum LiveEvent {
+    Message(MessageRecord),
+    RoomUpdated(RoomRecord),
+    RoomDisabled {
+        room: String,
+    },
+    RoomDeleted {
+        room: String,
+    },
+    RemovedFromRoom {
+        room: String,
+    },
+    ParticipantJoined {
+        room: String,
+        address: String,
+        display_name: String,
+    },
+    ParticipantLeft {
+        room: String,
+        address: String,
+        display_name: String,
+    },
+    Activity {
+        room: String,
+        last_seq: i64,
+    },
+    Invitation {
+        id: i64,
+        room: RoomRecord,
+        created_at: i64,
+    },
+    MessagesRemoved {
+        room: String,
+        ids: Vec<String>,
+    },
+    MessageReplaced {
+        room: String,
+        ids: Vec<String>,
+        text: String,
+    },
+    RoomCleared {
+        room: String,
+        end_ts: i64,
+    },
+}
+
+pub type Encoder = Box<dyn Fn(&LiveEvent) -> Bytes + Send + Sync>;
+
+/// One queued frame for a connection.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The room a message frame belongs to and its `seq`, so the connection can skip what it already sent.
+    pub message: Option<(Arc<str>, i64)>,
+    /// The room the connection has just been unsubscribed from by this frame (disable, delete, kick).
+    pub unsubscribed: Option<Arc<str>>,
+    pub bytes: Bytes,
+}
+
+/// A live connection of a signed-in user.
+pub struct Conn {
+    pub id: u64,
+    pub caller: Caller,
+    queue: mpsc::Sender<Frame>,
+    joined: Mutex<HashSet<String>>,
+    watching: Mutex<HashSet<String>>,
+    overflowed: Mutex<Vec<String>>,
+    /// Signalled when rooms were dropped for overflow; read them with [`Conn::take_overflowed`].
+    pub overflow: Notify,
+}
+
+impl Conn {
+    pub fn take_overflowed(&self) -> Vec<String> {
+        self.overflowed
+            .lock()
+            .map(|mut o| std::mem::take(&mut *o))
+            .unwrap_or_default()
+    }
+
+    pub fn is_joined(&self, room: &str) -> bool {
+        self.joined.lock().is_ok_and(|j| j.contains(room))
+    }
+
+    fn push(&self, frame: Frame) -> bool {
+        self.queue.try_send(frame).is_ok()
+    }
+}
+
+#[derive(Default)]
+struct Roster {
+    /// Connected participants: address → (connections, display name).
+    present: HashMap<String, (usize, String)>,
+    suppressed: bool,
+}
+
+#[derive(Default)]
+struct RoomHub {
+    subscribers: RwLock<Vec<Arc<Conn>>>,
+    watchers: RwLock<Vec<Arc<Conn>>>,
+    roster: Mutex<Roster>,
+}
+
+pub struct Hub {
+    encode: Encoder,
+    queue_len: usize,
+    next_id: AtomicU64,
+    rooms: RwLock<HashMap<String, Arc<RoomHub>>>,
+    users: Mutex<HashMap<String, Vec<Weak<Conn>>>>,
+}
+
+fn remove_conn(list: &RwLock<Vec<Arc<Conn>>>, id: u64) -> bool {
+    let Ok(mut list) = list.write() else {
+        return false;
+    };
+    let before = list.len();
+    list.retain(|c| c.id != id);
+    list.len() != before
+}
+
+fn snapshot(list: &RwLock<Vec<Arc<Conn>>>) -> Vec<Arc<Conn>> {
+    list.read().map(|l| l.clone()).unwrap_or_default()
+}
+
+impl Hub {
+    pub(crate) fn new(encode: Encoder, queue_len: usize) -> Self {
+        Self {
+            encode,
+            queue_len: queue_len.max(16),
+            next_id: AtomicU64::new(1),
+            rooms: RwLock::new(HashMap::new()),
+            users: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Registers a connection; frames for it arrive on the returned receiver.
+    pub fn connect(&self, caller: Caller) -> (Arc<Conn>, mpsc::Receiver<Frame>) {
+        let (queue, frames) = mpsc::channel(self.queue_len);
+        let conn = Arc::new(Conn {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            caller,
+            queue,
+            joined: Mutex::new(HashSet::new()),
+            watching: Mutex::new(HashSet::new()),
+            overflowed: Mutex::new(Vec::new()),
+            overflow: Notify::new(),
+        });
+        if let Ok(mut users) = self.users.lock() {
+            let list = users.entry(conn.caller.address().to_owned()).or_default();
+            list.retain(|w| w.strong_count() > 0);
+            list.push(Arc::downgrade(&conn));
+        }
+        (conn, frames)
+    }
+
+    /// Removes a connection from every room it joined or watched.
+    pub fn disconnect(&self, conn: &Arc<Conn>) {
+        let joined: Vec<String> = conn
+            .joined
+            .lock()
+            .map(|j| j.iter().cloned().collect())
+            .unwrap_or_default();
+        for room in joined {
+            self.unsubscribe(conn, &room);
+        }
+        let watching: Vec<String> = conn
+            .watching
+            .lock()
+            .map(|mut w| w.drain().collect())
+            .unwrap_or_default();
+        for room in watching {
+            if let Some(hub) = self.room(&room) {
+                remove_conn(&hub.watchers, conn.id);
+            }
+        }
+        if let Ok(mut users) = self.users.lock()
+            && let Some(list) = users.get_mut(conn.caller.address())
+        {
+            list.retain(|w| w.upgrade().is_some_and(|c| c.id != conn.id));
+            if list.is_empty() {
+                users.remove(conn.caller.address());
+            }
+        }
+    }
+
+    fn room(&self, room: &str) -> Option<Arc<RoomHub>> {
+        self.rooms.read().ok().and_then(|r| r.get(room).cloned())
+    }
+
+    fn room_or_create(&self, room: &str) -> Option<Arc<RoomHub>> {
+        if let Some(hub) = self.room(room) {
+            return Some(hub);
+        }
+        let mut rooms = self.rooms.write().ok()?;
+        Some(Arc::clone(rooms.entry(room.to_owned()).or_default()))
+    }
+
+    /// Subscribes the connection to a room's live events and enters it in the roster. Returns false if it was
+    /// already subscribed.
+    pub fn subscribe(&self, conn: &Arc<Conn>, room: &str, participant_update_limit: u32) -> bool {
+        let Ok(mut joined) = conn.joined.lock() else {
+            return false;
+        };
+        if !joined.insert(room.to_owned()) {
+            return false;
+        }
+        drop(joined);
+        let Some(hub) = self.room_or_create(room) else {
+            return false;
+        };
+        if let Ok(mut subs) = hub.subscribers.write() {
+            subs.push(Arc::clone(conn));
+        }
+        let announce = {
+            let Ok(mut roster) = hub.roster.lock() else {
+                return true;
+            };
+            let entry = roster
+                .present
+                .entry(conn.caller.address().to_owned())
+                .or_insert((0, conn.caller.display_name.clone()));
+            entry.0 += 1;
+            let first = entry.0 == 1;
+            roster.suppressed = roster_suppressed(
+                roster.suppressed,
+                roster.present.len(),
+                participant_update_limit,
+            );
+            first && !roster.suppressed
+        };
+        if announce {
+            self.broadcast_room(
+                &hub,
+                &LiveEvent::ParticipantJoined {
+                    room: room.to_owned(),
+                    address: conn.caller.address().to_owned(),
+                    display_name: conn.caller.display_name.clone(),
+                },
+                Some(conn.id),
+            );
+        }
+        true
+    }
+
+    /// Leaves a room (part, disconnect, or being dropped); announces the departure if roster updates are on.
+    pub fn unsubscribe(&self, conn: &Arc<Conn>, room: &str) -> bool {
+        let was_joined = conn.joined.lock().is_ok_and(|mut j| j.remove(room));
+        if !was_joined {
+            return false;
+        }
+        let Some(hub) = self.room(room) else {
+            return true;
+        };
+        remove_conn(&hub.subscribers, conn.id);
+        self.roster_leave(&hub, room, conn);
+        true
+    }
+
+    fn roster_leave(&self, hub: &RoomHub, room: &str, conn: &Conn) {
+        let announce = {
+            let Ok(mut roster) = hub.roster.lock() else {
+                return;
+            };
+            let address = conn.caller.address();
+            let gone = match roster.present.get_mut(address) {
+                Some(entry) if entry.0 > 1 => {
+                    entry.0 -= 1;
+                    false
+                }
+                Some(_) => {
+                    roster.present.remove(address);
+                    true
+                }
+                None => false,
+            };
+            // The limit is not known here; a departure can only lift suppression, which the next join re-checks
+            // against the configured limit. Announce only when updates are on.
+            gone && !roster.suppressed
+        };
+        if announce {
+            self.broadcast_room(
+                hub,
+                &LiveEvent::ParticipantLeft {
+                    room: room.to_owned(),
+                    address: conn.caller.address().to_owned(),
+                    display_name: conn.caller.display_name.clone(),
+                },
+                None,
+            );
+        }
+    }
+
+    /// Re-evaluates roster suppression after departures (called with the room's configured limit).
+    pub fn refresh_roster(&self, room: &str, participant_update_limit: u32) {
+        if let Some(hub) = self.room(room)
+            && let Ok(mut roster) = hub.roster.lock()
+        {
+            roster.suppressed = roster_suppressed(
+                roster.suppressed,
+                roster.present.len(),
+                participant_update_limit,
+            );
+        }
+    }
+
+    /// The connected participants of a room, or `None` when roster updates are suppressed.
+    pub fn participants(&self, room: &str) -> Option<Vec<(String, String)>> {
+        let Some(hub) = self.room(room) else {
+            return Some(vec![]);
+        };
+        let roster = hub.roster.lock().ok()?;
+        if roster.suppressed {
+            return None;
+        }
+        let mut list: Vec<_> = roster
+            .present
+            .iter()
+            .map(|(a, (_, d))| (a.clone(), d.clone()))
+            .collect();
+        list.sort();
+        Some(list)
+    }
+
+    /// Starts or stops activity notifications of a room for every connection of `address`.
+    pub fn set_watch(&self, address: &str, room: &str, watch: bool) {
+        for conn in self.user_conns(address) {
+            self.watch(&conn, room, watch);
+        }
+    }
+
+    pub fn watch(&self, conn: &Arc<Conn>, room: &str, watch: bool) {
+        let changed = conn.watching.lock().is_ok_and(|mut w| {
+            if watch {
+                w.insert(room.to_owned())
+            } else {
+                w.remove(room)
+            }
+        });
+        if !changed {
+            return;
+        }
+        if watch {
+            if let Some(hub) = self.room_or_create(room)
+                && let Ok(mut watchers) = hub.watchers.write()
+            {
+                watchers.push(Arc::clone(conn));
+            }
+        } else if let Some(hub) = self.room(room) {
+            remove_conn(&hub.watchers, conn.id);
+        }
+    }
+
+    fn user_conns(&self, address: &str) -> Vec<Arc<Conn>> {
+        self.users
+            .lock()
+            .ok()
+            .and_then(|u| {
+                u.get(address)
+                    .map(|l| l.iter().filter_map(Weak::upgrade).collect())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Delivers a committed message to the room's subscribers and activity to followers not joined to it.
+    pub(crate) fn publish_message(&self, message: &MessageRecord) {
+        let Some(hub) = self.room(&message.room_id) else {
+            return;
+        };
+        let room: Arc<str> = Arc::from(message.room_id.as_str());
+        let bytes = (self.encode)(&LiveEvent::Message(message.clone()));
+        let subscribers = snapshot(&hub.subscribers);
+        let mut slow = vec![];
+        for conn in &subscribers {
+            let frame = Frame {
+                message: Some((Arc::clone(&room), message.seq)),
+                unsubscribed: None,
+                bytes: bytes.clone(),
+            };
+            if !conn.push(frame) {
+                slow.push(Arc::clone(conn));
+            }
+        }
+        for conn in slow {
+            self.drop_slow(&conn, &message.room_id);
+        }
+        let watchers = snapshot(&hub.watchers);
+        if watchers.is_empty() {
+            return;
+        }
+        let activity = (self.encode)(&LiveEvent::Activity {
+            room: message.room_id.clone(),
+            last_seq: message.seq,
+        });
+        for conn in watchers.iter().filter(|c| !c.is_joined(&message.room_id)) {
+            // Activity is advisory (the unread count is authoritative), so a full queue just misses one.
+            conn.push(Frame {
+                message: None,
+                unsubscribed: None,
+                bytes: activity.clone(),
+            });
+        }
+    }
+
+    fn drop_slow(&self, conn: &Arc<Conn>, room: &str) {
+        if self.unsubscribe(conn, room) {
+            if let Ok(mut o) = conn.overflowed.lock() {
+                o.push(room.to_owned());
+            }
+            conn.overflow.notify_one();
+        }
+    }
+
+    fn broadcast_room(&self, hub: &RoomHub, event: &LiveEvent, except: Option<u64>) {
+        let bytes = (self.encode)(event);
+        for conn in snapshot(&hub.subscribers)
+            .iter()
+            .filter(|c| Some(c.id) != except)
+        {
+            conn.push(Frame {
+                message: None,
+                unsubscribed: None,
+                bytes: bytes.clone(),
+            });
+        }
+    }
+
+    /// Sends an event to every connection joined to the room.
+    pub fn broadcast(&self, room: &str, event: &LiveEvent) {
+        if let Some(hub) = self.room(room) {
+            self.broadcast_room(&hub, event, None);
+        }
+    }
+
+    /// Sends `event` to every subscriber for which `evict` holds and unsubscribes them.
+    pub fn evict(&self, room: &str, event: &LiveEvent, evict: impl Fn(&Caller) -> bool) {
+        let Some(hub) = self.room(room) else { return };
+        let bytes = (self.encode)(event);
+        let room_arc: Arc<str> = Arc::from(room);
+        for conn in snapshot(&hub.subscribers)
+            .into_iter()
+            .filter(|c| evict(&c.caller))
+        {
+            if self.unsubscribe(&conn, room) {
+                conn.push(Frame {
+                    message: None,
+                    unsubscribed: Some(Arc::clone(&room_arc)),
+                    bytes: bytes.clone(),
+                });
+            }
+        }
+    }
+
+    /// Sends `event` to every connection of the user.
+    pub fn to_user(&self, address: &str, event: &LiveEvent) {
+        let conns = self.user_conns(address);
+        if conns.is_empty() {
+            return;
+        }
+        let bytes = (self.encode)(event);
+        for conn in conns {
+            conn.push(Frame {
+                message: None,
+                unsubscribed: None,
+                bytes: bytes.clone(),
+            });
+        }
+    }
+
+    /// Forgets a room entirely (after deletion).
+    pub fn forget_room(&self, room: &str) {
+        if let Ok(mut rooms) = self.rooms.write()
+            && let Some(hub) = rooms.remove(room)
+        {
+            for conn in snapshot(&hub.watchers) {
+                if let Ok(mut w) = conn.watching.lock() {
+                    w.remove(room);
+                }
+            }
+        }
+    }
+
+    /// Connections currently open (for metrics).
+    pub fn connection_count(&self) -> usize {
+        self.users
+            .lock()
+            .map(|u| {
+                u.values()
+                    .map(|l| l.iter().filter(|w| w.strong_count() > 0).count())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}

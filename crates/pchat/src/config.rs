@@ -1,0 +1,159 @@
+//! The server's typed configuration: defaults, then the TOML file (`--config`), then `PCHAT_*` environment and
+//! command-line flags for the settings that have them. Unknown keys are rejected. `docs/pchat.toml` documents
+//! every field with its default; a test checks that file against [`Config::default`].
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Where the embedded databases and the local admin credentials live.
+    pub(crate) data_dir: PathBuf,
+    /// Address to listen on.
+    pub(crate) listen: String,
+    /// The SIP/mail domain of this deployment.
+    pub(crate) domain: String,
+    /// Site and pool names of this server (policy and configuration scopes `site:` and `pool:`).
+    pub(crate) site: String,
+    pub(crate) pool: String,
+    /// `sqlite:` (default: `mgc.db` in the data directory), `sqlite:PATH`, or `postgres://…` (not yet supported).
+    pub(crate) database_url: String,
+    /// `text` or `json`.
+    pub(crate) log_format: String,
+    pub(crate) storage: StorageConfig,
+    pub(crate) tls: TlsConfig,
+    pub(crate) limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct StorageConfig {
+    /// SQLite `synchronous`: `full` (survives power loss) or `normal` (survives a process crash).
+    pub(crate) synchronous: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct TlsConfig {
+    /// PEM certificate chain and private key; both set turns on HTTPS and WSS.
+    pub(crate) cert: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct LimitsConfig {
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_ws_message_bytes: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) post_rate_per_sec: f64,
+    pub(crate) post_burst: f64,
+    pub(crate) connection_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./pchat-data"),
+            listen: "127.0.0.1:8080".into(),
+            domain: "example.com".into(),
+            site: "default".into(),
+            pool: "default".into(),
+            database_url: "sqlite:".into(),
+            log_format: "text".into(),
+            storage: StorageConfig::default(),
+            tls: TlsConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            synchronous: "full".into(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_ws_message_bytes: 1024 * 1024,
+            max_connections: 20_000,
+            post_rate_per_sec: 20.0,
+            post_burst: 100.0,
+            connection_queue: 1024,
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn load(path: Option<&PathBuf>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    pub(crate) fn parse(text: &str) -> anyhow::Result<Self> {
+        let config: Self = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("log_format must be text or json");
+        }
+        if pchat_store_sqlite::Durability::parse(&self.storage.synchronous).is_none() {
+            bail!("storage.synchronous must be full or normal");
+        }
+        let l = &self.limits;
+        if l.max_body_bytes < 1024 || l.max_ws_message_bytes < 1024 {
+            bail!("limits.max_body_bytes and limits.max_ws_message_bytes must be at least 1024");
+        }
+        if l.max_connections == 0 || l.connection_queue < 16 {
+            bail!(
+                "limits.max_connections must be positive and limits.connection_queue at least 16"
+            );
+        }
+        if !(l.post_rate_per_sec > 0.0 && l.post_burst >= 1.0) {
+            bail!("limits.post_rate_per_sec must be positive and limits.post_burst at least 1");
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            bail!("tls.cert and tls.key must be given together");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_defaults_match_the_code() {
+        let text = include_str!("../../../docs/pchat.toml");
+        assert_eq!(Config::parse(text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        assert!(Config::parse("nonsense = 1").is_err());
+        assert!(Config::parse("[limits]\nmax_connections = 0").is_err());
+        assert!(Config::parse("log_format = \"xml\"").is_err());
+        assert!(Config::parse("[storage]\nsynchronous = \"off\"").is_err());
+        assert!(Config::parse("[tls]\ncert = \"a.pem\"").is_err());
+        assert_eq!(
+            Config::parse("domain = \"corp.example\"").unwrap().domain,
+            "corp.example"
+        );
+    }
+}

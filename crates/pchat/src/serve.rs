@@ -1,0 +1,205 @@
+//! `pchat serve`: opens the store, bootstraps the first administrator, writes the local admin credentials,
+//! serves HTTP/WebSocket until SIGTERM/SIGINT, then drains: stop accepting, finish in-flight requests (and so
+//! their commits), close live connections with a close frame.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use pchat_core::Name;
+use pchat_http::{AppState, HttpLimits};
+use pchat_service::{Service, Settings};
+use pchat_store::Store;
+use pchat_store_sqlite::{Durability, SqliteStore};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+/// What a local `pchat` command reads to reach the server on this host without flags.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct LocalAccess {
+    pub(crate) url: String,
+    pub(crate) token: String,
+}
+
+pub(crate) const LOCAL_ACCESS_FILE: &str = "server.json";
+
+/// Opens the chat store named by the database URL: the one place that names concrete backends.
+fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let durability = Durability::parse(&config.storage.synchronous).unwrap_or_default();
+    let url = config.database_url.as_str();
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let path = if path.is_empty() {
+            config.data_dir.join("mgc.db")
+        } else {
+            PathBuf::from(path)
+        };
+        let store = SqliteStore::open(&path, durability)?;
+        return Ok(Arc::new(store));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        bail!(
+            "PostgreSQL is not supported by this build yet (database_url {})",
+            redact(url)
+        );
+    }
+    bail!(
+        "unsupported database_url {}: use sqlite: or sqlite:PATH",
+        redact(url)
+    )
+}
+
+/// Hides a password in a URL for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
+    if config.tls.cert.is_some() {
+        bail!("TLS listeners are not built yet: remove [tls] from the configuration");
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let store = open_store(&config)?;
+    let settings = Settings {
+        domain: config.domain.clone(),
+        site: Name::parse("site", &config.site)?,
+        pool: Name::parse("pool", &config.pool)?,
+        post_rate_per_sec: config.limits.post_rate_per_sec,
+        post_burst: config.limits.post_burst,
+        connection_queue: config.limits.connection_queue,
+    };
+    let service = Service::start(
+        Arc::clone(&store),
+        settings,
+        pchat_http::encoder(config.domain.clone()),
+    );
+
+    let bootstrap_password = std::env::var("PCHAT_BOOTSTRAP_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    if let Some((address, generated)) = service.bootstrap_admin(bootstrap_password).await? {
+        match generated {
+            Some(password) => println!(
+                "Created administrator {address} with password: {password}\n(shown once; change it or keep it safe)"
+            ),
+            None => {
+                info!(%address, "created the administrator with the password from PCHAT_BOOTSTRAP_ADMIN_PASSWORD")
+            }
+        }
+    }
+
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    let url = format!("http://{address}");
+    write_local_access(&service, &config.data_dir, &url).await?;
+    info!(%url, data_dir = %config.data_dir.display(), "pchat listening");
+    println!("pchat listening on {url}");
+    let _ = std::io::stdout().flush();
+
+    let (stop, stopped) = watch::channel(false);
+    let state = AppState {
+        service: Arc::clone(&service),
+        limits: HttpLimits {
+            max_body_bytes: config.limits.max_body_bytes,
+            max_ws_message_bytes: config.limits.max_ws_message_bytes,
+            max_connections: config.limits.max_connections,
+        },
+        shutdown: stopped.clone(),
+    };
+    let mut server_stopped = stopped.clone();
+    let server = tokio::spawn(pchat_http::serve(listener, state, async move {
+        let _ = server_stopped.wait_for(|s| *s).await;
+    }));
+    wait_for_signal().await;
+    info!("shutting down: no new connections; finishing requests in flight");
+    let _ = stop.send(true);
+    match tokio::time::timeout(Duration::from_secs(20), server).await {
+        Ok(result) => result??,
+        Err(_) => warn!("requests still running after 20 s; exiting anyway"),
+    }
+    remove_local_access(&config.data_dir);
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Gives local `pchat` commands the server's URL and an administrator token, readable only by this user.
+async fn write_local_access(service: &Service, data_dir: &Path, url: &str) -> anyhow::Result<()> {
+    let Some(token) = service.local_admin_token().await? else {
+        warn!("no administrator exists: local admin commands need --url and --token");
+        return Ok(());
+    };
+    let body = serde_json::to_vec_pretty(&LocalAccess {
+        url: url.to_owned(),
+        token,
+    })?;
+    let path = data_dir.join(LOCAL_ACCESS_FILE);
+    let tmp = data_dir.join(format!("{LOCAL_ACCESS_FILE}.tmp"));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(&body)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+fn remove_local_access(data_dir: &Path) {
+    let _ = std::fs::remove_file(data_dir.join(LOCAL_ACCESS_FILE));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://u:secret@db:5432/mgc"),
+            "postgres://u:***@db:5432/mgc"
+        );
+        assert_eq!(redact("postgres://db/mgc"), "postgres://db/mgc");
+    }
+}
