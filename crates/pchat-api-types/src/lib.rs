@@ -248,11 +248,7 @@ pub struct RoomPatch {
     pub invitations: Option<String>,
     pub disabled: Option<bool>,
     /// `null` unlinks the add-in.
-    #[serde(
-        default,
-        deserialize_with = "double_option",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "double_option", skip_serializing_if = "Option::is_none")]
     pub addin: Option<Option<String>>,
     pub members: Option<ListChange>,
     pub managers: Option<ListChange>,

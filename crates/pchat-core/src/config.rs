@@ -36,12 +36,7 @@ impl PolicyScope {
 
     /// The scopes that apply to a user on a server of `site` / `pool`, most specific first.
     pub fn chain(user: &Address, site: &Name, pool: &Name) -> [Self; 4] {
-        [
-            Self::User(user.clone()),
-            Self::Pool(pool.clone()),
-            Self::Site(site.clone()),
-            Self::Global,
-        ]
+        [Self::User(user.clone()), Self::Pool(pool.clone()), Self::Site(site.clone()), Self::Global]
     }
 }
 
@@ -56,19 +51,12 @@ impl ConfigScope {
         if let Some(pool) = raw.strip_prefix("pool:") {
             return Ok(Self::Pool(Name::parse("scope", pool)?));
         }
-        Err(ValidationError::new(
-            "scope",
-            format!("'{raw}' is not a scope (global, site:NAME, pool:NAME)"),
-        ))
+        Err(ValidationError::new("scope", format!("'{raw}' is not a scope (global, site:NAME, pool:NAME)")))
     }
 
     /// The scopes that apply on a server of `site` / `pool`, most specific first.
     pub fn chain(site: &Name, pool: &Name) -> [Self; 3] {
-        [
-            Self::Pool(pool.clone()),
-            Self::Site(site.clone()),
-            Self::Global,
-        ]
+        [Self::Pool(pool.clone()), Self::Site(site.clone()), Self::Global]
     }
 }
 
@@ -94,10 +82,7 @@ impl fmt::Display for ConfigScope {
 }
 
 /// Picks the first scope of `chain` (most specific first) for which `lookup` has a value.
-pub fn resolve<S: Clone, T>(
-    chain: &[S],
-    mut lookup: impl FnMut(&S) -> Option<T>,
-) -> Option<(S, T)> {
+pub fn resolve<S: Clone, T>(chain: &[S], mut lookup: impl FnMut(&S) -> Option<T>) -> Option<(S, T)> {
     chain.iter().find_map(|s| lookup(s).map(|v| (s.clone(), v)))
 }
 
@@ -145,26 +130,16 @@ impl ChatConfig {
     ) -> Result<Self, ValidationError> {
         fn range(field: &str, v: i64, (lo, hi): (u32, u32)) -> Result<u32, ValidationError> {
             if v < i64::from(lo) || v > i64::from(hi) {
-                return Err(ValidationError::new(
-                    field,
-                    format!("must be between {lo} and {hi}"),
-                ));
+                return Err(ValidationError::new(field, format!("must be between {lo} and {hi}")));
             }
             Ok(v as u32)
         }
         let url = room_management_url.trim().to_owned();
         if !url.is_empty() && !is_http_url(&url) {
-            return Err(ValidationError::new(
-                "room_management_url",
-                "must be empty or an http:// or https:// URL",
-            ));
+            return Err(ValidationError::new("room_management_url", "must be empty or an http:// or https:// URL"));
         }
         Ok(Self {
-            default_chat_history: range(
-                "default_chat_history",
-                default_chat_history,
-                DEFAULT_CHAT_HISTORY_RANGE,
-            )?,
+            default_chat_history: range("default_chat_history", default_chat_history, DEFAULT_CHAT_HISTORY_RANGE)?,
             max_file_size_kb: range("max_file_size_kb", max_file_size_kb, MAX_FILE_SIZE_KB_RANGE)?,
             participant_update_limit: range(
                 "participant_update_limit",
@@ -172,26 +147,18 @@ impl ChatConfig {
                 PARTICIPANT_UPDATE_LIMIT_RANGE,
             )?,
             room_management_url: url,
-            max_message_bytes: range(
-                "max_message_bytes",
-                max_message_bytes,
-                MAX_MESSAGE_BYTES_RANGE,
-            )?,
+            max_message_bytes: range("max_message_bytes", max_message_bytes, MAX_MESSAGE_BYTES_RANGE)?,
         })
     }
 }
 
 /// An absolute http(s) URL with a non-empty host and no whitespace or control characters.
 pub fn is_http_url(raw: &str) -> bool {
-    let rest = raw
-        .strip_prefix("https://")
-        .or_else(|| raw.strip_prefix("http://"));
+    let rest = raw.strip_prefix("https://").or_else(|| raw.strip_prefix("http://"));
     match rest {
         Some(rest) => {
             let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-            !host.is_empty()
-                && raw.len() <= 2048
-                && !raw.chars().any(|c| c.is_whitespace() || c.is_control())
+            !host.is_empty() && raw.len() <= 2048 && !raw.chars().any(|c| c.is_whitespace() || c.is_control())
         }
         None => false,
     }
@@ -216,16 +183,10 @@ mod tests {
     #[test]
     fn policy_precedence_most_specific_wins() {
         let user = Address::parse("a", "alice@example.com").unwrap();
-        let (site, pool) = (
-            Name::parse("s", "emea").unwrap(),
-            Name::parse("p", "pc1").unwrap(),
-        );
+        let (site, pool) = (Name::parse("s", "emea").unwrap(), Name::parse("p", "pc1").unwrap());
         let chain = PolicyScope::chain(&user, &site, &pool);
         let set = |entries: &[(&str, bool)]| -> HashMap<PolicyScope, bool> {
-            entries
-                .iter()
-                .map(|(s, v)| (PolicyScope::parse(s).unwrap(), *v))
-                .collect()
+            entries.iter().map(|(s, v)| (PolicyScope::parse(s).unwrap(), *v)).collect()
         };
         let check = |entries: &[(&str, bool)], expect: Option<(&str, bool)>| {
             let map = set(entries);
@@ -234,75 +195,35 @@ mod tests {
         };
         check(&[], None);
         check(&[("global", true)], Some(("global", true)));
-        check(
-            &[("global", true), ("site:emea", false)],
-            Some(("site:emea", false)),
-        );
-        check(
-            &[("global", true), ("site:other", false)],
-            Some(("global", true)),
-        );
-        check(
-            &[("site:emea", false), ("pool:pc1", true)],
-            Some(("pool:pc1", true)),
-        );
-        check(
-            &[("pool:pc1", true), ("user:alice@example.com", false)],
-            Some(("user:alice@example.com", false)),
-        );
-        check(
-            &[("user:bob@example.com", true), ("global", false)],
-            Some(("global", false)),
-        );
+        check(&[("global", true), ("site:emea", false)], Some(("site:emea", false)));
+        check(&[("global", true), ("site:other", false)], Some(("global", true)));
+        check(&[("site:emea", false), ("pool:pc1", true)], Some(("pool:pc1", true)));
+        check(&[("pool:pc1", true), ("user:alice@example.com", false)], Some(("user:alice@example.com", false)));
+        check(&[("user:bob@example.com", true), ("global", false)], Some(("global", false)));
     }
 
     #[test]
     fn config_precedence() {
-        let (site, pool) = (
-            Name::parse("s", "emea").unwrap(),
-            Name::parse("p", "pc1").unwrap(),
-        );
+        let (site, pool) = (Name::parse("s", "emea").unwrap(), Name::parse("p", "pc1").unwrap());
         let chain = ConfigScope::chain(&site, &pool);
-        let map: HashMap<ConfigScope, u32> = [
-            (ConfigScope::Global, 30),
-            (ConfigScope::Site(site.clone()), 50),
-        ]
-        .into_iter()
-        .collect();
-        assert_eq!(
-            resolve(&chain, |s| map.get(s).copied()),
-            Some((ConfigScope::Site(site), 50))
-        );
+        let map: HashMap<ConfigScope, u32> =
+            [(ConfigScope::Global, 30), (ConfigScope::Site(site.clone()), 50)].into_iter().collect();
+        assert_eq!(resolve(&chain, |s| map.get(s).copied()), Some((ConfigScope::Site(site), 50)));
     }
 
     #[test]
     fn config_ranges() {
         let ok = |h, f, p, u: &str, m| ChatConfig::validate(h, f, p, u.to_owned(), m);
         assert_eq!(ok(30, 20_000, 75, "", 32_768), Ok(ChatConfig::default()));
-        assert_eq!(
-            ok(0, 1, 1, "", 1).unwrap_err().field,
-            "default_chat_history"
-        );
-        assert_eq!(
-            ok(501, 1, 1, "", 1).unwrap_err().field,
-            "default_chat_history"
-        );
+        assert_eq!(ok(0, 1, 1, "", 1).unwrap_err().field, "default_chat_history");
+        assert_eq!(ok(501, 1, 1, "", 1).unwrap_err().field, "default_chat_history");
         assert!(ok(500, 1, 1, "", 1).is_ok());
         assert_eq!(ok(1, 0, 1, "", 1).unwrap_err().field, "max_file_size_kb");
-        assert_eq!(
-            ok(1, 1, 0, "", 1).unwrap_err().field,
-            "participant_update_limit"
-        );
-        assert_eq!(
-            ok(1, 1, 1, "ftp://x", 1).unwrap_err().field,
-            "room_management_url"
-        );
+        assert_eq!(ok(1, 1, 0, "", 1).unwrap_err().field, "participant_update_limit");
+        assert_eq!(ok(1, 1, 1, "ftp://x", 1).unwrap_err().field, "room_management_url");
         assert!(ok(1, 1, 1, "https://rooms.example.com/manage", 1).is_ok());
         assert_eq!(ok(1, 1, 1, "", 0).unwrap_err().field, "max_message_bytes");
-        assert_eq!(
-            ok(1, 1, 1, "", 1_048_577).unwrap_err().field,
-            "max_message_bytes"
-        );
+        assert_eq!(ok(1, 1, 1, "", 1_048_577).unwrap_err().field, "max_message_bytes");
         assert_eq!(ok(1, 1, 1, "", -5).unwrap_err().field, "max_message_bytes");
     }
 }

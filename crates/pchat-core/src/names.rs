@@ -13,10 +13,7 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
@@ -36,16 +33,10 @@ impl Name {
             return Err(ValidationError::new(field, "must not be empty or blank"));
         }
         if trimmed.chars().count() > MAX_NAME_CHARS {
-            return Err(ValidationError::new(
-                field,
-                format!("must be at most {MAX_NAME_CHARS} characters"),
-            ));
+            return Err(ValidationError::new(field, format!("must be at most {MAX_NAME_CHARS} characters")));
         }
         if trimmed.chars().any(char::is_control) {
-            return Err(ValidationError::new(
-                field,
-                "must not contain control characters",
-            ));
+            return Err(ValidationError::new(field, "must not contain control characters"));
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -72,19 +63,10 @@ pub struct Description(String);
 impl Description {
     pub fn parse(field: &str, raw: &str) -> Result<Self, ValidationError> {
         if raw.chars().count() > MAX_NAME_CHARS {
-            return Err(ValidationError::new(
-                field,
-                format!("must be at most {MAX_NAME_CHARS} characters"),
-            ));
+            return Err(ValidationError::new(field, format!("must be at most {MAX_NAME_CHARS} characters")));
         }
-        if raw
-            .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
-        {
-            return Err(ValidationError::new(
-                field,
-                "must not contain control characters",
-            ));
+        if raw.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+            return Err(ValidationError::new(field, "must not contain control characters"));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -106,30 +88,17 @@ pub struct Address(String);
 impl Address {
     pub fn parse(field: &str, raw: &str) -> Result<Self, ValidationError> {
         let raw = raw.trim();
-        let raw = raw
-            .strip_prefix("sip:")
-            .or_else(|| raw.strip_prefix("SIP:"))
-            .unwrap_or(raw);
+        let raw = raw.strip_prefix("sip:").or_else(|| raw.strip_prefix("SIP:")).unwrap_or(raw);
         let lower = raw.to_lowercase();
         let Some((local, domain)) = lower.split_once('@') else {
-            return Err(ValidationError::new(
-                field,
-                "must be an address of the form user@domain",
-            ));
+            return Err(ValidationError::new(field, "must be an address of the form user@domain"));
         };
-        if local.is_empty()
-            || !local
-                .chars()
-                .all(|c| c.is_alphanumeric() || "._-+'".contains(c))
-        {
+        if local.is_empty() || !local.chars().all(|c| c.is_alphanumeric() || "._-+'".contains(c)) {
             return Err(ValidationError::new(field, "has an invalid user part"));
         }
         validate_domain(field, domain)?;
         if lower.len() > MAX_NAME_CHARS {
-            return Err(ValidationError::new(
-                field,
-                format!("must be at most {MAX_NAME_CHARS} characters"),
-            ));
+            return Err(ValidationError::new(field, format!("must be at most {MAX_NAME_CHARS} characters")));
         }
         Ok(Self(lower))
     }
@@ -160,11 +129,7 @@ pub fn validate_domain(field: &str, domain: &str) -> Result<(), ValidationError>
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
-    if ok {
-        Ok(())
-    } else {
-        Err(ValidationError::new(field, "has an invalid domain"))
-    }
+    if ok { Ok(()) } else { Err(ValidationError::new(field, "has an invalid domain")) }
 }
 
 #[cfg(test)]
@@ -186,24 +151,14 @@ mod tests {
         check_name(&"x".repeat(256), true);
         check_name(&"x".repeat(257), false);
         check_name(&"é".repeat(256), true);
-        assert_eq!(
-            Name::parse("name", " a ").map(Name::into_string),
-            Ok("a".to_owned())
-        );
+        assert_eq!(Name::parse("name", " a ").map(Name::into_string), Ok("a".to_owned()));
     }
 
     #[test]
     fn addresses() {
         let a = Address::parse("address", "sip:Alice@Example.COM").map(|a| a.as_str().to_owned());
         assert_eq!(a, Ok("alice@example.com".to_owned()));
-        for bad in [
-            "alice",
-            "@example.com",
-            "alice@",
-            "alice@exa mple.com",
-            "al ice@example.com",
-            "a@-x.com",
-        ] {
+        for bad in ["alice", "@example.com", "alice@", "alice@exa mple.com", "al ice@example.com", "a@-x.com"] {
             assert!(Address::parse("address", bad).is_err(), "{bad}");
         }
         assert_eq!(

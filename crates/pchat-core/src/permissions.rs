@@ -43,12 +43,7 @@ pub fn decide(who: &Identity, is_admin: bool, scope: &Scope, room: &RoomAcl<'_>)
 
     let manage = is_admin || manager;
     if room.disabled {
-        return Access {
-            see: manage,
-            read: false,
-            post: false,
-            manage,
-        };
+        return Access { see: manage, read: false, post: false, manage };
     }
     let (see, read) = match room.privacy {
         Privacy::Open => (in_scope, in_scope),
@@ -60,21 +55,11 @@ pub fn decide(who: &Identity, is_admin: bool, scope: &Scope, room: &RoomAcl<'_>)
             RoomType::Normal => true,
             RoomType::Auditorium => presenter,
         };
-    Access {
-        see: see || is_admin || manager,
-        read,
-        post,
-        manage,
-    }
+    Access { see: see || is_admin || manager, read, post, manage }
 }
 
 /// Whether a user may create rooms in a category: its creators who are in scope, and administrators.
-pub fn may_create_room(
-    who: &Identity,
-    is_admin: bool,
-    scope: &Scope,
-    creators: &[Principal],
-) -> bool {
+pub fn may_create_room(who: &Identity, is_admin: bool, scope: &Scope, creators: &[Principal]) -> bool {
     is_admin || (scope.contains(who) && who.matches_any(creators))
 }
 

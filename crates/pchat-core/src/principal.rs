@@ -36,14 +36,8 @@ impl Principal {
     }
 
     /// Parses a list, naming the field and rejecting duplicates silently (they collapse).
-    pub fn parse_list<'a>(
-        field: &str,
-        raw: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Vec<Self>, ValidationError> {
-        let set: BTreeSet<Self> = raw
-            .into_iter()
-            .map(|r| Self::parse(field, r))
-            .collect::<Result<_, _>>()?;
+    pub fn parse_list<'a>(field: &str, raw: impl IntoIterator<Item = &'a str>) -> Result<Vec<Self>, ValidationError> {
+        let set: BTreeSet<Self> = raw.into_iter().map(|r| Self::parse(field, r)).collect::<Result<_, _>>()?;
         Ok(set.into_iter().collect())
     }
 
@@ -79,10 +73,7 @@ pub struct Identity {
 
 impl Identity {
     pub fn new(address: Address, groups: impl IntoIterator<Item = String>) -> Self {
-        Self {
-            address,
-            groups: groups.into_iter().collect(),
-        }
+        Self { address, groups: groups.into_iter().collect() }
     }
 
     pub fn matches_any(&self, list: &[Principal]) -> bool {
@@ -111,8 +102,7 @@ impl Scope {
         if let (Principal::User(_), Some(who)) = (principal, identity) {
             return self.contains(who);
         }
-        self.allowed.iter().any(|e| covers(e, principal))
-            && !self.denied.iter().any(|e| covers(e, principal))
+        self.allowed.iter().any(|e| covers(e, principal)) && !self.denied.iter().any(|e| covers(e, principal))
     }
 }
 
@@ -131,10 +121,7 @@ mod tests {
     use super::*;
 
     fn who(addr: &str, groups: &[&str]) -> Identity {
-        Identity::new(
-            Address::parse("a", addr).unwrap(),
-            groups.iter().map(|g| (*g).to_owned()),
-        )
+        Identity::new(Address::parse("a", addr).unwrap(), groups.iter().map(|g| (*g).to_owned()))
     }
 
     fn list(items: &[&str]) -> Vec<Principal> {
@@ -143,22 +130,10 @@ mod tests {
 
     #[test]
     fn parse_and_display_round_trip() {
-        for raw in [
-            "*",
-            "group:traders",
-            "domain:example.com",
-            "alice@example.com",
-        ] {
+        for raw in ["*", "group:traders", "domain:example.com", "alice@example.com"] {
             assert_eq!(Principal::parse("p", raw).unwrap().to_string(), raw);
         }
-        for bad in [
-            "group:",
-            "domain:",
-            "domain:bad domain",
-            "nobody",
-            "",
-            "group:a\u{1}b",
-        ] {
+        for bad in ["group:", "domain:", "domain:bad domain", "nobody", "", "group:a\u{1}b"] {
             assert!(Principal::parse("p", bad).is_err(), "{bad:?}");
         }
     }
@@ -166,13 +141,8 @@ mod tests {
     #[test]
     fn matching() {
         let alice = who("alice@example.com", &["traders"]);
-        let check = |p: &str, expect: bool| {
-            assert_eq!(
-                Principal::parse("p", p).unwrap().matches(&alice),
-                expect,
-                "{p}"
-            )
-        };
+        let check =
+            |p: &str, expect: bool| assert_eq!(Principal::parse("p", p).unwrap().matches(&alice), expect, "{p}");
         check("*", true);
         check("alice@example.com", true);
         check("bob@example.com", false);
@@ -184,25 +154,17 @@ mod tests {
 
     #[test]
     fn deny_wins() {
-        let scope = Scope {
-            allowed: list(&["domain:example.com"]),
-            denied: list(&["group:analysts"]),
-        };
+        let scope = Scope { allowed: list(&["domain:example.com"]), denied: list(&["group:analysts"]) };
         assert!(scope.contains(&who("t@example.com", &["traders"])));
         assert!(!scope.contains(&who("a@example.com", &["analysts", "traders"])));
         assert!(!scope.contains(&who("x@other.com", &[])));
-        assert!(
-            !Scope::default().contains(&who("t@example.com", &[])),
-            "a new category has an empty scope"
-        );
+        assert!(!Scope::default().contains(&who("t@example.com", &[])), "a new category has an empty scope");
     }
 
     #[test]
     fn admits_principals() {
-        let scope = Scope {
-            allowed: list(&["domain:example.com", "group:ops"]),
-            denied: list(&["domain:bad.example.com"]),
-        };
+        let scope =
+            Scope { allowed: list(&["domain:example.com", "group:ops"]), denied: list(&["domain:bad.example.com"]) };
         let p = |s: &str| Principal::parse("p", s).unwrap();
         assert!(scope.admits(&p("group:ops"), None));
         assert!(!scope.admits(&p("group:other"), None));

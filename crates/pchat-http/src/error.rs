@@ -18,36 +18,19 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            detail: detail.into(),
-            field: None,
-            retry_after: None,
-        }
+        Self { status, code, detail: detail.into(), field: None, retry_after: None }
     }
 
     pub fn validation(field: &str, detail: impl Into<String>) -> Self {
-        Self {
-            field: Some(field.to_owned()),
-            ..Self::new(StatusCode::BAD_REQUEST, codes::VALIDATION_FAILED, detail)
-        }
+        Self { field: Some(field.to_owned()), ..Self::new(StatusCode::BAD_REQUEST, codes::VALIDATION_FAILED, detail) }
     }
 
     pub fn unauthenticated() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            codes::UNAUTHENTICATED,
-            "a valid bearer token is required",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED, "a valid bearer token is required")
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            codes::NOT_FOUND,
-            format!("{what} not found"),
-        )
+        Self::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("{what} not found"))
     }
 
     pub fn problem(&self) -> Problem {
@@ -73,17 +56,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::ChatDisabled => (StatusCode::FORBIDDEN, codes::CHAT_DISABLED_BY_POLICY),
             ServiceError::Validation(_) => (StatusCode::BAD_REQUEST, codes::VALIDATION_FAILED),
             ServiceError::NameTaken { .. } => (StatusCode::CONFLICT, codes::NAME_TAKEN),
-            ServiceError::OutOfScope { .. } => {
-                (StatusCode::BAD_REQUEST, codes::PRINCIPAL_OUT_OF_SCOPE)
-            }
+            ServiceError::OutOfScope { .. } => (StatusCode::BAD_REQUEST, codes::PRINCIPAL_OUT_OF_SCOPE),
             ServiceError::CategoryNotEmpty => (StatusCode::CONFLICT, codes::CATEGORY_NOT_EMPTY),
             ServiceError::RoomDisabled => (StatusCode::FORBIDDEN, codes::ROOM_DISABLED),
-            ServiceError::TooLarge { .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, codes::PAYLOAD_TOO_LARGE)
-            }
-            ServiceError::RateLimited { .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED)
-            }
+            ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, codes::PAYLOAD_TOO_LARGE),
+            ServiceError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED),
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
             ServiceError::Unavailable(cause) => {
                 warn!(%cause, "storage unavailable");
@@ -98,13 +75,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::RateLimited { retry_after_secs } => Some(retry_after_secs),
             _ => None,
         };
-        Self {
-            status,
-            code,
-            detail,
-            field,
-            retry_after,
-        }
+        Self { status, code, detail, field, retry_after }
     }
 }
 
@@ -113,10 +84,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(secs) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {

@@ -20,31 +20,19 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        let is_json =
+            req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+                v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
             });
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    codes::PAYLOAD_TOO_LARGE,
-                    "the request body is too large",
-                )
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, codes::PAYLOAD_TOO_LARGE, "the request body is too large")
             } else {
                 ApiError::validation("body", format!("cannot read the body: {e}"))
             }
         })?;
         if !is_json {
-            return Err(ApiError::validation(
-                "body",
-                "Content-Type must be application/json",
-            ));
+            return Err(ApiError::validation("body", "Content-Type must be application/json"));
         }
         parse_json(&bytes).map(Json)
     }
@@ -55,10 +43,19 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let message = e.into_inner().to_string();
+        let inner = e.into_inner();
+        // A syntax error is the body's fault, not a field's.
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::validation("body", format!("malformed JSON: {inner}"));
+        }
+        let message = inner.to_string();
         let field = match unknown_field(&message) {
             Some(f) if path == "." || path == f || path.ends_with(&format!(".{f}")) => {
-                if path == "." { f } else { path }
+                if path == "." {
+                    f
+                } else {
+                    path
+                }
             }
             Some(f) => format!("{path}.{f}"),
             None if path == "." => "body".to_owned(),
@@ -81,28 +78,20 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let token = match header {
             Some(h) => h.strip_prefix("Bearer ").map(str::trim).map(str::to_owned),
-            None => parts.uri.query().and_then(|q| {
-                q.split('&')
-                    .find_map(|kv| kv.strip_prefix("token=").map(str::to_owned))
-            }),
+            None => {
+                parts.uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=").map(str::to_owned)))
+            }
         };
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Err(ApiError::unauthenticated());
         };
-        let caller = state
-            .service
-            .authenticate(&token)
-            .await
-            .map_err(|e| match e {
-                pchat_service::ServiceError::Unauthenticated => ApiError::unauthenticated(),
-                other => other.into(),
-            })?;
+        let caller = state.service.authenticate(&token).await.map_err(|e| match e {
+            pchat_service::ServiceError::Unauthenticated => ApiError::unauthenticated(),
+            other => other.into(),
+        })?;
         Ok(Self(caller, token))
     }
 }
@@ -129,10 +118,7 @@ impl QueryMap {
 
     pub(crate) fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
         self.str(name)
-            .map(|v| {
-                v.parse::<i64>()
-                    .map_err(|_| ApiError::validation(name, "must be an integer"))
-            })
+            .map(|v| v.parse::<i64>().map_err(|_| ApiError::validation(name, "must be an integer")))
             .transpose()
     }
 
@@ -212,31 +198,10 @@ mod tests {
             name: String,
             n: Option<u32>,
         }
-        assert_eq!(
-            parse_json::<T>(br#"{"name": 5}"#)
-                .unwrap_err()
-                .field
-                .as_deref(),
-            Some("name")
-        );
-        assert_eq!(
-            parse_json::<T>(br#"{"name": "a", "zzz": 1}"#)
-                .unwrap_err()
-                .field
-                .as_deref(),
-            Some("zzz")
-        );
-        assert_eq!(
-            parse_json::<T>(br#"{"name": "a", "n": -1}"#)
-                .unwrap_err()
-                .field
-                .as_deref(),
-            Some("n")
-        );
-        assert_eq!(
-            parse_json::<T>(b"{not json").unwrap_err().code,
-            "validation_failed"
-        );
+        assert_eq!(parse_json::<T>(br#"{"name": 5}"#).unwrap_err().field.as_deref(), Some("name"));
+        assert_eq!(parse_json::<T>(br#"{"name": "a", "zzz": 1}"#).unwrap_err().field.as_deref(), Some("zzz"));
+        assert_eq!(parse_json::<T>(br#"{"name": "a", "n": -1}"#).unwrap_err().field.as_deref(), Some("n"));
+        assert_eq!(parse_json::<T>(b"{not json").unwrap_err().code, "validation_failed");
         assert!(parse_json::<T>(br#"{"name": "a"}"#).is_ok());
     }
 }

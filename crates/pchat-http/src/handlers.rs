@@ -46,53 +46,21 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/me", get(me))
         .route("/api/v1/users", get(search_users).post(create_user))
         .route("/api/v1/users/{address}", get(get_user).delete(delete_user))
-        .route(
-            "/api/v1/users/{address}/effective-policy",
-            get(effective_policy),
-        )
+        .route("/api/v1/users/{address}/effective-policy", get(effective_policy))
         .route("/api/v1/groups", get(list_groups).post(create_group))
-        .route(
-            "/api/v1/groups/{name}",
-            get(get_group).patch(update_group).delete(delete_group),
-        )
+        .route("/api/v1/groups/{name}", get(get_group).patch(update_group).delete(delete_group))
         .route("/api/v1/admins", get(list_admins).post(grant_admin))
-        .route(
-            "/api/v1/admins/{user}/{role}",
-            axum::routing::delete(revoke_admin),
-        )
-        .route(
-            "/api/v1/policies/{scope}",
-            get(get_policy).put(put_policy).delete(delete_policy),
-        )
-        .route(
-            "/api/v1/configuration/{scope}",
-            get(get_config).put(put_config).delete(delete_config),
-        )
-        .route(
-            "/api/v1/categories",
-            get(list_categories).post(create_category),
-        )
-        .route(
-            "/api/v1/categories/{id}",
-            get(get_category)
-                .patch(update_category)
-                .delete(delete_category),
-        )
+        .route("/api/v1/admins/{user}/{role}", axum::routing::delete(revoke_admin))
+        .route("/api/v1/policies/{scope}", get(get_policy).put(put_policy).delete(delete_policy))
+        .route("/api/v1/configuration/{scope}", get(get_config).put(put_config).delete(delete_config))
+        .route("/api/v1/categories", get(list_categories).post(create_category))
+        .route("/api/v1/categories/{id}", get(get_category).patch(update_category).delete(delete_category))
         .route("/api/v1/addins", get(list_addins).post(create_addin))
-        .route(
-            "/api/v1/addins/{name}",
-            get(get_addin).patch(update_addin).delete(delete_addin),
-        )
+        .route("/api/v1/addins/{name}", get(get_addin).patch(update_addin).delete(delete_addin))
         .route("/api/v1/rooms", get(list_rooms).post(create_room))
-        .route(
-            "/api/v1/rooms/{id}",
-            get(get_room).patch(update_room).delete(delete_room),
-        )
+        .route("/api/v1/rooms/{id}", get(get_room).patch(update_room).delete(delete_room))
         .route("/api/v1/rooms/{id}/participants", get(participants))
-        .route(
-            "/api/v1/rooms/{id}/messages",
-            get(history).post(post_message),
-        )
+        .route("/api/v1/rooms/{id}/messages", get(history).post(post_message))
         .route("/api/v1/rooms/{id}/messages/remove", post(remove_messages))
         .route("/api/v1/rooms/{id}/clear", post(clear_room))
         .route("/api/v1/me/rooms", get(my_rooms))
@@ -128,26 +96,14 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn sign_in(
-    State(s): State<AppState>,
-    Json(body): Json<api::SessionRequest>,
-) -> ApiResult<Response> {
-    let (token, user) = s
-        .service
-        .sign_in(&body.user, &body.password)
-        .await
-        .map_err(|e| match e {
-            pchat_service::ServiceError::Unauthenticated => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                api::codes::UNAUTHENTICATED,
-                "wrong user or password",
-            ),
-            other => other.into(),
-        })?;
-    created(&api::SessionResponse {
-        token,
-        user: wire::user(&user),
-    })
+async fn sign_in(State(s): State<AppState>, Json(body): Json<api::SessionRequest>) -> ApiResult<Response> {
+    let (token, user) = s.service.sign_in(&body.user, &body.password).await.map_err(|e| match e {
+        pchat_service::ServiceError::Unauthenticated => {
+            ApiError::new(StatusCode::UNAUTHORIZED, api::codes::UNAUTHENTICATED, "wrong user or password")
+        }
+        other => other.into(),
+    })?;
+    created(&api::SessionResponse { token, user: wire::user(&user) })
 }
 
 async fn sign_out(State(s): State<AppState>, Auth(_, token): Auth) -> ApiResult<Response> {
@@ -164,31 +120,16 @@ async fn me(Auth(caller, _): Auth) -> ApiResult<Response> {
         roles.push("user_admin".to_owned());
     }
     ok(&api::Me {
-        user: api::User {
-            address: caller.address().to_owned(),
-            display_name: caller.display_name.clone(),
-        },
+        user: api::User { address: caller.address().to_owned(), display_name: caller.display_name.clone() },
         chat_enabled: caller.chat_enabled,
         roles,
     })
 }
 
-async fn search_users(
-    State(s): State<AppState>,
-    Auth(caller, _): Auth,
-    q: QueryMap,
-) -> ApiResult<Response> {
+async fn search_users(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     let limit = q.limit()?;
     let after = q.str("cursor").map(decode_cursor).transpose()?;
-    let mut users = s
-        .service
-        .search_users(
-            &caller,
-            q.str("query").unwrap_or(""),
-            after.as_deref(),
-            limit + 1,
-        )
-        .await?;
+    let mut users = s.service.search_users(&caller, q.str("query").unwrap_or(""), after.as_deref(), limit + 1).await?;
     let next = (users.len() > limit as usize).then(|| {
         users.truncate(limit as usize);
         users.last().map(|u| encode_cursor(&u.address))
@@ -204,11 +145,7 @@ async fn create_user(
     created(&wire::user(&s.service.create_user(&caller, body).await?))
 }
 
-async fn get_user(
-    State(s): State<AppState>,
-    Auth(_, _): Auth,
-    Path(address): Path<String>,
-) -> ApiResult<Response> {
+async fn get_user(State(s): State<AppState>, Auth(_, _): Auth, Path(address): Path<String>) -> ApiResult<Response> {
     ok(&wire::user(&s.service.get_user(&address).await?))
 }
 
@@ -231,13 +168,7 @@ async fn effective_policy(
 
 async fn list_groups(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
     let names = s.service.list_groups(&caller).await?;
-    page(
-        names
-            .into_iter()
-            .map(|name| serde_json::json!({ "name": name }))
-            .collect(),
-        None,
-    )
+    page(names.into_iter().map(|name| serde_json::json!({ "name": name })).collect(), None)
 }
 
 async fn create_group(
@@ -248,11 +179,7 @@ async fn create_group(
     created(&s.service.create_group(&caller, body).await?)
 }
 
-async fn get_group(
-    State(s): State<AppState>,
-    Auth(caller, _): Auth,
-    Path(name): Path<String>,
-) -> ApiResult<Response> {
+async fn get_group(State(s): State<AppState>, Auth(caller, _): Auth, Path(name): Path<String>) -> ApiResult<Response> {
     ok(&s.service.get_group(&caller, &name).await?)
 }
 
@@ -283,9 +210,7 @@ async fn grant_admin(
     Auth(caller, _): Auth,
     Json(body): Json<api::RoleGrant>,
 ) -> ApiResult<Response> {
-    s.service
-        .set_role(&caller, &body.user, &body.role, true)
-        .await?;
+    s.service.set_role(&caller, &body.user, &body.role, true).await?;
     created(&body)
 }
 
@@ -351,15 +276,7 @@ async fn delete_config(
 }
 
 async fn list_categories(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
-    page(
-        s.service
-            .list_categories(&caller)
-            .await?
-            .iter()
-            .map(wire::category)
-            .collect(),
-        None,
-    )
+    page(s.service.list_categories(&caller).await?.iter().map(wire::category).collect(), None)
 }
 
 async fn create_category(
@@ -367,19 +284,11 @@ async fn create_category(
     Auth(caller, _): Auth,
     Json(body): Json<api::NewCategory>,
 ) -> ApiResult<Response> {
-    created(&wire::category(
-        &s.service.create_category(&caller, body).await?,
-    ))
+    created(&wire::category(&s.service.create_category(&caller, body).await?))
 }
 
-async fn get_category(
-    State(s): State<AppState>,
-    Auth(caller, _): Auth,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    ok(&wire::category(
-        &s.service.get_category(&caller, &id).await?,
-    ))
+async fn get_category(State(s): State<AppState>, Auth(caller, _): Auth, Path(id): Path<String>) -> ApiResult<Response> {
+    ok(&wire::category(&s.service.get_category(&caller, &id).await?))
 }
 
 async fn update_category(
@@ -388,9 +297,7 @@ async fn update_category(
     Path(id): Path<String>,
     Json(body): Json<api::CategoryPatch>,
 ) -> ApiResult<Response> {
-    ok(&wire::category(
-        &s.service.update_category(&caller, &id, body).await?,
-    ))
+    ok(&wire::category(&s.service.update_category(&caller, &id, body).await?))
 }
 
 async fn delete_category(
@@ -403,22 +310,11 @@ async fn delete_category(
 }
 
 fn addin(a: &pchat_service::records::AddinRecord) -> api::Addin {
-    api::Addin {
-        name: a.name.clone(),
-        url: a.url.clone(),
-    }
+    api::Addin { name: a.name.clone(), url: a.url.clone() }
 }
 
 async fn list_addins(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
-    page(
-        s.service
-            .list_addins(&caller)
-            .await?
-            .iter()
-            .map(addin)
-            .collect(),
-        None,
-    )
+    page(s.service.list_addins(&caller).await?.iter().map(addin).collect(), None)
 }
 
 async fn create_addin(
@@ -429,11 +325,7 @@ async fn create_addin(
     created(&addin(&s.service.create_addin(&caller, body).await?))
 }
 
-async fn get_addin(
-    State(s): State<AppState>,
-    Auth(caller, _): Auth,
-    Path(name): Path<String>,
-) -> ApiResult<Response> {
+async fn get_addin(State(s): State<AppState>, Auth(caller, _): Auth, Path(name): Path<String>) -> ApiResult<Response> {
     ok(&addin(&s.service.get_addin(&caller, &name).await?))
 }
 
@@ -455,26 +347,16 @@ async fn delete_addin(
     no_content()
 }
 
-async fn list_rooms(
-    State(s): State<AppState>,
-    Auth(caller, _): Auth,
-    q: QueryMap,
-) -> ApiResult<Response> {
+async fn list_rooms(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     let filter = RoomFilter {
         query: q.str("query").map(str::to_owned),
         category: q.str("category").map(str::to_owned),
         search_description: q.bool("search_description")?.unwrap_or(false),
         disabled: q.bool("disabled")?,
     };
-    let (rooms, next) = s
-        .service
-        .list_rooms(&caller, &filter, q.str("cursor"), q.limit()?)
-        .await?;
+    let (rooms, next) = s.service.list_rooms(&caller, &filter, q.str("cursor"), q.limit()?).await?;
     let domain = &s.service.settings().domain;
-    page(
-        rooms.iter().map(|v| wire::room(domain, &v.room)).collect(),
-        next,
-    )
+    page(rooms.iter().map(|v| wire::room(domain, &v.room)).collect(), next)
 }
 
 async fn create_room(
@@ -486,11 +368,7 @@ async fn create_room(
     created(&wire::room(&s.service.settings().domain, &room))
 }
 
-async fn get_room(
-    State(s): State<AppState>,
-    Auth(caller, _): Auth,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
+async fn get_room(State(s): State<AppState>, Auth(caller, _): Auth, Path(id): Path<String>) -> ApiResult<Response> {
     let view = s.service.get_room(&caller, &id).await?;
     ok(&wire::room(&s.service.settings().domain, &view.room))
 }
@@ -505,32 +383,15 @@ async fn update_room(
     ok(&wire::room(&s.service.settings().domain, &room))
 }
 
-async fn delete_room(
-    State(s): State<AppState>,
-    Auth(caller, _): Auth,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
+async fn delete_room(State(s): State<AppState>, Auth(caller, _): Auth, Path(id): Path<String>) -> ApiResult<Response> {
     s.service.delete_room(&caller, &id).await?;
     no_content()
 }
 
-async fn participants(
-    State(s): State<AppState>,
-    Auth(caller, _): Auth,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
+async fn participants(State(s): State<AppState>, Auth(caller, _): Auth, Path(id): Path<String>) -> ApiResult<Response> {
     let (list, suppressed) = s.service.participants(&caller, &id).await?;
-    let participants = list
-        .into_iter()
-        .map(|(address, display_name)| api::User {
-            address,
-            display_name,
-        })
-        .collect();
-    ok(&api::Participants {
-        participants,
-        suppressed,
-    })
+    let participants = list.into_iter().map(|(address, display_name)| api::User { address, display_name }).collect();
+    ok(&api::Participants { participants, suppressed })
 }
 
 async fn history(
@@ -539,21 +400,8 @@ async fn history(
     Path(id): Path<String>,
     q: QueryMap,
 ) -> ApiResult<Response> {
-    let limit = if q.str("limit").is_some() {
-        Some(q.limit()?)
-    } else {
-        None
-    };
-    let history = s
-        .service
-        .history(
-            &caller,
-            &id,
-            q.int("before_seq")?,
-            q.int("after_seq")?,
-            limit,
-        )
-        .await?;
+    let limit = if q.str("limit").is_some() { Some(q.limit()?) } else { None };
+    let history = s.service.history(&caller, &id, q.int("before_seq")?, q.int("after_seq")?, limit).await?;
     let items: Vec<api::Message> = history.messages.iter().map(wire::message).collect();
     page(items, None)
 }
@@ -565,11 +413,7 @@ async fn post_message(
     Json(body): Json<api::PostMessage>,
 ) -> ApiResult<Response> {
     let appended = s.service.post(&caller, &id, body).await?;
-    let status = if appended.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if appended.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(json(status, &wire::message(&appended.message)))
 }
 
@@ -579,9 +423,7 @@ async fn clear_room(
     Path(id): Path<String>,
     Json(body): Json<api::ClearRoom>,
 ) -> ApiResult<Response> {
-    ok(&api::Cleared {
-        removed: s.service.clear_room(&caller, &id, body).await?,
-    })
+    ok(&api::Cleared { removed: s.service.clear_room(&caller, &id, body).await? })
 }
 
 async fn remove_messages(
@@ -590,9 +432,7 @@ async fn remove_messages(
     Path(id): Path<String>,
     Json(body): Json<api::RemoveMessages>,
 ) -> ApiResult<Response> {
-    ok(&api::Affected {
-        affected: s.service.remove_messages(&caller, &id, body).await?,
-    })
+    ok(&api::Affected { affected: s.service.remove_messages(&caller, &id, body).await? })
 }
 
 async fn my_rooms(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
@@ -612,20 +452,12 @@ async fn my_rooms(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult
     page(rooms, None)
 }
 
-async fn follow(
-    State(s): State<AppState>,
-    Auth(caller, _): Auth,
-    Path(room): Path<String>,
-) -> ApiResult<Response> {
+async fn follow(State(s): State<AppState>, Auth(caller, _): Auth, Path(room): Path<String>) -> ApiResult<Response> {
     s.service.set_follow(&caller, &room, true).await?;
     no_content()
 }
 
-async fn unfollow(
-    State(s): State<AppState>,
-    Auth(caller, _): Auth,
-    Path(room): Path<String>,
-) -> ApiResult<Response> {
+async fn unfollow(State(s): State<AppState>, Auth(caller, _): Auth, Path(room): Path<String>) -> ApiResult<Response> {
     s.service.set_follow(&caller, &room, false).await?;
     no_content()
 }
@@ -639,11 +471,7 @@ async fn mark_read(
     no_content()
 }
 
-async fn invitations(
-    State(s): State<AppState>,
-    Auth(caller, _): Auth,
-    q: QueryMap,
-) -> ApiResult<Response> {
+async fn invitations(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     let after = q.int("after")?.unwrap_or(0);
     let domain = &s.service.settings().domain;
     let items = s

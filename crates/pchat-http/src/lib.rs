@@ -32,11 +32,7 @@ pub struct HttpLimits {
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        Self {
-            max_body_bytes: 1024 * 1024,
-            max_ws_message_bytes: 1024 * 1024,
-            max_connections: 20_000,
-        }
+        Self { max_body_bytes: 1024 * 1024, max_ws_message_bytes: 1024 * 1024, max_connections: 20_000 }
     }
 }
 
@@ -50,9 +46,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
-    handlers::routes()
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+    handlers::routes().layer(DefaultBodyLimit::max(body_limit)).with_state(state)
 }
 
 /// The frame encoder the hub uses: each live event is serialized once into a JSON text frame.
@@ -67,7 +61,5 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state).into_make_service();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

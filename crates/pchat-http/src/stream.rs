@@ -25,35 +25,21 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 /// Frames written before one flush.
 const WRITE_BATCH: usize = 64;
 
-pub(crate) async fn upgrade(
-    State(state): State<AppState>,
-    Auth(caller, _): Auth,
-    ws: WebSocketUpgrade,
-) -> Response {
+pub(crate) async fn upgrade(State(state): State<AppState>, Auth(caller, _): Auth, ws: WebSocketUpgrade) -> Response {
     if state.service.hub().connection_count() >= state.limits.max_connections {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            codes::UNAVAILABLE,
-            "too many connections",
-        )
-        .into_response();
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, "too many connections")
+            .into_response();
     }
     let (conn, frames) = match state.service.connect(caller).await {
         Ok(c) => c,
         Err(e) => return ApiError::from(e).into_response(),
     };
     let max = state.limits.max_ws_message_bytes;
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| async move {
-            let mut session = Session {
-                state,
-                conn,
-                delivered: HashMap::new(),
-            };
-            session.run(socket, frames).await;
-            session.state.service.hub().disconnect(&session.conn);
-        })
+    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
+        let mut session = Session { state, conn, delivered: HashMap::new() };
+        session.run(socket, frames).await;
+        session.state.service.hub().disconnect(&session.conn);
+    })
 }
 
 struct Session {
@@ -70,11 +56,7 @@ fn text(bytes: Bytes) -> Message {
 }
 
 fn error_frame(code: &str, detail: impl Into<String>, op: &str) -> Message {
-    text(wire::frame(&ServerFrame::Error {
-        code: code.to_owned(),
-        detail: detail.into(),
-        op: Some(op.to_owned()),
-    }))
+    text(wire::frame(&ServerFrame::Error { code: code.to_owned(), detail: detail.into(), op: Some(op.to_owned()) }))
 }
 
 fn service_error_frame(e: ServiceError, op: &str) -> Message {
@@ -171,13 +153,7 @@ impl Session {
         let reply = match op {
             ClientFrame::Ping => text(wire::frame(&ServerFrame::Pong)),
             ClientFrame::Part { room } => {
-                let room_id = self
-                    .state
-                    .service
-                    .resolve_room(&room)
-                    .await
-                    .map(|r| r.id)
-                    .unwrap_or(room);
+                let room_id = self.state.service.resolve_room(&room).await.map(|r| r.id).unwrap_or(room);
                 self.state.service.part(&self.conn, &room_id);
                 self.delivered.remove(&room_id);
                 text(wire::frame(&ServerFrame::Parted { room: room_id }))
@@ -185,29 +161,12 @@ impl Session {
             ClientFrame::Join { room, after_seq } => {
                 return self.join(sink, &room, after_seq).await;
             }
-            ClientFrame::Post {
-                room,
-                text: body,
-                story_title,
-                alert,
-                client_id,
-            } => {
-                let input = PostMessage {
-                    text: body,
-                    story_title,
-                    alert,
-                    client_id: Some(client_id.clone()),
-                };
-                match self
-                    .state
-                    .service
-                    .post(&self.conn.caller, &room, input)
-                    .await
-                {
-                    Ok(appended) => text(wire::frame(&ServerFrame::Ack {
-                        client_id,
-                        message: wire::message(&appended.message),
-                    })),
+            ClientFrame::Post { room, text: body, story_title, alert, client_id } => {
+                let input = PostMessage { text: body, story_title, alert, client_id: Some(client_id.clone()) };
+                match self.state.service.post(&self.conn.caller, &room, input).await {
+                    Ok(appended) => {
+                        text(wire::frame(&ServerFrame::Ack { client_id, message: wire::message(&appended.message) }))
+                    }
                     Err(e) => service_error_frame(e, "post"),
                 }
             }
@@ -223,10 +182,7 @@ impl Session {
             Err(e) => return sink.send(service_error_frame(e, "join")).await.is_ok(),
         };
         let mut last = after_seq.unwrap_or(0).max(0);
-        let joined_frame = ServerFrame::Joined {
-            room: joined.room_id.clone(),
-            last_seq: joined.last_seq,
-        };
+        let joined_frame = ServerFrame::Joined { room: joined.room_id.clone(), last_seq: joined.last_seq };
         if sink.feed(text(wire::frame(&joined_frame))).await.is_err() {
             return false;
         }
@@ -234,13 +190,7 @@ impl Session {
             let full_page = after_seq.is_some() && history.len() >= 500;
             for m in &history {
                 last = last.max(m.seq);
-                if sink
-                    .feed(text(wire::frame(&ServerFrame::Message {
-                        message: wire::message(m),
-                    })))
-                    .await
-                    .is_err()
-                {
+                if sink.feed(text(wire::frame(&ServerFrame::Message { message: wire::message(m) }))).await.is_err() {
                     return false;
                 }
             }

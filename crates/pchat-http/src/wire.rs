@@ -11,10 +11,7 @@ fn strings<T: ToString>(list: &[T]) -> Vec<String> {
 }
 
 pub fn user(u: &UserRecord) -> api::User {
-    api::User {
-        address: u.address.clone(),
-        display_name: u.display_name.clone(),
-    }
+    api::User { address: u.address.clone(), display_name: u.display_name.clone() }
 }
 
 pub fn category(c: &CategoryRecord) -> api::Category {
@@ -72,67 +69,34 @@ pub fn frame(event: &api::ServerFrame) -> Bytes {
 
 pub fn encode_event(domain: &str, event: &LiveEvent) -> Bytes {
     let frame_value = match event {
-        LiveEvent::Message(m) => api::ServerFrame::Message {
-            message: message(m),
-        },
-        LiveEvent::RoomUpdated(r) => api::ServerFrame::RoomUpdated {
-            room: room(domain, r),
-        },
+        LiveEvent::Message(m) => api::ServerFrame::Message { message: message(m) },
+        LiveEvent::RoomUpdated(r) => api::ServerFrame::RoomUpdated { room: room(domain, r) },
         LiveEvent::RoomDisabled { room } => api::ServerFrame::RoomDisabled { room: room.clone() },
         LiveEvent::RoomDeleted { room } => api::ServerFrame::RoomDeleted { room: room.clone() },
-        LiveEvent::RemovedFromRoom { room } => {
-            api::ServerFrame::RemovedFromRoom { room: room.clone() }
+        LiveEvent::RemovedFromRoom { room } => api::ServerFrame::RemovedFromRoom { room: room.clone() },
+        LiveEvent::ParticipantJoined { room, address, display_name } => api::ServerFrame::ParticipantJoined {
+            room: room.clone(),
+            user: api::User { address: address.clone(), display_name: display_name.clone() },
+        },
+        LiveEvent::ParticipantLeft { room, address, display_name } => api::ServerFrame::ParticipantLeft {
+            room: room.clone(),
+            user: api::User { address: address.clone(), display_name: display_name.clone() },
+        },
+        LiveEvent::Activity { room, last_seq } => {
+            api::ServerFrame::Activity { room: room.clone(), last_seq: *last_seq }
         }
-        LiveEvent::ParticipantJoined {
-            room,
-            address,
-            display_name,
-        } => api::ServerFrame::ParticipantJoined {
-            room: room.clone(),
-            user: api::User {
-                address: address.clone(),
-                display_name: display_name.clone(),
-            },
+        LiveEvent::Invitation { id, room: r, created_at } => api::ServerFrame::Invitation {
+            invitation: api::Invitation { id: *id, room: room(domain, r), created_at: format_micros(*created_at) },
         },
-        LiveEvent::ParticipantLeft {
-            room,
-            address,
-            display_name,
-        } => api::ServerFrame::ParticipantLeft {
-            room: room.clone(),
-            user: api::User {
-                address: address.clone(),
-                display_name: display_name.clone(),
-            },
-        },
-        LiveEvent::Activity { room, last_seq } => api::ServerFrame::Activity {
-            room: room.clone(),
-            last_seq: *last_seq,
-        },
-        LiveEvent::Invitation {
-            id,
-            room: r,
-            created_at,
-        } => api::ServerFrame::Invitation {
-            invitation: api::Invitation {
-                id: *id,
-                room: room(domain, r),
-                created_at: format_micros(*created_at),
-            },
-        },
-        LiveEvent::MessagesRemoved { room, ids } => api::ServerFrame::MessagesRemoved {
-            room: room.clone(),
-            message_ids: ids.clone(),
-        },
-        LiveEvent::MessageReplaced { room, ids, text } => api::ServerFrame::MessageReplaced {
-            room: room.clone(),
-            message_ids: ids.clone(),
-            text: text.clone(),
-        },
-        LiveEvent::RoomCleared { room, end_ts } => api::ServerFrame::RoomCleared {
-            room: room.clone(),
-            end_date: format_micros(*end_ts),
-        },
+        LiveEvent::MessagesRemoved { room, ids } => {
+            api::ServerFrame::MessagesRemoved { room: room.clone(), message_ids: ids.clone() }
+        }
+        LiveEvent::MessageReplaced { room, ids, text } => {
+            api::ServerFrame::MessageReplaced { room: room.clone(), message_ids: ids.clone(), text: text.clone() }
+        }
+        LiveEvent::RoomCleared { room, end_ts } => {
+            api::ServerFrame::RoomCleared { room: room.clone(), end_date: format_micros(*end_ts) }
+        }
     };
     frame(&frame_value)
 }

@@ -12,7 +12,8 @@ use crate::time::now_micros;
 use crate::{Caller, Service, ServiceError, ServiceResult};
 
 /// Verified against when the user does not exist, so that unknown users and wrong passwords take the same time.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$4Dq3HSd6u8fW1lDJTgVX6Y9fW1yQ6Q6VOPb8S5H8dUo";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$4Dq3HSd6u8fW1lDJTgVX6Y9fW1yQ6Q6VOPb8S5H8dUo";
 
 pub(crate) async fn hash_password(password: String) -> ServiceResult<String> {
     tokio::task::spawn_blocking(move || {
@@ -28,11 +29,8 @@ pub(crate) async fn hash_password(password: String) -> ServiceResult<String> {
 
 async fn verify_password(password: String, hash: String) -> bool {
     tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash).is_ok_and(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
+        PasswordHash::new(&hash)
+            .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
     })
     .await
     .unwrap_or(false)
@@ -52,10 +50,7 @@ pub(crate) fn random_secret(prefix: &str) -> String {
 pub(crate) fn validate_password(password: &str) -> ServiceResult<()> {
     let n = password.chars().count();
     if !(8..=1024).contains(&n) {
-        return Err(ServiceError::validation(
-            "password",
-            "must be 8 to 1024 characters",
-        ));
+        return Err(ServiceError::validation("password", "must be 8 to 1024 characters"));
     }
     Ok(())
 }
@@ -67,17 +62,13 @@ impl Service {
             Ok(address) => self.store.get_user(address.as_str()).await?,
             Err(_) => None,
         };
-        let hash = record
-            .as_ref()
-            .map_or(DUMMY_HASH.to_owned(), |r| r.password_hash.clone());
+        let hash = record.as_ref().map_or(DUMMY_HASH.to_owned(), |r| r.password_hash.clone());
         let ok = verify_password(password.to_owned(), hash).await;
         let Some(record) = record.filter(|_| ok) else {
             return Err(ServiceError::Unauthenticated);
         };
         let token = random_secret("pct_");
-        self.store
-            .create_token(&token_hash(&token), &record.address, now_micros())
-            .await?;
+        self.store.create_token(&token_hash(&token), &record.address, now_micros()).await?;
         Ok((token, record))
     }
 
@@ -87,14 +78,8 @@ impl Service {
 
     /// Resolves a bearer token to the caller it acts for.
     pub async fn authenticate(&self, token: &str) -> ServiceResult<Caller> {
-        let address = self
-            .store
-            .token_user(&token_hash(token))
-            .await?
-            .ok_or(ServiceError::Unauthenticated)?;
-        self.caller_for(&address)
-            .await?
-            .ok_or(ServiceError::Unauthenticated)
+        let address = self.store.token_user(&token_hash(token)).await?.ok_or(ServiceError::Unauthenticated)?;
+        self.caller_for(&address).await?.ok_or(ServiceError::Unauthenticated)
     }
 
     /// The caller for a user address: groups, roles and effective policy, read fresh.
@@ -104,14 +89,8 @@ impl Service {
         };
         let address = Address::parse("user", &user.address)?;
         let groups = self.store.user_groups(address.as_str()).await?;
-        let roles: Vec<AdminRole> = self
-            .store
-            .list_roles()
-            .await?
-            .into_iter()
-            .filter(|(a, _)| *a == user.address)
-            .map(|(_, r)| r)
-            .collect();
+        let roles: Vec<AdminRole> =
+            self.store.list_roles().await?.into_iter().filter(|(a, _)| *a == user.address).map(|(_, r)| r).collect();
         let (chat_enabled, _) = self.effective_policy_of(&address).await?;
         Ok(Some(Caller {
             identity: Identity::new(address, groups),
@@ -123,10 +102,7 @@ impl Service {
     }
 
     /// The effective `enable_persistent_chat` of a user and the scope it comes from (default: off, global).
-    pub(crate) async fn effective_policy_of(
-        &self,
-        address: &Address,
-    ) -> ServiceResult<(bool, PolicyScope)> {
+    pub(crate) async fn effective_policy_of(&self, address: &Address) -> ServiceResult<(bool, PolicyScope)> {
         let chain = PolicyScope::chain(address, &self.settings.site, &self.settings.pool);
         let mut values = Vec::with_capacity(chain.len());
         for scope in &chain {
@@ -141,10 +117,7 @@ impl Service {
 
     /// On first start with an empty directory, creates `admin@<domain>` with both administrative roles.
     /// Returns the password when it was generated (to print once).
-    pub async fn bootstrap_admin(
-        &self,
-        password: Option<String>,
-    ) -> ServiceResult<Option<(String, Option<String>)>> {
+    pub async fn bootstrap_admin(&self, password: Option<String>) -> ServiceResult<Option<(String, Option<String>)>> {
         if self.store.count_users().await? > 0 {
             return Ok(None);
         }
@@ -161,12 +134,8 @@ impl Service {
                 created_at: now_micros(),
             })
             .await?;
-        self.store
-            .set_role(address.as_str(), AdminRole::Admin, true)
-            .await?;
-        self.store
-            .set_role(address.as_str(), AdminRole::UserAdmin, true)
-            .await?;
+        self.store.set_role(address.as_str(), AdminRole::Admin, true).await?;
+        self.store.set_role(address.as_str(), AdminRole::UserAdmin, true).await?;
         Ok(Some((address.to_string(), generated.then_some(password))))
     }
 }
@@ -180,9 +149,7 @@ impl Service {
             return Ok(None);
         };
         let token = random_secret("pct_");
-        self.store
-            .create_token(&token_hash(&token), &address, now_micros())
-            .await?;
+        self.store.create_token(&token_hash(&token), &address, now_micros()).await?;
         Ok(Some(token))
     }
 }

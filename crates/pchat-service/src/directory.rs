@@ -13,18 +13,12 @@ pub(crate) fn require_user_admin(caller: &Caller) -> ServiceResult<()> {
     if caller.user_admin || caller.admin {
         Ok(())
     } else {
-        Err(ServiceError::Forbidden(
-            "requires the user_admin role".into(),
-        ))
+        Err(ServiceError::Forbidden("requires the user_admin role".into()))
     }
 }
 
 pub(crate) fn require_admin(caller: &Caller) -> ServiceResult<()> {
-    if caller.admin {
-        Ok(())
-    } else {
-        Err(ServiceError::Forbidden("requires the admin role".into()))
-    }
+    if caller.admin { Ok(()) } else { Err(ServiceError::Forbidden("requires the admin role".into())) }
 }
 
 /// A display name: 1–256 characters, no control characters.
@@ -33,11 +27,7 @@ fn display_name(raw: &str) -> ServiceResult<String> {
 }
 
 impl Service {
-    pub async fn create_user(
-        &self,
-        caller: &Caller,
-        input: api::NewUser,
-    ) -> ServiceResult<UserRecord> {
+    pub async fn create_user(&self, caller: &Caller, input: api::NewUser) -> ServiceResult<UserRecord> {
         require_user_admin(caller)?;
         let address = Address::parse("address", &input.address)?;
         let display_name = display_name(&input.display_name)?;
@@ -48,15 +38,10 @@ impl Service {
             password_hash: hash_password(input.password).await?,
             created_at: now_micros(),
         };
-        self.store
-            .create_user(record.clone())
-            .await
-            .map_err(|e| match ServiceError::from(e) {
-                ServiceError::NameTaken { .. } => ServiceError::NameTaken {
-                    field: "address".into(),
-                },
-                other => other,
-            })?;
+        self.store.create_user(record.clone()).await.map_err(|e| match ServiceError::from(e) {
+            ServiceError::NameTaken { .. } => ServiceError::NameTaken { field: "address".into() },
+            other => other,
+        })?;
         Ok(record)
     }
 
@@ -69,60 +54,35 @@ impl Service {
         limit: u32,
     ) -> ServiceResult<Vec<UserRecord>> {
         if query.chars().count() > 256 {
-            return Err(ServiceError::validation(
-                "query",
-                "must be at most 256 characters",
-            ));
+            return Err(ServiceError::validation("query", "must be at most 256 characters"));
         }
         Ok(self.store.search_users(query, after, limit).await?)
     }
 
     pub async fn delete_user(&self, caller: &Caller, address: &str) -> ServiceResult<()> {
         require_user_admin(caller)?;
-        let address =
-            Address::parse("address", address).map_err(|_| ServiceError::not_found("user"))?;
-        self.store
-            .delete_user(address.as_str())
-            .await
-            .map_err(|e| match ServiceError::from(e) {
-                ServiceError::NotFound(_) => ServiceError::not_found("user"),
-                other => other,
-            })
+        let address = Address::parse("address", address).map_err(|_| ServiceError::not_found("user"))?;
+        self.store.delete_user(address.as_str()).await.map_err(|e| match ServiceError::from(e) {
+            ServiceError::NotFound(_) => ServiceError::not_found("user"),
+            other => other,
+        })
     }
 
     pub async fn get_user(&self, address: &str) -> ServiceResult<UserRecord> {
-        let address =
-            Address::parse("address", address).map_err(|_| ServiceError::not_found("user"))?;
-        self.store
-            .get_user(address.as_str())
-            .await?
-            .ok_or_else(|| ServiceError::not_found("user"))
+        let address = Address::parse("address", address).map_err(|_| ServiceError::not_found("user"))?;
+        self.store.get_user(address.as_str()).await?.ok_or_else(|| ServiceError::not_found("user"))
     }
 
-    pub async fn create_group(
-        &self,
-        caller: &Caller,
-        input: api::NewGroup,
-    ) -> ServiceResult<api::Group> {
+    pub async fn create_group(&self, caller: &Caller, input: api::NewGroup) -> ServiceResult<api::Group> {
         require_user_admin(caller)?;
         let name = Name::parse("name", &input.name)?;
         self.store.create_group(name.as_str()).await?;
-        Ok(api::Group {
-            name: name.into_string(),
-            members: vec![],
-        })
+        Ok(api::Group { name: name.into_string(), members: vec![] })
     }
 
     pub async fn get_group(&self, _caller: &Caller, name: &str) -> ServiceResult<api::Group> {
-        let members = self
-            .store
-            .get_group(name)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("group"))?;
-        Ok(api::Group {
-            name: name.to_owned(),
-            members,
-        })
+        let members = self.store.get_group(name).await?.ok_or_else(|| ServiceError::not_found("group"))?;
+        Ok(api::Group { name: name.to_owned(), members })
     }
 
     pub async fn list_groups(&self, _caller: &Caller) -> ServiceResult<Vec<String>> {
@@ -131,55 +91,30 @@ impl Service {
 
     pub async fn delete_group(&self, caller: &Caller, name: &str) -> ServiceResult<()> {
         require_user_admin(caller)?;
-        self.store
-            .delete_group(name)
-            .await
-            .map_err(|e| match ServiceError::from(e) {
-                ServiceError::NotFound(_) => ServiceError::not_found("group"),
-                other => other,
-            })
+        self.store.delete_group(name).await.map_err(|e| match ServiceError::from(e) {
+            ServiceError::NotFound(_) => ServiceError::not_found("group"),
+            other => other,
+        })
     }
 
     /// Changes a group's members: users (who must exist) and other groups (which must exist).
-    pub async fn update_group(
-        &self,
-        caller: &Caller,
-        name: &str,
-        patch: api::GroupPatch,
-    ) -> ServiceResult<api::Group> {
+    pub async fn update_group(&self, caller: &Caller, name: &str, patch: api::GroupPatch) -> ServiceResult<api::Group> {
         require_user_admin(caller)?;
-        let current = self
-            .store
-            .get_group(name)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("group"))?;
+        let current = self.store.get_group(name).await?.ok_or_else(|| ServiceError::not_found("group"))?;
         let change = patch.members;
         let (add, remove) = match change.replace {
             Some(replace) => {
                 if !change.add.is_empty() || !change.remove.is_empty() {
-                    return Err(ServiceError::validation(
-                        "members",
-                        "use either replace or add/remove",
-                    ));
+                    return Err(ServiceError::validation("members", "use either replace or add/remove"));
                 }
                 let wanted = self.group_member_list(&replace).await?;
-                let remove = current
-                    .iter()
-                    .filter(|m| !wanted.contains(m))
-                    .cloned()
-                    .collect();
+                let remove = current.iter().filter(|m| !wanted.contains(m)).cloned().collect();
                 (wanted, remove)
             }
-            None => (
-                self.group_member_list(&change.add).await?,
-                self.group_member_list_lenient(&change.remove)?,
-            ),
+            None => (self.group_member_list(&change.add).await?, self.group_member_list_lenient(&change.remove)?),
         };
         let members = self.store.update_group(name, &add, &remove).await?;
-        Ok(api::Group {
-            name: name.to_owned(),
-            members,
-        })
+        Ok(api::Group { name: name.to_owned(), members })
     }
 
     /// Validates group members to add: users or groups that exist (not domains or `*`).
@@ -211,29 +146,15 @@ impl Service {
     }
 
     fn group_member_list_lenient(&self, raw: &[String]) -> ServiceResult<Vec<String>> {
-        raw.iter()
-            .map(|e| {
-                Principal::parse("members", e)
-                    .map(|p| p.to_string())
-                    .map_err(Into::into)
-            })
-            .collect()
+        raw.iter().map(|e| Principal::parse("members", e).map(|p| p.to_string()).map_err(Into::into)).collect()
     }
 
-    pub async fn set_role(
-        &self,
-        caller: &Caller,
-        address: &str,
-        role: &str,
-        granted: bool,
-    ) -> ServiceResult<()> {
+    pub async fn set_role(&self, caller: &Caller, address: &str, role: &str, granted: bool) -> ServiceResult<()> {
         require_admin(caller)?;
-        let role = AdminRole::parse(role)
-            .ok_or_else(|| ServiceError::validation("role", "must be admin or user_admin"))?;
-        let user = self
-            .get_user(address)
-            .await
-            .map_err(|_| ServiceError::validation("user", format!("no user {address}")))?;
+        let role =
+            AdminRole::parse(role).ok_or_else(|| ServiceError::validation("role", "must be admin or user_admin"))?;
+        let user =
+            self.get_user(address).await.map_err(|_| ServiceError::validation("user", format!("no user {address}")))?;
         Ok(self.store.set_role(&user.address, role, granted).await?)
     }
 
@@ -244,10 +165,7 @@ impl Service {
             .list_roles()
             .await?
             .into_iter()
-            .map(|(user, role)| api::RoleGrant {
-                user,
-                role: role.as_str().into(),
-            })
+            .map(|(user, role)| api::RoleGrant { user, role: role.as_str().into() })
             .collect())
     }
 
@@ -259,18 +177,10 @@ impl Service {
             (None, PolicyScope::Global) => false,
             (None, _) => return Err(ServiceError::not_found("policy")),
         };
-        Ok(api::Policy {
-            scope: scope.to_string(),
-            enable_persistent_chat: value,
-        })
+        Ok(api::Policy { scope: scope.to_string(), enable_persistent_chat: value })
     }
 
-    pub async fn put_policy(
-        &self,
-        caller: &Caller,
-        scope: &str,
-        input: api::PolicyPut,
-    ) -> ServiceResult<api::Policy> {
+    pub async fn put_policy(&self, caller: &Caller, scope: &str, input: api::PolicyPut) -> ServiceResult<api::Policy> {
         require_user_admin(caller)?;
         let scope = PolicyScope::parse(scope)?;
         if let PolicyScope::User(a) = &scope
@@ -278,13 +188,8 @@ impl Service {
         {
             return Err(ServiceError::validation("scope", format!("no user {a}")));
         }
-        self.store
-            .put_policy(&scope, input.enable_persistent_chat)
-            .await?;
-        Ok(api::Policy {
-            scope: scope.to_string(),
-            enable_persistent_chat: input.enable_persistent_chat,
-        })
+        self.store.put_policy(&scope, input.enable_persistent_chat).await?;
+        Ok(api::Policy { scope: scope.to_string(), enable_persistent_chat: input.enable_persistent_chat })
     }
 
     pub async fn delete_policy(&self, caller: &Caller, scope: &str) -> ServiceResult<()> {
@@ -297,29 +202,16 @@ impl Service {
         Ok(())
     }
 
-    pub async fn effective_policy(
-        &self,
-        caller: &Caller,
-        address: &str,
-    ) -> ServiceResult<api::EffectivePolicy> {
+    pub async fn effective_policy(&self, caller: &Caller, address: &str) -> ServiceResult<api::EffectivePolicy> {
         let user = self.get_user(address).await?;
         if user.address != caller.address() {
             require_user_admin(caller)?;
         }
-        let (enabled, scope) = self
-            .effective_policy_of(&Address::parse("address", &user.address)?)
-            .await?;
-        Ok(api::EffectivePolicy {
-            enable_persistent_chat: enabled,
-            from_scope: scope.to_string(),
-        })
+        let (enabled, scope) = self.effective_policy_of(&Address::parse("address", &user.address)?).await?;
+        Ok(api::EffectivePolicy { enable_persistent_chat: enabled, from_scope: scope.to_string() })
     }
 
-    pub async fn get_configuration(
-        &self,
-        caller: &Caller,
-        scope: &str,
-    ) -> ServiceResult<api::Configuration> {
+    pub async fn get_configuration(&self, caller: &Caller, scope: &str) -> ServiceResult<api::Configuration> {
         require_admin(caller)?;
         let scope = ConfigScope::parse(scope)?;
         let config = match (self.store.get_config(&scope).await?, &scope) {
@@ -340,19 +232,11 @@ impl Service {
         let scope = ConfigScope::parse(scope)?;
         let d = ChatConfig::default();
         let config = ChatConfig::validate(
-            input
-                .default_chat_history
-                .unwrap_or(i64::from(d.default_chat_history)),
-            input
-                .max_file_size_kb
-                .unwrap_or(i64::from(d.max_file_size_kb)),
-            input
-                .participant_update_limit
-                .unwrap_or(i64::from(d.participant_update_limit)),
+            input.default_chat_history.unwrap_or(i64::from(d.default_chat_history)),
+            input.max_file_size_kb.unwrap_or(i64::from(d.max_file_size_kb)),
+            input.participant_update_limit.unwrap_or(i64::from(d.participant_update_limit)),
             input.room_management_url.unwrap_or(d.room_management_url),
-            input
-                .max_message_bytes
-                .unwrap_or(i64::from(d.max_message_bytes)),
+            input.max_message_bytes.unwrap_or(i64::from(d.max_message_bytes)),
         )?;
         self.store.put_config(&scope, &config).await?;
         Ok(config_to_wire(&scope, &config))
@@ -374,14 +258,9 @@ impl Service {
         for scope in &chain {
             found.push((scope.clone(), self.store.get_config(scope).await?));
         }
-        Ok(resolve(&chain, |s| {
-            found
-                .iter()
-                .find(|(f, _)| f == s)
-                .and_then(|(_, c)| c.clone())
-        })
-        .map(|(_, c)| c)
-        .unwrap_or_default())
+        Ok(resolve(&chain, |s| found.iter().find(|(f, _)| f == s).and_then(|(_, c)| c.clone()))
+            .map(|(_, c)| c)
+            .unwrap_or_default())
     }
 }
 
@@ -399,10 +278,6 @@ fn config_to_wire(scope: &ConfigScope, c: &ChatConfig) -> api::Configuration {
 impl Service {
     /// The custom room management URL in force, if one is configured.
     pub async fn management_url(&self) -> Option<String> {
-        self.effective_config()
-            .await
-            .ok()
-            .map(|c| c.room_management_url)
-            .filter(|u| !u.is_empty())
+        self.effective_config().await.ok().map(|c| c.room_management_url).filter(|u| !u.is_empty())
     }
 }

@@ -48,9 +48,7 @@ impl ServiceError {
     pub fn field(&self) -> Option<&str> {
         match self {
             Self::Validation(v) => Some(&v.field),
-            Self::NameTaken { field }
-            | Self::OutOfScope { field, .. }
-            | Self::TooLarge { field, .. } => Some(field),
+            Self::NameTaken { field } | Self::OutOfScope { field, .. } | Self::TooLarge { field, .. } => Some(field),
             _ => None,
         }
     }
@@ -59,15 +57,12 @@ impl ServiceError {
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NameTaken => Self::NameTaken {
-                field: "name".into(),
-            },
+            StoreError::NameTaken => Self::NameTaken { field: "name".into() },
             StoreError::NotFound => Self::NotFound("object".into()),
             StoreError::CategoryNotEmpty => Self::CategoryNotEmpty,
-            StoreError::GroupCycle => Self::validation(
-                "members",
-                "a group cannot contain itself, directly or through nesting",
-            ),
+            StoreError::GroupCycle => {
+                Self::validation("members", "a group cannot contain itself, directly or through nesting")
+            }
             StoreError::RoomDisabled => Self::RoomDisabled,
             StoreError::Unavailable(m) => Self::Unavailable(m),
         }

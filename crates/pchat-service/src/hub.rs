@@ -21,47 +21,16 @@ use crate::Caller;
 pub enum LiveEvent {
     Message(MessageRecord),
     RoomUpdated(RoomRecord),
-    RoomDisabled {
-        room: String,
-    },
-    RoomDeleted {
-        room: String,
-    },
-    RemovedFromRoom {
-        room: String,
-    },
-    ParticipantJoined {
-        room: String,
-        address: String,
-        display_name: String,
-    },
-    ParticipantLeft {
-        room: String,
-        address: String,
-        display_name: String,
-    },
-    Activity {
-        room: String,
-        last_seq: i64,
-    },
-    Invitation {
-        id: i64,
-        room: RoomRecord,
-        created_at: i64,
-    },
-    MessagesRemoved {
-        room: String,
-        ids: Vec<String>,
-    },
-    MessageReplaced {
-        room: String,
-        ids: Vec<String>,
-        text: String,
-    },
-    RoomCleared {
-        room: String,
-        end_ts: i64,
-    },
+    RoomDisabled { room: String },
+    RoomDeleted { room: String },
+    RemovedFromRoom { room: String },
+    ParticipantJoined { room: String, address: String, display_name: String },
+    ParticipantLeft { room: String, address: String, display_name: String },
+    Activity { room: String, last_seq: i64 },
+    Invitation { id: i64, room: RoomRecord, created_at: i64 },
+    MessagesRemoved { room: String, ids: Vec<String> },
+    MessageReplaced { room: String, ids: Vec<String>, text: String },
+    RoomCleared { room: String, end_ts: i64 },
 }
 
 pub type Encoder = Box<dyn Fn(&LiveEvent) -> Bytes + Send + Sync>;
@@ -90,10 +59,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn take_overflowed(&self) -> Vec<String> {
-        self.overflowed
-            .lock()
-            .map(|mut o| std::mem::take(&mut *o))
-            .unwrap_or_default()
+        self.overflowed.lock().map(|mut o| std::mem::take(&mut *o)).unwrap_or_default()
     }
 
     pub fn is_joined(&self, room: &str) -> bool {
@@ -173,19 +139,11 @@ impl Hub {
 
     /// Removes a connection from every room it joined or watched.
     pub fn disconnect(&self, conn: &Arc<Conn>) {
-        let joined: Vec<String> = conn
-            .joined
-            .lock()
-            .map(|j| j.iter().cloned().collect())
-            .unwrap_or_default();
+        let joined: Vec<String> = conn.joined.lock().map(|j| j.iter().cloned().collect()).unwrap_or_default();
         for room in joined {
             self.unsubscribe(conn, &room);
         }
-        let watching: Vec<String> = conn
-            .watching
-            .lock()
-            .map(|mut w| w.drain().collect())
-            .unwrap_or_default();
+        let watching: Vec<String> = conn.watching.lock().map(|mut w| w.drain().collect()).unwrap_or_default();
         for room in watching {
             if let Some(hub) = self.room(&room) {
                 remove_conn(&hub.watchers, conn.id);
@@ -233,17 +191,11 @@ impl Hub {
             let Ok(mut roster) = hub.roster.lock() else {
                 return true;
             };
-            let entry = roster
-                .present
-                .entry(conn.caller.address().to_owned())
-                .or_insert((0, conn.caller.display_name.clone()));
+            let entry =
+                roster.present.entry(conn.caller.address().to_owned()).or_insert((0, conn.caller.display_name.clone()));
             entry.0 += 1;
             let first = entry.0 == 1;
-            roster.suppressed = roster_suppressed(
-                roster.suppressed,
-                roster.present.len(),
-                participant_update_limit,
-            );
+            roster.suppressed = roster_suppressed(roster.suppressed, roster.present.len(), participant_update_limit);
             first && !roster.suppressed
         };
         if announce {
@@ -313,11 +265,7 @@ impl Hub {
         if let Some(hub) = self.room(room)
             && let Ok(mut roster) = hub.roster.lock()
         {
-            roster.suppressed = roster_suppressed(
-                roster.suppressed,
-                roster.present.len(),
-                participant_update_limit,
-            );
+            roster.suppressed = roster_suppressed(roster.suppressed, roster.present.len(), participant_update_limit);
         }
     }
 
@@ -330,11 +278,7 @@ impl Hub {
         if roster.suppressed {
             return None;
         }
-        let mut list: Vec<_> = roster
-            .present
-            .iter()
-            .map(|(a, (_, d))| (a.clone(), d.clone()))
-            .collect();
+        let mut list: Vec<_> = roster.present.iter().map(|(a, (_, d))| (a.clone(), d.clone())).collect();
         list.sort();
         Some(list)
     }
@@ -347,13 +291,8 @@ impl Hub {
     }
 
     pub fn watch(&self, conn: &Arc<Conn>, room: &str, watch: bool) {
-        let changed = conn.watching.lock().is_ok_and(|mut w| {
-            if watch {
-                w.insert(room.to_owned())
-            } else {
-                w.remove(room)
-            }
-        });
+        let changed =
+            conn.watching.lock().is_ok_and(|mut w| if watch { w.insert(room.to_owned()) } else { w.remove(room) });
         if !changed {
             return;
         }
@@ -372,10 +311,7 @@ impl Hub {
         self.users
             .lock()
             .ok()
-            .and_then(|u| {
-                u.get(address)
-                    .map(|l| l.iter().filter_map(Weak::upgrade).collect())
-            })
+            .and_then(|u| u.get(address).map(|l| l.iter().filter_map(Weak::upgrade).collect()))
             .unwrap_or_default()
     }
 
@@ -389,11 +325,8 @@ impl Hub {
         let subscribers = snapshot(&hub.subscribers);
         let mut slow = vec![];
         for conn in &subscribers {
-            let frame = Frame {
-                message: Some((Arc::clone(&room), message.seq)),
-                unsubscribed: None,
-                bytes: bytes.clone(),
-            };
+            let frame =
+                Frame { message: Some((Arc::clone(&room), message.seq)), unsubscribed: None, bytes: bytes.clone() };
             if !conn.push(frame) {
                 slow.push(Arc::clone(conn));
             }
@@ -405,17 +338,10 @@ impl Hub {
         if watchers.is_empty() {
             return;
         }
-        let activity = (self.encode)(&LiveEvent::Activity {
-            room: message.room_id.clone(),
-            last_seq: message.seq,
-        });
+        let activity = (self.encode)(&LiveEvent::Activity { room: message.room_id.clone(), last_seq: message.seq });
         for conn in watchers.iter().filter(|c| !c.is_joined(&message.room_id)) {
             // Activity is advisory (the unread count is authoritative), so a full queue just misses one.
-            conn.push(Frame {
-                message: None,
-                unsubscribed: None,
-                bytes: activity.clone(),
-            });
+            conn.push(Frame { message: None, unsubscribed: None, bytes: activity.clone() });
         }
     }
 
@@ -430,15 +356,8 @@ impl Hub {
 
     fn broadcast_room(&self, hub: &RoomHub, event: &LiveEvent, except: Option<u64>) {
         let bytes = (self.encode)(event);
-        for conn in snapshot(&hub.subscribers)
-            .iter()
-            .filter(|c| Some(c.id) != except)
-        {
-            conn.push(Frame {
-                message: None,
-                unsubscribed: None,
-                bytes: bytes.clone(),
-            });
+        for conn in snapshot(&hub.subscribers).iter().filter(|c| Some(c.id) != except) {
+            conn.push(Frame { message: None, unsubscribed: None, bytes: bytes.clone() });
         }
     }
 
@@ -454,16 +373,9 @@ impl Hub {
         let Some(hub) = self.room(room) else { return };
         let bytes = (self.encode)(event);
         let room_arc: Arc<str> = Arc::from(room);
-        for conn in snapshot(&hub.subscribers)
-            .into_iter()
-            .filter(|c| evict(&c.caller))
-        {
+        for conn in snapshot(&hub.subscribers).into_iter().filter(|c| evict(&c.caller)) {
             if self.unsubscribe(&conn, room) {
-                conn.push(Frame {
-                    message: None,
-                    unsubscribed: Some(Arc::clone(&room_arc)),
-                    bytes: bytes.clone(),
-                });
+                conn.push(Frame { message: None, unsubscribed: Some(Arc::clone(&room_arc)), bytes: bytes.clone() });
             }
         }
     }
@@ -476,11 +388,7 @@ impl Hub {
         }
         let bytes = (self.encode)(event);
         for conn in conns {
-            conn.push(Frame {
-                message: None,
-                unsubscribed: None,
-                bytes: bytes.clone(),
-            });
+            conn.push(Frame { message: None, unsubscribed: None, bytes: bytes.clone() });
         }
     }
 
@@ -501,11 +409,7 @@ impl Hub {
     pub fn connection_count(&self) -> usize {
         self.users
             .lock()
-            .map(|u| {
-                u.values()
-                    .map(|l| l.iter().filter(|w| w.strong_count() > 0).count())
-                    .sum()
-            })
+            .map(|u| u.values().map(|l| l.iter().filter(|w| w.strong_count() > 0).count()).sum())
             .unwrap_or(0)
     }
 }

@@ -28,9 +28,7 @@ pub use rooms::{RoomView, decode_cursor, encode_cursor};
 
 /// The store records the service returns, for front ends to convert into their wire shapes.
 pub mod records {
-    pub use pchat_store::{
-        AddinRecord, CategoryRecord, InvitationRecord, MessageRecord, RoomRecord, UserRecord,
-    };
+    pub use pchat_store::{AddinRecord, CategoryRecord, InvitationRecord, MessageRecord, RoomRecord, UserRecord};
 }
 
 /// Deployment settings the service needs (from the server's configuration).
@@ -77,12 +75,7 @@ impl Service {
     pub fn start(store: Arc<dyn Store>, settings: Settings, encode: hub::Encoder) -> Arc<Self> {
         let events = store.take_events();
         let limiter = ratelimit::RateLimiter::new(settings.post_rate_per_sec, settings.post_burst);
-        let service = Arc::new(Self {
-            hub: Hub::new(encode, settings.connection_queue),
-            store,
-            settings,
-            limiter,
-        });
+        let service = Arc::new(Self { hub: Hub::new(encode, settings.connection_queue), store, settings, limiter });
         if let Some(events) = events {
             tokio::spawn(dispatch(Arc::downgrade(&service), events));
         } else {
@@ -110,10 +103,7 @@ impl Service {
 }
 
 /// Publishes committed messages to the hub in commit order (which is `seq` order per room).
-async fn dispatch(
-    service: std::sync::Weak<Service>,
-    mut events: mpsc::UnboundedReceiver<StoreEvent>,
-) {
+async fn dispatch(service: std::sync::Weak<Service>, mut events: mpsc::UnboundedReceiver<StoreEvent>) {
     while let Some(event) = events.recv().await {
         let Some(service) = service.upgrade() else {
             return;

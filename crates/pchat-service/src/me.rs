@@ -25,30 +25,14 @@ impl Service {
     /// caller's read mark (`last_seq - read mark`; removed messages still count until read past).
     pub async fn my_rooms(&self, caller: &Caller) -> ServiceResult<Vec<MyRoom>> {
         Self::require_chat(caller)?;
-        let follows: HashSet<String> = self
-            .store
-            .follows(caller.address())
-            .await?
-            .into_iter()
-            .collect();
-        let marks: HashMap<String, i64> = self
-            .store
-            .read_marks(caller.address())
-            .await?
-            .into_iter()
-            .collect();
+        let follows: HashSet<String> = self.store.follows(caller.address()).await?.into_iter().collect();
+        let marks: HashMap<String, i64> = self.store.read_marks(caller.address()).await?.into_iter().collect();
         let categories = self.store.list_categories().await?;
         let mut out = vec![];
         let mut after = None;
         loop {
-            let page = self
-                .store
-                .list_rooms(&RoomQuery {
-                    category_id: None,
-                    after_name: after.take(),
-                    limit: 500,
-                })
-                .await?;
+            let page =
+                self.store.list_rooms(&RoomQuery { category_id: None, after_name: after.take(), limit: 500 }).await?;
             let full = page.len() == 500;
             for room in page {
                 after = Some(room.name.clone());
@@ -58,25 +42,15 @@ impl Service {
                 let access = access_to(caller, category, &room);
                 let in_scope = scope_of(category).contains(&caller.identity);
                 let listed = in_scope
-                    && [&room.members, &room.managers, &room.presenters]
-                        .iter()
-                        .any(|l| caller.identity.matches_any(l));
+                    && [&room.members, &room.managers, &room.presenters].iter().any(|l| caller.identity.matches_any(l));
                 let following = follows.contains(&room.id);
                 if !access.see || !(listed || following) {
                     continue;
                 }
                 let last_seq = self.store.last_seq(&room.id).await?;
-                let unread = if access.read {
-                    (last_seq - marks.get(&room.id).copied().unwrap_or(0)).max(0)
-                } else {
-                    0
-                };
-                out.push(MyRoom {
-                    room,
-                    following,
-                    unread,
-                    last_seq,
-                });
+                let unread =
+                    if access.read { (last_seq - marks.get(&room.id).copied().unwrap_or(0)).max(0) } else { 0 };
+                out.push(MyRoom { room, following, unread, last_seq });
             }
             if !full {
                 break;
@@ -86,21 +60,14 @@ impl Service {
     }
 
     /// Follows a room the caller may read, or stops following one.
-    pub async fn set_follow(
-        &self,
-        caller: &Caller,
-        reference: &str,
-        follow: bool,
-    ) -> ServiceResult<()> {
+    pub async fn set_follow(&self, caller: &Caller, reference: &str, follow: bool) -> ServiceResult<()> {
         let room_id = if follow {
             self.readable_room(caller, reference).await?.0.id
         } else {
             Self::require_chat(caller)?;
             self.room_view(caller, reference).await?.0.room.id
         };
-        self.store
-            .set_follow(caller.address(), &room_id, follow)
-            .await?;
+        self.store.set_follow(caller.address(), &room_id, follow).await?;
         self.hub.set_watch(caller.address(), &room_id, follow);
         Ok(())
     }
@@ -109,20 +76,12 @@ impl Service {
         if seq < 0 {
             return Err(ServiceError::validation("seq", "must not be negative"));
         }
-        let room = self
-            .readable_room(caller, reference)
-            .await
-            .map_err(|e| match e {
-                ServiceError::NotFound(_) => {
-                    ServiceError::validation("room", format!("no room {reference}"))
-                }
-                other => other,
-            })?;
+        let room = self.readable_room(caller, reference).await.map_err(|e| match e {
+            ServiceError::NotFound(_) => ServiceError::validation("room", format!("no room {reference}")),
+            other => other,
+        })?;
         let last = self.store.last_seq(&room.0.id).await?;
-        Ok(self
-            .store
-            .mark_read(caller.address(), &room.0.id, seq.min(last))
-            .await?)
+        Ok(self.store.mark_read(caller.address(), &room.0.id, seq.min(last)).await?)
     }
 
     /// Pending invitations after `after_id`, for rooms the caller may still see.
@@ -134,11 +93,7 @@ impl Service {
     ) -> ServiceResult<Vec<(InvitationRecord, RoomRecord)>> {
         Self::require_chat(caller)?;
         let mut out = vec![];
-        for inv in self
-            .store
-            .invitations(caller.address(), after_id, limit)
-            .await?
-        {
+        for inv in self.store.invitations(caller.address(), after_id, limit).await? {
             if let Ok((view, _)) = self.room_view(caller, &inv.room_id).await {
                 out.push((inv, view.room));
             }
@@ -147,10 +102,7 @@ impl Service {
     }
 
     /// Opens a live connection for the caller, watching the rooms they follow.
-    pub async fn connect(
-        &self,
-        caller: Caller,
-    ) -> ServiceResult<(Arc<Conn>, mpsc::Receiver<Frame>)> {
+    pub async fn connect(&self, caller: Caller) -> ServiceResult<(Arc<Conn>, mpsc::Receiver<Frame>)> {
         Self::require_chat(&caller)?;
         let follows = self.store.follows(caller.address()).await?;
         let (conn, frames) = self.hub.connect(caller);

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use pchat_api_types as api;
 use pchat_core::{Address, Name};
-use pchat_store::{
-    Appended, CategoryRecord, MessageFilter, MessageRange, MessageRecord, NewMessage, RoomRecord,
-};
+use pchat_store::{Appended, CategoryRecord, MessageFilter, MessageRange, MessageRecord, NewMessage, RoomRecord};
 
 use crate::directory::require_admin;
 use crate::hub::{Conn, LiveEvent};
@@ -17,8 +15,7 @@ use crate::{Caller, Service, ServiceError, ServiceResult};
 /// Most messages one history request returns.
 pub(crate) const MAX_PAGE: u32 = 500;
 /// Default replacement text (Lync's `Remove-CsPersistentChatMessage -ReplaceMessage` default).
-pub const DEFAULT_REPLACEMENT: &str =
-    "This message was replaced by the Persistent Chat administrator.";
+pub const DEFAULT_REPLACEMENT: &str = "This message was replaced by the Persistent Chat administrator.";
 /// Longest `client_id`.
 const MAX_CLIENT_ID: usize = 128;
 
@@ -66,45 +63,28 @@ impl Service {
         let (room, _, _) = self.readable_room(caller, reference).await?;
         let limit = limit.unwrap_or(50);
         if limit == 0 || limit > MAX_PAGE {
-            return Err(ServiceError::validation(
-                "limit",
-                format!("must be between 1 and {MAX_PAGE}"),
-            ));
+            return Err(ServiceError::validation("limit", format!("must be between 1 and {MAX_PAGE}")));
         }
         let range = match (before_seq, after_seq) {
             (Some(_), Some(_)) => {
-                return Err(ServiceError::validation(
-                    "before_seq",
-                    "give before_seq or after_seq, not both",
-                ));
+                return Err(ServiceError::validation("before_seq", "give before_seq or after_seq, not both"));
             }
             (Some(b), None) => MessageRange::Before { before: b, limit },
             (None, Some(a)) => MessageRange::After { after: a, limit },
-            (None, None) => MessageRange::Latest {
-                limit: self.effective_config().await?.default_chat_history,
-            },
+            (None, None) => MessageRange::Latest { limit: self.effective_config().await?.default_chat_history },
         };
-        Ok(History {
-            messages: self.store.messages(&room.id, range).await?,
-        })
+        Ok(History { messages: self.store.messages(&room.id, range).await? })
     }
 
     /// Posts a message; returns once it is durably committed. A repeated `client_id` returns the original.
-    pub async fn post(
-        &self,
-        caller: &Caller,
-        reference: &str,
-        input: api::PostMessage,
-    ) -> ServiceResult<Appended> {
+    pub async fn post(&self, caller: &Caller, reference: &str, input: api::PostMessage) -> ServiceResult<Appended> {
         Self::require_chat(caller)?;
         self.limiter
             .check(caller.address())
             .map_err(|retry_after_secs| ServiceError::RateLimited { retry_after_secs })?;
         let (room, category, may_post) = self.readable_room(caller, reference).await?;
         if !may_post {
-            return Err(ServiceError::Forbidden(
-                "only presenters post in an auditorium".into(),
-            ));
+            return Err(ServiceError::Forbidden("only presenters post in an auditorium".into()));
         }
         let config = self.effective_config().await?;
         if input.text.trim().is_empty() {
@@ -113,28 +93,17 @@ impl Service {
         if input.text.len() > config.max_message_bytes as usize {
             return Err(ServiceError::TooLarge {
                 field: "text".into(),
-                detail: format!(
-                    "is {} bytes; the limit is {} bytes",
-                    input.text.len(),
-                    config.max_message_bytes
-                ),
+                detail: format!("is {} bytes; the limit is {} bytes", input.text.len(), config.max_message_bytes),
             });
         }
-        if input
-            .text
-            .chars()
-            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-        {
+        if input.text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
             return Err(ServiceError::validation(
                 "text",
                 "must not contain control characters other than line breaks and tabs",
             ));
         }
-        let story_title = input
-            .story_title
-            .as_deref()
-            .map(|t| Name::parse("story_title", t).map(Name::into_string))
-            .transpose()?;
+        let story_title =
+            input.story_title.as_deref().map(|t| Name::parse("story_title", t).map(Name::into_string)).transpose()?;
         if let Some(id) = &input.client_id
             && (id.is_empty() || id.len() > MAX_CLIENT_ID || id.chars().any(char::is_control))
         {
@@ -170,30 +139,10 @@ impl Service {
         let caller = &conn.caller;
         let (room, _, _) = self.readable_room(caller, reference).await?;
         let config = self.effective_config().await?;
-        self.hub
-            .subscribe(conn, &room.id, config.participant_update_limit);
+        self.hub.subscribe(conn, &room.id, config.participant_update_limit);
         let history = match after_seq {
-            Some(after) => {
-                self.store
-                    .messages(
-                        &room.id,
-                        MessageRange::After {
-                            after,
-                            limit: MAX_PAGE,
-                        },
-                    )
-                    .await
-            }
-            None => {
-                self.store
-                    .messages(
-                        &room.id,
-                        MessageRange::Latest {
-                            limit: config.default_chat_history,
-                        },
-                    )
-                    .await
-            }
+            Some(after) => self.store.messages(&room.id, MessageRange::After { after, limit: MAX_PAGE }).await,
+            None => self.store.messages(&room.id, MessageRange::Latest { limit: config.default_chat_history }).await,
         };
         let history = match history {
             Ok(h) => h,
@@ -203,31 +152,12 @@ impl Service {
             }
         };
         let last_seq = self.store.last_seq(&room.id).await?;
-        Ok((
-            Joined {
-                room_id: room.id,
-                last_seq,
-            },
-            history,
-        ))
+        Ok((Joined { room_id: room.id, last_seq }, history))
     }
 
     /// The next page of a resume after `after` (empty when caught up).
-    pub async fn resume_page(
-        &self,
-        joined: &Joined,
-        after: i64,
-    ) -> ServiceResult<Vec<MessageRecord>> {
-        Ok(self
-            .store
-            .messages(
-                &joined.room_id,
-                MessageRange::After {
-                    after,
-                    limit: MAX_PAGE,
-                },
-            )
-            .await?)
+    pub async fn resume_page(&self, joined: &Joined, after: i64) -> ServiceResult<Vec<MessageRecord>> {
+        Ok(self.store.messages(&joined.room_id, MessageRange::After { after, limit: MAX_PAGE }).await?)
     }
 
     pub fn part(&self, conn: &Arc<Conn>, room_id: &str) -> bool {
@@ -235,23 +165,12 @@ impl Service {
     }
 
     /// Deletes every message of the room up to and including `end_date` (Lync `Clear-CsPersistentChatRoom`).
-    pub async fn clear_room(
-        &self,
-        caller: &Caller,
-        reference: &str,
-        input: api::ClearRoom,
-    ) -> ServiceResult<u64> {
+    pub async fn clear_room(&self, caller: &Caller, reference: &str, input: api::ClearRoom) -> ServiceResult<u64> {
         require_admin(caller)?;
         let room = self.resolve_room(reference).await?;
         let end_ts = parse_micros("end_date", &input.end_date)?;
         let removed = self.store.clear_room(&room.id, end_ts).await?;
-        self.hub.broadcast(
-            &room.id,
-            &LiveEvent::RoomCleared {
-                room: room.id.clone(),
-                end_ts,
-            },
-        );
+        self.hub.broadcast(&room.id, &LiveEvent::RoomCleared { room: room.id.clone(), end_ts });
         Ok(removed)
     }
 
@@ -264,50 +183,22 @@ impl Service {
     ) -> ServiceResult<u64> {
         require_admin(caller)?;
         let room = self.resolve_room(reference).await?;
-        let author = input
-            .author
-            .as_deref()
-            .map(|a| Address::parse("author", a).map(|a| a.to_string()))
-            .transpose()?;
-        let start_ts = input
-            .start_date
-            .as_deref()
-            .map(|d| parse_micros("start_date", d))
-            .transpose()?;
-        let end_ts = input
-            .end_date
-            .as_deref()
-            .map(|d| parse_micros("end_date", d))
-            .transpose()?;
+        let author = input.author.as_deref().map(|a| Address::parse("author", a).map(|a| a.to_string())).transpose()?;
+        let start_ts = input.start_date.as_deref().map(|d| parse_micros("start_date", d)).transpose()?;
+        let end_ts = input.end_date.as_deref().map(|d| parse_micros("end_date", d)).transpose()?;
         let matcher = KeywordMatch::parse(
             input.keywords.as_deref(),
             input.match_.as_deref(),
             input.case_sensitive.unwrap_or(false),
         )?;
-        let replacement = input.replace_with.map(|t| {
-            if t.is_empty() {
-                DEFAULT_REPLACEMENT.to_owned()
-            } else {
-                t
-            }
-        });
+        let replacement = input.replace_with.map(|t| if t.is_empty() { DEFAULT_REPLACEMENT.to_owned() } else { t });
         if author.is_none() && start_ts.is_none() && end_ts.is_none() && matcher.is_none() {
             return Err(ServiceError::validation(
                 "keywords",
                 "give at least one of author, start_date, end_date or keywords",
             ));
         }
-        let candidates = self
-            .store
-            .find_messages(
-                &room.id,
-                &MessageFilter {
-                    author,
-                    start_ts,
-                    end_ts,
-                },
-            )
-            .await?;
+        let candidates = self.store.find_messages(&room.id, &MessageFilter { author, start_ts, end_ts }).await?;
         let ids: Vec<String> = candidates
             .into_iter()
             .filter(|m| matcher.as_ref().is_none_or(|k| k.matches(&m.text)))
@@ -316,20 +207,10 @@ impl Service {
         if ids.is_empty() {
             return Ok(0);
         }
-        let affected = self
-            .store
-            .alter_messages(&room.id, &ids, replacement.as_deref())
-            .await?;
+        let affected = self.store.alter_messages(&room.id, &ids, replacement.as_deref()).await?;
         let event = match replacement {
-            Some(text) => LiveEvent::MessageReplaced {
-                room: room.id.clone(),
-                ids,
-                text,
-            },
-            None => LiveEvent::MessagesRemoved {
-                room: room.id.clone(),
-                ids,
-            },
+            Some(text) => LiveEvent::MessageReplaced { room: room.id.clone(), ids, text },
+            None => LiveEvent::MessagesRemoved { room: room.id.clone(), ids },
         };
         self.hub.broadcast(&room.id, &event);
         Ok(affected)
@@ -363,36 +244,20 @@ impl KeywordMatch {
             "any" => MatchMode::Any,
             "exact" => MatchMode::Exact,
             _ => {
-                return Err(ServiceError::validation(
-                    "match",
-                    "must be one of: all, any, exact",
-                ));
+                return Err(ServiceError::validation("match", "must be one of: all, any, exact"));
             }
         };
         let Some(raw) = keywords.map(str::trim).filter(|k| !k.is_empty()) else {
             return Ok(None);
         };
         let fold = |s: &str| {
-            if case_sensitive {
-                s.to_owned()
-            } else {
-                s.to_lowercase()
-            }
+            if case_sensitive { s.to_owned() } else { s.to_lowercase() }
         };
-        Ok(Some(Self {
-            mode,
-            words: raw.split_whitespace().map(fold).collect(),
-            phrase: fold(raw),
-            case_sensitive,
-        }))
+        Ok(Some(Self { mode, words: raw.split_whitespace().map(fold).collect(), phrase: fold(raw), case_sensitive }))
     }
 
     pub(crate) fn matches(&self, text: &str) -> bool {
-        let text = if self.case_sensitive {
-            text.to_owned()
-        } else {
-            text.to_lowercase()
-        };
+        let text = if self.case_sensitive { text.to_owned() } else { text.to_lowercase() };
         match self.mode {
             MatchMode::All => self.words.iter().all(|w| text.contains(w.as_str())),
             MatchMode::Any => self.words.iter().any(|w| text.contains(w.as_str())),
@@ -408,10 +273,7 @@ mod tests {
     #[test]
     fn keyword_modes() {
         let m = |k: &str, mode: &str, cs: bool, text: &str| {
-            KeywordMatch::parse(Some(k), Some(mode), cs)
-                .unwrap()
-                .unwrap()
-                .matches(text)
+            KeywordMatch::parse(Some(k), Some(mode), cs).unwrap().unwrap().matches(text)
         };
         assert!(m("buy bonds", "all", false, "We BUY some Bonds"));
         assert!(!m("buy bonds", "all", false, "We buy stocks"));
@@ -420,10 +282,6 @@ mod tests {
         assert!(m("buy bonds", "exact", false, "please BUY BONDS now"));
         assert!(!m("Buy", "all", true, "buy"));
         assert!(KeywordMatch::parse(Some("x"), Some("some"), false).is_err());
-        assert!(
-            KeywordMatch::parse(Some("  "), None, false)
-                .unwrap()
-                .is_none()
-        );
+        assert!(KeywordMatch::parse(Some("  "), None, false).unwrap().is_none());
     }
 }

@@ -15,11 +15,7 @@ const SWEEP_AT: usize = 100_000;
 
 impl RateLimiter {
     pub(crate) fn new(rate: f64, burst: f64) -> Self {
-        Self {
-            rate: rate.max(0.001),
-            burst: burst.max(1.0),
-            buckets: Mutex::new(HashMap::new()),
-        }
+        Self { rate: rate.max(0.001), burst: burst.max(1.0), buckets: Mutex::new(HashMap::new()) }
     }
 
     /// Takes one token for `user`; on refusal returns the seconds until one is available.

@@ -7,8 +7,7 @@ use pchat_api_types as api;
 use pchat_core::config::is_http_url;
 use pchat_core::permissions::may_create_room;
 use pchat_core::{
-    Access, Address, Description, Identity, Invitations, Name, Principal, Privacy, RoomAcl,
-    RoomType, Scope, decide,
+    Access, Address, Description, Identity, Invitations, Name, Principal, Privacy, RoomAcl, RoomType, Scope, decide,
 };
 use pchat_store::{AddinRecord, CategoryRecord, RoomQuery, RoomRecord};
 
@@ -25,10 +24,7 @@ pub struct RoomView {
 }
 
 pub(crate) fn scope_of(category: &CategoryRecord) -> Scope {
-    Scope {
-        allowed: category.allowed_members.clone(),
-        denied: category.denied_members.clone(),
-    }
+    Scope { allowed: category.allowed_members.clone(), denied: category.denied_members.clone() }
 }
 
 pub(crate) fn access_to(caller: &Caller, category: &CategoryRecord, room: &RoomRecord) -> Access {
@@ -56,17 +52,10 @@ fn apply_change(
     let parse = |raw: &[String]| Principal::parse_list(field, raw.iter().map(String::as_str));
     if let Some(replace) = &change.replace {
         if !change.add.is_empty() || !change.remove.is_empty() {
-            return Err(ServiceError::validation(
-                field,
-                "use either replace or add/remove",
-            ));
+            return Err(ServiceError::validation(field, "use either replace or add/remove"));
         }
         let new = parse(replace)?;
-        let added = new
-            .iter()
-            .filter(|p| !current.contains(p))
-            .cloned()
-            .collect();
+        let added = new.iter().filter(|p| !current.contains(p)).cloned().collect();
         return Ok((new, added));
     }
     let add = parse(&change.add)?;
@@ -81,10 +70,7 @@ fn apply_change(
 }
 
 fn opt_list(field: &str, raw: Option<Vec<String>>) -> ServiceResult<Vec<Principal>> {
-    Ok(Principal::parse_list(
-        field,
-        raw.unwrap_or_default().iter().map(String::as_str),
-    )?)
+    Ok(Principal::parse_list(field, raw.unwrap_or_default().iter().map(String::as_str))?)
 }
 
 /// Cursors are opaque to clients: the hex of the last name returned.
@@ -96,9 +82,7 @@ pub fn decode_cursor(raw: &str) -> ServiceResult<String> {
     hex::decode(raw)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| {
-            ServiceError::validation("cursor", "is not a cursor returned by this endpoint")
-        })
+        .ok_or_else(|| ServiceError::validation("cursor", "is not a cursor returned by this endpoint"))
 }
 
 /// Filters of the room directory.
@@ -114,22 +98,14 @@ impl Service {
     // ---- principals --------------------------------------------------------------------------------------
 
     /// Checks that each principal exists (users, groups) and, when `scope` is given, is in it.
-    async fn checked_principals(
-        &self,
-        field: &str,
-        list: &[Principal],
-        scope: Option<&Scope>,
-    ) -> ServiceResult<()> {
+    async fn checked_principals(&self, field: &str, list: &[Principal], scope: Option<&Scope>) -> ServiceResult<()> {
         for p in list {
             let identity = match p {
                 Principal::User(a) => {
                     if self.store.get_user(a.as_str()).await?.is_none() {
                         return Err(ServiceError::validation(field, format!("no user {a}")));
                     }
-                    Some(Identity::new(
-                        a.clone(),
-                        self.store.user_groups(a.as_str()).await?,
-                    ))
+                    Some(Identity::new(a.clone(), self.store.user_groups(a.as_str()).await?))
                 }
                 Principal::Group(g) => {
                     if self.store.get_group(g.as_str()).await?.is_none() {
@@ -139,16 +115,35 @@ impl Service {
                 }
                 Principal::Domain(_) | Principal::Everyone => None,
             };
-            if let Some(scope) = scope
-                && !scope.admits(p, identity.as_ref())
-            {
-                return Err(ServiceError::OutOfScope {
-                    field: field.to_owned(),
-                    principal: p.to_string(),
-                });
+            let Some(scope) = scope else { continue };
+            let admitted = scope.admits(p, identity.as_ref())
+                || (matches!(p, Principal::Group(_)) && self.group_within(scope, p).await?);
+            if !admitted {
+                return Err(ServiceError::OutOfScope { field: field.to_owned(), principal: p.to_string() });
             }
         }
         Ok(())
+    }
+
+    /// Whether a group that the scope's entries do not name is still inside it: not denied as a whole, and every
+    /// user in it (through nesting) in scope. Access is evaluated per user at use anyway; this keeps role lists
+    /// from naming groups that reach outside the category's scope.
+    async fn group_within(&self, scope: &Scope, group: &Principal) -> ServiceResult<bool> {
+        if scope.denied.contains(group) {
+            return Ok(false);
+        }
+        let users = self.expand_users(std::slice::from_ref(group)).await?;
+        if users.is_empty() {
+            return Ok(false);
+        }
+        for address in users {
+            let Ok(a) = Address::parse("user", &address) else { return Ok(false) };
+            let identity = Identity::new(a, self.store.user_groups(&address).await?);
+            if !scope.contains(&identity) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The users a set of principals designates (for invitations).
@@ -179,8 +174,9 @@ impl Service {
                         users.extend(
                             page.into_iter()
                                 .filter(|u| match &p {
-                                    Principal::Domain(d) => Address::parse("a", &u.address)
-                                        .is_ok_and(|a| a.domain() == d),
+                                    Principal::Domain(d) => {
+                                        Address::parse("a", &u.address).is_ok_and(|a| a.domain() == d)
+                                    }
                                     _ => true,
                                 })
                                 .map(|u| u.address),
@@ -202,20 +198,12 @@ impl Service {
         found.ok_or_else(|| ServiceError::not_found("category"))
     }
 
-    pub async fn create_category(
-        &self,
-        caller: &Caller,
-        input: api::NewCategory,
-    ) -> ServiceResult<CategoryRecord> {
+    pub async fn create_category(&self, caller: &Caller, input: api::NewCategory) -> ServiceResult<CategoryRecord> {
         require_admin(caller)?;
         let record = CategoryRecord {
             id: uuid::Uuid::new_v4().to_string(),
             name: Name::parse("name", &input.name)?.into_string(),
-            description: Description::parse(
-                "description",
-                input.description.as_deref().unwrap_or(""),
-            )?
-            .into_string(),
+            description: Description::parse("description", input.description.as_deref().unwrap_or(""))?.into_string(),
             file_upload: input.file_upload.unwrap_or(false),
             chat_history: input.chat_history.unwrap_or(true),
             invitations: input.invitations.unwrap_or(false),
@@ -223,22 +211,15 @@ impl Service {
             denied_members: opt_list("denied_members", input.denied_members)?,
             creators: opt_list("creators", input.creators)?,
         };
-        self.checked_principals("allowed_members", &record.allowed_members, None)
-            .await?;
-        self.checked_principals("denied_members", &record.denied_members, None)
-            .await?;
-        self.checked_principals("creators", &record.creators, Some(&scope_of(&record)))
-            .await?;
+        self.checked_principals("allowed_members", &record.allowed_members, None).await?;
+        self.checked_principals("denied_members", &record.denied_members, None).await?;
+        self.checked_principals("creators", &record.creators, Some(&scope_of(&record))).await?;
         self.store.create_category(&record).await?;
         Ok(record)
     }
 
     /// Administrators see every category; others those in whose scope they are.
-    pub async fn get_category(
-        &self,
-        caller: &Caller,
-        reference: &str,
-    ) -> ServiceResult<CategoryRecord> {
+    pub async fn get_category(&self, caller: &Caller, reference: &str) -> ServiceResult<CategoryRecord> {
         let category = self.resolve_category(reference).await?;
         if caller.admin || scope_of(&category).contains(&caller.identity) {
             Ok(category)
@@ -249,10 +230,7 @@ impl Service {
 
     pub async fn list_categories(&self, caller: &Caller) -> ServiceResult<Vec<CategoryRecord>> {
         let all = self.store.list_categories().await?;
-        Ok(all
-            .into_iter()
-            .filter(|c| caller.admin || scope_of(c).contains(&caller.identity))
-            .collect())
+        Ok(all.into_iter().filter(|c| caller.admin || scope_of(c).contains(&caller.identity)).collect())
     }
 
     pub async fn update_category(
@@ -274,33 +252,26 @@ impl Service {
         c.invitations = patch.invitations.unwrap_or(c.invitations);
         if let Some(change) = &patch.allowed_members {
             let (list, added) = apply_change("allowed_members", &c.allowed_members, change)?;
-            self.checked_principals("allowed_members", &added, None)
-                .await?;
+            self.checked_principals("allowed_members", &added, None).await?;
             c.allowed_members = list;
         }
         if let Some(change) = &patch.denied_members {
             let (list, added) = apply_change("denied_members", &c.denied_members, change)?;
-            self.checked_principals("denied_members", &added, None)
-                .await?;
+            self.checked_principals("denied_members", &added, None).await?;
             c.denied_members = list;
         }
         if let Some(change) = &patch.creators {
             let (list, added) = apply_change("creators", &c.creators, change)?;
-            self.checked_principals("creators", &added, Some(&scope_of(&c)))
-                .await?;
+            self.checked_principals("creators", &added, Some(&scope_of(&c))).await?;
             c.creators = list;
         }
         self.store.update_category(&c).await?;
         // A narrower scope or a new deny entry takes effect at once for people joined to its rooms.
         for room in self.rooms_in_category(&c.id).await? {
             let category = c.clone();
-            self.hub.evict(
-                &room.id,
-                &LiveEvent::RemovedFromRoom {
-                    room: room.id.clone(),
-                },
-                |caller| !access_to(caller, &category, &room).read,
-            );
+            self.hub.evict(&room.id, &LiveEvent::RemovedFromRoom { room: room.id.clone() }, |caller| {
+                !access_to(caller, &category, &room).read
+            });
         }
         Ok(c)
     }
@@ -309,11 +280,7 @@ impl Service {
         let mut out = vec![];
         let mut after = None;
         loop {
-            let q = RoomQuery {
-                category_id: Some(category_id.to_owned()),
-                after_name: after.take(),
-                limit: 500,
-            };
+            let q = RoomQuery { category_id: Some(category_id.to_owned()), after_name: after.take(), limit: 500 };
             let page = self.store.list_rooms(&q).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.name.clone());
@@ -334,32 +301,20 @@ impl Service {
         if is_http_url(raw.trim()) {
             Ok(raw.trim().to_owned())
         } else {
-            Err(ServiceError::validation(
-                "url",
-                "must be an http:// or https:// URL",
-            ))
+            Err(ServiceError::validation("url", "must be an http:// or https:// URL"))
         }
     }
 
-    pub async fn create_addin(
-        &self,
-        caller: &Caller,
-        input: api::Addin,
-    ) -> ServiceResult<AddinRecord> {
+    pub async fn create_addin(&self, caller: &Caller, input: api::Addin) -> ServiceResult<AddinRecord> {
         require_admin(caller)?;
-        let record = AddinRecord {
-            name: Name::parse("name", &input.name)?.into_string(),
-            url: Self::addin_url(&input.url)?,
-        };
+        let record =
+            AddinRecord { name: Name::parse("name", &input.name)?.into_string(), url: Self::addin_url(&input.url)? };
         self.store.create_addin(&record).await?;
         Ok(record)
     }
 
     pub async fn get_addin(&self, _caller: &Caller, name: &str) -> ServiceResult<AddinRecord> {
-        self.store
-            .get_addin(name)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("add-in"))
+        self.store.get_addin(name).await?.ok_or_else(|| ServiceError::not_found("add-in"))
     }
 
     pub async fn list_addins(&self, _caller: &Caller) -> ServiceResult<Vec<AddinRecord>> {
@@ -373,11 +328,7 @@ impl Service {
         patch: api::AddinPatch,
     ) -> ServiceResult<AddinRecord> {
         require_admin(caller)?;
-        let mut a = self
-            .store
-            .get_addin(name)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("add-in"))?;
+        let mut a = self.store.get_addin(name).await?.ok_or_else(|| ServiceError::not_found("add-in"))?;
         if let Some(n) = &patch.name {
             a.name = Name::parse("name", n)?.into_string();
         }
@@ -390,13 +341,10 @@ impl Service {
 
     pub async fn delete_addin(&self, caller: &Caller, name: &str) -> ServiceResult<()> {
         require_admin(caller)?;
-        self.store
-            .delete_addin(name)
-            .await
-            .map_err(|e| match ServiceError::from(e) {
-                ServiceError::NotFound(_) => ServiceError::not_found("add-in"),
-                other => other,
-            })
+        self.store.delete_addin(name).await.map_err(|e| match ServiceError::from(e) {
+            ServiceError::NotFound(_) => ServiceError::not_found("add-in"),
+            other => other,
+        })
     }
 
     async fn checked_addin(&self, raw: Option<&str>) -> ServiceResult<Option<String>> {
@@ -404,10 +352,7 @@ impl Service {
             None => Ok(None),
             Some(name) => match self.store.get_addin(name).await? {
                 Some(a) => Ok(Some(a.name)),
-                None => Err(ServiceError::validation(
-                    "addin",
-                    format!("no add-in {name}"),
-                )),
+                None => Err(ServiceError::validation("addin", format!("no add-in {name}"))),
             },
         }
     }
@@ -423,17 +368,10 @@ impl Service {
     }
 
     /// The room with the caller's access to it; `not_found` when the caller may not see it.
-    pub async fn room_view(
-        &self,
-        caller: &Caller,
-        reference: &str,
-    ) -> ServiceResult<(RoomView, CategoryRecord)> {
+    pub async fn room_view(&self, caller: &Caller, reference: &str) -> ServiceResult<(RoomView, CategoryRecord)> {
         let room = self.resolve_room(reference).await?;
-        let category = self
-            .store
-            .get_category(&room.category_id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("room"))?;
+        let category =
+            self.store.get_category(&room.category_id).await?.ok_or_else(|| ServiceError::not_found("room"))?;
         let access = access_to(caller, &category, &room);
         if !access.see {
             return Err(ServiceError::not_found("room"));
@@ -443,28 +381,17 @@ impl Service {
 
     /// Chat actions need the policy; administrative ones (by admins) do not.
     pub(crate) fn require_chat(caller: &Caller) -> ServiceResult<()> {
-        if caller.chat_enabled {
-            Ok(())
-        } else {
-            Err(ServiceError::ChatDisabled)
-        }
+        if caller.chat_enabled { Ok(()) } else { Err(ServiceError::ChatDisabled) }
     }
 
-    pub async fn create_room(
-        &self,
-        caller: &Caller,
-        input: api::NewRoom,
-    ) -> ServiceResult<RoomRecord> {
+    pub async fn create_room(&self, caller: &Caller, input: api::NewRoom) -> ServiceResult<RoomRecord> {
         if !caller.admin {
             Self::require_chat(caller)?;
         }
         let category = match self.resolve_category(&input.category).await {
             Ok(c) if caller.admin || scope_of(&c).contains(&caller.identity) => c,
             Ok(_) | Err(ServiceError::NotFound(_)) => {
-                return Err(ServiceError::validation(
-                    "category",
-                    format!("no category {}", input.category),
-                ));
+                return Err(ServiceError::validation("category", format!("no category {}", input.category)));
             }
             Err(e) => return Err(e),
         };
@@ -474,46 +401,25 @@ impl Service {
                 "only the category's creators and administrators create rooms in it".into(),
             ));
         }
-        let privacy = input
-            .privacy
-            .as_deref()
-            .map(|p| Privacy::parse("privacy", p))
-            .transpose()?
-            .unwrap_or_default();
-        let room_type = input
-            .type_
-            .as_deref()
-            .map(|t| RoomType::parse("type", t))
-            .transpose()?
-            .unwrap_or_default();
-        let invitations = input
-            .invitations
-            .as_deref()
-            .map(|i| Invitations::parse("invitations", i))
-            .transpose()?
-            .unwrap_or_default();
+        let privacy = input.privacy.as_deref().map(|p| Privacy::parse("privacy", p)).transpose()?.unwrap_or_default();
+        let room_type = input.type_.as_deref().map(|t| RoomType::parse("type", t)).transpose()?.unwrap_or_default();
+        let invitations =
+            input.invitations.as_deref().map(|i| Invitations::parse("invitations", i)).transpose()?.unwrap_or_default();
         let members = opt_list("members", input.members)?;
         let mut managers = opt_list("managers", input.managers)?;
         let presenters = opt_list("presenters", input.presenters)?;
         check_lists(privacy, room_type, &members, &presenters)?;
-        self.checked_principals("members", &members, Some(&scope))
-            .await?;
-        self.checked_principals("presenters", &presenters, Some(&scope))
-            .await?;
+        self.checked_principals("members", &members, Some(&scope)).await?;
+        self.checked_principals("presenters", &presenters, Some(&scope)).await?;
         let creator = Principal::User(caller.identity.address.clone());
         if !managers.contains(&creator) && scope.contains(&caller.identity) {
             managers.push(creator);
         }
-        self.checked_principals("managers", &managers, Some(&scope))
-            .await?;
+        self.checked_principals("managers", &managers, Some(&scope)).await?;
         let room = RoomRecord {
             id: uuid::Uuid::new_v4().to_string(),
             name: Name::parse("name", &input.name)?.into_string(),
-            description: Description::parse(
-                "description",
-                input.description.as_deref().unwrap_or(""),
-            )?
-            .into_string(),
+            description: Description::parse("description", input.description.as_deref().unwrap_or(""))?.into_string(),
             category_id: category.id.clone(),
             privacy,
             room_type,
@@ -527,28 +433,14 @@ impl Service {
             created_at: now_micros(),
         };
         self.store.create_room(&room).await?;
-        let invitees: Vec<Principal> = room
-            .members
-            .iter()
-            .chain(&room.presenters)
-            .cloned()
-            .collect();
+        let invitees: Vec<Principal> = room.members.iter().chain(&room.presenters).cloned().collect();
         self.invite(&category, &room, &invitees).await?;
         Ok(room)
     }
 
     /// Sends invitations to the users `added` designates, when the room and its category have them on.
-    async fn invite(
-        &self,
-        category: &CategoryRecord,
-        room: &RoomRecord,
-        added: &[Principal],
-    ) -> ServiceResult<()> {
-        if !category.invitations
-            || room.invitations == Invitations::Off
-            || room.disabled
-            || added.is_empty()
-        {
+    async fn invite(&self, category: &CategoryRecord, room: &RoomRecord, added: &[Principal]) -> ServiceResult<()> {
+        if !category.invitations || room.invitations == Invitations::Off || room.disabled || added.is_empty() {
             return Ok(());
         }
         let scope = scope_of(category);
@@ -562,18 +454,11 @@ impl Service {
                 invitees.push(address);
             }
         }
-        let created = self
-            .store
-            .add_invitations(&room.id, &invitees, now_micros())
-            .await?;
+        let created = self.store.add_invitations(&room.id, &invitees, now_micros()).await?;
         for inv in created {
             self.hub.to_user(
                 &inv.address,
-                &LiveEvent::Invitation {
-                    id: inv.id,
-                    room: room.clone(),
-                    created_at: inv.created_at,
-                },
+                &LiveEvent::Invitation { id: inv.id, room: room.clone(), created_at: inv.created_at },
             );
         }
         Ok(())
@@ -604,20 +489,12 @@ impl Service {
             None => None,
         };
         let categories = self.store.list_categories().await?;
-        let needle = filter
-            .query
-            .as_deref()
-            .map(str::to_lowercase)
-            .filter(|q| !q.is_empty());
+        let needle = filter.query.as_deref().map(str::to_lowercase).filter(|q| !q.is_empty());
         let mut after = cursor.map(decode_cursor).transpose()?;
         let mut out = vec![];
         let mut more = false;
         'pages: loop {
-            let q = RoomQuery {
-                category_id: category_id.clone(),
-                after_name: after.clone(),
-                limit: 500,
-            };
+            let q = RoomQuery { category_id: category_id.clone(), after_name: after.clone(), limit: 500 };
             let page = self.store.list_rooms(&q).await?;
             let full = page.len() == 500;
             for room in page {
@@ -628,8 +505,7 @@ impl Service {
                 let access = access_to(caller, category, &room);
                 let matches = needle.as_ref().is_none_or(|n| {
                     room.name.to_lowercase().contains(n)
-                        || (filter.search_description
-                            && room.description.to_lowercase().contains(n))
+                        || (filter.search_description && room.description.to_lowercase().contains(n))
                 });
                 if access.see && matches && filter.disabled.is_none_or(|d| d == room.disabled) {
                     if out.len() == limit as usize {
@@ -643,11 +519,7 @@ impl Service {
                 break;
             }
         }
-        let next = if more {
-            out.last().map(|v| encode_cursor(&v.room.name))
-        } else {
-            None
-        };
+        let next = if more { out.last().map(|v| encode_cursor(&v.room.name)) } else { None };
         Ok((out, next))
     }
 
@@ -659,37 +531,29 @@ impl Service {
     ) -> ServiceResult<RoomRecord> {
         let (view, old_category) = self.room_view(caller, reference).await?;
         if !view.access.manage {
-            return Err(ServiceError::Forbidden(
-                "only the room's managers and administrators change it".into(),
-            ));
+            return Err(ServiceError::Forbidden("only the room's managers and administrators change it".into()));
         }
         let old = view.room;
         let mut room = old.clone();
         let mut category = old_category.clone();
         if let Some(target) = &patch.category {
-            let target = self.resolve_category(target).await.map_err(|_| {
-                ServiceError::validation("category", format!("no category {target}"))
-            })?;
+            let target = self
+                .resolve_category(target)
+                .await
+                .map_err(|_| ServiceError::validation("category", format!("no category {target}")))?;
             if target.id != old.category_id {
-                let creator_there = may_create_room(
-                    &caller.identity,
-                    false,
-                    &scope_of(&target),
-                    &target.creators,
-                );
+                let creator_there = may_create_room(&caller.identity, false, &scope_of(&target), &target.creators);
                 if !caller.admin && !creator_there {
-                    return Err(ServiceError::Forbidden("moving a room needs the admin role or being a creator in the target category".into()));
+                    return Err(ServiceError::Forbidden(
+                        "moving a room needs the admin role or being a creator in the target category".into(),
+                    ));
                 }
                 // Role entries outside the new scope are dropped.
                 let scope = scope_of(&target);
                 for list in [&mut room.members, &mut room.managers, &mut room.presenters] {
                     let mut kept = vec![];
                     for p in list.drain(..) {
-                        if self
-                            .checked_principals("members", std::slice::from_ref(&p), Some(&scope))
-                            .await
-                            .is_ok()
-                        {
+                        if self.checked_principals("members", std::slice::from_ref(&p), Some(&scope)).await.is_ok() {
                             kept.push(p);
                         }
                     }
@@ -727,11 +591,9 @@ impl Service {
         }
         let scope = scope_of(&category);
         let mut invitees = vec![];
-        for (field, change) in [
-            ("members", &patch.members),
-            ("managers", &patch.managers),
-            ("presenters", &patch.presenters),
-        ] {
+        for (field, change) in
+            [("members", &patch.members), ("managers", &patch.managers), ("presenters", &patch.presenters)]
+        {
             let Some(change) = change else { continue };
             let list = match field {
                 "members" => &mut room.members,
@@ -745,12 +607,7 @@ impl Service {
             }
             *list = new;
         }
-        check_lists(
-            room.privacy,
-            room.room_type,
-            &room.members,
-            &room.presenters,
-        )?;
+        check_lists(room.privacy, room.room_type, &room.members, &room.presenters)?;
         self.store.update_room(&room).await?;
         self.after_room_change(&old, &room, &category).await;
         self.invite(&category, &room, &invitees).await?;
@@ -759,54 +616,28 @@ impl Service {
 
     /// Live consequences of a room change: disable evicts everyone; otherwise an update goes out and those who
     /// lost access are removed.
-    async fn after_room_change(
-        &self,
-        old: &RoomRecord,
-        room: &RoomRecord,
-        category: &CategoryRecord,
-    ) {
+    async fn after_room_change(&self, old: &RoomRecord, room: &RoomRecord, category: &CategoryRecord) {
         if room.disabled && !old.disabled {
-            self.hub.evict(
-                &room.id,
-                &LiveEvent::RoomDisabled {
-                    room: room.id.clone(),
-                },
-                |_| true,
-            );
+            self.hub.evict(&room.id, &LiveEvent::RoomDisabled { room: room.id.clone() }, |_| true);
             return;
         }
-        self.hub.evict(
-            &room.id,
-            &LiveEvent::RemovedFromRoom {
-                room: room.id.clone(),
-            },
-            |caller| !access_to(caller, category, room).read,
-        );
-        self.hub
-            .broadcast(&room.id, &LiveEvent::RoomUpdated(room.clone()));
+        self.hub.evict(&room.id, &LiveEvent::RemovedFromRoom { room: room.id.clone() }, |caller| {
+            !access_to(caller, category, room).read
+        });
+        self.hub.broadcast(&room.id, &LiveEvent::RoomUpdated(room.clone()));
     }
 
     pub async fn delete_room(&self, caller: &Caller, reference: &str) -> ServiceResult<()> {
         require_admin(caller)?;
         let room = self.resolve_room(reference).await?;
         self.store.delete_room(&room.id).await?;
-        self.hub.evict(
-            &room.id,
-            &LiveEvent::RoomDeleted {
-                room: room.id.clone(),
-            },
-            |_| true,
-        );
+        self.hub.evict(&room.id, &LiveEvent::RoomDeleted { room: room.id.clone() }, |_| true);
         self.hub.forget_room(&room.id);
         Ok(())
     }
 
     /// Who is connected to the room; empty and `suppressed` above the participant update limit.
-    pub async fn participants(
-        &self,
-        caller: &Caller,
-        reference: &str,
-    ) -> ServiceResult<(Vec<(String, String)>, bool)> {
+    pub async fn participants(&self, caller: &Caller, reference: &str) -> ServiceResult<(Vec<(String, String)>, bool)> {
         Self::require_chat(caller)?;
         let (view, _) = self.room_view(caller, reference).await?;
         if !view.access.read {
@@ -833,16 +664,10 @@ fn check_lists(
     presenters: &[Principal],
 ) -> ServiceResult<()> {
     if privacy == Privacy::Open && !members.is_empty() {
-        return Err(ServiceError::validation(
-            "members",
-            "an open room has no member list",
-        ));
+        return Err(ServiceError::validation("members", "an open room has no member list"));
     }
     if room_type != RoomType::Auditorium && !presenters.is_empty() {
-        return Err(ServiceError::validation(
-            "presenters",
-            "only an auditorium has presenters",
-        ));
+        return Err(ServiceError::validation("presenters", "only an auditorium has presenters"));
     }
     Ok(())
 }

@@ -64,10 +64,7 @@ mod tests {
     async fn fresh() -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("mgc.db"), Durability::Full).unwrap();
-        Harness {
-            store: Arc::new(store),
-            guard: Box::new(dir),
-        }
+        Harness { store: Arc::new(store), guard: Box::new(dir) }
     }
 
     pchat_store::conformance_tests!(fresh());
@@ -78,23 +75,15 @@ mod tests {
         let path = dir.path().join("mgc.db");
         {
             let store = SqliteStore::open(&path, Durability::Full).unwrap();
-            pchat_store::Store::create_group(&store, "kept")
-                .await
-                .unwrap();
+            pchat_store::Store::create_group(&store, "kept").await.unwrap();
         }
         let store = SqliteStore::open(&path, Durability::Full).unwrap();
-        assert_eq!(
-            pchat_store::Store::list_groups(&store).await.unwrap(),
-            ["kept"]
-        );
+        assert_eq!(pchat_store::Store::list_groups(&store).await.unwrap(), ["kept"]);
         drop(store);
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", 999).unwrap();
         drop(conn);
-        let err = SqliteStore::open(&path, Durability::Full)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = SqliteStore::open(&path, Durability::Full).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("newer"), "{err}");
     }
 }

@@ -106,9 +106,7 @@ CREATE TABLE invitations (
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
-    #[error(
-        "database schema version {found} is newer than this pchat understands ({known}); upgrade pchat"
-    )]
+    #[error("database schema version {found} is newer than this pchat understands ({known}); upgrade pchat")]
     Newer { found: i64, known: i64 },
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),

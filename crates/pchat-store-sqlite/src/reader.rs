@@ -20,11 +20,7 @@ pub(crate) struct Readers {
 
 impl Readers {
     pub(crate) fn new(path: PathBuf, durability: Durability) -> Self {
-        Self {
-            path,
-            durability,
-            idle: Arc::new(Mutex::new(Vec::new())),
-        }
+        Self { path, durability, idle: Arc::new(Mutex::new(Vec::new())) }
     }
 
     pub(crate) async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -36,8 +32,7 @@ impl Readers {
         tokio::task::spawn_blocking(move || {
             let conn = match this.idle.lock().ok().and_then(|mut idle| idle.pop()) {
                 Some(conn) => conn,
-                None => open_connection(&this.path, this.durability)
-                    .map_err(crate::store::unavailable)?,
+                None => open_connection(&this.path, this.durability).map_err(crate::store::unavailable)?,
             };
             let result = f(&conn);
             if let Ok(mut idle) = this.idle.lock()

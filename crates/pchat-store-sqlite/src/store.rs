@@ -9,9 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType};
 use pchat_store::{
-    AddinRecord, AdminRole, Appended, CategoryRecord, InvitationRecord, MessageFilter,
-    MessageRange, MessageRecord, NewMessage, RoomQuery, RoomRecord, Store, StoreError, StoreEvent,
-    StoreResult, UserRecord,
+    AddinRecord, AdminRole, Appended, CategoryRecord, InvitationRecord, MessageFilter, MessageRange, MessageRecord,
+    NewMessage, RoomQuery, RoomRecord, Store, StoreError, StoreEvent, StoreResult, UserRecord,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::mpsc;
@@ -29,15 +28,9 @@ pub struct SqliteStore {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot open {path}: {source}")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
+    Open { path: String, source: rusqlite::Error },
     #[error("cannot migrate {path}: {source}")]
-    Migrate {
-        path: String,
-        source: migrations::MigrationError,
-    },
+    Migrate { path: String, source: migrations::MigrationError },
     #[error("cannot start the database writer: {0}")]
     Thread(#[from] std::io::Error),
 }
@@ -46,21 +39,12 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub fn open(path: &Path, durability: Durability) -> Result<Self, OpenError> {
         let shown = path.display().to_string();
-        let mut conn = open_connection(path, durability).map_err(|source| OpenError::Open {
-            path: shown.clone(),
-            source,
-        })?;
-        migrations::apply(&mut conn).map_err(|source| OpenError::Migrate {
-            path: shown,
-            source,
-        })?;
+        let mut conn =
+            open_connection(path, durability).map_err(|source| OpenError::Open { path: shown.clone(), source })?;
+        migrations::apply(&mut conn).map_err(|source| OpenError::Migrate { path: shown, source })?;
         let (feed, events) = mpsc::unbounded_channel();
         let writer = Writer::start(conn, feed)?;
-        Ok(Self {
-            writer,
-            readers: Readers::new(path.to_path_buf(), durability),
-            events: Mutex::new(Some(events)),
-        })
+        Ok(Self { writer, readers: Readers::new(path.to_path_buf(), durability), events: Mutex::new(Some(events)) })
     }
 
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
@@ -95,46 +79,33 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 
 /// Maps a unique-constraint failure to `NameTaken`, anything else to `Unavailable`.
 fn named(e: rusqlite::Error) -> StoreError {
-    if is_unique_violation(&e) {
-        StoreError::NameTaken
-    } else {
-        db(e)
-    }
+    if is_unique_violation(&e) { StoreError::NameTaken } else { db(e) }
 }
 
 fn changed_one(n: usize) -> StoreResult<()> {
-    if n == 0 {
-        Err(StoreError::NotFound)
-    } else {
-        Ok(())
-    }
+    if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 
 fn join(list: &[Principal]) -> String {
-    list.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
+    list.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
 }
 
 fn split(raw: &str) -> rusqlite::Result<Vec<Principal>> {
     raw.lines()
         .filter(|l| !l.is_empty())
         .map(|l| {
-            Principal::parse("principal", l).map_err(|e| {
-                rusqlite::Error::InvalidColumnType(0, e.to_string(), rusqlite::types::Type::Text)
-            })
+            Principal::parse("principal", l)
+                .map_err(|e| rusqlite::Error::InvalidColumnType(0, e.to_string(), rusqlite::types::Type::Text))
         })
         .collect()
 }
 
 fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
-const CATEGORY_COLUMNS: &str = "id, name, description, file_upload, chat_history, invitations, allowed_members, denied_members, creators";
+const CATEGORY_COLUMNS: &str =
+    "id, name, description, file_upload, chat_history, invitations, allowed_members, denied_members, creators";
 
 fn category_from_row(row: &Row<'_>) -> rusqlite::Result<CategoryRecord> {
     Ok(CategoryRecord {
@@ -153,13 +124,8 @@ fn category_from_row(row: &Row<'_>) -> rusqlite::Result<CategoryRecord> {
 const ROOM_COLUMNS: &str = "id, name, description, category_id, privacy, room_type, invitations, disabled, addin, \
                             members, managers, presenters, created_by, created_at";
 
-fn word<T>(
-    raw: String,
-    parse: fn(&str, &str) -> Result<T, pchat_core::ValidationError>,
-) -> rusqlite::Result<T> {
-    parse("column", &raw).map_err(|e| {
-        rusqlite::Error::InvalidColumnType(0, e.to_string(), rusqlite::types::Type::Text)
-    })
+fn word<T>(raw: String, parse: fn(&str, &str) -> Result<T, pchat_core::ValidationError>) -> rusqlite::Result<T> {
+    parse("column", &raw).map_err(|e| rusqlite::Error::InvalidColumnType(0, e.to_string(), rusqlite::types::Type::Text))
 }
 
 fn room_from_row(row: &Row<'_>) -> rusqlite::Result<RoomRecord> {
@@ -181,8 +147,7 @@ fn room_from_row(row: &Row<'_>) -> rusqlite::Result<RoomRecord> {
     })
 }
 
-const MESSAGE_COLUMNS: &str =
-    "id, room_id, seq, author, ts, text, story_title, alert, client_id, replaced";
+const MESSAGE_COLUMNS: &str = "id, room_id, seq, author, ts, text, story_title, alert, client_id, replaced";
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     Ok(MessageRecord {
@@ -220,19 +185,10 @@ fn query_all<T>(
 }
 
 fn group_members(conn: &Connection, name: &str) -> StoreResult<Vec<String>> {
-    query_all(
-        conn,
-        "SELECT member FROM group_members WHERE group_name = ?1 ORDER BY member",
-        [name],
-        |r| r.get(0),
-    )
+    query_all(conn, "SELECT member FROM group_members WHERE group_name = ?1 ORDER BY member", [name], |r| r.get(0))
 }
 
-fn get_message_by_client_id(
-    conn: &Connection,
-    room_id: &str,
-    client_id: &str,
-) -> StoreResult<Option<MessageRecord>> {
+fn get_message_by_client_id(conn: &Connection, room_id: &str, client_id: &str) -> StoreResult<Option<MessageRecord>> {
     conn.query_row(
         &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ?1 AND client_id = ?2"),
         [room_id, client_id],
@@ -266,8 +222,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db))
-            .await
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db)).await
     }
 
     async fn create_user(&self, user: UserRecord) -> StoreResult<()> {
@@ -296,12 +251,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn search_users(
-        &self,
-        query: &str,
-        after: Option<&str>,
-        limit: u32,
-    ) -> StoreResult<Vec<UserRecord>> {
+    async fn search_users(&self, query: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<UserRecord>> {
         let (pattern, after) = (like_pattern(query), after.unwrap_or("").to_owned());
         self.read(move |c| {
             query_all(
@@ -319,9 +269,7 @@ impl Store for SqliteStore {
     async fn delete_user(&self, address: &str) -> StoreResult<()> {
         let address = address.to_owned();
         self.write(move |c| {
-            let n = c
-                .execute("DELETE FROM users WHERE address = ?1", [&address])
-                .map_err(db)?;
+            let n = c.execute("DELETE FROM users WHERE address = ?1", [&address]).map_err(db)?;
             changed_one(n)?;
             let member = address.clone();
             for sql in [
@@ -341,19 +289,12 @@ impl Store for SqliteStore {
 
     async fn count_users(&self) -> StoreResult<u64> {
         self.read(|c| {
-            c.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(db)
+            c.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(db)
         })
         .await
     }
 
-    async fn create_token(
-        &self,
-        token_hash: &str,
-        address: &str,
-        created_at: i64,
-    ) -> StoreResult<()> {
+    async fn create_token(&self, token_hash: &str, address: &str, created_at: i64) -> StoreResult<()> {
         let (hash, address) = (token_hash.to_owned(), address.to_owned());
         self.write(move |c| {
             c.execute(
@@ -369,23 +310,14 @@ impl Store for SqliteStore {
     async fn token_user(&self, token_hash: &str) -> StoreResult<Option<String>> {
         let hash = token_hash.to_owned();
         self.read(move |c| {
-            c.query_row("SELECT address FROM tokens WHERE hash = ?1", [hash], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(db)
+            c.query_row("SELECT address FROM tokens WHERE hash = ?1", [hash], |r| r.get(0)).optional().map_err(db)
         })
         .await
     }
 
     async fn delete_token(&self, token_hash: &str) -> StoreResult<()> {
         let hash = token_hash.to_owned();
-        self.write(move |c| {
-            c.execute("DELETE FROM tokens WHERE hash = ?1", [hash])
-                .map_err(db)
-                .map(drop)
-        })
-        .await
+        self.write(move |c| c.execute("DELETE FROM tokens WHERE hash = ?1", [hash]).map_err(db).map(drop)).await
     }
 
     async fn set_role(&self, address: &str, role: AdminRole, granted: bool) -> StoreResult<()> {
@@ -396,46 +328,32 @@ impl Store for SqliteStore {
             } else {
                 "DELETE FROM roles WHERE address = ?1 AND role = ?2"
             };
-            c.execute(sql, params![address, role.as_str()])
-                .map_err(db)
-                .map(drop)
+            c.execute(sql, params![address, role.as_str()]).map_err(db).map(drop)
         })
         .await
     }
 
     async fn list_roles(&self) -> StoreResult<Vec<(String, AdminRole)>> {
         self.read(|c| {
-            let rows: Vec<(String, String)> = query_all(
-                c,
-                "SELECT address, role FROM roles ORDER BY address, role",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            Ok(rows
-                .into_iter()
-                .filter_map(|(a, r)| AdminRole::parse(&r).map(|r| (a, r)))
-                .collect())
+            let rows: Vec<(String, String)> =
+                query_all(c, "SELECT address, role FROM roles ORDER BY address, role", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            Ok(rows.into_iter().filter_map(|(a, r)| AdminRole::parse(&r).map(|r| (a, r))).collect())
         })
         .await
     }
 
     async fn create_group(&self, name: &str) -> StoreResult<()> {
         let name = name.to_owned();
-        self.write(move |c| {
-            c.execute("INSERT INTO groups (name) VALUES (?1)", [name])
-                .map_err(named)
-                .map(drop)
-        })
-        .await
+        self.write(move |c| c.execute("INSERT INTO groups (name) VALUES (?1)", [name]).map_err(named).map(drop)).await
     }
 
     async fn get_group(&self, name: &str) -> StoreResult<Option<Vec<String>>> {
         let name = name.to_owned();
         self.read(move |c| {
-            let exists = c
-                .query_row("SELECT 1 FROM groups WHERE name = ?1", [&name], |_| Ok(()))
-                .optional()
-                .map_err(db)?;
+            let exists =
+                c.query_row("SELECT 1 FROM groups WHERE name = ?1", [&name], |_| Ok(())).optional().map_err(db)?;
             match exists {
                 Some(()) => group_members(c, &name).map(Some),
                 None => Ok(None),
@@ -445,24 +363,20 @@ impl Store for SqliteStore {
     }
 
     async fn list_groups(&self) -> StoreResult<Vec<String>> {
-        self.read(|c| query_all(c, "SELECT name FROM groups ORDER BY name", [], |r| r.get(0)))
-            .await
+        self.read(|c| query_all(c, "SELECT name FROM groups ORDER BY name", [], |r| r.get(0))).await
     }
 
-    async fn update_group(
-        &self,
-        name: &str,
-        add: &[String],
-        remove: &[String],
-    ) -> StoreResult<Vec<String>> {
+    async fn update_group(&self, name: &str, add: &[String], remove: &[String]) -> StoreResult<Vec<String>> {
         let (name, add, remove) = (name.to_owned(), add.to_vec(), remove.to_vec());
         self.write(move |c| {
-            let exists = c.query_row("SELECT 1 FROM groups WHERE name = ?1", [&name], |_| Ok(())).optional().map_err(db)?;
+            let exists =
+                c.query_row("SELECT 1 FROM groups WHERE name = ?1", [&name], |_| Ok(())).optional().map_err(db)?;
             if exists.is_none() {
                 return Err(StoreError::NotFound);
             }
             for member in &remove {
-                c.execute("DELETE FROM group_members WHERE group_name = ?1 AND member = ?2", [&name, member]).map_err(db)?;
+                c.execute("DELETE FROM group_members WHERE group_name = ?1 AND member = ?2", [&name, member])
+                    .map_err(db)?;
             }
             for member in &add {
                 c.execute("INSERT OR IGNORE INTO group_members (group_name, member) VALUES (?1, ?2)", [&name, member])
@@ -493,15 +407,8 @@ impl Store for SqliteStore {
     async fn delete_group(&self, name: &str) -> StoreResult<()> {
         let name = name.to_owned();
         self.write(move |c| {
-            changed_one(
-                c.execute("DELETE FROM groups WHERE name = ?1", [&name])
-                    .map_err(db)?,
-            )?;
-            c.execute(
-                "DELETE FROM group_members WHERE member = 'group:' || ?1",
-                [&name],
-            )
-            .map_err(db)?;
+            changed_one(c.execute("DELETE FROM groups WHERE name = ?1", [&name]).map_err(db)?)?;
+            c.execute("DELETE FROM group_members WHERE member = 'group:' || ?1", [&name]).map_err(db)?;
             Ok(())
         })
         .await
@@ -527,13 +434,7 @@ impl Store for SqliteStore {
     async fn get_policy(&self, scope: &PolicyScope) -> StoreResult<Option<bool>> {
         let key = scope.to_string();
         self.read(move |c| {
-            c.query_row(
-                "SELECT enabled FROM policies WHERE scope = ?1",
-                [key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db)
+            c.query_row("SELECT enabled FROM policies WHERE scope = ?1", [key], |r| r.get(0)).optional().map_err(db)
         })
         .await
     }
@@ -553,12 +454,7 @@ impl Store for SqliteStore {
 
     async fn delete_policy(&self, scope: &PolicyScope) -> StoreResult<bool> {
         let key = scope.to_string();
-        self.write(move |c| {
-            c.execute("DELETE FROM policies WHERE scope = ?1", [key])
-                .map(|n| n > 0)
-                .map_err(db)
-        })
-        .await
+        self.write(move |c| c.execute("DELETE FROM policies WHERE scope = ?1", [key]).map(|n| n > 0).map_err(db)).await
     }
 
     async fn get_config(&self, scope: &ConfigScope) -> StoreResult<Option<ChatConfig>> {
@@ -610,12 +506,7 @@ impl Store for SqliteStore {
 
     async fn delete_config(&self, scope: &ConfigScope) -> StoreResult<bool> {
         let key = config_scope_key(scope);
-        self.write(move |c| {
-            c.execute("DELETE FROM configs WHERE scope = ?1", [key])
-                .map(|n| n > 0)
-                .map_err(db)
-        })
-        .await
+        self.write(move |c| c.execute("DELETE FROM configs WHERE scope = ?1", [key]).map(|n| n > 0).map_err(db)).await
     }
 
     async fn create_category(&self, category: &CategoryRecord) -> StoreResult<()> {
@@ -644,13 +535,9 @@ impl Store for SqliteStore {
     async fn get_category(&self, id: &str) -> StoreResult<Option<CategoryRecord>> {
         let id = id.to_owned();
         self.read(move |c| {
-            c.query_row(
-                &format!("SELECT {CATEGORY_COLUMNS} FROM categories WHERE id = ?1"),
-                [id],
-                category_from_row,
-            )
-            .optional()
-            .map_err(db)
+            c.query_row(&format!("SELECT {CATEGORY_COLUMNS} FROM categories WHERE id = ?1"), [id], category_from_row)
+                .optional()
+                .map_err(db)
         })
         .await
     }
@@ -671,12 +558,7 @@ impl Store for SqliteStore {
 
     async fn list_categories(&self) -> StoreResult<Vec<CategoryRecord>> {
         self.read(|c| {
-            query_all(
-                c,
-                &format!("SELECT {CATEGORY_COLUMNS} FROM categories ORDER BY name"),
-                [],
-                category_from_row,
-            )
+            query_all(c, &format!("SELECT {CATEGORY_COLUMNS} FROM categories ORDER BY name"), [], category_from_row)
         })
         .await
     }
@@ -709,29 +591,15 @@ impl Store for SqliteStore {
     async fn delete_category(&self, id: &str) -> StoreResult<()> {
         let id = id.to_owned();
         self.write(move |c| {
-            let rooms: i64 = c
-                .query_row(
-                    "SELECT count(*) FROM rooms WHERE category_id = ?1",
-                    [&id],
-                    |r| r.get(0),
-                )
-                .map_err(db)?;
+            let rooms: i64 =
+                c.query_row("SELECT count(*) FROM rooms WHERE category_id = ?1", [&id], |r| r.get(0)).map_err(db)?;
             if rooms > 0 {
                 // Distinguish "not empty" from "not found" only for a category that exists.
-                let exists = c
-                    .query_row("SELECT 1 FROM categories WHERE id = ?1", [&id], |_| Ok(()))
-                    .optional()
-                    .map_err(db)?;
-                return Err(if exists.is_some() {
-                    StoreError::CategoryNotEmpty
-                } else {
-                    StoreError::NotFound
-                });
+                let exists =
+                    c.query_row("SELECT 1 FROM categories WHERE id = ?1", [&id], |_| Ok(())).optional().map_err(db)?;
+                return Err(if exists.is_some() { StoreError::CategoryNotEmpty } else { StoreError::NotFound });
             }
-            changed_one(
-                c.execute("DELETE FROM categories WHERE id = ?1", [&id])
-                    .map_err(db)?,
-            )
+            changed_one(c.execute("DELETE FROM categories WHERE id = ?1", [&id]).map_err(db)?)
         })
         .await
     }
@@ -739,12 +607,7 @@ impl Store for SqliteStore {
     async fn create_addin(&self, addin: &AddinRecord) -> StoreResult<()> {
         let a = addin.clone();
         self.write(move |c| {
-            c.execute(
-                "INSERT INTO addins (name, url) VALUES (?1, ?2)",
-                [a.name, a.url],
-            )
-            .map_err(named)
-            .map(drop)
+            c.execute("INSERT INTO addins (name, url) VALUES (?1, ?2)", [a.name, a.url]).map_err(named).map(drop)
         })
         .await
     }
@@ -752,16 +615,9 @@ impl Store for SqliteStore {
     async fn get_addin(&self, name: &str) -> StoreResult<Option<AddinRecord>> {
         let name = name.to_owned();
         self.read(move |c| {
-            c.query_row(
-                "SELECT name, url FROM addins WHERE name = ?1",
-                [name],
-                |r| {
-                    Ok(AddinRecord {
-                        name: r.get(0)?,
-                        url: r.get(1)?,
-                    })
-                },
-            )
+            c.query_row("SELECT name, url FROM addins WHERE name = ?1", [name], |r| {
+                Ok(AddinRecord { name: r.get(0)?, url: r.get(1)? })
+            })
             .optional()
             .map_err(db)
         })
@@ -771,10 +627,7 @@ impl Store for SqliteStore {
     async fn list_addins(&self) -> StoreResult<Vec<AddinRecord>> {
         self.read(|c| {
             query_all(c, "SELECT name, url FROM addins ORDER BY name", [], |r| {
-                Ok(AddinRecord {
-                    name: r.get(0)?,
-                    url: r.get(1)?,
-                })
+                Ok(AddinRecord { name: r.get(0)?, url: r.get(1)? })
             })
         })
         .await
@@ -784,10 +637,7 @@ impl Store for SqliteStore {
         let (name, a) = (name.to_owned(), addin.clone());
         self.write(move |c| {
             let n = c
-                .execute(
-                    "UPDATE addins SET name = ?2, url = ?3 WHERE name = ?1",
-                    [name, a.name, a.url],
-                )
+                .execute("UPDATE addins SET name = ?2, url = ?3 WHERE name = ?1", [name, a.name, a.url])
                 .map_err(named)?;
             changed_one(n)
         })
@@ -796,13 +646,7 @@ impl Store for SqliteStore {
 
     async fn delete_addin(&self, name: &str) -> StoreResult<()> {
         let name = name.to_owned();
-        self.write(move |c| {
-            changed_one(
-                c.execute("DELETE FROM addins WHERE name = ?1", [name])
-                    .map_err(db)?,
-            )
-        })
-        .await
+        self.write(move |c| changed_one(c.execute("DELETE FROM addins WHERE name = ?1", [name]).map_err(db)?)).await
     }
 
     async fn create_room(&self, room: &RoomRecord) -> StoreResult<()> {
@@ -840,13 +684,9 @@ impl Store for SqliteStore {
     async fn get_room(&self, id: &str) -> StoreResult<Option<RoomRecord>> {
         let id = id.to_owned();
         self.read(move |c| {
-            c.query_row(
-                &format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = ?1"),
-                [id],
-                room_from_row,
-            )
-            .optional()
-            .map_err(db)
+            c.query_row(&format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = ?1"), [id], room_from_row)
+                .optional()
+                .map_err(db)
         })
         .await
     }
@@ -854,13 +694,9 @@ impl Store for SqliteStore {
     async fn get_room_by_name(&self, name: &str) -> StoreResult<Option<RoomRecord>> {
         let name = name.to_owned();
         self.read(move |c| {
-            c.query_row(
-                &format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE name = ?1"),
-                [name],
-                room_from_row,
-            )
-            .optional()
-            .map_err(db)
+            c.query_row(&format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE name = ?1"), [name], room_from_row)
+                .optional()
+                .map_err(db)
         })
         .await
     }
@@ -910,13 +746,7 @@ impl Store for SqliteStore {
 
     async fn delete_room(&self, id: &str) -> StoreResult<()> {
         let id = id.to_owned();
-        self.write(move |c| {
-            changed_one(
-                c.execute("DELETE FROM rooms WHERE id = ?1", [id])
-                    .map_err(db)?,
-            )
-        })
-        .await
+        self.write(move |c| changed_one(c.execute("DELETE FROM rooms WHERE id = ?1", [id]).map_err(db)?)).await
     }
 
     async fn append_message(&self, message: NewMessage) -> StoreResult<Appended> {
@@ -938,8 +768,11 @@ impl Store for SqliteStore {
                     return Err(StoreError::RoomDisabled);
                 }
                 let (seq, ts) = (last_seq + 1, now_micros().max(last_ts));
-                c.execute("UPDATE rooms SET last_seq = ?2, last_ts = ?3 WHERE id = ?1", params![message.room_id, seq, ts])
-                    .map_err(db)?;
+                c.execute(
+                    "UPDATE rooms SET last_seq = ?2, last_ts = ?3 WHERE id = ?1",
+                    params![message.room_id, seq, ts],
+                )
+                .map_err(db)?;
                 let record = MessageRecord {
                     id: message.id,
                     room_id: message.room_id,
@@ -977,11 +810,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn messages(
-        &self,
-        room_id: &str,
-        range: MessageRange,
-    ) -> StoreResult<Vec<MessageRecord>> {
+    async fn messages(&self, room_id: &str, range: MessageRange) -> StoreResult<Vec<MessageRecord>> {
         let room_id = room_id.to_owned();
         self.read(move |c| {
             let base = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ?1");
@@ -1020,21 +849,15 @@ impl Store for SqliteStore {
     async fn last_seq(&self, room_id: &str) -> StoreResult<i64> {
         let room_id = room_id.to_owned();
         self.read(move |c| {
-            c.query_row("SELECT last_seq FROM rooms WHERE id = ?1", [room_id], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(db)?
-            .ok_or(StoreError::NotFound)
+            c.query_row("SELECT last_seq FROM rooms WHERE id = ?1", [room_id], |r| r.get(0))
+                .optional()
+                .map_err(db)?
+                .ok_or(StoreError::NotFound)
         })
         .await
     }
 
-    async fn find_messages(
-        &self,
-        room_id: &str,
-        filter: &MessageFilter,
-    ) -> StoreResult<Vec<MessageRecord>> {
+    async fn find_messages(&self, room_id: &str, filter: &MessageFilter) -> StoreResult<Vec<MessageRecord>> {
         let (room_id, f) = (room_id.to_owned(), filter.clone());
         self.read(move |c| {
             query_all(
@@ -1050,17 +873,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn alter_messages(
-        &self,
-        room_id: &str,
-        ids: &[String],
-        replacement: Option<&str>,
-    ) -> StoreResult<u64> {
-        let (room_id, ids, replacement) = (
-            room_id.to_owned(),
-            ids.to_vec(),
-            replacement.map(str::to_owned),
-        );
+    async fn alter_messages(&self, room_id: &str, ids: &[String], replacement: Option<&str>) -> StoreResult<u64> {
+        let (room_id, ids, replacement) = (room_id.to_owned(), ids.to_vec(), replacement.map(str::to_owned));
         self.write(move |c| {
             let mut changed = 0;
             for id in &ids {
@@ -1081,12 +895,9 @@ impl Store for SqliteStore {
     async fn clear_room(&self, room_id: &str, end_ts: i64) -> StoreResult<u64> {
         let room_id = room_id.to_owned();
         self.write(move |c| {
-            c.execute(
-                "DELETE FROM messages WHERE room_id = ?1 AND ts <= ?2",
-                params![room_id, end_ts],
-            )
-            .map(|n| n as u64)
-            .map_err(db)
+            c.execute("DELETE FROM messages WHERE room_id = ?1 AND ts <= ?2", params![room_id, end_ts])
+                .map(|n| n as u64)
+                .map_err(db)
         })
         .await
     }
@@ -1107,12 +918,7 @@ impl Store for SqliteStore {
     async fn follows(&self, address: &str) -> StoreResult<Vec<String>> {
         let address = address.to_owned();
         self.read(move |c| {
-            query_all(
-                c,
-                "SELECT room_id FROM follows WHERE address = ?1 ORDER BY room_id",
-                [address],
-                |r| r.get(0),
-            )
+            query_all(c, "SELECT room_id FROM follows WHERE address = ?1 ORDER BY room_id", [address], |r| r.get(0))
         })
         .await
     }
@@ -1134,12 +940,9 @@ impl Store for SqliteStore {
     async fn read_marks(&self, address: &str) -> StoreResult<Vec<(String, i64)>> {
         let address = address.to_owned();
         self.read(move |c| {
-            query_all(
-                c,
-                "SELECT room_id, seq FROM read_marks WHERE address = ?1 ORDER BY room_id",
-                [address],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            query_all(c, "SELECT room_id, seq FROM read_marks WHERE address = ?1 ORDER BY room_id", [address], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
         })
         .await
     }
@@ -1161,7 +964,12 @@ impl Store for SqliteStore {
                     )
                     .map_err(db)?;
                 if n > 0 {
-                    created.push(InvitationRecord { id: c.last_insert_rowid(), address, room_id: room_id.clone(), created_at });
+                    created.push(InvitationRecord {
+                        id: c.last_insert_rowid(),
+                        address,
+                        room_id: room_id.clone(),
+                        created_at,
+                    });
                 }
             }
             Ok(created)
@@ -1169,12 +977,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn invitations(
-        &self,
-        address: &str,
-        after_id: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<InvitationRecord>> {
+    async fn invitations(&self, address: &str, after_id: i64, limit: u32) -> StoreResult<Vec<InvitationRecord>> {
         let address = address.to_owned();
         self.read(move |c| {
             query_all(

@@ -39,19 +39,16 @@ impl<T: Send + 'static> Job for TypedJob<T> {
             return;
         };
         let result = (|| {
-            conn.execute_batch("SAVEPOINT job")
-                .map_err(crate::store::unavailable)?;
+            conn.execute_batch("SAVEPOINT job").map_err(crate::store::unavailable)?;
             let mut own_events = Vec::new();
             match write(conn, &mut own_events) {
                 Ok(value) => {
-                    conn.execute_batch("RELEASE job")
-                        .map_err(crate::store::unavailable)?;
+                    conn.execute_batch("RELEASE job").map_err(crate::store::unavailable)?;
                     events.append(&mut own_events);
                     Ok(value)
                 }
                 Err(e) => {
-                    conn.execute_batch("ROLLBACK TO job; RELEASE job")
-                        .map_err(crate::store::unavailable)?;
+                    conn.execute_batch("ROLLBACK TO job; RELEASE job").map_err(crate::store::unavailable)?;
                     Err(e)
                 }
             }
@@ -77,14 +74,9 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn`. It ends when every `Writer` handle is dropped.
-    pub(crate) fn start(
-        conn: Connection,
-        events: mpsc::UnboundedSender<StoreEvent>,
-    ) -> std::io::Result<Self> {
+    pub(crate) fn start(conn: Connection, events: mpsc::UnboundedSender<StoreEvent>) -> std::io::Result<Self> {
         let (queue, jobs) = std_mpsc::channel::<Box<dyn Job>>();
-        thread::Builder::new()
-            .name("pchat-sqlite-writer".into())
-            .spawn(move || run(conn, jobs, events))?;
+        thread::Builder::new().name("pchat-sqlite-writer".into()).spawn(move || run(conn, jobs, events))?;
         Ok(Self { queue })
     }
 
@@ -94,25 +86,15 @@ impl Writer {
         F: FnOnce(&Connection, &mut Vec<StoreEvent>) -> StoreResult<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = TypedJob {
-            write: Some(Box::new(f) as WriteFn<T>),
-            result: None,
-            reply,
-        };
+        let job = TypedJob { write: Some(Box::new(f) as WriteFn<T>), result: None, reply };
         self.queue
             .send(Box::new(job))
             .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?
+        answer.await.map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?
     }
 }
 
-fn run(
-    conn: Connection,
-    jobs: std_mpsc::Receiver<Box<dyn Job>>,
-    feed: mpsc::UnboundedSender<StoreEvent>,
-) {
+fn run(conn: Connection, jobs: std_mpsc::Receiver<Box<dyn Job>>, feed: mpsc::UnboundedSender<StoreEvent>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut events = Vec::new();
     while let Ok(first) = jobs.recv() {
@@ -140,11 +122,7 @@ fn run(
     }
 }
 
-fn commit_batch(
-    conn: &Connection,
-    batch: &mut [Box<dyn Job>],
-    events: &mut Vec<StoreEvent>,
-) -> rusqlite::Result<()> {
+fn commit_batch(conn: &Connection, batch: &mut [Box<dyn Job>], events: &mut Vec<StoreEvent>) -> rusqlite::Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
         job.run(conn, events);

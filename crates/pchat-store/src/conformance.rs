@@ -11,8 +11,8 @@ use std::sync::Arc;
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType};
 
 use crate::{
-    AddinRecord, AdminRole, CategoryRecord, MessageFilter, MessageRange, NewMessage, RoomQuery,
-    RoomRecord, Store, StoreError, StoreEvent, UserRecord,
+    AddinRecord, AdminRole, CategoryRecord, MessageFilter, MessageRange, NewMessage, RoomQuery, RoomRecord, Store,
+    StoreError, StoreEvent, UserRecord,
 };
 
 /// A store under test and whatever must live as long as it (a temporary directory, a database to drop).
@@ -115,164 +115,74 @@ fn seqs(messages: &[crate::MessageRecord]) -> Vec<i64> {
 pub async fn users(store: &Arc<dyn Store>) {
     store.create_user(user("a@example.com")).await.unwrap();
     store.create_user(user("b@example.com")).await.unwrap();
-    assert!(matches!(
-        store.create_user(user("a@example.com")).await,
-        Err(StoreError::NameTaken)
-    ));
-    assert_eq!(
-        store.get_user("a@example.com").await.unwrap(),
-        Some(user("a@example.com"))
-    );
+    assert!(matches!(store.create_user(user("a@example.com")).await, Err(StoreError::NameTaken)));
+    assert_eq!(store.get_user("a@example.com").await.unwrap(), Some(user("a@example.com")));
     assert_eq!(store.get_user("zz@example.com").await.unwrap(), None);
     assert_eq!(store.count_users().await.unwrap(), 2);
     let found = store.search_users("USER B", None, 10).await.unwrap();
-    assert_eq!(
-        found.iter().map(|u| u.address.as_str()).collect::<Vec<_>>(),
-        ["b@example.com"]
-    );
-    let page = store
-        .search_users("example", Some("a@example.com"), 10)
-        .await
-        .unwrap();
+    assert_eq!(found.iter().map(|u| u.address.as_str()).collect::<Vec<_>>(), ["b@example.com"]);
+    let page = store.search_users("example", Some("a@example.com"), 10).await.unwrap();
     assert_eq!(page.len(), 1);
     store.delete_user("a@example.com").await.unwrap();
     assert_eq!(store.get_user("a@example.com").await.unwrap(), None);
-    assert!(matches!(
-        store.delete_user("a@example.com").await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.delete_user("a@example.com").await, Err(StoreError::NotFound)));
 }
 
 pub async fn tokens_and_roles(store: &Arc<dyn Store>) {
     store.create_user(user("a@example.com")).await.unwrap();
     store.create_token("h1", "a@example.com", 5).await.unwrap();
-    assert_eq!(
-        store.token_user("h1").await.unwrap().as_deref(),
-        Some("a@example.com")
-    );
+    assert_eq!(store.token_user("h1").await.unwrap().as_deref(), Some("a@example.com"));
     store.delete_token("h1").await.unwrap();
     assert_eq!(store.token_user("h1").await.unwrap(), None);
-    store
-        .set_role("a@example.com", AdminRole::Admin, true)
-        .await
-        .unwrap();
-    store
-        .set_role("a@example.com", AdminRole::Admin, true)
-        .await
-        .unwrap();
-    store
-        .set_role("a@example.com", AdminRole::UserAdmin, true)
-        .await
-        .unwrap();
+    store.set_role("a@example.com", AdminRole::Admin, true).await.unwrap();
+    store.set_role("a@example.com", AdminRole::Admin, true).await.unwrap();
+    store.set_role("a@example.com", AdminRole::UserAdmin, true).await.unwrap();
     let mut roles = store.list_roles().await.unwrap();
     roles.sort_by_key(|(_, r)| r.as_str());
     assert_eq!(
         roles,
-        [
-            ("a@example.com".to_owned(), AdminRole::Admin),
-            ("a@example.com".to_owned(), AdminRole::UserAdmin)
-        ]
+        [("a@example.com".to_owned(), AdminRole::Admin), ("a@example.com".to_owned(), AdminRole::UserAdmin)]
     );
-    store
-        .set_role("a@example.com", AdminRole::Admin, false)
-        .await
-        .unwrap();
+    store.set_role("a@example.com", AdminRole::Admin, false).await.unwrap();
     assert_eq!(store.list_roles().await.unwrap().len(), 1);
     store.create_token("h2", "a@example.com", 5).await.unwrap();
     store.delete_user("a@example.com").await.unwrap();
-    assert_eq!(
-        store.token_user("h2").await.unwrap(),
-        None,
-        "deleting a user revokes their tokens"
-    );
-    assert!(
-        store.list_roles().await.unwrap().is_empty(),
-        "and their roles"
-    );
+    assert_eq!(store.token_user("h2").await.unwrap(), None, "deleting a user revokes their tokens");
+    assert!(store.list_roles().await.unwrap().is_empty(), "and their roles");
 }
 
 pub async fn groups_and_nesting(store: &Arc<dyn Store>) {
     for g in ["traders", "desk", "floor"] {
         store.create_group(g).await.unwrap();
     }
-    assert!(matches!(
-        store.create_group("desk").await,
-        Err(StoreError::NameTaken)
-    ));
-    store
-        .update_group("desk", &["a@example.com".into()], &[])
-        .await
-        .unwrap();
-    store
-        .update_group(
-            "traders",
-            &["group:desk".into(), "b@example.com".into()],
-            &[],
-        )
-        .await
-        .unwrap();
-    store
-        .update_group("floor", &["group:traders".into()], &[])
-        .await
-        .unwrap();
+    assert!(matches!(store.create_group("desk").await, Err(StoreError::NameTaken)));
+    store.update_group("desk", &["a@example.com".into()], &[]).await.unwrap();
+    store.update_group("traders", &["group:desk".into(), "b@example.com".into()], &[]).await.unwrap();
+    store.update_group("floor", &["group:traders".into()], &[]).await.unwrap();
     let mut groups = store.user_groups("a@example.com").await.unwrap();
     groups.sort();
     assert_eq!(groups, ["desk", "floor", "traders"]);
     assert_eq!(store.user_groups("b@example.com").await.unwrap().len(), 2);
-    assert!(
-        store
-            .user_groups("nobody@example.com")
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let members = store
-        .update_group("traders", &[], &["b@example.com".into()])
-        .await
-        .unwrap();
+    assert!(store.user_groups("nobody@example.com").await.unwrap().is_empty());
+    let members = store.update_group("traders", &[], &["b@example.com".into()]).await.unwrap();
     assert_eq!(members, ["group:desk"]);
-    assert!(matches!(
-        store.update_group("nope", &[], &[]).await,
-        Err(StoreError::NotFound)
-    ));
-    assert_eq!(
-        store.list_groups().await.unwrap(),
-        ["desk", "floor", "traders"]
-    );
+    assert!(matches!(store.update_group("nope", &[], &[]).await, Err(StoreError::NotFound)));
+    assert_eq!(store.list_groups().await.unwrap(), ["desk", "floor", "traders"]);
     store.delete_group("desk").await.unwrap();
     assert_eq!(store.get_group("desk").await.unwrap(), None);
-    assert_eq!(
-        store.get_group("traders").await.unwrap(),
-        Some(vec![]),
-        "membership in a deleted group goes with it"
-    );
+    assert_eq!(store.get_group("traders").await.unwrap(), Some(vec![]), "membership in a deleted group goes with it");
 }
 
 pub async fn group_cycles_rejected(store: &Arc<dyn Store>) {
     for g in ["a", "b", "c"] {
         store.create_group(g).await.unwrap();
     }
-    store
-        .update_group("a", &["group:b".into()], &[])
-        .await
-        .unwrap();
-    store
-        .update_group("b", &["group:c".into()], &[])
-        .await
-        .unwrap();
-    let err = store
-        .update_group("c", &["group:a".into(), "x@example.com".into()], &[])
-        .await;
+    store.update_group("a", &["group:b".into()], &[]).await.unwrap();
+    store.update_group("b", &["group:c".into()], &[]).await.unwrap();
+    let err = store.update_group("c", &["group:a".into(), "x@example.com".into()], &[]).await;
     assert!(matches!(err, Err(StoreError::GroupCycle)), "{err:?}");
-    assert_eq!(
-        store.get_group("c").await.unwrap(),
-        Some(vec![]),
-        "a rejected change writes nothing"
-    );
-    assert!(matches!(
-        store.update_group("a", &["group:a".into()], &[]).await,
-        Err(StoreError::GroupCycle)
-    ));
+    assert_eq!(store.get_group("c").await.unwrap(), Some(vec![]), "a rejected change writes nothing");
+    assert!(matches!(store.update_group("a", &["group:a".into()], &[]).await, Err(StoreError::GroupCycle)));
 }
 
 pub async fn policies_and_configs(store: &Arc<dyn Store>) {
@@ -284,16 +194,10 @@ pub async fn policies_and_configs(store: &Arc<dyn Store>) {
     assert_eq!(store.get_policy(&site).await.unwrap(), Some(true));
     assert!(store.delete_policy(&site).await.unwrap());
     assert!(!store.delete_policy(&site).await.unwrap());
-    assert_eq!(
-        store.get_policy(&PolicyScope::Global).await.unwrap(),
-        Some(true)
-    );
+    assert_eq!(store.get_policy(&PolicyScope::Global).await.unwrap(), Some(true));
 
     let pool = ConfigScope::parse("pool:pc1").unwrap();
-    let config = ChatConfig {
-        default_chat_history: 99,
-        ..ChatConfig::default()
-    };
+    let config = ChatConfig { default_chat_history: 99, ..ChatConfig::default() };
     store.put_config(&pool, &config).await.unwrap();
     assert_eq!(store.get_config(&pool).await.unwrap(), Some(config));
     assert_eq!(store.get_config(&ConfigScope::Global).await.unwrap(), None);
@@ -304,53 +208,25 @@ pub async fn policies_and_configs(store: &Arc<dyn Store>) {
 pub async fn categories(store: &Arc<dyn Store>) {
     let c = category("c1", "Trading");
     store.create_category(&c).await.unwrap();
-    assert!(matches!(
-        store.create_category(&category("c2", "Trading")).await,
-        Err(StoreError::NameTaken)
-    ));
-    store
-        .create_category(&category("c2", "Research"))
-        .await
-        .unwrap();
+    assert!(matches!(store.create_category(&category("c2", "Trading")).await, Err(StoreError::NameTaken)));
+    store.create_category(&category("c2", "Research")).await.unwrap();
     assert_eq!(store.get_category("c1").await.unwrap(), Some(c.clone()));
-    assert_eq!(
-        store
-            .get_category_by_name("Research")
-            .await
-            .unwrap()
-            .map(|c| c.id),
-        Some("c2".to_owned())
-    );
-    let names: Vec<_> = store
-        .list_categories()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
+    assert_eq!(store.get_category_by_name("Research").await.unwrap().map(|c| c.id), Some("c2".to_owned()));
+    let names: Vec<_> = store.list_categories().await.unwrap().into_iter().map(|c| c.name).collect();
     assert_eq!(names, ["Research", "Trading"]);
     let mut renamed = c.clone();
     renamed.name = "Research".into();
-    assert!(matches!(
-        store.update_category(&renamed).await,
-        Err(StoreError::NameTaken)
-    ));
+    assert!(matches!(store.update_category(&renamed).await, Err(StoreError::NameTaken)));
     renamed.name = "Trading desk".into();
     renamed.file_upload = true;
     renamed.denied_members.clear();
     store.update_category(&renamed).await.unwrap();
     assert_eq!(store.get_category("c1").await.unwrap(), Some(renamed));
     store.create_room(&room("r1", "Room", "c1")).await.unwrap();
-    assert!(matches!(
-        store.delete_category("c1").await,
-        Err(StoreError::CategoryNotEmpty)
-    ));
+    assert!(matches!(store.delete_category("c1").await, Err(StoreError::CategoryNotEmpty)));
     store.delete_room("r1").await.unwrap();
     store.delete_category("c1").await.unwrap();
-    assert!(matches!(
-        store.delete_category("c1").await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.delete_category("c1").await, Err(StoreError::NotFound)));
 }
 
 pub async fn rooms(store: &Arc<dyn Store>) {
@@ -358,54 +234,22 @@ pub async fn rooms(store: &Arc<dyn Store>) {
     store.create_category(&category("c2", "Dog")).await.unwrap();
     let r = room("r1", "Beta", "c1");
     store.create_room(&r).await.unwrap();
-    assert!(matches!(
-        store.create_room(&room("r2", "Beta", "c1")).await,
-        Err(StoreError::NameTaken)
-    ));
+    assert!(matches!(store.create_room(&room("r2", "Beta", "c1")).await, Err(StoreError::NameTaken)));
     store.create_room(&room("r2", "Alpha", "c2")).await.unwrap();
     store.create_room(&room("r3", "Gamma", "c1")).await.unwrap();
     assert_eq!(store.get_room("r1").await.unwrap(), Some(r.clone()));
-    assert_eq!(
-        store.get_room_by_name("Alpha").await.unwrap().map(|r| r.id),
-        Some("r2".into())
-    );
+    assert_eq!(store.get_room_by_name("Alpha").await.unwrap().map(|r| r.id), Some("r2".into()));
     let names = |rooms: Vec<RoomRecord>| rooms.into_iter().map(|r| r.name).collect::<Vec<_>>();
     assert_eq!(
-        names(
-            store
-                .list_rooms(&RoomQuery {
-                    limit: 10,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-        ),
+        names(store.list_rooms(&RoomQuery { limit: 10, ..Default::default() }).await.unwrap()),
         ["Alpha", "Beta", "Gamma"]
     );
-    let q = RoomQuery {
-        category_id: Some("c1".into()),
-        after_name: Some("Beta".into()),
-        limit: 10,
-    };
+    let q = RoomQuery { category_id: Some("c1".into()), after_name: Some("Beta".into()), limit: 10 };
     assert_eq!(names(store.list_rooms(&q).await.unwrap()), ["Gamma"]);
-    assert_eq!(
-        names(
-            store
-                .list_rooms(&RoomQuery {
-                    limit: 1,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-        ),
-        ["Alpha"]
-    );
+    assert_eq!(names(store.list_rooms(&RoomQuery { limit: 1, ..Default::default() }).await.unwrap()), ["Alpha"]);
     let mut changed = r.clone();
     changed.name = "Alpha".into();
-    assert!(matches!(
-        store.update_room(&changed).await,
-        Err(StoreError::NameTaken)
-    ));
+    assert!(matches!(store.update_room(&changed).await, Err(StoreError::NameTaken)));
     changed.name = "Beta 2".into();
     changed.category_id = "c2".into();
     changed.privacy = Privacy::Secret;
@@ -419,147 +263,59 @@ pub async fn rooms(store: &Arc<dyn Store>) {
     let mut ghost = r;
     ghost.id = "nope".into();
     ghost.name = "Ghost".into();
-    assert!(matches!(
-        store.update_room(&ghost).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.update_room(&ghost).await, Err(StoreError::NotFound)));
 }
 
 pub async fn addins(store: &Arc<dyn Store>) {
-    let a = AddinRecord {
-        name: "Tracker".into(),
-        url: "https://t.example.com".into(),
-    };
+    let a = AddinRecord { name: "Tracker".into(), url: "https://t.example.com".into() };
     store.create_addin(&a).await.unwrap();
-    assert!(matches!(
-        store.create_addin(&a).await,
-        Err(StoreError::NameTaken)
-    ));
+    assert!(matches!(store.create_addin(&a).await, Err(StoreError::NameTaken)));
     store.create_category(&category("c1", "Cat")).await.unwrap();
     let mut r = room("r1", "Room", "c1");
     r.addin = Some("Tracker".into());
     store.create_room(&r).await.unwrap();
-    let renamed = AddinRecord {
-        name: "Tracker2".into(),
-        url: "https://t2.example.com".into(),
-    };
+    let renamed = AddinRecord { name: "Tracker2".into(), url: "https://t2.example.com".into() };
     store.update_addin("Tracker", &renamed).await.unwrap();
-    assert_eq!(
-        store
-            .get_room("r1")
-            .await
-            .unwrap()
-            .unwrap()
-            .addin
-            .as_deref(),
-        Some("Tracker2")
-    );
+    assert_eq!(store.get_room("r1").await.unwrap().unwrap().addin.as_deref(), Some("Tracker2"));
     assert_eq!(store.list_addins().await.unwrap(), [renamed]);
     store.delete_addin("Tracker2").await.unwrap();
     assert_eq!(store.get_room("r1").await.unwrap().unwrap().addin, None);
-    assert!(matches!(
-        store.delete_addin("Tracker2").await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.delete_addin("Tracker2").await, Err(StoreError::NotFound)));
 }
 
 pub async fn message_sequence_and_ranges(store: &Arc<dyn Store>) {
     with_room(store.as_ref()).await;
     assert_eq!(store.last_seq("r1").await.unwrap(), 0);
     for i in 1..=10 {
-        let appended = store
-            .append_message(post("r1", &format!("m{i}"), &format!("text {i}"), None))
-            .await
-            .unwrap();
+        let appended = store.append_message(post("r1", &format!("m{i}"), &format!("text {i}"), None)).await.unwrap();
         assert!(appended.created);
         assert_eq!(appended.message.seq, i);
     }
     assert_eq!(store.last_seq("r1").await.unwrap(), 10);
-    let all = store
-        .messages(
-            "r1",
-            MessageRange::After {
-                after: 0,
-                limit: 100,
-            },
-        )
-        .await
-        .unwrap();
+    let all = store.messages("r1", MessageRange::After { after: 0, limit: 100 }).await.unwrap();
     assert_eq!(seqs(&all), (1..=10).collect::<Vec<_>>());
-    assert!(
-        all.windows(2).all(|w| w[0].ts <= w[1].ts),
-        "server time never goes backwards within a room"
-    );
+    assert!(all.windows(2).all(|w| w[0].ts <= w[1].ts), "server time never goes backwards within a room");
     assert_eq!(all[2].text, "text 3");
-    assert_eq!(
-        seqs(
-            &store
-                .messages("r1", MessageRange::Latest { limit: 3 })
-                .await
-                .unwrap()
-        ),
-        [8, 9, 10]
-    );
-    assert_eq!(
-        seqs(
-            &store
-                .messages(
-                    "r1",
-                    MessageRange::Before {
-                        before: 5,
-                        limit: 2
-                    }
-                )
-                .await
-                .unwrap()
-        ),
-        [3, 4]
-    );
-    assert_eq!(
-        seqs(
-            &store
-                .messages("r1", MessageRange::After { after: 7, limit: 2 })
-                .await
-                .unwrap()
-        ),
-        [8, 9]
-    );
-    assert!(matches!(
-        store.append_message(post("nope", "x", "t", None)).await,
-        Err(StoreError::NotFound)
-    ));
+    assert_eq!(seqs(&store.messages("r1", MessageRange::Latest { limit: 3 }).await.unwrap()), [8, 9, 10]);
+    assert_eq!(seqs(&store.messages("r1", MessageRange::Before { before: 5, limit: 2 }).await.unwrap()), [3, 4]);
+    assert_eq!(seqs(&store.messages("r1", MessageRange::After { after: 7, limit: 2 }).await.unwrap()), [8, 9]);
+    assert!(matches!(store.append_message(post("nope", "x", "t", None)).await, Err(StoreError::NotFound)));
     let mut disabled = store.get_room("r1").await.unwrap().unwrap();
     disabled.disabled = true;
     store.update_room(&disabled).await.unwrap();
-    assert!(matches!(
-        store.append_message(post("r1", "x", "t", None)).await,
-        Err(StoreError::RoomDisabled)
-    ));
-    assert_eq!(
-        store.last_seq("r1").await.unwrap(),
-        10,
-        "a refused post assigns no seq"
-    );
+    assert!(matches!(store.append_message(post("r1", "x", "t", None)).await, Err(StoreError::RoomDisabled)));
+    assert_eq!(store.last_seq("r1").await.unwrap(), 10, "a refused post assigns no seq");
 }
 
 pub async fn idempotent_append(store: &Arc<dyn Store>) {
     with_room(store.as_ref()).await;
-    let first = store
-        .append_message(post("r1", "m1", "hello", Some("c-1")))
-        .await
-        .unwrap();
-    let again = store
-        .append_message(post("r1", "m2", "hello again", Some("c-1")))
-        .await
-        .unwrap();
+    let first = store.append_message(post("r1", "m1", "hello", Some("c-1"))).await.unwrap();
+    let again = store.append_message(post("r1", "m2", "hello again", Some("c-1"))).await.unwrap();
     assert!(first.created && !again.created);
     assert_eq!(again.message, first.message);
     assert_eq!(store.last_seq("r1").await.unwrap(), 1);
     store.create_room(&room("r2", "Other", "c1")).await.unwrap();
-    let other = store
-        .append_message(post("r2", "m3", "x", Some("c-1")))
-        .await
-        .unwrap();
+    let other = store.append_message(post("r2", "m3", "x", Some("c-1"))).await.unwrap();
     assert!(other.created, "client ids are per room");
 }
 
@@ -569,20 +325,8 @@ pub async fn unkept_messages(store: &Arc<dyn Store>) {
     m.keep = false;
     let appended = store.append_message(m).await.unwrap();
     assert_eq!(appended.message.seq, 1);
-    store
-        .append_message(post("r1", "m2", "kept", None))
-        .await
-        .unwrap();
-    let kept = store
-        .messages(
-            "r1",
-            MessageRange::After {
-                after: 0,
-                limit: 10,
-            },
-        )
-        .await
-        .unwrap();
+    store.append_message(post("r1", "m2", "kept", None)).await.unwrap();
+    let kept = store.messages("r1", MessageRange::After { after: 0, limit: 10 }).await.unwrap();
     assert_eq!(seqs(&kept), [2]);
 }
 
@@ -606,60 +350,29 @@ pub async fn concurrent_appends_are_gap_free(store: &Arc<dyn Store>) {
     let mut all = vec![];
     for t in tasks {
         let mine = t.await.unwrap();
-        assert!(
-            mine.windows(2).all(|w| w[0] < w[1]),
-            "one writer's posts keep their order"
-        );
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "one writer's posts keep their order");
         all.extend(mine);
     }
     all.sort_unstable();
-    assert_eq!(
-        all,
-        (1..=(WRITERS * EACH) as i64).collect::<Vec<_>>(),
-        "no gaps, no duplicates"
-    );
-    let stored = store
-        .messages(
-            "r1",
-            MessageRange::After {
-                after: 0,
-                limit: 1000,
-            },
-        )
-        .await
-        .unwrap();
+    assert_eq!(all, (1..=(WRITERS * EACH) as i64).collect::<Vec<_>>(), "no gaps, no duplicates");
+    let stored = store.messages("r1", MessageRange::After { after: 0, limit: 1000 }).await.unwrap();
     assert_eq!(stored.len(), WRITERS * EACH);
 }
 
 pub async fn events_in_commit_order(store: &Arc<dyn Store>) {
     with_room(store.as_ref()).await;
-    let mut events = store
-        .take_events()
-        .expect("the event feed can be taken once");
+    let mut events = store.take_events().expect("the event feed can be taken once");
     assert!(store.take_events().is_none());
     for i in 1..=5 {
-        store
-            .append_message(post("r1", &format!("m{i}"), "t", None))
-            .await
-            .unwrap();
+        store.append_message(post("r1", &format!("m{i}"), "t", None)).await.unwrap();
     }
-    store
-        .append_message(post("r1", "dup", "t", Some("k")))
-        .await
-        .unwrap();
-    store
-        .append_message(post("r1", "dup2", "t", Some("k")))
-        .await
-        .unwrap();
+    store.append_message(post("r1", "dup", "t", Some("k"))).await.unwrap();
+    store.append_message(post("r1", "dup2", "t", Some("k"))).await.unwrap();
     let mut got = vec![];
     while let Ok(StoreEvent::MessagePosted(m)) = events.try_recv() {
         got.push(m.seq);
     }
-    assert_eq!(
-        got,
-        [1, 2, 3, 4, 5, 6],
-        "one event per new message, none for an idempotent retry"
-    );
+    assert_eq!(got, [1, 2, 3, 4, 5, 6], "one event per new message, none for an idempotent retry");
 }
 
 pub async fn alter_and_clear(store: &Arc<dyn Store>) {
@@ -672,90 +385,23 @@ pub async fn alter_and_clear(store: &Arc<dyn Store>) {
         store.append_message(m).await.unwrap();
     }
     let by_b = store
-        .find_messages(
-            "r1",
-            &MessageFilter {
-                author: Some("b@example.com".into()),
-                ..Default::default()
-            },
-        )
+        .find_messages("r1", &MessageFilter { author: Some("b@example.com".into()), ..Default::default() })
         .await
         .unwrap();
     assert_eq!(seqs(&by_b), [2, 4, 6]);
-    let all = store
-        .messages(
-            "r1",
-            MessageRange::After {
-                after: 0,
-                limit: 10,
-            },
-        )
-        .await
-        .unwrap();
-    let window = MessageFilter {
-        start_ts: Some(all[1].ts),
-        end_ts: Some(all[3].ts),
-        author: None,
-    };
+    let all = store.messages("r1", MessageRange::After { after: 0, limit: 10 }).await.unwrap();
+    let window = MessageFilter { start_ts: Some(all[1].ts), end_ts: Some(all[3].ts), author: None };
     assert!(seqs(&store.find_messages("r1", &window).await.unwrap()).starts_with(&[2]));
-    assert_eq!(
-        store
-            .alter_messages("r1", &["m2".into()], Some("replaced text"))
-            .await
-            .unwrap(),
-        1
-    );
-    let m2 = store
-        .messages("r1", MessageRange::After { after: 1, limit: 1 })
-        .await
-        .unwrap();
-    assert_eq!(
-        (m2[0].text.as_str(), m2[0].replaced),
-        ("replaced text", true)
-    );
-    assert_eq!(
-        store
-            .alter_messages("r1", &["m4".into(), "m6".into(), "nope".into()], None)
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        seqs(
-            &store
-                .messages(
-                    "r1",
-                    MessageRange::After {
-                        after: 0,
-                        limit: 10
-                    }
-                )
-                .await
-                .unwrap()
-        ),
-        [1, 2, 3, 5]
-    );
+    assert_eq!(store.alter_messages("r1", &["m2".into()], Some("replaced text")).await.unwrap(), 1);
+    let m2 = store.messages("r1", MessageRange::After { after: 1, limit: 1 }).await.unwrap();
+    assert_eq!((m2[0].text.as_str(), m2[0].replaced), ("replaced text", true));
+    assert_eq!(store.alter_messages("r1", &["m4".into(), "m6".into(), "nope".into()], None).await.unwrap(), 2);
+    assert_eq!(seqs(&store.messages("r1", MessageRange::After { after: 0, limit: 10 }).await.unwrap()), [1, 2, 3, 5]);
     let cleared = store.clear_room("r1", all[2].ts).await.unwrap();
-    assert!(
-        cleared >= 3,
-        "messages up to and including the end time go: {cleared}"
-    );
-    let left = store
-        .messages(
-            "r1",
-            MessageRange::After {
-                after: 0,
-                limit: 10,
-            },
-        )
-        .await
-        .unwrap();
+    assert!(cleared >= 3, "messages up to and including the end time go: {cleared}");
+    let left = store.messages("r1", MessageRange::After { after: 0, limit: 10 }).await.unwrap();
     assert!(left.iter().all(|m| m.ts > all[2].ts));
-    assert_eq!(
-        store.last_seq("r1").await.unwrap(),
-        6,
-        "seq values are never reused"
-    );
+    assert_eq!(store.last_seq("r1").await.unwrap(), 6, "seq values are never reused");
 }
 
 pub async fn follows_and_read_marks(store: &Arc<dyn Store>) {
@@ -764,17 +410,11 @@ pub async fn follows_and_read_marks(store: &Arc<dyn Store>) {
     store.set_follow("a@example.com", "r1", true).await.unwrap();
     store.set_follow("a@example.com", "r1", true).await.unwrap();
     assert_eq!(store.follows("a@example.com").await.unwrap(), ["r1"]);
-    store
-        .set_follow("a@example.com", "r1", false)
-        .await
-        .unwrap();
+    store.set_follow("a@example.com", "r1", false).await.unwrap();
     assert!(store.follows("a@example.com").await.unwrap().is_empty());
     store.mark_read("a@example.com", "r1", 5).await.unwrap();
     store.mark_read("a@example.com", "r1", 3).await.unwrap();
-    assert_eq!(
-        store.read_marks("a@example.com").await.unwrap(),
-        [("r1".to_owned(), 5)]
-    );
+    assert_eq!(store.read_marks("a@example.com").await.unwrap(), [("r1".to_owned(), 5)]);
 }
 
 pub async fn invitations(store: &Arc<dyn Store>) {
@@ -783,70 +423,29 @@ pub async fn invitations(store: &Arc<dyn Store>) {
     let users = ["a@example.com".to_owned(), "b@example.com".to_owned()];
     let created = store.add_invitations("r1", &users, 10).await.unwrap();
     assert_eq!(created.len(), 2);
-    assert!(
-        store
-            .add_invitations("r1", &users[..1], 11)
-            .await
-            .unwrap()
-            .is_empty(),
-        "one pending invitation per room"
-    );
+    assert!(store.add_invitations("r1", &users[..1], 11).await.unwrap().is_empty(), "one pending invitation per room");
     let later = store.add_invitations("r2", &users[..1], 12).await.unwrap();
     let mine = store.invitations("a@example.com", 0, 10).await.unwrap();
-    assert_eq!(
-        mine.iter().map(|i| i.room_id.as_str()).collect::<Vec<_>>(),
-        ["r1", "r2"]
-    );
+    assert_eq!(mine.iter().map(|i| i.room_id.as_str()).collect::<Vec<_>>(), ["r1", "r2"]);
     assert!(mine[0].id < mine[1].id);
-    let after = store
-        .invitations("a@example.com", mine[0].id, 10)
-        .await
-        .unwrap();
+    let after = store.invitations("a@example.com", mine[0].id, 10).await.unwrap();
     assert_eq!(after, later);
 }
 
 pub async fn delete_room_takes_its_content(store: &Arc<dyn Store>) {
     with_room(store.as_ref()).await;
-    store
-        .append_message(post("r1", "m1", "t", Some("k")))
-        .await
-        .unwrap();
+    store.append_message(post("r1", "m1", "t", Some("k"))).await.unwrap();
     store.set_follow("a@example.com", "r1", true).await.unwrap();
-    store
-        .add_invitations("r1", &["a@example.com".to_owned()], 1)
-        .await
-        .unwrap();
+    store.add_invitations("r1", &["a@example.com".to_owned()], 1).await.unwrap();
     store.delete_room("r1").await.unwrap();
     assert_eq!(store.get_room("r1").await.unwrap(), None);
     assert!(store.follows("a@example.com").await.unwrap().is_empty());
-    assert!(
-        store
-            .invitations("a@example.com", 0, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(matches!(
-        store.delete_room("r1").await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(store.invitations("a@example.com", 0, 10).await.unwrap().is_empty());
+    assert!(matches!(store.delete_room("r1").await, Err(StoreError::NotFound)));
     // A new room with the same name starts its own sequence.
     store.create_room(&room("r9", "Room", "c1")).await.unwrap();
-    assert_eq!(
-        store
-            .append_message(post("r9", "m2", "t", Some("k")))
-            .await
-            .unwrap()
-            .message
-            .seq,
-        1
-    );
-    let ids: HashSet<_> = store
-        .messages("r9", MessageRange::Latest { limit: 5 })
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.id)
-        .collect();
+    assert_eq!(store.append_message(post("r9", "m2", "t", Some("k"))).await.unwrap().message.seq, 1);
+    let ids: HashSet<_> =
+        store.messages("r9", MessageRange::Latest { limit: 5 }).await.unwrap().into_iter().map(|m| m.id).collect();
     assert_eq!(ids, HashSet::from(["m2".to_owned()]));
 }

@@ -49,21 +49,11 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, user: UserRecord) -> StoreResult<()>;
     async fn get_user(&self, address: &str) -> StoreResult<Option<UserRecord>>;
     /// Users whose address or display name contains `query` (case-insensitive), ordered by address, after `after`.
-    async fn search_users(
-        &self,
-        query: &str,
-        after: Option<&str>,
-        limit: u32,
-    ) -> StoreResult<Vec<UserRecord>>;
+    async fn search_users(&self, query: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<UserRecord>>;
     /// Removes the user with their tokens, roles, group memberships, follows and read marks.
     async fn delete_user(&self, address: &str) -> StoreResult<()>;
     async fn count_users(&self) -> StoreResult<u64>;
-    async fn create_token(
-        &self,
-        token_hash: &str,
-        address: &str,
-        created_at: i64,
-    ) -> StoreResult<()>;
+    async fn create_token(&self, token_hash: &str, address: &str, created_at: i64) -> StoreResult<()>;
     async fn token_user(&self, token_hash: &str) -> StoreResult<Option<String>>;
     async fn delete_token(&self, token_hash: &str) -> StoreResult<()>;
     async fn set_role(&self, address: &str, role: AdminRole, granted: bool) -> StoreResult<()>;
@@ -75,12 +65,7 @@ pub trait Store: Send + Sync + 'static {
     async fn get_group(&self, name: &str) -> StoreResult<Option<Vec<String>>>;
     async fn list_groups(&self) -> StoreResult<Vec<String>>;
     /// Adds and removes direct members atomically; `GroupCycle` if a group would contain itself.
-    async fn update_group(
-        &self,
-        name: &str,
-        add: &[String],
-        remove: &[String],
-    ) -> StoreResult<Vec<String>>;
+    async fn update_group(&self, name: &str, add: &[String], remove: &[String]) -> StoreResult<Vec<String>>;
     async fn delete_group(&self, name: &str) -> StoreResult<()>;
     /// Every group the user belongs to, directly or through nesting.
     async fn user_groups(&self, address: &str) -> StoreResult<Vec<String>>;
@@ -126,23 +111,13 @@ pub trait Store: Send + Sync + 'static {
     /// Appends a message: assigns the next `seq` of the room and the server time, commits durably, and only then
     /// returns. A `client_id` already used in the room returns the original message with `created = false`.
     async fn append_message(&self, message: NewMessage) -> StoreResult<Appended>;
-    async fn messages(&self, room_id: &str, range: MessageRange)
-    -> StoreResult<Vec<MessageRecord>>;
+    async fn messages(&self, room_id: &str, range: MessageRange) -> StoreResult<Vec<MessageRecord>>;
     /// The highest `seq` assigned in the room (0 when none).
     async fn last_seq(&self, room_id: &str) -> StoreResult<i64>;
     /// Messages of the room matched by author and time range (keywords are matched by the caller).
-    async fn find_messages(
-        &self,
-        room_id: &str,
-        filter: &MessageFilter,
-    ) -> StoreResult<Vec<MessageRecord>>;
+    async fn find_messages(&self, room_id: &str, filter: &MessageFilter) -> StoreResult<Vec<MessageRecord>>;
     /// Deletes the listed messages, or replaces their text when `replacement` is given; returns how many changed.
-    async fn alter_messages(
-        &self,
-        room_id: &str,
-        ids: &[String],
-        replacement: Option<&str>,
-    ) -> StoreResult<u64>;
+    async fn alter_messages(&self, room_id: &str, ids: &[String], replacement: Option<&str>) -> StoreResult<u64>;
     /// Deletes every message of the room with `ts <= end_ts`.
     async fn clear_room(&self, room_id: &str, end_ts: i64) -> StoreResult<u64>;
 
@@ -160,10 +135,5 @@ pub trait Store: Send + Sync + 'static {
         addresses: &[String],
         created_at: i64,
     ) -> StoreResult<Vec<InvitationRecord>>;
-    async fn invitations(
-        &self,
-        address: &str,
-        after_id: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<InvitationRecord>>;
+    async fn invitations(&self, address: &str, after_id: i64, limit: u32) -> StoreResult<Vec<InvitationRecord>>;
 }

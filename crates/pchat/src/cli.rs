@@ -13,17 +13,14 @@ use crate::client::{Client, segment};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "pchat",
-    version,
-    about = "pchat: a self-hosted persistent group chat server"
-)]
+#[command(name = "pchat", version, about = "pchat: a self-hosted persistent group chat server")]
 pub(crate) struct Cli {
-    /// Server URL for administration verbs (default: the local server found in the data directory).
-    #[arg(long, global = true, env = "PCHAT_URL")]
+    /// Server URL for administration verbs, given before the verb (default: the local server found in the
+    /// data directory).
+    #[arg(long, env = "PCHAT_URL")]
     url: Option<String>,
     /// Bearer token for administration verbs (default: the local administrator token).
-    #[arg(long, global = true, env = "PCHAT_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "PCHAT_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -382,11 +379,7 @@ enum AddinCmd {
 /// Resolves a room or category argument: an id as is, anything else as `name:…`.
 fn reference(raw: &str) -> String {
     let looks_like_id = raw.len() == 36 && raw.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-    if looks_like_id || raw.starts_with("name:") {
-        segment(raw)
-    } else {
-        segment(&format!("name:{raw}"))
-    }
+    if looks_like_id || raw.starts_with("name:") { segment(raw) } else { segment(&format!("name:{raw}")) }
 }
 
 fn insert_opt<T: serde::Serialize>(map: &mut Map<String, Value>, key: &str, value: Option<T>) {
@@ -443,10 +436,7 @@ impl Output {
     /// One object as `key: value` lines.
     fn object(&self, value: &Value) {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_default()
-            );
+            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
             return;
         }
         if let Value::Object(map) = value {
@@ -460,39 +450,17 @@ impl Output {
     /// A list (the `items` of a page, or an array) as a table of `columns`.
     fn table(&self, value: &Value, columns: &[&str]) {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_default()
-            );
+            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
             return;
         }
-        let items = value
-            .get("items")
-            .unwrap_or(value)
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let items = value.get("items").unwrap_or(value).as_array().cloned().unwrap_or_default();
         let rows: Vec<Vec<String>> = items
             .iter()
-            .map(|item| {
-                columns
-                    .iter()
-                    .map(|c| cell(item.pointer(c).unwrap_or(&Value::Null)))
-                    .collect()
-            })
+            .map(|item| columns.iter().map(|c| cell(item.pointer(c).unwrap_or(&Value::Null))).collect())
             .collect();
-        let headers: Vec<String> = columns
-            .iter()
-            .map(|c| c.trim_start_matches('/').replace('/', "."))
-            .collect();
+        let headers: Vec<String> = columns.iter().map(|c| c.trim_start_matches('/').replace('/', ".")).collect();
         let widths: Vec<usize> = (0..columns.len())
-            .map(|i| {
-                rows.iter()
-                    .map(|r| r[i].chars().count())
-                    .chain([headers[i].len()])
-                    .max()
-                    .unwrap_or(0)
-            })
+            .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([headers[i].len()]).max().unwrap_or(0))
             .collect();
         let line = |cells: &[String]| {
             cells
@@ -531,22 +499,12 @@ fn cell(v: &Value) -> String {
 async fn admin(c: &Client, out: &Output, cmd: AdminCmd) -> anyhow::Result<()> {
     match cmd {
         AdminCmd::Add { user, role } => {
-            c.call(
-                Method::POST,
-                "/api/v1/admins",
-                Some(json!({ "user": user, "role": role })),
-            )
-            .await?;
+            c.call(Method::POST, "/api/v1/admins", Some(json!({ "user": user, "role": role }))).await?;
             out.done(&format!("granted {role} to {user}"));
         }
         AdminCmd::List => out.table(&c.get("/api/v1/admins").await?, &["/user", "/role"]),
         AdminCmd::Remove { user, role } => {
-            c.call(
-                Method::DELETE,
-                &format!("/api/v1/admins/{}/{}", segment(&user), segment(&role)),
-                None,
-            )
-            .await?;
+            c.call(Method::DELETE, &format!("/api/v1/admins/{}/{}", segment(&user), segment(&role)), None).await?;
             out.done(&format!("revoked {role} from {user}"));
         }
     }
@@ -555,35 +513,19 @@ async fn admin(c: &Client, out: &Output, cmd: AdminCmd) -> anyhow::Result<()> {
 
 async fn user(c: &Client, out: &Output, cmd: UserCmd) -> anyhow::Result<()> {
     match cmd {
-        UserCmd::Add {
-            address,
-            name,
-            password,
-        } => {
+        UserCmd::Add { address, name, password } => {
             let body = json!({ "address": address, "display_name": name, "password": password });
             out.object(&c.call(Method::POST, "/api/v1/users", Some(body)).await?);
         }
-        UserCmd::Get { address } => out.object(
-            &c.get(&format!("/api/v1/users/{}", segment(&address)))
-                .await?,
-        ),
+        UserCmd::Get { address } => out.object(&c.get(&format!("/api/v1/users/{}", segment(&address))).await?),
         UserCmd::List { query } => {
             out.table(
-                &c.get(&format!(
-                    "/api/v1/users?limit=500&query={}",
-                    segment(&query)
-                ))
-                .await?,
+                &c.get(&format!("/api/v1/users?limit=500&query={}", segment(&query))).await?,
                 &["/address", "/display_name"],
             );
         }
         UserCmd::Remove { address } => {
-            c.call(
-                Method::DELETE,
-                &format!("/api/v1/users/{}", segment(&address)),
-                None,
-            )
-            .await?;
+            c.call(Method::DELETE, &format!("/api/v1/users/{}", segment(&address)), None).await?;
             out.done(&format!("removed {address}"));
         }
     }
@@ -592,35 +534,20 @@ async fn user(c: &Client, out: &Output, cmd: UserCmd) -> anyhow::Result<()> {
 
 async fn group(c: &Client, out: &Output, cmd: GroupCmd) -> anyhow::Result<()> {
     match cmd {
-        GroupCmd::New { name } => out.object(
-            &c.call(
-                Method::POST,
-                "/api/v1/groups",
-                Some(json!({ "name": name })),
-            )
-            .await?,
-        ),
-        GroupCmd::Get { name } => {
-            out.object(&c.get(&format!("/api/v1/groups/{}", segment(&name))).await?)
+        GroupCmd::New { name } => {
+            out.object(&c.call(Method::POST, "/api/v1/groups", Some(json!({ "name": name }))).await?)
         }
+        GroupCmd::Get { name } => out.object(&c.get(&format!("/api/v1/groups/{}", segment(&name))).await?),
         GroupCmd::List => out.table(&c.get("/api/v1/groups").await?, &["/name"]),
         GroupCmd::Set { name, members } => {
             let Some(change) = list_change(&members.add, &members.remove, &members.replace) else {
                 bail!("nothing to change: give --add-member, --remove-member or --members");
             };
             let path = format!("/api/v1/groups/{}", segment(&name));
-            out.object(
-                &c.call(Method::PATCH, &path, Some(json!({ "members": change })))
-                    .await?,
-            );
+            out.object(&c.call(Method::PATCH, &path, Some(json!({ "members": change }))).await?);
         }
         GroupCmd::Remove { name } => {
-            c.call(
-                Method::DELETE,
-                &format!("/api/v1/groups/{}", segment(&name)),
-                None,
-            )
-            .await?;
+            c.call(Method::DELETE, &format!("/api/v1/groups/{}", segment(&name)), None).await?;
             out.done(&format!("removed group {name}"));
         }
     }
@@ -629,47 +556,25 @@ async fn group(c: &Client, out: &Output, cmd: GroupCmd) -> anyhow::Result<()> {
 
 async fn policy(c: &Client, out: &Output, cmd: PolicyCmd) -> anyhow::Result<()> {
     match cmd {
-        PolicyCmd::Get { scope } => out.object(
-            &c.get(&format!("/api/v1/policies/{}", segment(&scope)))
-                .await?,
-        ),
+        PolicyCmd::Get { scope } => out.object(&c.get(&format!("/api/v1/policies/{}", segment(&scope))).await?),
         PolicyCmd::Set { scope, enable } => {
             let body = json!({ "enable_persistent_chat": enable });
-            out.object(
-                &c.call(
-                    Method::PUT,
-                    &format!("/api/v1/policies/{}", segment(&scope)),
-                    Some(body),
-                )
-                .await?,
-            );
+            out.object(&c.call(Method::PUT, &format!("/api/v1/policies/{}", segment(&scope)), Some(body)).await?);
         }
         PolicyCmd::Remove { scope } => {
-            c.call(
-                Method::DELETE,
-                &format!("/api/v1/policies/{}", segment(&scope)),
-                None,
-            )
-            .await?;
+            c.call(Method::DELETE, &format!("/api/v1/policies/{}", segment(&scope)), None).await?;
             out.done(&format!("removed policy {scope}"));
         }
-        PolicyCmd::Effective { user } => out.object(
-            &c.get(&format!(
-                "/api/v1/users/{}/effective-policy",
-                segment(&user)
-            ))
-            .await?,
-        ),
+        PolicyCmd::Effective { user } => {
+            out.object(&c.get(&format!("/api/v1/users/{}/effective-policy", segment(&user))).await?)
+        }
     }
     Ok(())
 }
 
 async fn configuration(c: &Client, out: &Output, cmd: ConfigCmd) -> anyhow::Result<()> {
     match cmd {
-        ConfigCmd::Get { scope } => out.object(
-            &c.get(&format!("/api/v1/configuration/{}", segment(&scope)))
-                .await?,
-        ),
+        ConfigCmd::Get { scope } => out.object(&c.get(&format!("/api/v1/configuration/{}", segment(&scope))).await?),
         ConfigCmd::Set {
             scope,
             default_chat_history,
@@ -698,25 +603,13 @@ async fn configuration(c: &Client, out: &Output, cmd: ConfigCmd) -> anyhow::Resu
             }
             insert_opt(&mut body, "default_chat_history", default_chat_history);
             insert_opt(&mut body, "max_file_size_kb", max_file_size_kb);
-            insert_opt(
-                &mut body,
-                "participant_update_limit",
-                participant_update_limit,
-            );
+            insert_opt(&mut body, "participant_update_limit", participant_update_limit);
             insert_opt(&mut body, "room_management_url", room_management_url);
             insert_opt(&mut body, "max_message_bytes", max_message_bytes);
-            out.object(
-                &c.call(Method::PUT, &path, Some(Value::Object(body)))
-                    .await?,
-            );
+            out.object(&c.call(Method::PUT, &path, Some(Value::Object(body))).await?);
         }
         ConfigCmd::Remove { scope } => {
-            c.call(
-                Method::DELETE,
-                &format!("/api/v1/configuration/{}", segment(&scope)),
-                None,
-            )
-            .await?;
+            c.call(Method::DELETE, &format!("/api/v1/configuration/{}", segment(&scope)), None).await?;
             out.done(&format!("removed configuration {scope}"));
         }
     }
@@ -730,12 +623,7 @@ fn category_body(f: CategoryFields, creating: bool) -> Map<String, Value> {
     insert_opt(&mut body, "chat_history", f.chat_history);
     insert_opt(&mut body, "invitations", f.invitations);
     for (key, add, remove, replace) in [
-        (
-            "allowed_members",
-            f.add_allowed,
-            f.remove_allowed,
-            f.allowed,
-        ),
+        ("allowed_members", f.add_allowed, f.remove_allowed, f.allowed),
         ("denied_members", f.add_denied, f.remove_denied, f.denied),
         ("creators", f.add_creator, f.remove_creator, f.creators),
     ] {
@@ -752,55 +640,27 @@ fn category_body(f: CategoryFields, creating: bool) -> Map<String, Value> {
     body
 }
 
-const CATEGORY_COLUMNS: &[&str] = &[
-    "/id",
-    "/name",
-    "/allowed_members",
-    "/denied_members",
-    "/creators",
-];
+const CATEGORY_COLUMNS: &[&str] = &["/id", "/name", "/allowed_members", "/denied_members", "/creators"];
 
 async fn category(c: &Client, out: &Output, cmd: CategoryCmd) -> anyhow::Result<()> {
     match cmd {
         CategoryCmd::New { name, fields } => {
             let mut body = category_body(fields, true);
             body.insert("name".into(), json!(name));
-            out.object(
-                &c.call(
-                    Method::POST,
-                    "/api/v1/categories",
-                    Some(Value::Object(body)),
-                )
-                .await?,
-            );
+            out.object(&c.call(Method::POST, "/api/v1/categories", Some(Value::Object(body))).await?);
         }
-        CategoryCmd::Get { category: Some(k) } => out.object(
-            &c.get(&format!("/api/v1/categories/{}", reference(&k)))
-                .await?,
-        ),
-        CategoryCmd::Get { category: None } => {
-            out.table(&c.get("/api/v1/categories").await?, CATEGORY_COLUMNS)
+        CategoryCmd::Get { category: Some(k) } => {
+            out.object(&c.get(&format!("/api/v1/categories/{}", reference(&k))).await?)
         }
-        CategoryCmd::Set {
-            category,
-            name,
-            fields,
-        } => {
+        CategoryCmd::Get { category: None } => out.table(&c.get("/api/v1/categories").await?, CATEGORY_COLUMNS),
+        CategoryCmd::Set { category, name, fields } => {
             let mut body = category_body(fields, false);
             insert_opt(&mut body, "name", name);
             let path = format!("/api/v1/categories/{}", reference(&category));
-            out.object(
-                &c.call(Method::PATCH, &path, Some(Value::Object(body)))
-                    .await?,
-            );
+            out.object(&c.call(Method::PATCH, &path, Some(Value::Object(body))).await?);
         }
         CategoryCmd::Remove { category } => {
-            c.call(
-                Method::DELETE,
-                &format!("/api/v1/categories/{}", reference(&category)),
-                None,
-            )
-            .await?;
+            c.call(Method::DELETE, &format!("/api/v1/categories/{}", reference(&category)), None).await?;
             out.done(&format!("removed category {category}"));
         }
     }
@@ -818,12 +678,7 @@ fn room_body(f: RoomFields, creating: bool) -> Map<String, Value> {
     for (key, add, remove, replace) in [
         ("members", f.add_member, f.remove_member, f.members),
         ("managers", f.add_manager, f.remove_manager, f.managers),
-        (
-            "presenters",
-            f.add_presenter,
-            f.remove_presenter,
-            f.presenters,
-        ),
+        ("presenters", f.add_presenter, f.remove_presenter, f.presenters),
     ] {
         if creating {
             let list: Vec<String> = replace.unwrap_or_default().into_iter().chain(add).collect();
@@ -837,23 +692,11 @@ fn room_body(f: RoomFields, creating: bool) -> Map<String, Value> {
     body
 }
 
-const ROOM_COLUMNS: &[&str] = &[
-    "/id",
-    "/name",
-    "/privacy",
-    "/type",
-    "/disabled",
-    "/members",
-    "/managers",
-];
+const ROOM_COLUMNS: &[&str] = &["/id", "/name", "/privacy", "/type", "/disabled", "/members", "/managers"];
 
 async fn room(c: &Client, out: &Output, cmd: RoomCmd) -> anyhow::Result<()> {
     match cmd {
-        RoomCmd::New {
-            name,
-            category,
-            fields,
-        } => {
+        RoomCmd::New { name, category, fields } => {
             let mut body = room_body(fields, true);
             body.insert("name".into(), json!(name));
             let category = if category.len() == 36 || category.starts_with("name:") {
@@ -862,30 +705,16 @@ async fn room(c: &Client, out: &Output, cmd: RoomCmd) -> anyhow::Result<()> {
                 format!("name:{category}")
             };
             body.insert("category".into(), json!(category));
-            out.object(
-                &c.call(Method::POST, "/api/v1/rooms", Some(Value::Object(body)))
-                    .await?,
-            );
+            out.object(&c.call(Method::POST, "/api/v1/rooms", Some(Value::Object(body))).await?);
         }
-        RoomCmd::Get { room: Some(r), .. } => {
-            out.object(&c.get(&format!("/api/v1/rooms/{}", reference(&r))).await?)
-        }
-        RoomCmd::Get {
-            room: None,
-            query,
-            category,
-            disabled,
-        } => {
+        RoomCmd::Get { room: Some(r), .. } => out.object(&c.get(&format!("/api/v1/rooms/{}", reference(&r))).await?),
+        RoomCmd::Get { room: None, query, category, disabled } => {
             let mut path = "/api/v1/rooms?limit=500".to_owned();
             if let Some(q) = query {
                 path.push_str(&format!("&query={}", segment(&q)));
             }
             if let Some(k) = category {
-                let k = if k.len() == 36 || k.starts_with("name:") {
-                    k
-                } else {
-                    format!("name:{k}")
-                };
+                let k = if k.len() == 36 || k.starts_with("name:") { k } else { format!("name:{k}") };
                 path.push_str(&format!("&category={}", segment(&k)));
             }
             if let Some(d) = disabled {
@@ -893,62 +722,31 @@ async fn room(c: &Client, out: &Output, cmd: RoomCmd) -> anyhow::Result<()> {
             }
             out.table(&c.get(&path).await?, ROOM_COLUMNS);
         }
-        RoomCmd::Set {
-            room,
-            name,
-            category,
-            fields,
-        } => {
+        RoomCmd::Set { room, name, category, fields } => {
             let mut body = room_body(fields, false);
             insert_opt(&mut body, "name", name);
             insert_opt(
                 &mut body,
                 "category",
-                category.map(|k| {
-                    if k.len() == 36 || k.starts_with("name:") {
-                        k
-                    } else {
-                        format!("name:{k}")
-                    }
-                }),
+                category.map(|k| if k.len() == 36 || k.starts_with("name:") { k } else { format!("name:{k}") }),
             );
             let path = format!("/api/v1/rooms/{}", reference(&room));
-            out.object(
-                &c.call(Method::PATCH, &path, Some(Value::Object(body)))
-                    .await?,
-            );
+            out.object(&c.call(Method::PATCH, &path, Some(Value::Object(body))).await?);
         }
         RoomCmd::Remove { room } => {
-            c.call(
-                Method::DELETE,
-                &format!("/api/v1/rooms/{}", reference(&room)),
-                None,
-            )
-            .await?;
+            c.call(Method::DELETE, &format!("/api/v1/rooms/{}", reference(&room)), None).await?;
             out.done(&format!("removed room {room}"));
         }
         RoomCmd::Clear { room, end_date } => {
             let path = format!("/api/v1/rooms/{}/clear", reference(&room));
-            out.object(
-                &c.call(Method::POST, &path, Some(json!({ "end_date": end_date })))
-                    .await?,
-            );
+            out.object(&c.call(Method::POST, &path, Some(json!({ "end_date": end_date }))).await?);
         }
     }
     Ok(())
 }
 
 async fn message(c: &Client, out: &Output, cmd: MessageCmd) -> anyhow::Result<()> {
-    let MessageCmd::Remove {
-        room,
-        author,
-        start_date,
-        end_date,
-        keywords,
-        match_mode,
-        case_sensitive,
-        replace,
-    } = cmd;
+    let MessageCmd::Remove { room, author, start_date, end_date, keywords, match_mode, case_sensitive, replace } = cmd;
     let mut body = Map::new();
     insert_opt(&mut body, "author", author);
     insert_opt(&mut body, "start_date", start_date);
@@ -958,49 +756,28 @@ async fn message(c: &Client, out: &Output, cmd: MessageCmd) -> anyhow::Result<()
     body.insert("match".into(), json!(match_mode));
     body.insert("case_sensitive".into(), json!(case_sensitive));
     let path = format!("/api/v1/rooms/{}/messages/remove", reference(&room));
-    out.object(
-        &c.call(Method::POST, &path, Some(Value::Object(body)))
-            .await?,
-    );
+    out.object(&c.call(Method::POST, &path, Some(Value::Object(body))).await?);
     Ok(())
 }
 
 async fn addin(c: &Client, out: &Output, cmd: AddinCmd) -> anyhow::Result<()> {
     match cmd {
-        AddinCmd::New { name, url } => out.object(
-            &c.call(
-                Method::POST,
-                "/api/v1/addins",
-                Some(json!({ "name": name, "url": url })),
-            )
-            .await?,
-        ),
-        AddinCmd::Get { name: Some(n) } => {
-            out.object(&c.get(&format!("/api/v1/addins/{}", segment(&n))).await?)
+        AddinCmd::New { name, url } => {
+            out.object(&c.call(Method::POST, "/api/v1/addins", Some(json!({ "name": name, "url": url }))).await?)
         }
-        AddinCmd::Get { name: None } => {
-            out.table(&c.get("/api/v1/addins").await?, &["/name", "/url"])
-        }
+        AddinCmd::Get { name: Some(n) } => out.object(&c.get(&format!("/api/v1/addins/{}", segment(&n))).await?),
+        AddinCmd::Get { name: None } => out.table(&c.get("/api/v1/addins").await?, &["/name", "/url"]),
         AddinCmd::Set { addin, name, url } => {
             let mut body = Map::new();
             insert_opt(&mut body, "name", name);
             insert_opt(&mut body, "url", url);
             out.object(
-                &c.call(
-                    Method::PATCH,
-                    &format!("/api/v1/addins/{}", segment(&addin)),
-                    Some(Value::Object(body)),
-                )
-                .await?,
+                &c.call(Method::PATCH, &format!("/api/v1/addins/{}", segment(&addin)), Some(Value::Object(body)))
+                    .await?,
             );
         }
         AddinCmd::Remove { name } => {
-            c.call(
-                Method::DELETE,
-                &format!("/api/v1/addins/{}", segment(&name)),
-                None,
-            )
-            .await?;
+            c.call(Method::DELETE, &format!("/api/v1/addins/{}", segment(&name)), None).await?;
             out.done(&format!("removed add-in {name}"));
         }
     }

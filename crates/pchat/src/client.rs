@@ -31,14 +31,8 @@ pub(crate) fn segment(raw: &str) -> String {
 
 impl Client {
     pub(crate) fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .build()
-            .context("cannot build the HTTP client")?;
-        Ok(Self {
-            http,
-            base: base.trim_end_matches('/').to_owned(),
-            token,
-        })
+        let http = reqwest::Client::builder().build().context("cannot build the HTTP client")?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token })
     }
 
     /// From `--url`/`--token`, or else the local server's `server.json` in the data directory.
@@ -53,10 +47,13 @@ impl Client {
         let dir = data_dir.unwrap_or_else(|| PathBuf::from("./pchat-data"));
         let path = dir.join(LOCAL_ACCESS_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("no local server found ({} unreadable); start `pchat serve` here or pass --url and --token", path.display())
+            format!(
+                "no local server found ({} unreadable); start `pchat serve` here or pass --url and --token",
+                path.display()
+            )
         })?;
-        let access: LocalAccess = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid", path.display()))?;
+        let access: LocalAccess =
+            serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
         Self::new(&access.url, Some(token.unwrap_or(access.token)))
     }
 
@@ -65,19 +62,10 @@ impl Client {
     }
 
     pub(crate) fn with_token(&self, token: String) -> Self {
-        Self {
-            http: self.http.clone(),
-            base: self.base.clone(),
-            token: Some(token),
-        }
+        Self { http: self.http.clone(), base: self.base.clone(), token: Some(token) }
     }
 
-    pub(crate) async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -85,10 +73,7 @@ impl Client {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        let response = request.send().await.with_context(|| format!("cannot reach the server at {}", self.base))?;
         let status = response.status();
         let bytes = response.bytes().await?;
         if status.is_success() {

@@ -73,9 +73,7 @@ impl Default for Config {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self {
-            synchronous: "full".into(),
-        }
+        Self { synchronous: "full".into() }
     }
 }
 
@@ -97,8 +95,8 @@ impl Config {
         let Some(path) = path else {
             return Ok(Self::default());
         };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
@@ -120,9 +118,7 @@ impl Config {
             bail!("limits.max_body_bytes and limits.max_ws_message_bytes must be at least 1024");
         }
         if l.max_connections == 0 || l.connection_queue < 16 {
-            bail!(
-                "limits.max_connections must be positive and limits.connection_queue at least 16"
-            );
+            bail!("limits.max_connections must be positive and limits.connection_queue at least 16");
         }
         if !(l.post_rate_per_sec > 0.0 && l.post_burst >= 1.0) {
             bail!("limits.post_rate_per_sec must be positive and limits.post_burst at least 1");
@@ -151,9 +147,6 @@ mod tests {
         assert!(Config::parse("log_format = \"xml\"").is_err());
         assert!(Config::parse("[storage]\nsynchronous = \"off\"").is_err());
         assert!(Config::parse("[tls]\ncert = \"a.pem\"").is_err());
-        assert_eq!(
-            Config::parse("domain = \"corp.example\"").unwrap().domain,
-            "corp.example"
-        );
+        assert_eq!(Config::parse("domain = \"corp.example\"").unwrap().domain, "corp.example");
     }
 }

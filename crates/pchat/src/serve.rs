@@ -34,24 +34,14 @@ fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let durability = Durability::parse(&config.storage.synchronous).unwrap_or_default();
     let url = config.database_url.as_str();
     if let Some(path) = url.strip_prefix("sqlite:") {
-        let path = if path.is_empty() {
-            config.data_dir.join("mgc.db")
-        } else {
-            PathBuf::from(path)
-        };
+        let path = if path.is_empty() { config.data_dir.join("mgc.db") } else { PathBuf::from(path) };
         let store = SqliteStore::open(&path, durability)?;
         return Ok(Arc::new(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!(
-            "PostgreSQL is not supported by this build yet (database_url {})",
-            redact(url)
-        );
+        bail!("PostgreSQL is not supported by this build yet (database_url {})", redact(url));
     }
-    bail!(
-        "unsupported database_url {}: use sqlite: or sqlite:PATH",
-        redact(url)
-    )
+    bail!("unsupported database_url {}: use sqlite: or sqlite:PATH", redact(url))
 }
 
 /// Hides a password in a URL for messages.
@@ -83,15 +73,9 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         post_burst: config.limits.post_burst,
         connection_queue: config.limits.connection_queue,
     };
-    let service = Service::start(
-        Arc::clone(&store),
-        settings,
-        pchat_http::encoder(config.domain.clone()),
-    );
+    let service = Service::start(Arc::clone(&store), settings, pchat_http::encoder(config.domain.clone()));
 
-    let bootstrap_password = std::env::var("PCHAT_BOOTSTRAP_ADMIN_PASSWORD")
-        .ok()
-        .filter(|p| !p.is_empty());
+    let bootstrap_password = std::env::var("PCHAT_BOOTSTRAP_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
     if let Some((address, generated)) = service.bootstrap_admin(bootstrap_password).await? {
         match generated {
             Some(password) => println!(
@@ -103,9 +87,8 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener =
+        TcpListener::bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
     let url = format!("http://{address}");
     write_local_access(&service, &config.data_dir, &url).await?;
@@ -143,15 +126,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(e) => {
-                    warn!(error = %e, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -167,19 +149,14 @@ async fn write_local_access(service: &Service, data_dir: &Path, url: &str) -> an
         warn!("no administrator exists: local admin commands need --url and --token");
         return Ok(());
     };
-    let body = serde_json::to_vec_pretty(&LocalAccess {
-        url: url.to_owned(),
-        token,
-    })?;
+    let body = serde_json::to_vec_pretty(&LocalAccess { url: url.to_owned(), token })?;
     let path = data_dir.join(LOCAL_ACCESS_FILE);
     let tmp = data_dir.join(format!("{LOCAL_ACCESS_FILE}.tmp"));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut file = options.open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
     file.write_all(&body)?;
     file.sync_all()?;
     std::fs::rename(&tmp, &path)?;
@@ -196,10 +173,7 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            redact("postgres://u:secret@db:5432/mgc"),
-            "postgres://u:***@db:5432/mgc"
-        );
+        assert_eq!(redact("postgres://u:secret@db:5432/mgc"), "postgres://u:***@db:5432/mgc");
         assert_eq!(redact("postgres://db/mgc"), "postgres://db/mgc");
     }
 }

@@ -27,15 +27,9 @@ const USER: &str = "u@example.com";
 fn decide_for(privacy: Privacy, room_type: RoomType, disabled: bool, rel: Rel) -> Access {
     let p = |s: &str| Principal::parse("p", s).unwrap();
     let user = p(USER);
-    let mut scope = Scope {
-        allowed: vec![p("domain:example.com")],
-        denied: vec![],
-    };
-    let (mut members, mut managers, mut presenters) = (
-        vec![p("other@example.com")],
-        vec![p("boss@example.com")],
-        vec![],
-    );
+    let mut scope = Scope { allowed: vec![p("domain:example.com")], denied: vec![] };
+    let (mut members, mut managers, mut presenters) =
+        (vec![p("other@example.com")], vec![p("boss@example.com")], vec![]);
     let mut is_admin = false;
     let mut address = USER;
     match rel {
@@ -54,14 +48,7 @@ fn decide_for(privacy: Privacy, room_type: RoomType, disabled: bool, rel: Rel) -
         }
     }
     let who = Identity::new(Address::parse("a", address).unwrap(), []);
-    let acl = RoomAcl {
-        privacy,
-        room_type,
-        disabled,
-        members: &members,
-        managers: &managers,
-        presenters: &presenters,
-    };
+    let acl = RoomAcl { privacy, room_type, disabled, members: &members, managers: &managers, presenters: &presenters };
     decide(&who, is_admin, &scope, &acl)
 }
 
@@ -72,10 +59,7 @@ fn check(privacy: Privacy, room_type: RoomType, disabled: bool, rel: Rel, expect
         .iter()
         .map(|&(b, c)| if b { c } else { '-' })
         .collect();
-    assert_eq!(
-        got, expect,
-        "{privacy:?} {room_type:?} disabled={disabled} {rel:?}"
-    );
+    assert_eq!(got, expect, "{privacy:?} {room_type:?} disabled={disabled} {rel:?}");
 }
 
 #[test]
@@ -141,13 +125,7 @@ fn permission_table() {
 fn disabled_rooms_are_hidden_and_silent() {
     for &privacy in Privacy::ALL {
         for &room_type in RoomType::ALL {
-            for rel in [
-                Rel::Member,
-                Rel::InScope,
-                Rel::OutOfScope,
-                Rel::DeniedMember,
-                Rel::Presenter,
-            ] {
+            for rel in [Rel::Member, Rel::InScope, Rel::OutOfScope, Rel::DeniedMember, Rel::Presenter] {
                 check(privacy, room_type, true, rel, "----");
             }
             check(privacy, room_type, true, Rel::ManagerOnly, "S--M");
@@ -159,25 +137,14 @@ fn disabled_rooms_are_hidden_and_silent() {
 #[test]
 fn creators() {
     let p = |s: &str| Principal::parse("p", s).unwrap();
-    let scope = Scope {
-        allowed: vec![p("*")],
-        denied: vec![p("group:analysts")],
-    };
+    let scope = Scope { allowed: vec![p("*")], denied: vec![p("group:analysts")] };
     let creators = vec![p("group:leads")];
-    let lead = Identity::new(
-        Address::parse("a", "l@example.com").unwrap(),
-        ["leads".to_owned()],
-    );
-    let walled = Identity::new(
-        Address::parse("a", "w@example.com").unwrap(),
-        ["leads".to_owned(), "analysts".to_owned()],
-    );
+    let lead = Identity::new(Address::parse("a", "l@example.com").unwrap(), ["leads".to_owned()]);
+    let walled =
+        Identity::new(Address::parse("a", "w@example.com").unwrap(), ["leads".to_owned(), "analysts".to_owned()]);
     let plain = Identity::new(Address::parse("a", "p@example.com").unwrap(), []);
     assert!(may_create_room(&lead, false, &scope, &creators));
-    assert!(
-        !may_create_room(&walled, false, &scope, &creators),
-        "deny wins over creator"
-    );
+    assert!(!may_create_room(&walled, false, &scope, &creators), "deny wins over creator");
     assert!(!may_create_room(&plain, false, &scope, &creators));
     assert!(may_create_room(&plain, true, &scope, &creators));
 }
@@ -197,10 +164,6 @@ fn roster_hysteresis() {
         (true, 80, 100, true),
     ];
     for (before, n, limit, after) in cases {
-        assert_eq!(
-            roster_suppressed(before, n, limit),
-            after,
-            "{before} {n} {limit}"
-        );
+        assert_eq!(roster_suppressed(before, n, limit), after, "{before} {n} {limit}");
     }
 }

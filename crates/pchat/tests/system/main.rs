@@ -1,0 +1,11 @@
+//! System tests: the real `pchat` binary on 127.0.0.1:0 with a fresh data directory per test, driven through
+//! its HTTP API, WebSocket stream and CLI.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod bad_input;
+mod cli;
+mod crash;
+mod flow;
+mod harness;
+mod stream;
