@@ -1,0 +1,343 @@
+//! `pchat-bench`: starts a real `pchat serve` (release build) in a fresh data directory and measures, through the
+//! real protocol:
+//! - durable posts/s with W concurrent writers, each posting over its own WebSocket and waiting for the ack
+//!   (acknowledged = committed with `synchronous=FULL`);
+//! - post→delivery latency for C clients joined to one room while one writer posts at a steady rate.
+//!
+//! Results are printed and appended as Markdown to `--out` (default `bench/RESULTS.md`).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// The pchat binary to benchmark.
+    #[arg(long, default_value = "target/release/pchat")]
+    server: PathBuf,
+    /// Concurrent writers for the throughput run.
+    #[arg(long, default_value_t = 8)]
+    writers: usize,
+    /// Seconds the throughput run lasts.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Connected clients in the latency run.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Messages posted in the latency run, and their rate per second.
+    #[arg(long, default_value_t = 1000)]
+    messages: usize,
+    #[arg(long, default_value_t = 100)]
+    rate: u64,
+    /// `synchronous` setting: full or normal.
+    #[arg(long, default_value = "full")]
+    synchronous: String,
+    /// Markdown file the results are appended to.
+    #[arg(long, default_value = "bench/RESULTS.md")]
+    out: PathBuf,
+}
+
+const PASSWORD: &str = "bench-password-1";
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start(args: &Args) -> anyhow::Result<Server> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("pchat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nsynchronous = \"{}\"\n[limits]\npost_rate_per_sec = 1000000.0\npost_burst = 1000000.0\n",
+            args.synchronous
+        ),
+    )?;
+    let data = dir.path().join("data");
+    let child = Command::new(&args.server)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .env("PCHAT_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", args.server.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(data.join("server.json")) {
+            let v: Value = serde_json::from_str(&text)?;
+            let url = v["url"].as_str().ok_or_else(|| anyhow!("no url"))?.to_owned();
+            return Ok(Server { child, url, _dir: dir });
+        }
+        if Instant::now() > deadline {
+            bail!("server did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn sign_in(base: &str, user: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::new();
+        let v: Value = http
+            .post(format!("{base}/api/v1/sessions"))
+            .json(&json!({ "user": user, "password": PASSWORD }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let token = v["token"].as_str().ok_or_else(|| anyhow!("no token"))?.to_owned();
+        Ok(Self { http, base: base.to_owned(), token })
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            bail!("{path}: {status} {text}");
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn ws(&self) -> anyhow::Result<Socket> {
+        let url = format!("{}/api/v1/stream?token={}", self.base.replacen("http://", "ws://", 1), self.token);
+        Ok(tokio_tungstenite::connect_async(url).await?.0)
+    }
+}
+
+/// Users bench-0..n with chat enabled, one open room; returns the room id.
+async fn setup(server: &Server, users: usize) -> anyhow::Result<String> {
+    let admin = Api::sign_in(&server.url, "admin@example.com").await?;
+    let put = reqwest::Method::PUT;
+    let post = reqwest::Method::POST;
+    admin.send(put, "/api/v1/policies/global", json!({ "enable_persistent_chat": true })).await?;
+    for i in 0..users {
+        let body = json!({ "address": format!("bench-{i}@example.com"), "display_name": format!("Bench {i}"), "password": PASSWORD });
+        admin.send(post.clone(), "/api/v1/users", body).await?;
+    }
+    admin.send(post.clone(), "/api/v1/categories", json!({ "name": "Bench", "allowed_members": ["*"] })).await?;
+    let room = admin
+        .send(post, "/api/v1/rooms", json!({ "name": "Bench", "category": "name:Bench", "privacy": "open" }))
+        .await?;
+    Ok(room["id"].as_str().ok_or_else(|| anyhow!("no room id"))?.to_owned())
+}
+
+async fn next_json(ws: &mut Socket) -> anyhow::Result<Value> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await? {
+            Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(t.as_str())?),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("stream closed"),
+        }
+    }
+}
+
+async fn join(ws: &mut Socket, room: &str) -> anyhow::Result<()> {
+    ws.send(Message::text(json!({ "op": "join", "room": room }).to_string())).await?;
+    loop {
+        if next_json(ws).await?["type"] == "joined" {
+            return Ok(());
+        }
+    }
+}
+
+/// W writers post as fast as their acks come back; returns (acknowledged posts, seconds, per-post latencies in ms).
+async fn throughput(server: &Server, room: &str, writers: usize, seconds: u64) -> anyhow::Result<(u64, f64, Vec<f64>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = vec![];
+    for w in 0..writers {
+        let api = Api::sign_in(&server.url, &format!("bench-{w}@example.com")).await?;
+        let mut ws = api.ws().await?;
+        let (room, stop, count) = (room.to_owned(), Arc::clone(&stop), Arc::clone(&count));
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = vec![];
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let client_id = format!("w{w}-{n}");
+                let sent = Instant::now();
+                let op = json!({ "op": "post", "room": room, "text": format!("throughput {client_id}"), "client_id": client_id });
+                ws.send(Message::text(op.to_string())).await?;
+                loop {
+                    let f = next_json(&mut ws).await?;
+                    if f["type"] == "ack" {
+                        break;
+                    }
+                    if f["type"] == "error" {
+                        bail!("post failed: {f}");
+                    }
+                }
+                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                count.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = vec![];
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    Ok((count.load(Ordering::Relaxed), started.elapsed().as_secs_f64(), latencies))
+}
+
+/// C clients joined to the room, one writer posting `messages` at `rate`/s; returns every post→delivery latency (ms).
+async fn delivery(server: &Server, room: &str, clients: usize, messages: usize, rate: u64) -> anyhow::Result<Vec<f64>> {
+    let epoch = Instant::now();
+    let mut readers = vec![];
+    for c in 0..clients {
+        let api = Api::sign_in(&server.url, &format!("bench-{c}@example.com")).await?;
+        let mut ws = api.ws().await?;
+        join(&mut ws, room).await?;
+        readers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(messages);
+            while latencies.len() < messages {
+                let f = next_json(&mut ws).await?;
+                if f["type"] != "message" {
+                    continue;
+                }
+                let text = f["message"]["text"].as_str().unwrap_or("");
+                if let Some(sent_us) = text.strip_prefix("latency ").and_then(|t| t.parse::<u64>().ok()) {
+                    let now_us = epoch.elapsed().as_micros() as u64;
+                    latencies.push(now_us.saturating_sub(sent_us) as f64 / 1000.0);
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let writer = Api::sign_in(&server.url, &format!("bench-{clients}@example.com")).await?;
+    let mut ws = writer.ws().await?;
+    let interval = Duration::from_micros(1_000_000 / rate.max(1));
+    let mut tick = tokio::time::interval(interval);
+    for n in 0..messages {
+        tick.tick().await;
+        let sent_us = epoch.elapsed().as_micros() as u64;
+        let op =
+            json!({ "op": "post", "room": room, "text": format!("latency {sent_us}"), "client_id": format!("l{n}") });
+        ws.send(Message::text(op.to_string())).await?;
+    }
+    let mut all = vec![];
+    for r in readers {
+        all.extend(r.await??);
+    }
+    Ok(all)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn summary(mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    format!(
+        "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
+        percentile(&v, 50.0),
+        percentile(&v, 90.0),
+        percentile(&v, 99.0),
+        v.last().copied().unwrap_or(f64::NAN),
+        v.len()
+    )
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024)
+        })
+        .unwrap_or(0);
+    format!("{cpu}, {cores} cores, {mem} GiB RAM")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let server = start(&args).await?;
+    let room = setup(&server, args.clients.max(args.writers) + 1).await?;
+
+    let (posts, secs, post_latencies) = throughput(&server, &room, args.writers, args.seconds).await?;
+    let rate = posts as f64 / secs;
+    let post_line = format!(
+        "durable posts/s, {} writers over WebSocket (synchronous={}): {:.0} posts/s ({posts} in {secs:.1} s); ack latency {}",
+        args.writers,
+        args.synchronous,
+        rate,
+        summary(post_latencies)
+    );
+    println!("{post_line}");
+
+    let latencies = delivery(&server, &room, args.clients, args.messages, args.rate).await?;
+    let delivery_line = format!(
+        "post→delivery, {} clients in one room, {} messages at {}/s: {}",
+        args.clients,
+        args.messages,
+        args.rate,
+        summary(latencies)
+    );
+    println!("{delivery_line}");
+
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&args.out)?;
+    let when = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    writeln!(file, "\n## {when} — {}\n\n- {post_line}\n- {delivery_line}", machine())?;
+    Ok(())
+}
