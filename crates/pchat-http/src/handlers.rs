@@ -41,6 +41,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/manage/", get(manage))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/sessions", post(sign_in))
         .route("/api/v1/sessions/current", axum::routing::delete(sign_out))
         .route("/api/v1/me", get(me))
@@ -94,6 +95,11 @@ async fn readyz(State(s): State<AppState>) -> Response {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")).into_response(),
     }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(axum::http::header::CONTENT_TYPE, content_type)], s.service.metrics_text()).into_response()
 }
 
 async fn sign_in(State(s): State<AppState>, Json(body): Json<api::SessionRequest>) -> ApiResult<Response> {

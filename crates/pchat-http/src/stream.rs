@@ -132,12 +132,11 @@ impl Session {
         if let Some(room) = &frame.unsubscribed {
             self.delivered.remove(room.as_ref());
         }
-        let Some((room, seq)) = &frame.message else {
-            return true;
-        };
-        match self.delivered.get_mut(room.as_ref()) {
-            Some(last) if *seq > *last => {
-                *last = *seq;
+        let Some(meta) = &frame.message else { return true };
+        match self.delivered.get_mut(meta.room.as_ref()) {
+            Some(last) if meta.seq > *last => {
+                *last = meta.seq;
+                self.state.service.metrics().delivered(meta.ts);
                 true
             }
             _ => false,

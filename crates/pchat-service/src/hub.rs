@@ -35,11 +35,20 @@ pub enum LiveEvent {
 
 pub type Encoder = Box<dyn Fn(&LiveEvent) -> Bytes + Send + Sync>;
 
+/// What a connection needs to know about a message frame without parsing it.
+#[derive(Debug, Clone)]
+pub struct MessageMeta {
+    pub room: Arc<str>,
+    /// So the connection can skip what it already sent.
+    pub seq: i64,
+    /// Commit time (µs), for the delivery latency metric.
+    pub ts: i64,
+}
+
 /// One queued frame for a connection.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    /// The room a message frame belongs to and its `seq`, so the connection can skip what it already sent.
-    pub message: Option<(Arc<str>, i64)>,
+    pub message: Option<MessageMeta>,
     /// The room the connection has just been unsubscribed from by this frame (disable, delete, kick).
     pub unsubscribed: Option<Arc<str>>,
     pub bytes: Bytes,
@@ -87,6 +96,7 @@ struct RoomHub {
 
 pub struct Hub {
     encode: Encoder,
+    slow_consumer_drops: prometheus_client::metrics::counter::Counter,
     queue_len: usize,
     next_id: AtomicU64,
     rooms: RwLock<HashMap<String, Arc<RoomHub>>>,
@@ -107,9 +117,14 @@ fn snapshot(list: &RwLock<Vec<Arc<Conn>>>) -> Vec<Arc<Conn>> {
 }
 
 impl Hub {
-    pub(crate) fn new(encode: Encoder, queue_len: usize) -> Self {
+    pub(crate) fn new(
+        encode: Encoder,
+        queue_len: usize,
+        slow_consumer_drops: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
         Self {
             encode,
+            slow_consumer_drops,
             queue_len: queue_len.max(16),
             next_id: AtomicU64::new(1),
             rooms: RwLock::new(HashMap::new()),
@@ -325,8 +340,11 @@ impl Hub {
         let subscribers = snapshot(&hub.subscribers);
         let mut slow = vec![];
         for conn in &subscribers {
-            let frame =
-                Frame { message: Some((Arc::clone(&room), message.seq)), unsubscribed: None, bytes: bytes.clone() };
+            let frame = Frame {
+                message: Some(MessageMeta { room: Arc::clone(&room), seq: message.seq, ts: message.ts }),
+                unsubscribed: None,
+                bytes: bytes.clone(),
+            };
             if !conn.push(frame) {
                 slow.push(Arc::clone(conn));
             }
@@ -347,6 +365,7 @@ impl Hub {
 
     fn drop_slow(&self, conn: &Arc<Conn>, room: &str) {
         if self.unsubscribe(conn, room) {
+            self.slow_consumer_drops.inc();
             if let Ok(mut o) = conn.overflowed.lock() {
                 o.push(room.to_owned());
             }

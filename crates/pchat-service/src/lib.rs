@@ -8,6 +8,7 @@ mod error;
 pub mod hub;
 mod me;
 mod messages;
+pub mod metrics;
 mod ratelimit;
 mod rooms;
 pub mod time;
@@ -20,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 pub use error::{ServiceError, ServiceResult};
-pub use hub::{Conn, Frame, Hub, LiveEvent};
+pub use hub::{Conn, Frame, Hub, LiveEvent, MessageMeta};
 pub use me::MyRoom;
 pub use messages::{DEFAULT_REPLACEMENT, History, Joined};
 pub use rooms::RoomFilter;
@@ -67,6 +68,7 @@ pub struct Service {
     settings: Settings,
     hub: Hub,
     limiter: ratelimit::RateLimiter,
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl Service {
@@ -75,7 +77,9 @@ impl Service {
     pub fn start(store: Arc<dyn Store>, settings: Settings, encode: hub::Encoder) -> Arc<Self> {
         let events = store.take_events();
         let limiter = ratelimit::RateLimiter::new(settings.post_rate_per_sec, settings.post_burst);
-        let service = Arc::new(Self { hub: Hub::new(encode, settings.connection_queue), store, settings, limiter });
+        let metrics = Arc::new(metrics::Metrics::new());
+        let hub = Hub::new(encode, settings.connection_queue, metrics.slow_consumer_drops.clone());
+        let service = Arc::new(Self { hub, store, settings, limiter, metrics });
         if let Some(events) = events {
             tokio::spawn(dispatch(Arc::downgrade(&service), events));
         } else {
@@ -90,6 +94,15 @@ impl Service {
 
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The Prometheus text of the service's metrics.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode(self.hub.connection_count())
     }
 
     /// Whether the database answers.

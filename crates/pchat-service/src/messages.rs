@@ -79,9 +79,10 @@ impl Service {
     /// Posts a message; returns once it is durably committed. A repeated `client_id` returns the original.
     pub async fn post(&self, caller: &Caller, reference: &str, input: api::PostMessage) -> ServiceResult<Appended> {
         Self::require_chat(caller)?;
-        self.limiter
-            .check(caller.address())
-            .map_err(|retry_after_secs| ServiceError::RateLimited { retry_after_secs })?;
+        if let Err(retry_after_secs) = self.limiter.check(caller.address()) {
+            self.metrics.rate_limited.inc();
+            return Err(ServiceError::RateLimited { retry_after_secs });
+        }
         let (room, category, may_post) = self.readable_room(caller, reference).await?;
         if !may_post {
             return Err(ServiceError::Forbidden("only presenters post in an auditorium".into()));
@@ -112,6 +113,7 @@ impl Service {
                 format!("must be 1 to {MAX_CLIENT_ID} bytes without control characters"),
             ));
         }
+        let started = std::time::Instant::now();
         let appended = self
             .store
             .append_message(NewMessage {
@@ -125,6 +127,10 @@ impl Service {
                 keep: category.chat_history,
             })
             .await?;
+        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        if appended.created {
+            self.metrics.posts.inc();
+        }
         Ok(appended)
     }
 

@@ -242,3 +242,36 @@ async fn followers_get_activity_and_members_get_invitations_live() {
     let inv = b.next_of("invitation").await;
     assert_eq!(inv["invitation"]["room"]["id"], invited.as_str());
 }
+
+/// The value of a Prometheus sample line `name value`.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_connections_posts_and_deliveries() {
+    let w = World::new().await;
+    let cat = w.category("C").await;
+    let room = w.room(&cat, "R", json!({ "privacy": "open" })).await;
+    let (alice, bob) = (w.user("alice@example.com").await, w.user("bob@example.com").await);
+    let mut b = w.ws(&bob).await;
+    b.join(&room, None).await;
+    for i in 0..3 {
+        alice
+            .post(&format!("/api/v1/rooms/{room}/messages"), json!({ "text": format!("{i}"), "client_id": "same" }))
+            .await;
+    }
+    b.next_of("message").await;
+    let reply = reqwest::get(format!("{}/metrics", w.server.url)).await.unwrap();
+    assert!(reply.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = reply.text().await.unwrap();
+    assert_eq!(sample(&text, "pchat_posts_total"), 1.0, "an idempotent retry is not a new post");
+    assert_eq!(sample(&text, "pchat_connections"), 1.0);
+    assert_eq!(sample(&text, "pchat_commit_latency_seconds_count"), 3.0);
+    assert_eq!(sample(&text, "pchat_delivery_latency_seconds_count"), 1.0);
+}

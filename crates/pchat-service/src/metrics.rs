@@ -1,0 +1,67 @@
+//! Prometheus metrics of the service: connections, posts, commit latency (the durable write as the service waits
+//! for it), delivery latency (commit to the frame being written to a client's socket), slow-consumer drops and
+//! refused posts. One registry per service, passed explicitly: no global state.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::time::now_micros;
+
+pub struct Metrics {
+    registry: Registry,
+    pub(crate) posts: Counter,
+    pub(crate) rate_limited: Counter,
+    pub(crate) commit_seconds: Histogram,
+    delivery_seconds: Histogram,
+    pub(crate) slow_consumer_drops: Counter,
+    connections: Gauge,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("pchat");
+        let posts = Counter::default();
+        let rate_limited = Counter::default();
+        // 50 µs to ~3.3 s.
+        let commit_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 17));
+        let delivery_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 17));
+        let slow_consumer_drops = Counter::default();
+        let connections = Gauge::default();
+        registry.register("posts", "Messages posted and durably committed", posts.clone());
+        registry.register("posts_rate_limited", "Posts refused by the per-user rate limit", rate_limited.clone());
+        registry.register(
+            "commit_latency_seconds",
+            "Time to durably commit a post, queueing included",
+            commit_seconds.clone(),
+        );
+        registry.register(
+            "delivery_latency_seconds",
+            "Time from a message's commit to its frame being written to a subscriber's socket",
+            delivery_seconds.clone(),
+        );
+        registry.register(
+            "slow_consumer_drops",
+            "Connections dropped from a room because their queue was full",
+            slow_consumer_drops.clone(),
+        );
+        registry.register("connections", "Open live (WebSocket) connections", connections.clone());
+        Self { registry, posts, rate_limited, commit_seconds, delivery_seconds, slow_consumer_drops, connections }
+    }
+
+    /// Records that a message committed at `ts` (server time, µs) has just been written to a subscriber.
+    pub fn delivered(&self, ts: i64) {
+        self.delivery_seconds.observe((now_micros() - ts).max(0) as f64 / 1_000_000.0);
+    }
+
+    /// The metrics in the Prometheus/OpenMetrics text format.
+    pub fn encode(&self, connections: usize) -> String {
+        self.connections.set(connections as i64);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
