@@ -6,6 +6,7 @@ mod error;
 mod extract;
 mod handlers;
 mod stream;
+mod tls;
 pub mod wire;
 
 use std::future::Future;
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use error::ApiError;
+pub use tls::serve_tls;
 
 /// Limits the HTTP front end enforces.
 #[derive(Debug, Clone)]

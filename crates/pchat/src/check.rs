@@ -146,7 +146,9 @@ async fn sign_in(client: &Client, user: &str, password: &str) -> anyhow::Result<
 
 async fn connect(client: &Client, token: &str) -> anyhow::Result<Socket> {
     let base = client.base().replacen("http://", "ws://", 1).replacen("https://", "wss://", 1);
-    let (socket, _) = tokio_tungstenite::connect_async(format!("{base}/api/v1/stream?token={token}"))
+    let url = format!("{base}/api/v1/stream?token={token}");
+    let connector = tokio_tungstenite::Connector::Rustls(client.tls());
+    let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
         .await
         .context("cannot open the live stream")?;
     Ok(socket)

@@ -22,6 +22,9 @@ pub(crate) struct Cli {
     /// Bearer token for administration verbs (default: the local administrator token).
     #[arg(long, env = "PCHAT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM file of a certificate to trust (a self-signed server certificate or a private CA), given before the verb.
+    #[arg(long, env = "PCHAT_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -409,7 +412,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let data_dir = std::env::var_os("PCHAT_DATA_DIR").map(PathBuf::from);
-    let client = Client::locate(cli.url, cli.token, data_dir)?;
+    let client = Client::locate(cli.url, cli.token, cli.ca_cert, data_dir)?;
     let out = Output { json: cli.json };
     match cli.command {
         Command::Serve(_) => unreachable!("handled above"),

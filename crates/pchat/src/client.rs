@@ -1,7 +1,8 @@
 //! The HTTP client the administration verbs use: finds the server (flags, or `server.json` in the data
 //! directory), sends JSON, and turns problem documents into readable errors.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use pchat_api_types::Problem;
@@ -12,6 +13,7 @@ use crate::serve::{LOCAL_ACCESS_FILE, LocalAccess};
 
 pub(crate) struct Client {
     http: reqwest::Client,
+    tls: Arc<rustls::ClientConfig>,
     base: String,
     token: Option<String>,
 }
@@ -30,19 +32,25 @@ pub(crate) fn segment(raw: &str) -> String {
 }
 
 impl Client {
-    pub(crate) fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().build().context("cannot build the HTTP client")?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token })
+    /// A client for `base`, trusting the web PKI and, if given, the certificates in `ca_cert`.
+    pub(crate) fn new(base: &str, token: Option<String>, ca_cert: Option<&Path>) -> anyhow::Result<Self> {
+        let tls = crate::tls::client_config(ca_cert)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self { http, tls, base: base.trim_end_matches('/').to_owned(), token })
     }
 
     /// From `--url`/`--token`, or else the local server's `server.json` in the data directory.
     pub(crate) fn locate(
         url: Option<String>,
         token: Option<String>,
+        ca_cert: Option<PathBuf>,
         data_dir: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
         if let Some(url) = url {
-            return Self::new(&url, token);
+            return Self::new(&url, token, ca_cert.as_deref());
         }
         let dir = data_dir.unwrap_or_else(|| PathBuf::from("./pchat-data"));
         let path = dir.join(LOCAL_ACCESS_FILE);
@@ -54,7 +62,8 @@ impl Client {
         })?;
         let access: LocalAccess =
             serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
-        Self::new(&access.url, Some(token.unwrap_or(access.token)))
+        let ca_cert = ca_cert.or(access.ca_cert);
+        Self::new(&access.url, Some(token.unwrap_or(access.token)), ca_cert.as_deref())
     }
 
     pub(crate) fn base(&self) -> &str {
@@ -62,7 +71,12 @@ impl Client {
     }
 
     pub(crate) fn with_token(&self, token: String) -> Self {
-        Self { http: self.http.clone(), base: self.base.clone(), token: Some(token) }
+        Self { http: self.http.clone(), tls: Arc::clone(&self.tls), base: self.base.clone(), token: Some(token) }
+    }
+
+    /// The TLS settings, for WebSocket connections to the same server.
+    pub(crate) fn tls(&self) -> Arc<rustls::ClientConfig> {
+        Arc::clone(&self.tls)
     }
 
     pub(crate) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {

@@ -7,6 +7,7 @@ mod client;
 mod config;
 mod logging;
 mod serve;
+mod tls;
 
 use std::process::ExitCode;
 

@@ -25,6 +25,9 @@ use crate::config::Config;
 pub(crate) struct LocalAccess {
     pub(crate) url: String,
     pub(crate) token: String,
+    /// The server's certificate, so that local commands trust it even when it is self-signed.
+    #[serde(default)]
+    pub(crate) ca_cert: Option<PathBuf>,
 }
 
 pub(crate) const LOCAL_ACCESS_FILE: &str = "server.json";
@@ -59,9 +62,10 @@ fn redact(url: &str) -> String {
 }
 
 pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
-    if config.tls.cert.is_some() {
-        bail!("TLS listeners are not built yet: remove [tls] from the configuration");
-    }
+    let tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        _ => None,
+    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let store = open_store(&config)?;
@@ -90,8 +94,9 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
-    let url = format!("http://{address}");
-    write_local_access(&service, &config.data_dir, &url).await?;
+    let url = format!("{}://{address}", if tls.is_some() { "https" } else { "http" });
+    let ca_cert = config.tls.cert.as_ref().and_then(|c| std::fs::canonicalize(c).ok());
+    write_local_access(&service, &config.data_dir, &url, ca_cert).await?;
     info!(%url, data_dir = %config.data_dir.display(), "pchat listening");
     println!("pchat listening on {url}");
     let _ = std::io::stdout().flush();
@@ -107,15 +112,24 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         shutdown: stopped.clone(),
     };
     let mut server_stopped = stopped.clone();
-    let server = tokio::spawn(pchat_http::serve(listener, state, async move {
+    let until_stopped = async move {
         let _ = server_stopped.wait_for(|s| *s).await;
-    }));
+    };
+    let server = match tls {
+        Some(tls) => tokio::spawn(pchat_http::serve_tls(listener, tls, state, until_stopped)),
+        None => tokio::spawn(pchat_http::serve(listener, state, until_stopped)),
+    };
     wait_for_signal().await;
     info!("shutting down: no new connections; finishing requests in flight");
     let _ = stop.send(true);
     match tokio::time::timeout(Duration::from_secs(20), server).await {
         Ok(result) => result??,
         Err(_) => warn!("requests still running after 20 s; exiting anyway"),
+    }
+    // Live connections close themselves with a close frame once told; give them a moment to send it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while service.hub().connection_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     remove_local_access(&config.data_dir);
     info!("stopped");
@@ -144,12 +158,17 @@ async fn wait_for_signal() {
 }
 
 /// Gives local `pchat` commands the server's URL and an administrator token, readable only by this user.
-async fn write_local_access(service: &Service, data_dir: &Path, url: &str) -> anyhow::Result<()> {
+async fn write_local_access(
+    service: &Service,
+    data_dir: &Path,
+    url: &str,
+    ca_cert: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let Some(token) = service.local_admin_token().await? else {
         warn!("no administrator exists: local admin commands need --url and --token");
         return Ok(());
     };
-    let body = serde_json::to_vec_pretty(&LocalAccess { url: url.to_owned(), token })?;
+    let body = serde_json::to_vec_pretty(&LocalAccess { url: url.to_owned(), token, ca_cert })?;
     let path = data_dir.join(LOCAL_ACCESS_FILE);
     let tmp = data_dir.join(format!("{LOCAL_ACCESS_FILE}.tmp"));
     let mut options = std::fs::OpenOptions::new();

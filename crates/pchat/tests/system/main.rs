@@ -9,3 +9,4 @@ mod crash;
 mod flow;
 mod harness;
 mod stream;
+mod tls;
