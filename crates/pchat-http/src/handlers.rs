@@ -2,12 +2,17 @@
 //! converts the result to its wire shape.
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post, put};
-use pchat_api_types as api;
+use axum::routing::get;
+use pchat_api_types::{self as api, *};
 use pchat_service::{RoomFilter, decode_cursor, encode_cursor};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::extract::{Auth, Json, QueryMap};
@@ -35,40 +40,74 @@ fn page<T: serde::Serialize>(items: Vec<T>, next_cursor: Option<String>) -> ApiR
     ok(&api::Page { items, next_cursor })
 }
 
+/// The OpenAPI document's frame: title, the bearer scheme, and schemas not reachable from a path (stream frames).
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "pchat", description = "The pchat persistent group chat API (API.md). Live events: WebSocket GET /api/v1/stream with ClientFrame and ServerFrame JSON text frames."),
+    modifiers(&BearerScheme),
+    components(schemas(api::ClientFrame, api::ServerFrame, api::Problem))
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
+        openapi.components.get_or_insert_with(Default::default).add_security_scheme("bearer", scheme);
+    }
+}
+
+/// The API routes, each registered together with its OpenAPI description, and the document they form.
+fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(sign_in))
+        .routes(routes!(sign_out))
+        .routes(routes!(me))
+        .routes(routes!(search_users, create_user))
+        .routes(routes!(get_user, delete_user))
+        .routes(routes!(effective_policy))
+        .routes(routes!(list_groups, create_group))
+        .routes(routes!(get_group, update_group, delete_group))
+        .routes(routes!(list_admins, grant_admin))
+        .routes(routes!(revoke_admin))
+        .routes(routes!(get_policy, put_policy, delete_policy))
+        .routes(routes!(get_config, put_config, delete_config))
+        .routes(routes!(list_categories, create_category))
+        .routes(routes!(get_category, update_category, delete_category))
+        .routes(routes!(list_addins, create_addin))
+        .routes(routes!(get_addin, update_addin, delete_addin))
+        .routes(routes!(list_rooms, create_room))
+        .routes(routes!(get_room, update_room, delete_room))
+        .routes(routes!(participants))
+        .routes(routes!(history, post_message))
+        .routes(routes!(remove_messages))
+        .routes(routes!(clear_room))
+        .routes(routes!(my_rooms))
+        .routes(routes!(follow, unfollow))
+        .routes(routes!(mark_read))
+        .routes(routes!(invitations))
+        .routes(routes!(stream::upgrade))
+        .split_for_parts()
+}
+
 pub(crate) fn routes() -> Router<AppState> {
+    let (api, document) = api_routes();
+    let document = Bytes::from(document.to_pretty_json().unwrap_or_default());
     Router::new()
         .route("/", get(index))
         .route("/manage/", get(manage))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/sessions", post(sign_in))
-        .route("/api/v1/sessions/current", axum::routing::delete(sign_out))
-        .route("/api/v1/me", get(me))
-        .route("/api/v1/users", get(search_users).post(create_user))
-        .route("/api/v1/users/{address}", get(get_user).delete(delete_user))
-        .route("/api/v1/users/{address}/effective-policy", get(effective_policy))
-        .route("/api/v1/groups", get(list_groups).post(create_group))
-        .route("/api/v1/groups/{name}", get(get_group).patch(update_group).delete(delete_group))
-        .route("/api/v1/admins", get(list_admins).post(grant_admin))
-        .route("/api/v1/admins/{user}/{role}", axum::routing::delete(revoke_admin))
-        .route("/api/v1/policies/{scope}", get(get_policy).put(put_policy).delete(delete_policy))
-        .route("/api/v1/configuration/{scope}", get(get_config).put(put_config).delete(delete_config))
-        .route("/api/v1/categories", get(list_categories).post(create_category))
-        .route("/api/v1/categories/{id}", get(get_category).patch(update_category).delete(delete_category))
-        .route("/api/v1/addins", get(list_addins).post(create_addin))
-        .route("/api/v1/addins/{name}", get(get_addin).patch(update_addin).delete(delete_addin))
-        .route("/api/v1/rooms", get(list_rooms).post(create_room))
-        .route("/api/v1/rooms/{id}", get(get_room).patch(update_room).delete(delete_room))
-        .route("/api/v1/rooms/{id}/participants", get(participants))
-        .route("/api/v1/rooms/{id}/messages", get(history).post(post_message))
-        .route("/api/v1/rooms/{id}/messages/remove", post(remove_messages))
-        .route("/api/v1/rooms/{id}/clear", post(clear_room))
-        .route("/api/v1/me/rooms", get(my_rooms))
-        .route("/api/v1/me/follows/{room}", put(follow).delete(unfollow))
-        .route("/api/v1/me/read", post(mark_read))
-        .route("/api/v1/me/invitations", get(invitations))
-        .route("/api/v1/stream", get(stream::upgrade))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], document) }
+            }),
+        )
+        .merge(api)
         .fallback(|| async { ApiError::not_found("resource") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -102,6 +141,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, content_type)], s.service.metrics_text()).into_response()
 }
 
+#[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions", summary = "Sign in", request_body = SessionRequest, responses((status = 201, body = SessionResponse), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem)))]
 async fn sign_in(State(s): State<AppState>, Json(body): Json<api::SessionRequest>) -> ApiResult<Response> {
     let (token, user) = s.service.sign_in(&body.user, &body.password).await.map_err(|e| match e {
         pchat_service::ServiceError::Unauthenticated => {
@@ -112,11 +152,13 @@ async fn sign_in(State(s): State<AppState>, Json(body): Json<api::SessionRequest
     created(&api::SessionResponse { token, user: wire::user(&user) })
 }
 
+#[utoipa::path(delete, path = "/api/v1/sessions/current", tag = "sessions", summary = "Sign out (the token stops working)", responses((status = 204), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
 async fn sign_out(State(s): State<AppState>, Auth(_, token): Auth) -> ApiResult<Response> {
     s.service.sign_out(&token).await?;
     no_content()
 }
 
+#[utoipa::path(get, path = "/api/v1/me", tag = "sessions", summary = "The caller, their chat enablement and roles", responses((status = 200, body = Me), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
 async fn me(Auth(caller, _): Auth) -> ApiResult<Response> {
     let mut roles = vec![];
     if caller.admin {
@@ -132,6 +174,7 @@ async fn me(Auth(caller, _): Auth) -> ApiResult<Response> {
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/users", tag = "directory", summary = "Search users by address or display name", params(("query" = Option<String>, Query, description = "Text to look for"), ("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")), responses((status = 200, body = Page<User>), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
 async fn search_users(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     let limit = q.limit()?;
     let after = q.str("cursor").map(decode_cursor).transpose()?;
@@ -143,6 +186,7 @@ async fn search_users(State(s): State<AppState>, Auth(caller, _): Auth, q: Query
     page(users.iter().map(wire::user).collect(), next.flatten())
 }
 
+#[utoipa::path(post, path = "/api/v1/users", tag = "directory", summary = "Create a user (user_admin)", request_body = NewUser, responses((status = 201, body = User), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
 async fn create_user(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -151,10 +195,12 @@ async fn create_user(
     created(&wire::user(&s.service.create_user(&caller, body).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/users/{address}", tag = "directory", summary = "A user", params(("address" = String, Path, description = "User address")), responses((status = 200, body = User), (status = 401, description = "Not signed in", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn get_user(State(s): State<AppState>, Auth(_, _): Auth, Path(address): Path<String>) -> ApiResult<Response> {
     ok(&wire::user(&s.service.get_user(&address).await?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/users/{address}", tag = "directory", summary = "Delete a user (user_admin)", params(("address" = String, Path, description = "User address")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn delete_user(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -164,6 +210,7 @@ async fn delete_user(
     no_content()
 }
 
+#[utoipa::path(get, path = "/api/v1/users/{address}/effective-policy", tag = "policy", summary = "The policy in force for a user and where it comes from", params(("address" = String, Path, description = "User address")), responses((status = 200, body = EffectivePolicy), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn effective_policy(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -172,11 +219,13 @@ async fn effective_policy(
     ok(&s.service.effective_policy(&caller, &address).await?)
 }
 
+#[utoipa::path(get, path = "/api/v1/groups", tag = "directory", summary = "All groups", responses((status = 200, body = Page<NewGroup>), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
 async fn list_groups(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
     let names = s.service.list_groups(&caller).await?;
     page(names.into_iter().map(|name| serde_json::json!({ "name": name })).collect(), None)
 }
 
+#[utoipa::path(post, path = "/api/v1/groups", tag = "directory", summary = "Create a group (user_admin)", request_body = NewGroup, responses((status = 201, body = Group), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
 async fn create_group(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -185,10 +234,12 @@ async fn create_group(
     created(&s.service.create_group(&caller, body).await?)
 }
 
+#[utoipa::path(get, path = "/api/v1/groups/{name}", tag = "directory", summary = "A group and its direct members", params(("name" = String, Path, description = "Group name")), responses((status = 200, body = Group), (status = 401, description = "Not signed in", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn get_group(State(s): State<AppState>, Auth(caller, _): Auth, Path(name): Path<String>) -> ApiResult<Response> {
     ok(&s.service.get_group(&caller, &name).await?)
 }
 
+#[utoipa::path(patch, path = "/api/v1/groups/{name}", tag = "directory", summary = "Add, remove or replace members (cycles rejected)", params(("name" = String, Path, description = "Group name")), request_body = GroupPatch, responses((status = 200, body = Group), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn update_group(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -198,6 +249,7 @@ async fn update_group(
     ok(&s.service.update_group(&caller, &name, body).await?)
 }
 
+#[utoipa::path(delete, path = "/api/v1/groups/{name}", tag = "directory", summary = "Delete a group (user_admin)", params(("name" = String, Path, description = "Group name")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn delete_group(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -207,10 +259,12 @@ async fn delete_group(
     no_content()
 }
 
+#[utoipa::path(get, path = "/api/v1/admins", tag = "directory", summary = "Administrative role grants (admin)", responses((status = 200, body = Page<RoleGrant>), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
 async fn list_admins(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
     page(s.service.list_roles(&caller).await?, None)
 }
 
+#[utoipa::path(post, path = "/api/v1/admins", tag = "directory", summary = "Grant admin or user_admin (admin)", request_body = RoleGrant, responses((status = 201, body = RoleGrant), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
 async fn grant_admin(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -220,6 +274,7 @@ async fn grant_admin(
     created(&body)
 }
 
+#[utoipa::path(delete, path = "/api/v1/admins/{user}/{role}", tag = "directory", summary = "Revoke a role (admin)", params(("user" = String, Path, description = "User address"), ("role" = String, Path, description = "admin or user_admin")), responses((status = 204), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
 async fn revoke_admin(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -229,6 +284,7 @@ async fn revoke_admin(
     no_content()
 }
 
+#[utoipa::path(get, path = "/api/v1/policies/{scope}", tag = "policy", summary = "A scope's policy", params(("scope" = String, Path, description = "global, site:NAME, pool:NAME or user:ADDRESS")), responses((status = 200, body = Policy), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn get_policy(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -237,6 +293,7 @@ async fn get_policy(
     ok(&s.service.get_policy(&caller, &scope).await?)
 }
 
+#[utoipa::path(put, path = "/api/v1/policies/{scope}", tag = "policy", summary = "Set a scope's policy (user_admin)", params(("scope" = String, Path, description = "global, site:NAME, pool:NAME or user:ADDRESS")), request_body = PolicyPut, responses((status = 200, body = Policy), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
 async fn put_policy(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -246,6 +303,7 @@ async fn put_policy(
     ok(&s.service.put_policy(&caller, &scope, body).await?)
 }
 
+#[utoipa::path(delete, path = "/api/v1/policies/{scope}", tag = "policy", summary = "Remove a scope's policy; global resets to off", params(("scope" = String, Path, description = "global, site:NAME, pool:NAME or user:ADDRESS")), responses((status = 204), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn delete_policy(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -255,6 +313,7 @@ async fn delete_policy(
     no_content()
 }
 
+#[utoipa::path(get, path = "/api/v1/configuration/{scope}", tag = "configuration", summary = "A scope's chat configuration (admin)", params(("scope" = String, Path, description = "global, site:NAME or pool:NAME")), responses((status = 200, body = Configuration), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn get_config(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -263,6 +322,7 @@ async fn get_config(
     ok(&s.service.get_configuration(&caller, &scope).await?)
 }
 
+#[utoipa::path(put, path = "/api/v1/configuration/{scope}", tag = "configuration", summary = "Store a scope's configuration; omitted fields take defaults (admin)", params(("scope" = String, Path, description = "global, site:NAME or pool:NAME")), request_body = ConfigurationPut, responses((status = 200, body = Configuration), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
 async fn put_config(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -272,6 +332,7 @@ async fn put_config(
     ok(&s.service.put_configuration(&caller, &scope, body).await?)
 }
 
+#[utoipa::path(delete, path = "/api/v1/configuration/{scope}", tag = "configuration", summary = "Remove a scope's configuration (admin)", params(("scope" = String, Path, description = "global, site:NAME or pool:NAME")), responses((status = 204), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn delete_config(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -281,10 +342,12 @@ async fn delete_config(
     no_content()
 }
 
+#[utoipa::path(get, path = "/api/v1/categories", tag = "categories", summary = "Categories (admins: all; others: those in whose scope they are)", responses((status = 200, body = Page<Category>), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
 async fn list_categories(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
     page(s.service.list_categories(&caller).await?.iter().map(wire::category).collect(), None)
 }
 
+#[utoipa::path(post, path = "/api/v1/categories", tag = "categories", summary = "Create a category (admin)", request_body = NewCategory, responses((status = 201, body = Category), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
 async fn create_category(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -293,10 +356,12 @@ async fn create_category(
     created(&wire::category(&s.service.create_category(&caller, body).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/categories/{id}", tag = "categories", summary = "A category", params(("id" = String, Path, description = "Category id or name:NAME")), responses((status = 200, body = Category), (status = 401, description = "Not signed in", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn get_category(State(s): State<AppState>, Auth(caller, _): Auth, Path(id): Path<String>) -> ApiResult<Response> {
     ok(&wire::category(&s.service.get_category(&caller, &id).await?))
 }
 
+#[utoipa::path(patch, path = "/api/v1/categories/{id}", tag = "categories", summary = "Change a category (admin)", params(("id" = String, Path, description = "Category id or name:NAME")), request_body = CategoryPatch, responses((status = 200, body = Category), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
 async fn update_category(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -306,6 +371,7 @@ async fn update_category(
     ok(&wire::category(&s.service.update_category(&caller, &id, body).await?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/categories/{id}", tag = "categories", summary = "Delete an empty category (admin)", params(("id" = String, Path, description = "Category id or name:NAME")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
 async fn delete_category(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -319,10 +385,12 @@ fn addin(a: &pchat_service::records::AddinRecord) -> api::Addin {
     api::Addin { name: a.name.clone(), url: a.url.clone() }
 }
 
+#[utoipa::path(get, path = "/api/v1/addins", tag = "addins", summary = "Registered add-ins", responses((status = 200, body = Page<Addin>), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
 async fn list_addins(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
     page(s.service.list_addins(&caller).await?.iter().map(addin).collect(), None)
 }
 
+#[utoipa::path(post, path = "/api/v1/addins", tag = "addins", summary = "Register an add-in (admin)", request_body = Addin, responses((status = 201, body = Addin), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
 async fn create_addin(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -331,10 +399,12 @@ async fn create_addin(
     created(&addin(&s.service.create_addin(&caller, body).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/addins/{name}", tag = "addins", summary = "An add-in", params(("name" = String, Path, description = "Add-in name")), responses((status = 200, body = Addin), (status = 401, description = "Not signed in", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn get_addin(State(s): State<AppState>, Auth(caller, _): Auth, Path(name): Path<String>) -> ApiResult<Response> {
     ok(&addin(&s.service.get_addin(&caller, &name).await?))
 }
 
+#[utoipa::path(patch, path = "/api/v1/addins/{name}", tag = "addins", summary = "Change an add-in (admin)", params(("name" = String, Path, description = "Add-in name")), request_body = AddinPatch, responses((status = 200, body = Addin), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
 async fn update_addin(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -344,6 +414,7 @@ async fn update_addin(
     ok(&addin(&s.service.update_addin(&caller, &name, body).await?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/addins/{name}", tag = "addins", summary = "Remove an add-in and unlink it from rooms (admin)", params(("name" = String, Path, description = "Add-in name")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn delete_addin(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -353,6 +424,7 @@ async fn delete_addin(
     no_content()
 }
 
+#[utoipa::path(get, path = "/api/v1/rooms", tag = "rooms", summary = "The room directory: rooms the caller may see", params(("query" = Option<String>, Query, description = "Text in the name"), ("category" = Option<String>, Query, description = "Category id or name:NAME"), ("search_description" = Option<bool>, Query, description = "Match the description too"), ("disabled" = Option<bool>, Query, description = "Only disabled or only enabled rooms"), ("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")), responses((status = 200, body = Page<Room>), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
 async fn list_rooms(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     let filter = RoomFilter {
         query: q.str("query").map(str::to_owned),
@@ -365,6 +437,7 @@ async fn list_rooms(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMa
     page(rooms.iter().map(|v| wire::room(domain, &v.room)).collect(), next)
 }
 
+#[utoipa::path(post, path = "/api/v1/rooms", tag = "rooms", summary = "Create a room (category creators and admins)", request_body = NewRoom, responses((status = 201, body = Room), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
 async fn create_room(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -374,11 +447,13 @@ async fn create_room(
     created(&wire::room(&s.service.settings().domain, &room))
 }
 
+#[utoipa::path(get, path = "/api/v1/rooms/{id}", tag = "rooms", summary = "A room", params(("id" = String, Path, description = "Room id or name:NAME")), responses((status = 200, body = Room), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn get_room(State(s): State<AppState>, Auth(caller, _): Auth, Path(id): Path<String>) -> ApiResult<Response> {
     let view = s.service.get_room(&caller, &id).await?;
     ok(&wire::room(&s.service.settings().domain, &view.room))
 }
 
+#[utoipa::path(patch, path = "/api/v1/rooms/{id}", tag = "rooms", summary = "Change a room (managers and admins)", params(("id" = String, Path, description = "Room id or name:NAME")), request_body = RoomPatch, responses((status = 200, body = Room), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
 async fn update_room(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -389,17 +464,20 @@ async fn update_room(
     ok(&wire::room(&s.service.settings().domain, &room))
 }
 
+#[utoipa::path(delete, path = "/api/v1/rooms/{id}", tag = "rooms", summary = "Delete a room and its content (admin)", params(("id" = String, Path, description = "Room id or name:NAME")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn delete_room(State(s): State<AppState>, Auth(caller, _): Auth, Path(id): Path<String>) -> ApiResult<Response> {
     s.service.delete_room(&caller, &id).await?;
     no_content()
 }
 
+#[utoipa::path(get, path = "/api/v1/rooms/{id}/participants", tag = "rooms", summary = "Who is connected (suppressed above the participant update limit)", params(("id" = String, Path, description = "Room id or name:NAME")), responses((status = 200, body = Participants), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn participants(State(s): State<AppState>, Auth(caller, _): Auth, Path(id): Path<String>) -> ApiResult<Response> {
     let (list, suppressed) = s.service.participants(&caller, &id).await?;
     let participants = list.into_iter().map(|(address, display_name)| api::User { address, display_name }).collect();
     ok(&api::Participants { participants, suppressed })
 }
 
+#[utoipa::path(get, path = "/api/v1/rooms/{id}/messages", tag = "messages", summary = "History: the latest default_chat_history messages, or a page before/after a seq", params(("id" = String, Path, description = "Room id or name:NAME"), ("before_seq" = Option<i64>, Query, description = "Messages before this seq"), ("after_seq" = Option<i64>, Query, description = "Messages after this seq"), ("limit" = Option<u32>, Query, description = "Page size, 1-500")), responses((status = 200, body = Page<Message>), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn history(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -412,6 +490,7 @@ async fn history(
     page(items, None)
 }
 
+#[utoipa::path(post, path = "/api/v1/rooms/{id}/messages", tag = "messages", summary = "Post; answered after the durable commit", params(("id" = String, Path, description = "Room id or name:NAME")), request_body = PostMessage, responses((status = 201, description = "Posted", body = Message), (status = 200, description = "The original message of a repeated client_id", body = Message), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem), (status = 413, description = "Too large", body = Problem), (status = 429, description = "Posting too fast", body = Problem)), security(("bearer" = [])))]
 async fn post_message(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -423,6 +502,7 @@ async fn post_message(
     Ok(json(status, &wire::message(&appended.message)))
 }
 
+#[utoipa::path(post, path = "/api/v1/rooms/{id}/clear", tag = "messages", summary = "Delete every message up to end_date (admin)", params(("id" = String, Path, description = "Room id or name:NAME")), request_body = ClearRoom, responses((status = 200, body = Cleared), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn clear_room(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -432,6 +512,7 @@ async fn clear_room(
     ok(&api::Cleared { removed: s.service.clear_room(&caller, &id, body).await? })
 }
 
+#[utoipa::path(post, path = "/api/v1/rooms/{id}/messages/remove", tag = "messages", summary = "Remove or replace messages by author, dates and keywords (admin)", params(("id" = String, Path, description = "Room id or name:NAME")), request_body = RemoveMessages, responses((status = 200, body = Affected), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn remove_messages(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -441,6 +522,7 @@ async fn remove_messages(
     ok(&api::Affected { affected: s.service.remove_messages(&caller, &id, body).await? })
 }
 
+#[utoipa::path(get, path = "/api/v1/me/rooms", tag = "me", summary = "Rooms the caller belongs to or follows, with unread counts", responses((status = 200, body = Page<MyRoom>), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
 async fn my_rooms(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
     let domain = &s.service.settings().domain;
     let rooms: Vec<api::MyRoom> = s
@@ -458,16 +540,19 @@ async fn my_rooms(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult
     page(rooms, None)
 }
 
+#[utoipa::path(put, path = "/api/v1/me/follows/{room}", tag = "me", summary = "Follow a room", params(("room" = String, Path, description = "Room id or name:NAME")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn follow(State(s): State<AppState>, Auth(caller, _): Auth, Path(room): Path<String>) -> ApiResult<Response> {
     s.service.set_follow(&caller, &room, true).await?;
     no_content()
 }
 
+#[utoipa::path(delete, path = "/api/v1/me/follows/{room}", tag = "me", summary = "Stop following a room", params(("room" = String, Path, description = "Room id or name:NAME")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn unfollow(State(s): State<AppState>, Auth(caller, _): Auth, Path(room): Path<String>) -> ApiResult<Response> {
     s.service.set_follow(&caller, &room, false).await?;
     no_content()
 }
 
+#[utoipa::path(post, path = "/api/v1/me/read", tag = "me", summary = "Mark a room read up to a seq", request_body = MarkRead, responses((status = 204), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
 async fn mark_read(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -477,6 +562,7 @@ async fn mark_read(
     no_content()
 }
 
+#[utoipa::path(get, path = "/api/v1/me/invitations", tag = "me", summary = "Invitations after an id", params(("after" = Option<i64>, Query, description = "Only invitations with a larger id"), ("limit" = Option<u32>, Query, description = "Page size, 1-500")), responses((status = 200, body = Invitations), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
 async fn invitations(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     let after = q.int("after")?.unwrap_or(0);
     let domain = &s.service.settings().domain;

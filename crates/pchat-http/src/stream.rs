@@ -25,6 +25,22 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 /// Frames written before one flush.
 const WRITE_BATCH: usize = 64;
 
+/// The live stream. Send `ClientFrame`s, receive `ServerFrame`s (JSON text frames); authenticate with the bearer
+/// header or `?token=`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stream",
+    tag = "stream",
+    summary = "Live events over WebSocket (ClientFrame in, ServerFrame out)",
+    params(("token" = Option<String>, Query, description = "Bearer token, for clients that cannot set headers")),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 401, description = "Not signed in", body = pchat_api_types::Problem),
+        (status = 403, description = "Chat disabled by policy", body = pchat_api_types::Problem),
+        (status = 503, description = "Too many connections", body = pchat_api_types::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn upgrade(State(state): State<AppState>, Auth(caller, _): Auth, ws: WebSocketUpgrade) -> Response {
     if state.service.hub().connection_count() >= state.limits.max_connections {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, "too many connections")

@@ -382,3 +382,77 @@ async fn posting_faster_than_the_limit_is_refused_with_429() {
     );
     assert_eq!(alice.all_messages(&room).await.len(), 3);
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_endpoint_of_the_contract() {
+    let server = Server::start().await;
+    let doc = server.api(None).get("/api/v1/openapi.json").await.expect(200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    // Every path and method of API.md (the stream included).
+    let contract = [
+        ("post", "/api/v1/sessions"),
+        ("delete", "/api/v1/sessions/current"),
+        ("get", "/api/v1/me"),
+        ("post", "/api/v1/users"),
+        ("get", "/api/v1/users"),
+        ("delete", "/api/v1/users/{address}"),
+        ("post", "/api/v1/groups"),
+        ("patch", "/api/v1/groups/{name}"),
+        ("get", "/api/v1/groups/{name}"),
+        ("get", "/api/v1/policies/{scope}"),
+        ("put", "/api/v1/policies/{scope}"),
+        ("delete", "/api/v1/policies/{scope}"),
+        ("get", "/api/v1/users/{address}/effective-policy"),
+        ("get", "/api/v1/configuration/{scope}"),
+        ("put", "/api/v1/configuration/{scope}"),
+        ("post", "/api/v1/categories"),
+        ("get", "/api/v1/categories"),
+        ("get", "/api/v1/categories/{id}"),
+        ("patch", "/api/v1/categories/{id}"),
+        ("delete", "/api/v1/categories/{id}"),
+        ("post", "/api/v1/rooms"),
+        ("get", "/api/v1/rooms"),
+        ("get", "/api/v1/rooms/{id}"),
+        ("patch", "/api/v1/rooms/{id}"),
+        ("delete", "/api/v1/rooms/{id}"),
+        ("get", "/api/v1/rooms/{id}/participants"),
+        ("get", "/api/v1/rooms/{id}/messages"),
+        ("post", "/api/v1/rooms/{id}/messages"),
+        ("post", "/api/v1/rooms/{id}/clear"),
+        ("post", "/api/v1/rooms/{id}/messages/remove"),
+        ("get", "/api/v1/me/rooms"),
+        ("put", "/api/v1/me/follows/{room}"),
+        ("delete", "/api/v1/me/follows/{room}"),
+        ("post", "/api/v1/me/read"),
+        ("get", "/api/v1/me/invitations"),
+        ("get", "/api/v1/stream"),
+    ];
+    for (method, path) in contract {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
+    }
+    for schema in ["Room", "Message", "Category", "Problem", "ClientFrame", "ServerFrame", "NewRoom", "RoomPatch"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    // The fields API.md fixes for a Room.
+    let room = &doc["components"]["schemas"]["Room"]["properties"];
+    for field in [
+        "id",
+        "uri",
+        "name",
+        "description",
+        "category",
+        "privacy",
+        "type",
+        "invitations",
+        "disabled",
+        "addin",
+        "members",
+        "managers",
+        "presenters",
+        "created_by",
+        "created_at",
+    ] {
+        assert!(room[field].is_object(), "Room.{field} missing");
+    }
+}
