@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use pchat_api_types::{ClientFrame, PostMessage, ServerFrame, codes};
-use pchat_service::{Conn, Frame, ServiceError};
+use pchat_service::{Caller, Conn, Frame, ServiceError};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
@@ -174,11 +174,13 @@ impl Session {
                 text(wire::frame(&ServerFrame::Parted { room: room_id }))
             }
             ClientFrame::Join { room, after_seq } => {
-                return self.join(sink, &room, after_seq).await;
+                let Some(caller) = self.current_caller(sink, "join").await else { return false };
+                return self.join(sink, &caller, &room, after_seq).await;
             }
             ClientFrame::Post { room, text: body, story_title, alert, client_id } => {
+                let Some(caller) = self.current_caller(sink, "post").await else { return false };
                 let input = PostMessage { text: body, story_title, alert, client_id: Some(client_id.clone()) };
-                match self.state.service.post(&self.conn.caller, &room, input).await {
+                match self.state.service.post(&caller, &room, input).await {
                     Ok(appended) => {
                         text(wire::frame(&ServerFrame::Ack { client_id, message: wire::message(&appended.message) }))
                     }
@@ -189,10 +191,26 @@ impl Session {
         sink.send(reply).await.is_ok()
     }
 
+    /// The connection's user as they are now: a policy or role change applies to open connections at their next
+    /// operation. `None` (after telling the client) when the user no longer exists: the connection ends.
+    async fn current_caller(&self, sink: &mut Sink, op: &str) -> Option<Caller> {
+        match self.state.service.caller_for(self.conn.caller.address()).await {
+            Ok(Some(caller)) => Some(caller),
+            Ok(None) => {
+                let _ = sink.send(service_error_frame(ServiceError::Unauthenticated, op)).await;
+                None
+            }
+            Err(e) => {
+                let _ = sink.send(service_error_frame(e, op)).await;
+                None
+            }
+        }
+    }
+
     /// Joins: `joined`, then history (all of it after `after_seq`, in pages), then live frames.
-    async fn join(&mut self, sink: &mut Sink, room: &str, after_seq: Option<i64>) -> bool {
+    async fn join(&mut self, sink: &mut Sink, caller: &Caller, room: &str, after_seq: Option<i64>) -> bool {
         let service = Arc::clone(&self.state.service);
-        let (joined, mut history) = match service.join(&self.conn, room, after_seq).await {
+        let (joined, mut history) = match service.join(caller, &self.conn, room, after_seq).await {
             Ok(j) => j,
             Err(e) => return sink.send(service_error_frame(e, "join")).await.is_ok(),
         };

@@ -135,14 +135,15 @@ impl Service {
     }
 
     /// Joins a room on a live connection: subscribes first, then reads history, so that nothing committed in
-    /// between is missed (the connection skips what it receives twice by `seq`).
+    /// between is missed (the connection skips what it receives twice by `seq`). `caller` is the connection's
+    /// user as of now (policy and groups may have changed since it connected).
     pub async fn join(
         &self,
+        caller: &Caller,
         conn: &Arc<Conn>,
         reference: &str,
         after_seq: Option<i64>,
     ) -> ServiceResult<(Joined, Vec<MessageRecord>)> {
-        let caller = &conn.caller;
         let (room, _, _) = self.readable_room(caller, reference).await?;
         let config = self.effective_config().await?;
         self.hub.subscribe(conn, &room.id, config.participant_update_limit);

@@ -275,3 +275,85 @@ async fn metrics_count_connections_posts_and_deliveries() {
     assert_eq!(sample(&text, "pchat_commit_latency_seconds_count"), 3.0);
     assert_eq!(sample(&text, "pchat_delivery_latency_seconds_count"), 1.0);
 }
+
+#[tokio::test]
+async fn policy_changes_and_user_deletion_reach_open_connections() {
+    let w = World::new().await;
+    let cat = w.category("C").await;
+    let room = w.room(&cat, "R", json!({ "privacy": "open" })).await;
+    let bob = w.user("bob@example.com").await;
+    let mut ws = w.ws(&bob).await;
+    ws.join(&room, None).await;
+    w.admin.put("/api/v1/policies/user:bob@example.com", json!({ "enable_persistent_chat": false })).await.expect(200);
+    ws.send(json!({ "op": "post", "room": room, "text": "still here?", "client_id": "p1" })).await;
+    let err = ws.next_of("error").await;
+    assert_eq!((err["code"].as_str(), err["op"].as_str()), (Some("chat_disabled_by_policy"), Some("post")));
+    w.admin.delete("/api/v1/policies/user:bob@example.com").await.expect(204);
+    ws.send(json!({ "op": "post", "room": room, "text": "back", "client_id": "p2" })).await;
+    ws.next_of("ack").await;
+    w.admin.delete("/api/v1/users/bob@example.com").await.expect(204);
+    ws.send(json!({ "op": "post", "room": room, "text": "ghost", "client_id": "p3" })).await;
+    assert_eq!(ws.next_of("error").await["code"], "unauthenticated");
+    assert!(ws.next_or_close().await.is_err(), "the connection of a deleted user ends");
+    let texts: Vec<String> =
+        w.admin.all_messages(&room).await.iter().map(|m| m["text"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(texts, ["back"]);
+}
+
+#[tokio::test]
+async fn moderation_and_deletion_are_announced_live() {
+    let w = World::new().await;
+    let cat = w.category("C").await;
+    let room = w.room(&cat, "R", json!({ "privacy": "open" })).await;
+    let (alice, bob) = (w.user("alice@example.com").await, w.user("bob@example.com").await);
+    let mut ws = w.ws(&bob).await;
+    ws.join(&room, None).await;
+    let m = alice.post(&format!("/api/v1/rooms/{room}/messages"), json!({ "text": "rude words" })).await.expect(201);
+    ws.next_of("message").await;
+    w.admin
+        .post(
+            &format!("/api/v1/rooms/{room}/messages/remove"),
+            json!({ "keywords": "rude", "replace_with": "[moderated]" }),
+        )
+        .await
+        .expect(200);
+    let replaced = ws.next_of("message_replaced").await;
+    assert_eq!(
+        (replaced["message_ids"][0].as_str(), replaced["text"].as_str()),
+        (m["id"].as_str(), Some("[moderated]"))
+    );
+    w.admin
+        .post(&format!("/api/v1/rooms/{room}/messages/remove"), json!({ "keywords": "moderated" }))
+        .await
+        .expect(200);
+    assert_eq!(ws.next_of("messages_removed").await["message_ids"][0], m["id"]);
+    w.admin
+        .post(&format!("/api/v1/rooms/{room}/clear"), json!({ "end_date": "2999-01-01T00:00:00Z" }))
+        .await
+        .expect(200);
+    assert_eq!(ws.next_of("room_cleared").await["end_date"], "2999-01-01T00:00:00.000000Z");
+    w.admin.delete(&format!("/api/v1/rooms/{room}")).await.expect(204);
+    assert_eq!(ws.next_of("room_deleted").await["room"], room.as_str());
+}
+
+#[tokio::test]
+async fn oversized_frames_and_too_many_connections_are_refused() {
+    let w = World::with_config(
+        "[limits]\npost_rate_per_sec = 1000.0\npost_burst = 1000.0\nmax_ws_message_bytes = 2048\nmax_connections = 2\n",
+    )
+    .await;
+    let bob = w.user("bob@example.com").await;
+    let mut first = w.ws(&bob).await;
+    let _second = w.ws(&bob).await;
+    let url = format!(
+        "{}/api/v1/stream?token={}",
+        w.server.url.replacen("http://", "ws://", 1),
+        bob.token.as_deref().unwrap()
+    );
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("a third connection should be refused with 503, got {:?}", other.map(|_| ())),
+    }
+    first.send(json!({ "op": "post", "room": "x", "text": "y".repeat(4096), "client_id": "big" })).await;
+    assert!(first.next_or_close().await.is_err(), "a message over the frame limit ends the connection");
+}
