@@ -52,7 +52,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, Auth(caller, _): Auth
     };
     let max = state.limits.max_ws_message_bytes;
     ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
-        let mut session = Session { state, conn, delivered: HashMap::new() };
+        let mut session = Session { state, conn, delivered: HashMap::new(), caller: None };
         session.run(socket, frames).await;
         session.state.service.hub().disconnect(&session.conn);
     })
@@ -63,6 +63,8 @@ struct Session {
     conn: Arc<Conn>,
     /// Highest `seq` sent per joined room.
     delivered: HashMap<String, i64>,
+    /// The connection's user as last resolved, with the directory generation it was resolved at.
+    caller: Option<(u64, Caller)>,
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
@@ -193,9 +195,18 @@ impl Session {
 
     /// The connection's user as they are now: a policy or role change applies to open connections at their next
     /// operation. `None` (after telling the client) when the user no longer exists: the connection ends.
-    async fn current_caller(&self, sink: &mut Sink, op: &str) -> Option<Caller> {
+    async fn current_caller(&mut self, sink: &mut Sink, op: &str) -> Option<Caller> {
+        let generation = self.state.service.generation();
+        if let Some((at, caller)) = &self.caller
+            && *at == generation
+        {
+            return Some(caller.clone());
+        }
         match self.state.service.caller_for(self.conn.caller.address()).await {
-            Ok(Some(caller)) => Some(caller),
+            Ok(Some(caller)) => {
+                self.caller = Some((generation, caller.clone()));
+                Some(caller)
+            }
             Ok(None) => {
                 let _ = sink.send(service_error_frame(ServiceError::Unauthenticated, op)).await;
                 None

@@ -134,8 +134,8 @@ impl Service {
                 created_at: now_micros(),
             })
             .await?;
-        self.store.set_role(address.as_str(), AdminRole::Admin, true).await?;
-        self.store.set_role(address.as_str(), AdminRole::UserAdmin, true).await?;
+        self.directory_write(self.store.set_role(address.as_str(), AdminRole::Admin, true)).await?;
+        self.directory_write(self.store.set_role(address.as_str(), AdminRole::UserAdmin, true)).await?;
         Ok(Some((address.to_string(), generated.then_some(password))))
     }
 }

@@ -38,9 +38,11 @@ impl Service {
             password_hash: hash_password(input.password).await?,
             created_at: now_micros(),
         };
-        self.store.create_user(record.clone()).await.map_err(|e| match ServiceError::from(e) {
-            ServiceError::NameTaken { .. } => ServiceError::NameTaken { field: "address".into() },
-            other => other,
+        self.directory_write(self.store.create_user(record.clone())).await.map_err(|e| {
+            match ServiceError::from(e) {
+                ServiceError::NameTaken { .. } => ServiceError::NameTaken { field: "address".into() },
+                other => other,
+            }
         })?;
         Ok(record)
     }
@@ -62,7 +64,7 @@ impl Service {
     pub async fn delete_user(&self, caller: &Caller, address: &str) -> ServiceResult<()> {
         require_user_admin(caller)?;
         let address = Address::parse("address", address).map_err(|_| ServiceError::not_found("user"))?;
-        self.store.delete_user(address.as_str()).await.map_err(|e| match ServiceError::from(e) {
+        self.directory_write(self.store.delete_user(address.as_str())).await.map_err(|e| match ServiceError::from(e) {
             ServiceError::NotFound(_) => ServiceError::not_found("user"),
             other => other,
         })
@@ -76,7 +78,7 @@ impl Service {
     pub async fn create_group(&self, caller: &Caller, input: api::NewGroup) -> ServiceResult<api::Group> {
         require_user_admin(caller)?;
         let name = Name::parse("name", &input.name)?;
-        self.store.create_group(name.as_str()).await?;
+        self.directory_write(self.store.create_group(name.as_str())).await?;
         Ok(api::Group { name: name.into_string(), members: vec![] })
     }
 
@@ -91,7 +93,7 @@ impl Service {
 
     pub async fn delete_group(&self, caller: &Caller, name: &str) -> ServiceResult<()> {
         require_user_admin(caller)?;
-        self.store.delete_group(name).await.map_err(|e| match ServiceError::from(e) {
+        self.directory_write(self.store.delete_group(name)).await.map_err(|e| match ServiceError::from(e) {
             ServiceError::NotFound(_) => ServiceError::not_found("group"),
             other => other,
         })
@@ -113,7 +115,7 @@ impl Service {
             }
             None => (self.group_member_list(&change.add).await?, self.group_member_list_lenient(&change.remove)?),
         };
-        let members = self.store.update_group(name, &add, &remove).await?;
+        let members = self.directory_write(self.store.update_group(name, &add, &remove)).await?;
         Ok(api::Group { name: name.to_owned(), members })
     }
 
@@ -155,7 +157,7 @@ impl Service {
             AdminRole::parse(role).ok_or_else(|| ServiceError::validation("role", "must be admin or user_admin"))?;
         let user =
             self.get_user(address).await.map_err(|_| ServiceError::validation("user", format!("no user {address}")))?;
-        Ok(self.store.set_role(&user.address, role, granted).await?)
+        Ok(self.directory_write(self.store.set_role(&user.address, role, granted)).await?)
     }
 
     pub async fn list_roles(&self, caller: &Caller) -> ServiceResult<Vec<api::RoleGrant>> {
@@ -188,14 +190,14 @@ impl Service {
         {
             return Err(ServiceError::validation("scope", format!("no user {a}")));
         }
-        self.store.put_policy(&scope, input.enable_persistent_chat).await?;
+        self.directory_write(self.store.put_policy(&scope, input.enable_persistent_chat)).await?;
         Ok(api::Policy { scope: scope.to_string(), enable_persistent_chat: input.enable_persistent_chat })
     }
 
     pub async fn delete_policy(&self, caller: &Caller, scope: &str) -> ServiceResult<()> {
         require_user_admin(caller)?;
         let scope = PolicyScope::parse(scope)?;
-        let removed = self.store.delete_policy(&scope).await?;
+        let removed = self.directory_write(self.store.delete_policy(&scope)).await?;
         if !removed && scope != PolicyScope::Global {
             return Err(ServiceError::not_found("policy"));
         }
@@ -238,14 +240,14 @@ impl Service {
             input.room_management_url.unwrap_or(d.room_management_url),
             input.max_message_bytes.unwrap_or(i64::from(d.max_message_bytes)),
         )?;
-        self.store.put_config(&scope, &config).await?;
+        self.directory_write(self.store.put_config(&scope, &config)).await?;
         Ok(config_to_wire(&scope, &config))
     }
 
     pub async fn delete_configuration(&self, caller: &Caller, scope: &str) -> ServiceResult<()> {
         require_admin(caller)?;
         let scope = ConfigScope::parse(scope)?;
-        if !self.store.delete_config(&scope).await? && scope != ConfigScope::Global {
+        if !self.directory_write(self.store.delete_config(&scope)).await? && scope != ConfigScope::Global {
             return Err(ServiceError::not_found("configuration"));
         }
         Ok(())
@@ -253,14 +255,26 @@ impl Service {
 
     /// The configuration in force on this server (pool, then site, then global, then defaults).
     pub(crate) async fn effective_config(&self) -> ServiceResult<ChatConfig> {
+        let generation = self.generation();
+        if let Ok(cache) = self.config_cache.read()
+            && let Some((at, config)) = cache.as_ref()
+            && *at == generation
+        {
+            return Ok(config.clone());
+        }
         let chain = ConfigScope::chain(&self.settings.site, &self.settings.pool);
         let mut found = Vec::with_capacity(chain.len());
         for scope in &chain {
             found.push((scope.clone(), self.store.get_config(scope).await?));
         }
-        Ok(resolve(&chain, |s| found.iter().find(|(f, _)| f == s).and_then(|(_, c)| c.clone()))
+        let config = resolve(&chain, |s| found.iter().find(|(f, _)| f == s).and_then(|(_, c)| c.clone()))
             .map(|(_, c)| c)
-            .unwrap_or_default())
+            .unwrap_or_default();
+        // Tagged with the generation read before the query: a write during it makes the next call read again.
+        if let Ok(mut cache) = self.config_cache.write() {
+            *cache = Some((generation, config.clone()));
+        }
+        Ok(config)
     }
 }
 

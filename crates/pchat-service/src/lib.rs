@@ -13,10 +13,12 @@ mod ratelimit;
 mod rooms;
 pub mod time;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use pchat_core::{Identity, Name};
-use pchat_store::{Store, StoreEvent};
+use pchat_store::{Store, StoreEvent, StoreResult};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -69,6 +71,12 @@ pub struct Service {
     hub: Hub,
     limiter: ratelimit::RateLimiter,
     metrics: Arc<metrics::Metrics>,
+    /// Moves on after every write that can change who a caller is (users, groups, roles, policies) or which
+    /// configuration applies, so that derived values can be cached until then. Single-server only for now: a
+    /// pool must also move it when another server writes.
+    generation: AtomicU64,
+    /// The effective configuration and the generation it was read at.
+    config_cache: std::sync::RwLock<Option<(u64, pchat_core::ChatConfig)>>,
 }
 
 impl Service {
@@ -79,7 +87,15 @@ impl Service {
         let limiter = ratelimit::RateLimiter::new(settings.post_rate_per_sec, settings.post_burst);
         let metrics = Arc::new(metrics::Metrics::new());
         let hub = Hub::new(encode, settings.connection_queue, metrics.slow_consumer_drops.clone());
-        let service = Arc::new(Self { hub, store, settings, limiter, metrics });
+        let service = Arc::new(Self {
+            hub,
+            store,
+            settings,
+            limiter,
+            metrics,
+            generation: AtomicU64::new(0),
+            config_cache: std::sync::RwLock::new(None),
+        });
         if let Some(events) = events {
             tokio::spawn(dispatch(Arc::downgrade(&service), events));
         } else {
@@ -108,6 +124,19 @@ impl Service {
     /// Whether the database answers.
     pub async fn ready(&self) -> ServiceResult<()> {
         Ok(self.store.ping().await?)
+    }
+
+    /// The current directory generation: a caller resolved at an earlier generation may be out of date.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Runs a write that can change a caller or the configuration, then moves the generation on (whatever the
+    /// outcome: a spurious move only costs a re-read).
+    pub(crate) async fn directory_write<T>(&self, write: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        let result = write.await;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        result
     }
 
     pub fn room_uri(&self, room_id: &str) -> String {
