@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use pchat_store::{InvitationRecord, RoomQuery, RoomRecord};
+use pchat_store::{InvitationRecord, RoomRecord};
 use tokio::sync::mpsc;
 
 use crate::hub::{Conn, Frame};
@@ -29,32 +29,19 @@ impl Service {
         let marks: HashMap<String, i64> = self.store.read_marks(caller.address()).await?.into_iter().collect();
         let categories = self.store.list_categories().await?;
         let mut out = vec![];
-        let mut after = None;
-        loop {
-            let page =
-                self.store.list_rooms(&RoomQuery { category_id: None, after_name: after.take(), limit: 500 }).await?;
-            let full = page.len() == 500;
-            for room in page {
-                after = Some(room.name.clone());
-                let Some(category) = categories.iter().find(|c| c.id == room.category_id) else {
-                    continue;
-                };
-                let access = access_to(caller, category, &room);
-                let in_scope = scope_of(category).contains(&caller.identity);
-                let listed = in_scope
-                    && [&room.members, &room.managers, &room.presenters].iter().any(|l| caller.identity.matches_any(l));
-                let following = follows.contains(&room.id);
-                if !access.see || !(listed || following) {
-                    continue;
-                }
-                let last_seq = self.store.last_seq(&room.id).await?;
-                let unread =
-                    if access.read { (last_seq - marks.get(&room.id).copied().unwrap_or(0)).max(0) } else { 0 };
-                out.push(MyRoom { room, following, unread, last_seq });
+        for room in self.all_rooms(None).await? {
+            let Some(category) = categories.iter().find(|c| c.id == room.category_id) else { continue };
+            let access = access_to(caller, category, &room);
+            let in_scope = scope_of(category).contains(&caller.identity);
+            let listed = in_scope
+                && [&room.members, &room.managers, &room.presenters].iter().any(|l| caller.identity.matches_any(l));
+            let following = follows.contains(&room.id);
+            if !access.see || !(listed || following) {
+                continue;
             }
-            if !full {
-                break;
-            }
+            let last_seq = self.store.last_seq(&room.id).await?;
+            let unread = if access.read { (last_seq - marks.get(&room.id).copied().unwrap_or(0)).max(0) } else { 0 };
+            out.push(MyRoom { room, following, unread, last_seq });
         }
         Ok(out)
     }

@@ -267,7 +267,7 @@ impl Service {
         }
         self.store.update_category(&c).await?;
         // A narrower scope or a new deny entry takes effect at once for people joined to its rooms.
-        for room in self.rooms_in_category(&c.id).await? {
+        for room in self.all_rooms(Some(&c.id)).await? {
             let category = c.clone();
             self.hub.evict(&room.id, &LiveEvent::RemovedFromRoom { room: room.id.clone() }, |caller| {
                 !access_to(caller, &category, &room).read
@@ -276,11 +276,12 @@ impl Service {
         Ok(c)
     }
 
-    async fn rooms_in_category(&self, category_id: &str) -> ServiceResult<Vec<RoomRecord>> {
+    /// Every room, or every room of one category, by name.
+    pub(crate) async fn all_rooms(&self, category_id: Option<&str>) -> ServiceResult<Vec<RoomRecord>> {
         let mut out = vec![];
         let mut after = None;
         loop {
-            let q = RoomQuery { category_id: Some(category_id.to_owned()), after_name: after.take(), limit: 500 };
+            let q = RoomQuery { category_id: category_id.map(str::to_owned), after_name: after.take(), limit: 500 };
             let page = self.store.list_rooms(&q).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.name.clone());

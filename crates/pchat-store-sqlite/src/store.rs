@@ -55,6 +55,17 @@ impl SqliteStore {
         self.writer.write(move |conn, _| f(conn)).await
     }
 
+    /// The row `sql` (with one `?1` parameter) selects for `key`, mapped by `map`, if there is one.
+    async fn one<T: Send + 'static>(
+        &self,
+        sql: String,
+        key: &str,
+        map: fn(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> StoreResult<Option<T>> {
+        let key = key.to_owned();
+        self.read(move |c| c.query_row(&sql, [key], map).optional().map_err(db)).await
+    }
+
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -164,6 +175,10 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     })
 }
 
+fn addin_from_row(row: &Row<'_>) -> rusqlite::Result<AddinRecord> {
+    Ok(AddinRecord { name: row.get(0)?, url: row.get(1)? })
+}
+
 fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
         address: row.get(0)?,
@@ -238,17 +253,8 @@ impl Store for SqliteStore {
     }
 
     async fn get_user(&self, address: &str) -> StoreResult<Option<UserRecord>> {
-        let address = address.to_owned();
-        self.read(move |c| {
-            c.query_row(
-                "SELECT address, display_name, password_hash, created_at FROM users WHERE address = ?1",
-                [address],
-                user_from_row,
-            )
-            .optional()
-            .map_err(db)
-        })
-        .await
+        let sql = "SELECT address, display_name, password_hash, created_at FROM users WHERE address = ?1";
+        self.one(sql.to_owned(), address, user_from_row).await
     }
 
     async fn search_users(&self, query: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<UserRecord>> {
@@ -533,27 +539,11 @@ impl Store for SqliteStore {
     }
 
     async fn get_category(&self, id: &str) -> StoreResult<Option<CategoryRecord>> {
-        let id = id.to_owned();
-        self.read(move |c| {
-            c.query_row(&format!("SELECT {CATEGORY_COLUMNS} FROM categories WHERE id = ?1"), [id], category_from_row)
-                .optional()
-                .map_err(db)
-        })
-        .await
+        self.one(format!("SELECT {CATEGORY_COLUMNS} FROM categories WHERE id = ?1"), id, category_from_row).await
     }
 
     async fn get_category_by_name(&self, name: &str) -> StoreResult<Option<CategoryRecord>> {
-        let name = name.to_owned();
-        self.read(move |c| {
-            c.query_row(
-                &format!("SELECT {CATEGORY_COLUMNS} FROM categories WHERE name = ?1"),
-                [name],
-                category_from_row,
-            )
-            .optional()
-            .map_err(db)
-        })
-        .await
+        self.one(format!("SELECT {CATEGORY_COLUMNS} FROM categories WHERE name = ?1"), name, category_from_row).await
     }
 
     async fn list_categories(&self) -> StoreResult<Vec<CategoryRecord>> {
@@ -613,24 +603,11 @@ impl Store for SqliteStore {
     }
 
     async fn get_addin(&self, name: &str) -> StoreResult<Option<AddinRecord>> {
-        let name = name.to_owned();
-        self.read(move |c| {
-            c.query_row("SELECT name, url FROM addins WHERE name = ?1", [name], |r| {
-                Ok(AddinRecord { name: r.get(0)?, url: r.get(1)? })
-            })
-            .optional()
-            .map_err(db)
-        })
-        .await
+        self.one("SELECT name, url FROM addins WHERE name = ?1".to_owned(), name, addin_from_row).await
     }
 
     async fn list_addins(&self) -> StoreResult<Vec<AddinRecord>> {
-        self.read(|c| {
-            query_all(c, "SELECT name, url FROM addins ORDER BY name", [], |r| {
-                Ok(AddinRecord { name: r.get(0)?, url: r.get(1)? })
-            })
-        })
-        .await
+        self.read(|c| query_all(c, "SELECT name, url FROM addins ORDER BY name", [], addin_from_row)).await
     }
 
     async fn update_addin(&self, name: &str, addin: &AddinRecord) -> StoreResult<()> {
@@ -682,23 +659,11 @@ impl Store for SqliteStore {
     }
 
     async fn get_room(&self, id: &str) -> StoreResult<Option<RoomRecord>> {
-        let id = id.to_owned();
-        self.read(move |c| {
-            c.query_row(&format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = ?1"), [id], room_from_row)
-                .optional()
-                .map_err(db)
-        })
-        .await
+        self.one(format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = ?1"), id, room_from_row).await
     }
 
     async fn get_room_by_name(&self, name: &str) -> StoreResult<Option<RoomRecord>> {
-        let name = name.to_owned();
-        self.read(move |c| {
-            c.query_row(&format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE name = ?1"), [name], room_from_row)
-                .optional()
-                .map_err(db)
-        })
-        .await
+        self.one(format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE name = ?1"), name, room_from_row).await
     }
 
     async fn list_rooms(&self, query: &RoomQuery) -> StoreResult<Vec<RoomRecord>> {

@@ -619,27 +619,38 @@ async fn configuration(c: &Client, out: &Output, cmd: ConfigCmd) -> anyhow::Resu
     Ok(())
 }
 
+/// One list option set: the JSON key, then `--add-X`, `--remove-X` and `--X` (replace).
+type ListOptions<'a> = (&'a str, Vec<String>, Vec<String>, Option<Vec<String>>);
+
+/// Role and scope lists: plain lists when creating, list modifiers (add/remove or replace) when changing.
+fn list_fields<const N: usize>(body: &mut Map<String, Value>, creating: bool, lists: [ListOptions<'_>; N]) {
+    for (key, add, remove, replace) in lists {
+        if creating {
+            let list: Vec<String> = replace.unwrap_or_default().into_iter().chain(add).collect();
+            if !list.is_empty() {
+                body.insert(key.to_owned(), json!(list));
+            }
+        } else {
+            insert_opt(body, key, list_change(&add, &remove, &replace));
+        }
+    }
+}
+
 fn category_body(f: CategoryFields, creating: bool) -> Map<String, Value> {
     let mut body = Map::new();
     insert_opt(&mut body, "description", f.description);
     insert_opt(&mut body, "file_upload", f.file_upload);
     insert_opt(&mut body, "chat_history", f.chat_history);
     insert_opt(&mut body, "invitations", f.invitations);
-    for (key, add, remove, replace) in [
-        ("allowed_members", f.add_allowed, f.remove_allowed, f.allowed),
-        ("denied_members", f.add_denied, f.remove_denied, f.denied),
-        ("creators", f.add_creator, f.remove_creator, f.creators),
-    ] {
-        if creating {
-            // A new category takes plain lists.
-            let list: Vec<String> = replace.unwrap_or_default().into_iter().chain(add).collect();
-            if !list.is_empty() {
-                body.insert(key.to_owned(), json!(list));
-            }
-        } else {
-            insert_opt(&mut body, key, list_change(&add, &remove, &replace));
-        }
-    }
+    list_fields(
+        &mut body,
+        creating,
+        [
+            ("allowed_members", f.add_allowed, f.remove_allowed, f.allowed),
+            ("denied_members", f.add_denied, f.remove_denied, f.denied),
+            ("creators", f.add_creator, f.remove_creator, f.creators),
+        ],
+    );
     body
 }
 
@@ -678,20 +689,15 @@ fn room_body(f: RoomFields, creating: bool) -> Map<String, Value> {
     insert_opt(&mut body, "invitations", f.invitations);
     insert_opt(&mut body, "addin", f.addin);
     insert_opt(&mut body, "disabled", f.disabled);
-    for (key, add, remove, replace) in [
-        ("members", f.add_member, f.remove_member, f.members),
-        ("managers", f.add_manager, f.remove_manager, f.managers),
-        ("presenters", f.add_presenter, f.remove_presenter, f.presenters),
-    ] {
-        if creating {
-            let list: Vec<String> = replace.unwrap_or_default().into_iter().chain(add).collect();
-            if !list.is_empty() {
-                body.insert(key.to_owned(), json!(list));
-            }
-        } else {
-            insert_opt(&mut body, key, list_change(&add, &remove, &replace));
-        }
-    }
+    list_fields(
+        &mut body,
+        creating,
+        [
+            ("members", f.add_member, f.remove_member, f.members),
+            ("managers", f.add_manager, f.remove_manager, f.managers),
+            ("presenters", f.add_presenter, f.remove_presenter, f.presenters),
+        ],
+    );
     body
 }
 
