@@ -40,6 +40,18 @@ fn page<T: serde::Serialize>(items: Vec<T>, next_cursor: Option<String>) -> ApiR
     ok(&api::Page { items, next_cursor })
 }
 
+/// Pages a list already sorted by `key`: items after the `cursor`'s key, at most `limit` of them.
+fn paged<T: serde::Serialize>(items: Vec<T>, key: impl Fn(&T) -> String, q: &QueryMap) -> ApiResult<Response> {
+    let limit = q.limit()? as usize;
+    let after = q.str("cursor").map(decode_cursor).transpose()?;
+    let mut rest: Vec<T> = items.into_iter().filter(|i| after.as_ref().is_none_or(|a| key(i) > *a)).collect();
+    let next = (rest.len() > limit).then(|| {
+        rest.truncate(limit);
+        rest.last().map(|i| encode_cursor(&key(i)))
+    });
+    page(rest, next.flatten())
+}
+
 /// The OpenAPI document's frame: title, the bearer scheme, and schemas not reachable from a path (stream frames).
 #[derive(OpenApi)]
 #[openapi(
@@ -219,10 +231,10 @@ async fn effective_policy(
     ok(&s.service.effective_policy(&caller, &address).await?)
 }
 
-#[utoipa::path(get, path = "/api/v1/groups", tag = "directory", summary = "All groups", responses((status = 200, body = Page<NewGroup>), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
-async fn list_groups(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
-    let names = s.service.list_groups(&caller).await?;
-    page(names.into_iter().map(|name| serde_json::json!({ "name": name })).collect(), None)
+#[utoipa::path(get, path = "/api/v1/groups", tag = "directory", summary = "All groups", params(("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")), responses((status = 200, body = Page<NewGroup>), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
+async fn list_groups(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
+    let groups = s.service.list_groups(&caller).await?.into_iter().map(|name| api::NewGroup { name });
+    paged(groups.collect(), |g| g.name.clone(), &q)
 }
 
 #[utoipa::path(post, path = "/api/v1/groups", tag = "directory", summary = "Create a group (user_admin)", request_body = NewGroup, responses((status = 201, body = Group), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
@@ -259,9 +271,9 @@ async fn delete_group(
     no_content()
 }
 
-#[utoipa::path(get, path = "/api/v1/admins", tag = "directory", summary = "Administrative role grants (admin)", responses((status = 200, body = Page<RoleGrant>), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
-async fn list_admins(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
-    page(s.service.list_roles(&caller).await?, None)
+#[utoipa::path(get, path = "/api/v1/admins", tag = "directory", summary = "Administrative role grants (admin)", params(("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")), responses((status = 200, body = Page<RoleGrant>), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
+async fn list_admins(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
+    paged(s.service.list_roles(&caller).await?, |g| format!("{}\n{}", g.user, g.role), &q)
 }
 
 #[utoipa::path(post, path = "/api/v1/admins", tag = "directory", summary = "Grant admin or user_admin (admin)", request_body = RoleGrant, responses((status = 201, body = RoleGrant), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
@@ -342,9 +354,9 @@ async fn delete_config(
     no_content()
 }
 
-#[utoipa::path(get, path = "/api/v1/categories", tag = "categories", summary = "Categories (admins: all; others: those in whose scope they are)", responses((status = 200, body = Page<Category>), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
-async fn list_categories(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
-    page(s.service.list_categories(&caller).await?.iter().map(wire::category).collect(), None)
+#[utoipa::path(get, path = "/api/v1/categories", tag = "categories", summary = "Categories (admins: all; others: those in whose scope they are)", params(("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")), responses((status = 200, body = Page<Category>), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
+async fn list_categories(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
+    paged(s.service.list_categories(&caller).await?.iter().map(wire::category).collect(), |c| c.name.clone(), &q)
 }
 
 #[utoipa::path(post, path = "/api/v1/categories", tag = "categories", summary = "Create a category (admin)", request_body = NewCategory, responses((status = 201, body = Category), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
@@ -385,9 +397,9 @@ fn addin(a: &pchat_service::records::AddinRecord) -> api::Addin {
     api::Addin { name: a.name.clone(), url: a.url.clone() }
 }
 
-#[utoipa::path(get, path = "/api/v1/addins", tag = "addins", summary = "Registered add-ins", responses((status = 200, body = Page<Addin>), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
-async fn list_addins(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
-    page(s.service.list_addins(&caller).await?.iter().map(addin).collect(), None)
+#[utoipa::path(get, path = "/api/v1/addins", tag = "addins", summary = "Registered add-ins", params(("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")), responses((status = 200, body = Page<Addin>), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
+async fn list_addins(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
+    paged(s.service.list_addins(&caller).await?.iter().map(addin).collect(), |a| a.name.clone(), &q)
 }
 
 #[utoipa::path(post, path = "/api/v1/addins", tag = "addins", summary = "Register an add-in (admin)", request_body = Addin, responses((status = 201, body = Addin), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
@@ -522,8 +534,8 @@ async fn remove_messages(
     ok(&api::Affected { affected: s.service.remove_messages(&caller, &id, body).await? })
 }
 
-#[utoipa::path(get, path = "/api/v1/me/rooms", tag = "me", summary = "Rooms the caller belongs to or follows, with unread counts", responses((status = 200, body = Page<MyRoom>), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
-async fn my_rooms(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
+#[utoipa::path(get, path = "/api/v1/me/rooms", tag = "me", summary = "Rooms the caller belongs to or follows, with unread counts", params(("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")), responses((status = 200, body = Page<MyRoom>), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
+async fn my_rooms(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     let domain = &s.service.settings().domain;
     let rooms: Vec<api::MyRoom> = s
         .service
@@ -537,7 +549,7 @@ async fn my_rooms(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult
             last_seq: m.last_seq,
         })
         .collect();
-    page(rooms, None)
+    paged(rooms, |r| r.room.name.clone(), &q)
 }
 
 #[utoipa::path(put, path = "/api/v1/me/follows/{room}", tag = "me", summary = "Follow a room", params(("room" = String, Path, description = "Room id or name:NAME")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]

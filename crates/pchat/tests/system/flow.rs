@@ -369,3 +369,25 @@ async fn invitations_follow_category_and_room_settings() {
     );
     let _ = r2;
 }
+
+#[tokio::test]
+async fn list_endpoints_page_with_limit_and_cursor() {
+    let w = World::new().await;
+    for name in ["A", "B", "C"] {
+        w.category(name).await;
+        w.admin.post("/api/v1/groups", json!({ "name": format!("g{name}") })).await.expect(201);
+    }
+    for path in ["/api/v1/categories", "/api/v1/groups", "/api/v1/users"] {
+        let first = w.admin.get(&format!("{path}?limit=2")).await.expect(200);
+        assert_eq!(first["items"].as_array().unwrap().len(), 2, "{path}");
+        let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+        let rest = w.admin.get(&format!("{path}?limit=500&cursor={cursor}")).await.expect(200);
+        assert!(rest["next_cursor"].is_null(), "{path}");
+        let all = w.admin.get(&format!("{path}?limit=500")).await.expect(200)["items"].as_array().unwrap().len();
+        assert_eq!(2 + rest["items"].as_array().unwrap().len(), all, "{path}: pages cover the list once");
+    }
+    w.admin.get("/api/v1/categories?limit=0").await.problem(400, "validation_failed", Some("limit"));
+    w.admin.get("/api/v1/categories?limit=501").await.problem(400, "validation_failed", Some("limit"));
+    w.admin.get("/api/v1/categories?cursor=zz").await.problem(400, "validation_failed", Some("cursor"));
+    assert_eq!(names(&w.admin.get("/api/v1/categories?limit=1").await.expect(200)), ["A"]);
+}
