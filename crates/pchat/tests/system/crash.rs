@@ -93,3 +93,16 @@ async fn sigterm_closes_streams_with_a_close_frame_and_exits_cleanly() {
     let (status, _w) = status.await.unwrap();
     assert!(status.success(), "exit status {status}");
 }
+
+#[tokio::test]
+async fn logs_can_be_json_lines() {
+    let server = crate::harness::Server::start_with("log_format = \"json\"\n").await;
+    drop(server.admin().await);
+    let log = server.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+    }
+}

@@ -14,7 +14,7 @@ pub const ADMIN_PASSWORD: &str = "admin-password-1";
 pub const PASSWORD: &str = "password-1234";
 
 /// Settings every test server gets; rate limits are raised so that bursts are not throttled unless a test asks.
-const BASE_CONFIG: &str = "domain = \"example.com\"\n[limits]\npost_rate_per_sec = 100000.0\npost_burst = 100000.0\n";
+const BASE_LIMITS: &str = "[limits]\npost_rate_per_sec = 100000.0\npost_burst = 100000.0\n";
 
 pub struct Server {
     child: Option<Child>,
@@ -35,11 +35,9 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let config = dir.path().join("pchat.toml");
-        let text = if extra.contains("[limits]") {
-            format!("domain = \"example.com\"\n{extra}")
-        } else {
-            format!("{BASE_CONFIG}{extra}")
-        };
+        // The test's settings first (top-level keys before any table), then the default limits unless it set them.
+        let limits = if extra.contains("[limits]") { "" } else { BASE_LIMITS };
+        let text = format!("domain = \"example.com\"\n{extra}\n{limits}");
         std::fs::write(&config, text).unwrap();
         let mut server =
             Self { child: None, _dir: dir, data_dir, config, url: String::new(), local_token: String::new() };

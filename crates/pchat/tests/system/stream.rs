@@ -357,3 +357,26 @@ async fn oversized_frames_and_too_many_connections_are_refused() {
     first.send(json!({ "op": "post", "room": "x", "text": "y".repeat(4096), "client_id": "big" })).await;
     assert!(first.next_or_close().await.is_err(), "a message over the frame limit ends the connection");
 }
+
+#[tokio::test]
+async fn rooms_without_chat_history_deliver_live_but_keep_nothing() {
+    let w = World::new().await;
+    let cat = w
+        .admin
+        .post("/api/v1/categories", json!({ "name": "Ephemeral", "allowed_members": ["*"], "chat_history": false }))
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let room = w.room(&cat, "Announcements", json!({ "privacy": "open" })).await;
+    let (alice, bob) = (w.user("alice@example.com").await, w.user("bob@example.com").await);
+    let mut ws = w.ws(&bob).await;
+    ws.join(&room, None).await;
+    let posted =
+        alice.post(&format!("/api/v1/rooms/{room}/messages"), json!({ "text": "now you see it" })).await.expect(201);
+    assert_eq!(posted["seq"], 1);
+    let live = ws.next_of("message").await;
+    assert_eq!(live["message"]["text"], "now you see it");
+    assert!(alice.all_messages(&room).await.is_empty(), "nothing is kept in history");
+}
