@@ -1,10 +1,12 @@
-//! `pchat-bench`: starts a real `pchat serve` (release build) in a fresh data directory and measures, through the
-//! real protocol:
+//! The protocol benchmark (`cargo bench -p pchat --bench protocol`): starts the real `pchat serve` (built by cargo
+//! in the bench profile, i.e. release) in a fresh data directory and measures, through the real protocol:
 //! - durable posts/s with W concurrent writers, each posting over its own WebSocket and waiting for the ack
 //!   (acknowledged = committed with `synchronous=FULL`);
 //! - post→delivery latency for C clients joined to one room while one writer posts at a steady rate.
 //!
 //! Results are printed and appended as Markdown to `--out` (default `bench/RESULTS.md`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -21,8 +23,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// The pchat binary to benchmark.
-    #[arg(long, default_value = "target/release/pchat")]
+    /// The pchat binary to benchmark (default: the one cargo built for this benchmark).
+    #[arg(long, default_value = env!("CARGO_BIN_EXE_pchat"))]
     server: PathBuf,
     /// Concurrent writers for the throughput run.
     #[arg(long, default_value_t = 8)]
@@ -42,8 +44,11 @@ struct Args {
     #[arg(long, default_value = "full")]
     synchronous: String,
     /// Markdown file the results are appended to.
-    #[arg(long, default_value = "bench/RESULTS.md")]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/RESULTS.md"))]
     out: PathBuf,
+    /// `cargo bench` passes `--bench`; accepted and ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 const PASSWORD: &str = "bench-password-1";
