@@ -46,12 +46,19 @@ pub(crate) async fn upgrade(State(state): State<AppState>, Auth(caller, _): Auth
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, "too many connections")
             .into_response();
     }
-    let (conn, frames) = match state.service.connect(caller).await {
-        Ok(c) => c,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
+    if !caller.chat_enabled {
+        return ApiError::from(ServiceError::ChatDisabled).into_response();
+    }
     let max = state.limits.max_ws_message_bytes;
-    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
+    // The connection joins the hub only once the upgrade has happened, so a failed upgrade leaves nothing behind.
+    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |mut socket| async move {
+        let (conn, frames) = match state.service.connect(caller).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = socket.send(service_error_frame(e, "connect")).await;
+                return;
+            }
+        };
         let mut session = Session { state, conn, delivered: HashMap::new(), caller: None };
         session.run(socket, frames).await;
         session.state.service.hub().disconnect(&session.conn);
@@ -231,7 +238,7 @@ impl Session {
             return false;
         }
         loop {
-            let full_page = after_seq.is_some() && history.len() >= 500;
+            let full_page = after_seq.is_some() && history.len() >= pchat_service::MAX_PAGE as usize;
             for m in &history {
                 last = last.max(m.seq);
                 if sink.feed(text(wire::frame(&ServerFrame::Message { message: wire::message(m) }))).await.is_err() {

@@ -85,6 +85,8 @@ struct Roster {
     /// Connected participants: address → (connections, display name).
     present: HashMap<String, (usize, String)>,
     suppressed: bool,
+    /// The participant update limit in force at the latest join or roster request.
+    limit: u32,
 }
 
 #[derive(Default)]
@@ -210,6 +212,7 @@ impl Hub {
                 roster.present.entry(conn.caller.address().to_owned()).or_insert((0, conn.caller.display_name.clone()));
             entry.0 += 1;
             let first = entry.0 == 1;
+            roster.limit = participant_update_limit;
             roster.suppressed = roster_suppressed(roster.suppressed, roster.present.len(), participant_update_limit);
             first && !roster.suppressed
         };
@@ -258,9 +261,11 @@ impl Hub {
                 }
                 None => false,
             };
-            // The limit is not known here; a departure can only lift suppression, which the next join re-checks
-            // against the configured limit. Announce only when updates are on.
-            gone && !roster.suppressed
+            // A departure is announced while updates are on; it may also bring the room back below 80 % of the
+            // limit, after which updates resume.
+            let was_suppressed = roster.suppressed;
+            roster.suppressed = roster_suppressed(was_suppressed, roster.present.len(), roster.limit);
+            gone && !was_suppressed
         };
         if announce {
             self.broadcast_room(
@@ -275,11 +280,12 @@ impl Hub {
         }
     }
 
-    /// Re-evaluates roster suppression after departures (called with the room's configured limit).
+    /// Re-evaluates roster suppression against the configured limit (which an administrator may have changed).
     pub fn refresh_roster(&self, room: &str, participant_update_limit: u32) {
         if let Some(hub) = self.room(room)
             && let Ok(mut roster) = hub.roster.lock()
         {
+            roster.limit = participant_update_limit;
             roster.suppressed = roster_suppressed(roster.suppressed, roster.present.len(), participant_update_limit);
         }
     }

@@ -25,7 +25,7 @@ use tracing::warn;
 pub use error::{ServiceError, ServiceResult};
 pub use hub::{Conn, Frame, Hub, LiveEvent, MessageMeta};
 pub use me::MyRoom;
-pub use messages::{DEFAULT_REPLACEMENT, History, Joined};
+pub use messages::{DEFAULT_REPLACEMENT, History, Joined, MAX_PAGE};
 pub use rooms::RoomFilter;
 pub use rooms::{RoomView, decode_cursor, encode_cursor};
 

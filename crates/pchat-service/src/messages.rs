@@ -13,7 +13,7 @@ use crate::time::parse_micros;
 use crate::{Caller, Service, ServiceError, ServiceResult};
 
 /// Most messages one history request returns.
-pub(crate) const MAX_PAGE: u32 = 500;
+pub const MAX_PAGE: u32 = 500;
 /// Default replacement text (Lync's `Remove-CsPersistentChatMessage -ReplaceMessage` default).
 pub const DEFAULT_REPLACEMENT: &str = "This message was replaced by the Persistent Chat administrator.";
 /// Longest `client_id`.

@@ -274,6 +274,18 @@ async fn metrics_count_connections_posts_and_deliveries() {
     assert_eq!(sample(&text, "pchat_connections"), 1.0);
     assert_eq!(sample(&text, "pchat_commit_latency_seconds_count"), 3.0);
     assert_eq!(sample(&text, "pchat_delivery_latency_seconds_count"), 1.0);
+    // A closed connection leaves the hub.
+    b.close().await;
+    let mut connections = 1.0;
+    for _ in 0..100 {
+        let text = reqwest::get(format!("{}/metrics", w.server.url)).await.unwrap().text().await.unwrap();
+        connections = sample(&text, "pchat_connections");
+        if connections == 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(connections, 0.0);
 }
 
 #[tokio::test]
