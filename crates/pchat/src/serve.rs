@@ -131,7 +131,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     while service.hub().connection_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    remove_local_access(&config.data_dir);
+    revoke_local_access(&service, &config.data_dir).await;
     info!("stopped");
     Ok(())
 }
@@ -164,6 +164,8 @@ async fn write_local_access(
     url: &str,
     ca_cert: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    // The previous run's token (left behind by a crash) stops working.
+    revoke_local_access(service, data_dir).await;
     let Some(token) = service.local_admin_token().await? else {
         warn!("no administrator exists: local admin commands need --url and --token");
         return Ok(());
@@ -182,8 +184,16 @@ async fn write_local_access(
     Ok(())
 }
 
-fn remove_local_access(data_dir: &Path) {
-    let _ = std::fs::remove_file(data_dir.join(LOCAL_ACCESS_FILE));
+/// Revokes the local administrator token and removes `server.json`.
+async fn revoke_local_access(service: &Service, data_dir: &Path) {
+    let path = data_dir.join(LOCAL_ACCESS_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(access) = serde_json::from_str::<LocalAccess>(&text)
+        && let Err(e) = service.sign_out(&access.token).await
+    {
+        warn!(error = %e, "cannot revoke the previous local administrator token");
+    }
+    let _ = std::fs::remove_file(path);
 }
 
 #[cfg(test)]

@@ -106,3 +106,16 @@ async fn logs_can_be_json_lines() {
         assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
     }
 }
+
+#[tokio::test]
+async fn a_restart_revokes_the_local_token_a_crash_left_behind() {
+    let mut server = crate::harness::Server::start().await;
+    let old = server.local_token.clone();
+    server.api(Some(&old)).get("/api/v1/me").await.expect(200);
+    server.kill9();
+    assert!(server.data_dir.join("server.json").exists(), "a crash leaves server.json behind");
+    server.restart().await;
+    assert_ne!(server.local_token, old);
+    server.api(Some(&old)).get("/api/v1/me").await.problem(401, "unauthenticated", None);
+    server.api(Some(&server.local_token)).get("/api/v1/me").await.expect(200);
+}

@@ -46,8 +46,9 @@ impl Server {
     }
 
     async fn spawn(&mut self) {
+        // After a kill -9 the previous server.json is still there: wait for the new server's own.
         let access = self.data_dir.join("server.json");
-        let _ = std::fs::remove_file(&access);
+        let previous = std::mem::take(&mut self.local_token);
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.with_extension("log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_pchat"))
@@ -66,6 +67,7 @@ impl Server {
         loop {
             if let Ok(text) = std::fs::read_to_string(&access)
                 && let Ok(v) = serde_json::from_str::<Value>(&text)
+                && v["token"].as_str() != Some(previous.as_str())
             {
                 self.url = v["url"].as_str().unwrap().to_owned();
                 self.local_token = v["token"].as_str().unwrap().to_owned();
