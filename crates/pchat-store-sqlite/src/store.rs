@@ -4,10 +4,10 @@
 use std::fmt::Display;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType};
+use pchat_store::codec::{self, now_micros};
 use pchat_store::{
     AddinRecord, AdminRole, Appended, CategoryRecord, InvitationRecord, MessageFilter, MessageRange, MessageRecord,
     NewMessage, RoomQuery, RoomRecord, Store, StoreError, StoreEvent, StoreResult, UserRecord,
@@ -98,21 +98,12 @@ fn changed_one(n: usize) -> StoreResult<()> {
 }
 
 fn join(list: &[Principal]) -> String {
-    list.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    codec::join_principals(list)
 }
 
 fn split(raw: &str) -> rusqlite::Result<Vec<Principal>> {
-    raw.lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            Principal::parse("principal", l)
-                .map_err(|e| rusqlite::Error::InvalidColumnType(0, e.to_string(), rusqlite::types::Type::Text))
-        })
-        .collect()
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+    codec::split_principals(raw)
+        .map_err(|e| rusqlite::Error::InvalidColumnType(0, e.to_string(), rusqlite::types::Type::Text))
 }
 
 const CATEGORY_COLUMNS: &str =

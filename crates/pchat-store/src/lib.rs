@@ -3,6 +3,7 @@
 //! on its own, names conflicts with typed errors, and hands committed messages to [`Store::take_events`] in
 //! commit order, which is per-room `seq` order.
 
+pub mod codec;
 pub mod conformance;
 mod records;
 

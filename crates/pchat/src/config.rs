@@ -19,7 +19,7 @@ pub(crate) struct Config {
     /// Site and pool names of this server (policy and configuration scopes `site:` and `pool:`).
     pub(crate) site: String,
     pub(crate) pool: String,
-    /// `sqlite:` (default: `mgc.db` in the data directory), `sqlite:PATH`, or `postgres://…` (not yet supported).
+    /// `sqlite:` (default: `mgc.db` in the data directory), `sqlite:PATH`, or `postgres://…` (a pool's database).
     pub(crate) database_url: String,
     /// `text` or `json`.
     pub(crate) log_format: String,

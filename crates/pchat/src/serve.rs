@@ -12,6 +12,7 @@ use pchat_core::Name;
 use pchat_http::{AppState, HttpLimits};
 use pchat_service::{Service, Settings};
 use pchat_store::Store;
+use pchat_store_postgres::{PgStore, redact};
 use pchat_store_sqlite::{Durability, SqliteStore};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -33,32 +34,17 @@ pub(crate) struct LocalAccess {
 pub(crate) const LOCAL_ACCESS_FILE: &str = "server.json";
 
 /// Opens the chat store named by the database URL: the one place that names concrete backends.
-fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let durability = Durability::parse(&config.storage.synchronous).unwrap_or_default();
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.database_url.as_str();
     if let Some(path) = url.strip_prefix("sqlite:") {
+        let durability = Durability::parse(&config.storage.synchronous).unwrap_or_default();
         let path = if path.is_empty() { config.data_dir.join("mgc.db") } else { PathBuf::from(path) };
-        let store = SqliteStore::open(&path, durability)?;
-        return Ok(Arc::new(store));
+        return Ok(Arc::new(SqliteStore::open(&path, durability)?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!("PostgreSQL is not supported by this build yet (database_url {})", redact(url));
+        return Ok(Arc::new(PgStore::connect(url).await?));
     }
-    bail!("unsupported database_url {}: use sqlite: or sqlite:PATH", redact(url))
-}
-
-/// Hides a password in a URL for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+    bail!("unsupported database_url {}: use sqlite:, sqlite:PATH or postgres://…", redact(url))
 }
 
 pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
@@ -68,7 +54,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let settings = Settings {
         domain: config.domain.clone(),
         site: Name::parse("site", &config.site)?,
@@ -194,15 +180,4 @@ async fn revoke_local_access(service: &Service, data_dir: &Path) {
         warn!(error = %e, "cannot revoke the previous local administrator token");
     }
     let _ = std::fs::remove_file(path);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact("postgres://u:secret@db:5432/mgc"), "postgres://u:***@db:5432/mgc");
-        assert_eq!(redact("postgres://db/mgc"), "postgres://db/mgc");
-    }
 }

@@ -8,5 +8,6 @@ mod cli;
 mod crash;
 mod flow;
 mod harness;
+mod postgres;
 mod stream;
 mod tls;

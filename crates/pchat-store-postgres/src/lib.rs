@@ -1,0 +1,16 @@
+//! PostgreSQL backend of the pchat storage port, selected by a `postgres://` database URL. Several `pchat serve`
+//! processes can share one database: posts are appended by a batching task per server under per-room row locks
+//! ([`appender`]), so `seq` stays gap-free and ordered across servers; everything else is one transaction per
+//! operation on a connection pool.
+
+mod appender;
+mod migrations;
+mod store;
+
+pub use migrations::MigrationError;
+pub mod testing;
+
+pub use store::{OpenError, PgStore, redact};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,135 @@
+//! Schema migrations in PostgreSQL's dialect, applied at start under an advisory lock so that several servers
+//! starting together apply each one exactly once. Name columns use the "C" collation: byte order, the same order
+//! the SQLite backend and the service's cursors use.
+
+use tokio_postgres::Client;
+
+/// Each entry is one migration; never edit one that has shipped, append a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    address TEXT COLLATE "C" PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE tokens (
+    hash TEXT PRIMARY KEY,
+    address TEXT COLLATE "C" NOT NULL REFERENCES users(address) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX tokens_address ON tokens(address);
+CREATE TABLE roles (
+    address TEXT COLLATE "C" NOT NULL,
+    role TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (address, role)
+);
+CREATE TABLE groups (name TEXT COLLATE "C" PRIMARY KEY);
+CREATE TABLE group_members (
+    group_name TEXT COLLATE "C" NOT NULL REFERENCES groups(name) ON DELETE CASCADE,
+    member TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (group_name, member)
+);
+CREATE INDEX group_members_member ON group_members(member);
+CREATE TABLE policies (scope TEXT PRIMARY KEY, enabled BOOLEAN NOT NULL);
+CREATE TABLE configs (
+    scope TEXT PRIMARY KEY,
+    default_chat_history BIGINT NOT NULL,
+    max_file_size_kb BIGINT NOT NULL,
+    participant_update_limit BIGINT NOT NULL,
+    room_management_url TEXT NOT NULL,
+    max_message_bytes BIGINT NOT NULL
+);
+CREATE TABLE categories (
+    id TEXT PRIMARY KEY,
+    name TEXT COLLATE "C" NOT NULL UNIQUE,
+    description TEXT NOT NULL,
+    file_upload BOOLEAN NOT NULL,
+    chat_history BOOLEAN NOT NULL,
+    invitations BOOLEAN NOT NULL,
+    allowed_members TEXT NOT NULL,
+    denied_members TEXT NOT NULL,
+    creators TEXT NOT NULL
+);
+CREATE TABLE addins (name TEXT COLLATE "C" PRIMARY KEY, url TEXT NOT NULL);
+CREATE TABLE rooms (
+    id TEXT PRIMARY KEY,
+    name TEXT COLLATE "C" NOT NULL UNIQUE,
+    description TEXT NOT NULL,
+    category_id TEXT NOT NULL REFERENCES categories(id),
+    privacy TEXT NOT NULL,
+    room_type TEXT NOT NULL,
+    invitations TEXT NOT NULL,
+    disabled BOOLEAN NOT NULL,
+    addin TEXT COLLATE "C" REFERENCES addins(name) ON UPDATE CASCADE ON DELETE SET NULL,
+    members TEXT NOT NULL,
+    managers TEXT NOT NULL,
+    presenters TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_seq BIGINT NOT NULL DEFAULT 0,
+    last_ts BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX rooms_category ON rooms(category_id, name);
+CREATE TABLE messages (
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    seq BIGINT NOT NULL,
+    id TEXT NOT NULL UNIQUE,
+    author TEXT NOT NULL,
+    ts BIGINT NOT NULL,
+    text TEXT NOT NULL,
+    story_title TEXT,
+    alert BOOLEAN NOT NULL,
+    client_id TEXT,
+    replaced BOOLEAN NOT NULL DEFAULT false,
+    PRIMARY KEY (room_id, seq)
+);
+CREATE UNIQUE INDEX messages_client_id ON messages(room_id, client_id) WHERE client_id IS NOT NULL;
+CREATE INDEX messages_ts ON messages(room_id, ts);
+CREATE INDEX messages_author ON messages(room_id, author);
+CREATE TABLE follows (
+    address TEXT COLLATE "C" NOT NULL,
+    room_id TEXT COLLATE "C" NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    PRIMARY KEY (address, room_id)
+);
+CREATE TABLE read_marks (
+    address TEXT COLLATE "C" NOT NULL,
+    room_id TEXT COLLATE "C" NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    seq BIGINT NOT NULL,
+    PRIMARY KEY (address, room_id)
+);
+CREATE TABLE invitations (
+    id BIGSERIAL PRIMARY KEY,
+    address TEXT NOT NULL,
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL,
+    UNIQUE (address, room_id)
+);
+"#];
+
+/// An arbitrary constant naming pchat's migration lock among advisory locks.
+const MIGRATION_LOCK: i64 = 0x7063_6861_7401;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("database schema version {found} is newer than this pchat understands ({known}); upgrade pchat")]
+    Newer { found: i64, known: i64 },
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+pub(crate) async fn apply(client: &mut Client) -> Result<(), MigrationError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS pchat_schema (version BIGINT NOT NULL)").await?;
+    let found: i64 = tx.query_one("SELECT coalesce(max(version), 0) FROM pchat_schema", &[]).await?.get(0);
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(MigrationError::Newer { found, known });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.batch_execute(sql).await?;
+        tx.execute("INSERT INTO pchat_schema (version) VALUES ($1)", &[&(index as i64 + 1)]).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,723 @@
+//! [`PgStore`]: the `Store` port on PostgreSQL (tokio-postgres with a deadpool pool). Principal lists are stored
+//! one per line, as in every backend (`pchat_store::codec`).
+
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType, ValidationError};
+use pchat_store::codec::{join_principals, split_principals};
+use pchat_store::{
+    AddinRecord, AdminRole, Appended, CategoryRecord, InvitationRecord, MessageFilter, MessageRange, MessageRecord,
+    NewMessage, RoomQuery, RoomRecord, Store, StoreError, StoreEvent, StoreResult, UserRecord,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{NoTls, Row};
+
+use crate::appender::{self, AppendJob};
+use crate::migrations;
+
+/// Connections kept open per server.
+const POOL_SIZE: usize = 16;
+
+pub struct PgStore {
+    pool: Pool,
+    appends: mpsc::UnboundedSender<AppendJob>,
+    events: Mutex<Option<mpsc::UnboundedReceiver<StoreEvent>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("invalid database URL {url}: {source}")]
+    Url { url: String, source: tokio_postgres::Error },
+    #[error("cannot connect to {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("cannot migrate {url}: {source}")]
+    Migrate { url: String, source: migrations::MigrationError },
+}
+
+/// The URL with its password replaced by `***`, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+impl PgStore {
+    /// Connects, applies pending migrations and starts the post appender. Must run inside a tokio runtime.
+    pub async fn connect(url: &str) -> Result<Self, OpenError> {
+        let shown = redact(url);
+        let config =
+            tokio_postgres::Config::from_str(url).map_err(|source| OpenError::Url { url: shown.clone(), source })?;
+        Self::connect_with(config, shown).await
+    }
+
+    /// As [`PgStore::connect`], from a parsed configuration; `shown` names the database in errors.
+    pub async fn connect_with(config: tokio_postgres::Config, shown: String) -> Result<Self, OpenError> {
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| OpenError::Connect { url: shown.clone(), message: e.to_string() })?;
+        let mut client =
+            pool.get().await.map_err(|e| OpenError::Connect { url: shown.clone(), message: e.to_string() })?;
+        migrations::apply(&mut client).await.map_err(|source| OpenError::Migrate { url: shown, source })?;
+        drop(client);
+        let (feed, events) = mpsc::unbounded_channel();
+        let appends = appender::start(pool.clone(), feed);
+        Ok(Self { pool, appends, events: Mutex::new(Some(events)) })
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
+        self.client().await?.query(sql, params).await.map_err(unavailable)
+    }
+
+    async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Option<Row>> {
+        self.client().await?.query_opt(sql, params).await.map_err(unavailable)
+    }
+
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+        self.client().await?.execute(sql, params).await.map_err(named)
+    }
+}
+
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// A unique violation means a name is taken; anything else means the database failed.
+fn named(e: tokio_postgres::Error) -> StoreError {
+    if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+        StoreError::NameTaken
+    } else {
+        unavailable(e)
+    }
+}
+
+fn changed_one(n: u64) -> StoreResult<()> {
+    if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}
+
+fn col<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> StoreResult<T> {
+    row.try_get(index).map_err(unavailable)
+}
+
+fn principals(row: &Row, index: usize) -> StoreResult<Vec<Principal>> {
+    split_principals(&col::<String>(row, index)?).map_err(corrupt)
+}
+
+fn word<T>(row: &Row, index: usize, parse: fn(&str, &str) -> Result<T, ValidationError>) -> StoreResult<T> {
+    parse("column", &col::<String>(row, index)?).map_err(corrupt)
+}
+
+fn corrupt(e: ValidationError) -> StoreError {
+    StoreError::Unavailable(format!("corrupt stored value: {e}"))
+}
+
+fn u32_col(row: &Row, index: usize) -> StoreResult<u32> {
+    u32::try_from(col::<i64>(row, index)?).map_err(unavailable)
+}
+
+/// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
+fn like_pattern(query: &str) -> String {
+    let mut out = String::from("%");
+    for c in query.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+const USER_COLUMNS: &str = "address, display_name, password_hash, created_at";
+
+fn user_from_row(row: &Row) -> StoreResult<UserRecord> {
+    Ok(UserRecord {
+        address: col(row, 0)?,
+        display_name: col(row, 1)?,
+        password_hash: col(row, 2)?,
+        created_at: col(row, 3)?,
+    })
+}
+
+const CATEGORY_COLUMNS: &str =
+    "id, name, description, file_upload, chat_history, invitations, allowed_members, denied_members, creators";
+
+fn category_from_row(row: &Row) -> StoreResult<CategoryRecord> {
+    Ok(CategoryRecord {
+        id: col(row, 0)?,
+        name: col(row, 1)?,
+        description: col(row, 2)?,
+        file_upload: col(row, 3)?,
+        chat_history: col(row, 4)?,
+        invitations: col(row, 5)?,
+        allowed_members: principals(row, 6)?,
+        denied_members: principals(row, 7)?,
+        creators: principals(row, 8)?,
+    })
+}
+
+const ROOM_COLUMNS: &str = "id, name, description, category_id, privacy, room_type, invitations, disabled, addin, \
+                            members, managers, presenters, created_by, created_at";
+
+fn room_from_row(row: &Row) -> StoreResult<RoomRecord> {
+    Ok(RoomRecord {
+        id: col(row, 0)?,
+        name: col(row, 1)?,
+        description: col(row, 2)?,
+        category_id: col(row, 3)?,
+        privacy: word(row, 4, Privacy::parse)?,
+        room_type: word(row, 5, RoomType::parse)?,
+        invitations: word(row, 6, Invitations::parse)?,
+        disabled: col(row, 7)?,
+        addin: col(row, 8)?,
+        members: principals(row, 9)?,
+        managers: principals(row, 10)?,
+        presenters: principals(row, 11)?,
+        created_by: col(row, 12)?,
+        created_at: col(row, 13)?,
+    })
+}
+
+pub(crate) const MESSAGE_COLUMNS: &str = "id, room_id, seq, author, ts, text, story_title, alert, client_id, replaced";
+
+pub(crate) fn message_from_row(row: &Row) -> StoreResult<MessageRecord> {
+    Ok(MessageRecord {
+        id: col(row, 0)?,
+        room_id: col(row, 1)?,
+        seq: col(row, 2)?,
+        author: col(row, 3)?,
+        ts: col(row, 4)?,
+        text: col(row, 5)?,
+        story_title: col(row, 6)?,
+        alert: col(row, 7)?,
+        client_id: col(row, 8)?,
+        replaced: col(row, 9)?,
+    })
+}
+
+fn addin_from_row(row: &Row) -> StoreResult<AddinRecord> {
+    Ok(AddinRecord { name: col(row, 0)?, url: col(row, 1)? })
+}
+
+fn invitation_from_row(row: &Row) -> StoreResult<InvitationRecord> {
+    Ok(InvitationRecord { id: col(row, 0)?, address: col(row, 1)?, room_id: col(row, 2)?, created_at: col(row, 3)? })
+}
+
+fn all<T>(rows: Vec<Row>, map: fn(&Row) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+    rows.iter().map(map).collect()
+}
+
+const GROUP_CYCLE: &str = "WITH RECURSIVE reach(g) AS ( \
+        SELECT substr(member, 7) FROM group_members WHERE group_name = $1 AND member LIKE 'group:%' \
+        UNION \
+        SELECT substr(m.member, 7) FROM group_members m JOIN reach ON m.group_name = reach.g \
+        WHERE m.member LIKE 'group:%') \
+    SELECT 1 FROM reach WHERE g = $1 LIMIT 1";
+
+#[async_trait]
+impl Store for PgStore {
+    fn take_events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>> {
+        self.events.lock().ok().and_then(|mut e| e.take())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.query("SELECT 1", &[]).await.map(drop)
+    }
+
+    async fn create_user(&self, u: UserRecord) -> StoreResult<()> {
+        let sql = "INSERT INTO users (address, display_name, password_hash, created_at) VALUES ($1, $2, $3, $4)";
+        self.execute(sql, &[&u.address, &u.display_name, &u.password_hash, &u.created_at]).await.map(drop)
+    }
+
+    async fn get_user(&self, address: &str) -> StoreResult<Option<UserRecord>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE address = $1");
+        self.query_opt(&sql, &[&address]).await?.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn search_users(&self, query: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<UserRecord>> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE (lower(address) LIKE $1 ESCAPE '\\' OR lower(display_name) LIKE $1 \
+             ESCAPE '\\') AND address > $2 ORDER BY address LIMIT $3"
+        );
+        let rows = self.query(&sql, &[&like_pattern(query), &after.unwrap_or(""), &i64::from(limit)]).await?;
+        all(rows, user_from_row)
+    }
+
+    async fn delete_user(&self, address: &str) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        changed_one(tx.execute("DELETE FROM users WHERE address = $1", &[&address]).await.map_err(unavailable)?)?;
+        let scope = format!("user:{address}");
+        for sql in [
+            "DELETE FROM roles WHERE address = $1",
+            "DELETE FROM group_members WHERE member = $1",
+            "DELETE FROM follows WHERE address = $1",
+            "DELETE FROM read_marks WHERE address = $1",
+            "DELETE FROM invitations WHERE address = $1",
+        ] {
+            tx.execute(sql, &[&address]).await.map_err(unavailable)?;
+        }
+        tx.execute("DELETE FROM policies WHERE scope = $1", &[&scope]).await.map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn count_users(&self) -> StoreResult<u64> {
+        let rows = self.query("SELECT count(*) FROM users", &[]).await?;
+        let n: i64 = rows.first().map(|r| col(r, 0)).transpose()?.unwrap_or(0);
+        Ok(n as u64)
+    }
+
+    async fn create_token(&self, token_hash: &str, address: &str, created_at: i64) -> StoreResult<()> {
+        let sql = "INSERT INTO tokens (hash, address, created_at) VALUES ($1, $2, $3)";
+        self.execute(sql, &[&token_hash, &address, &created_at]).await.map(drop)
+    }
+
+    async fn token_user(&self, token_hash: &str) -> StoreResult<Option<String>> {
+        self.query_opt("SELECT address FROM tokens WHERE hash = $1", &[&token_hash])
+            .await?
+            .map(|r| col(&r, 0))
+            .transpose()
+    }
+
+    async fn delete_token(&self, token_hash: &str) -> StoreResult<()> {
+        self.execute("DELETE FROM tokens WHERE hash = $1", &[&token_hash]).await.map(drop)
+    }
+
+    async fn set_role(&self, address: &str, role: AdminRole, granted: bool) -> StoreResult<()> {
+        let sql = if granted {
+            "INSERT INTO roles (address, role) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM roles WHERE address = $1 AND role = $2"
+        };
+        self.execute(sql, &[&address, &role.as_str()]).await.map(drop)
+    }
+
+    async fn list_roles(&self) -> StoreResult<Vec<(String, AdminRole)>> {
+        let rows = self.query("SELECT address, role FROM roles ORDER BY address, role", &[]).await?;
+        let mut out = vec![];
+        for row in rows {
+            let (address, role): (String, String) = (col(&row, 0)?, col(&row, 1)?);
+            if let Some(role) = AdminRole::parse(&role) {
+                out.push((address, role));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create_group(&self, name: &str) -> StoreResult<()> {
+        self.execute("INSERT INTO groups (name) VALUES ($1)", &[&name]).await.map(drop)
+    }
+
+    async fn get_group(&self, name: &str) -> StoreResult<Option<Vec<String>>> {
+        if self.query_opt("SELECT 1 FROM groups WHERE name = $1", &[&name]).await?.is_none() {
+            return Ok(None);
+        }
+        let rows =
+            self.query("SELECT member FROM group_members WHERE group_name = $1 ORDER BY member", &[&name]).await?;
+        rows.iter().map(|r| col(r, 0)).collect::<StoreResult<Vec<String>>>().map(Some)
+    }
+
+    async fn list_groups(&self) -> StoreResult<Vec<String>> {
+        self.query("SELECT name FROM groups ORDER BY name", &[]).await?.iter().map(|r| col(r, 0)).collect()
+    }
+
+    async fn update_group(&self, name: &str, add: &[String], remove: &[String]) -> StoreResult<Vec<String>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        // Lock the group row so that concurrent changes cannot form a cycle between them.
+        if tx
+            .query_opt("SELECT 1 FROM groups WHERE name = $1 FOR UPDATE", &[&name])
+            .await
+            .map_err(unavailable)?
+            .is_none()
+        {
+            return Err(StoreError::NotFound);
+        }
+        tx.execute("DELETE FROM group_members WHERE group_name = $1 AND member = ANY($2)", &[&name, &remove])
+            .await
+            .map_err(unavailable)?;
+        tx.execute(
+            "INSERT INTO group_members (group_name, member) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+            &[&name, &add],
+        )
+        .await
+        .map_err(unavailable)?;
+        if tx.query_opt(GROUP_CYCLE, &[&name]).await.map_err(unavailable)?.is_some() {
+            return Err(StoreError::GroupCycle);
+        }
+        let members = tx
+            .query("SELECT member FROM group_members WHERE group_name = $1 ORDER BY member", &[&name])
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|r| col(r, 0))
+            .collect::<StoreResult<Vec<String>>>()?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(members)
+    }
+
+    async fn delete_group(&self, name: &str) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        changed_one(tx.execute("DELETE FROM groups WHERE name = $1", &[&name]).await.map_err(unavailable)?)?;
+        let member = format!("group:{name}");
+        tx.execute("DELETE FROM group_members WHERE member = $1", &[&member]).await.map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn user_groups(&self, address: &str) -> StoreResult<Vec<String>> {
+        let sql = "WITH RECURSIVE g(name) AS ( \
+                       SELECT group_name FROM group_members WHERE member = $1 \
+                       UNION \
+                       SELECT gm.group_name FROM group_members gm JOIN g ON gm.member = 'group:' || g.name) \
+                   SELECT name FROM g ORDER BY name";
+        self.query(sql, &[&address]).await?.iter().map(|r| col(r, 0)).collect()
+    }
+
+    async fn get_policy(&self, scope: &PolicyScope) -> StoreResult<Option<bool>> {
+        let key = scope.to_string();
+        self.query_opt("SELECT enabled FROM policies WHERE scope = $1", &[&key]).await?.map(|r| col(&r, 0)).transpose()
+    }
+
+    async fn put_policy(&self, scope: &PolicyScope, enabled: bool) -> StoreResult<()> {
+        let sql = "INSERT INTO policies (scope, enabled) VALUES ($1, $2) \
+                   ON CONFLICT (scope) DO UPDATE SET enabled = excluded.enabled";
+        self.execute(sql, &[&scope.to_string(), &enabled]).await.map(drop)
+    }
+
+    async fn delete_policy(&self, scope: &PolicyScope) -> StoreResult<bool> {
+        Ok(self.execute("DELETE FROM policies WHERE scope = $1", &[&scope.to_string()]).await? > 0)
+    }
+
+    async fn get_config(&self, scope: &ConfigScope) -> StoreResult<Option<ChatConfig>> {
+        let sql = "SELECT default_chat_history, max_file_size_kb, participant_update_limit, room_management_url, \
+                   max_message_bytes FROM configs WHERE scope = $1";
+        let Some(row) = self.query_opt(sql, &[&scope.to_string()]).await? else { return Ok(None) };
+        Ok(Some(ChatConfig {
+            default_chat_history: u32_col(&row, 0)?,
+            max_file_size_kb: u32_col(&row, 1)?,
+            participant_update_limit: u32_col(&row, 2)?,
+            room_management_url: col(&row, 3)?,
+            max_message_bytes: u32_col(&row, 4)?,
+        }))
+    }
+
+    async fn put_config(&self, scope: &ConfigScope, c: &ChatConfig) -> StoreResult<()> {
+        let sql = "INSERT INTO configs (scope, default_chat_history, max_file_size_kb, participant_update_limit, \
+                   room_management_url, max_message_bytes) VALUES ($1, $2, $3, $4, $5, $6) \
+                   ON CONFLICT (scope) DO UPDATE SET default_chat_history = excluded.default_chat_history, \
+                   max_file_size_kb = excluded.max_file_size_kb, \
+                   participant_update_limit = excluded.participant_update_limit, \
+                   room_management_url = excluded.room_management_url, max_message_bytes = excluded.max_message_bytes";
+        let values = [
+            i64::from(c.default_chat_history),
+            i64::from(c.max_file_size_kb),
+            i64::from(c.participant_update_limit),
+            i64::from(c.max_message_bytes),
+        ];
+        let params: [&(dyn ToSql + Sync); 6] =
+            [&scope.to_string(), &values[0], &values[1], &values[2], &c.room_management_url, &values[3]];
+        self.execute(sql, &params).await.map(drop)
+    }
+
+    async fn delete_config(&self, scope: &ConfigScope) -> StoreResult<bool> {
+        Ok(self.execute("DELETE FROM configs WHERE scope = $1", &[&scope.to_string()]).await? > 0)
+    }
+
+    async fn create_category(&self, k: &CategoryRecord) -> StoreResult<()> {
+        let sql = format!("INSERT INTO categories ({CATEGORY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+        let (allowed, denied, creators) =
+            (join_principals(&k.allowed_members), join_principals(&k.denied_members), join_principals(&k.creators));
+        let params: [&(dyn ToSql + Sync); 9] = [
+            &k.id,
+            &k.name,
+            &k.description,
+            &k.file_upload,
+            &k.chat_history,
+            &k.invitations,
+            &allowed,
+            &denied,
+            &creators,
+        ];
+        self.execute(&sql, &params).await.map(drop)
+    }
+
+    async fn get_category(&self, id: &str) -> StoreResult<Option<CategoryRecord>> {
+        let sql = format!("SELECT {CATEGORY_COLUMNS} FROM categories WHERE id = $1");
+        self.query_opt(&sql, &[&id]).await?.as_ref().map(category_from_row).transpose()
+    }
+
+    async fn get_category_by_name(&self, name: &str) -> StoreResult<Option<CategoryRecord>> {
+        let sql = format!("SELECT {CATEGORY_COLUMNS} FROM categories WHERE name = $1");
+        self.query_opt(&sql, &[&name]).await?.as_ref().map(category_from_row).transpose()
+    }
+
+    async fn list_categories(&self) -> StoreResult<Vec<CategoryRecord>> {
+        all(
+            self.query(&format!("SELECT {CATEGORY_COLUMNS} FROM categories ORDER BY name"), &[]).await?,
+            category_from_row,
+        )
+    }
+
+    async fn update_category(&self, k: &CategoryRecord) -> StoreResult<()> {
+        let sql = "UPDATE categories SET name = $2, description = $3, file_upload = $4, chat_history = $5, \
+                   invitations = $6, allowed_members = $7, denied_members = $8, creators = $9 WHERE id = $1";
+        let (allowed, denied, creators) =
+            (join_principals(&k.allowed_members), join_principals(&k.denied_members), join_principals(&k.creators));
+        let params: [&(dyn ToSql + Sync); 9] = [
+            &k.id,
+            &k.name,
+            &k.description,
+            &k.file_upload,
+            &k.chat_history,
+            &k.invitations,
+            &allowed,
+            &denied,
+            &creators,
+        ];
+        changed_one(self.execute(sql, &params).await?)
+    }
+
+    async fn delete_category(&self, id: &str) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        // Lock the category so that no room is created in it while it is being deleted.
+        if tx
+            .query_opt("SELECT 1 FROM categories WHERE id = $1 FOR UPDATE", &[&id])
+            .await
+            .map_err(unavailable)?
+            .is_none()
+        {
+            return Err(StoreError::NotFound);
+        }
+        if tx
+            .query_opt("SELECT 1 FROM rooms WHERE category_id = $1 LIMIT 1", &[&id])
+            .await
+            .map_err(unavailable)?
+            .is_some()
+        {
+            return Err(StoreError::CategoryNotEmpty);
+        }
+        tx.execute("DELETE FROM categories WHERE id = $1", &[&id]).await.map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn create_addin(&self, a: &AddinRecord) -> StoreResult<()> {
+        self.execute("INSERT INTO addins (name, url) VALUES ($1, $2)", &[&a.name, &a.url]).await.map(drop)
+    }
+
+    async fn get_addin(&self, name: &str) -> StoreResult<Option<AddinRecord>> {
+        self.query_opt("SELECT name, url FROM addins WHERE name = $1", &[&name])
+            .await?
+            .as_ref()
+            .map(addin_from_row)
+            .transpose()
+    }
+
+    async fn list_addins(&self) -> StoreResult<Vec<AddinRecord>> {
+        all(self.query("SELECT name, url FROM addins ORDER BY name", &[]).await?, addin_from_row)
+    }
+
+    async fn update_addin(&self, name: &str, a: &AddinRecord) -> StoreResult<()> {
+        changed_one(
+            self.execute("UPDATE addins SET name = $2, url = $3 WHERE name = $1", &[&name, &a.name, &a.url]).await?,
+        )
+    }
+
+    async fn delete_addin(&self, name: &str) -> StoreResult<()> {
+        changed_one(self.execute("DELETE FROM addins WHERE name = $1", &[&name]).await?)
+    }
+
+    async fn create_room(&self, r: &RoomRecord) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        // A shared lock on the category keeps it from being deleted until this room exists.
+        let sql = "SELECT 1 FROM categories WHERE id = $1 FOR SHARE";
+        if tx.query_opt(sql, &[&r.category_id]).await.map_err(unavailable)?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let sql = format!(
+            "INSERT INTO rooms ({ROOM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        );
+        let (members, managers, presenters) =
+            (join_principals(&r.members), join_principals(&r.managers), join_principals(&r.presenters));
+        let params: [&(dyn ToSql + Sync); 14] = [
+            &r.id,
+            &r.name,
+            &r.description,
+            &r.category_id,
+            &r.privacy.as_str(),
+            &r.room_type.as_str(),
+            &r.invitations.as_str(),
+            &r.disabled,
+            &r.addin,
+            &members,
+            &managers,
+            &presenters,
+            &r.created_by,
+            &r.created_at,
+        ];
+        tx.execute(&sql, &params).await.map_err(named)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn get_room(&self, id: &str) -> StoreResult<Option<RoomRecord>> {
+        let sql = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = $1");
+        self.query_opt(&sql, &[&id]).await?.as_ref().map(room_from_row).transpose()
+    }
+
+    async fn get_room_by_name(&self, name: &str) -> StoreResult<Option<RoomRecord>> {
+        let sql = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE name = $1");
+        self.query_opt(&sql, &[&name]).await?.as_ref().map(room_from_row).transpose()
+    }
+
+    async fn list_rooms(&self, q: &RoomQuery) -> StoreResult<Vec<RoomRecord>> {
+        let sql = format!(
+            "SELECT {ROOM_COLUMNS} FROM rooms WHERE ($1::text IS NULL OR category_id = $1) AND name > $2 \
+             ORDER BY name LIMIT $3"
+        );
+        let after = q.after_name.clone().unwrap_or_default();
+        all(self.query(&sql, &[&q.category_id, &after, &i64::from(q.limit)]).await?, room_from_row)
+    }
+
+    async fn update_room(&self, r: &RoomRecord) -> StoreResult<()> {
+        let sql = "UPDATE rooms SET name = $2, description = $3, category_id = $4, privacy = $5, room_type = $6, \
+                   invitations = $7, disabled = $8, addin = $9, members = $10, managers = $11, presenters = $12 \
+                   WHERE id = $1";
+        let (members, managers, presenters) =
+            (join_principals(&r.members), join_principals(&r.managers), join_principals(&r.presenters));
+        let params: [&(dyn ToSql + Sync); 12] = [
+            &r.id,
+            &r.name,
+            &r.description,
+            &r.category_id,
+            &r.privacy.as_str(),
+            &r.room_type.as_str(),
+            &r.invitations.as_str(),
+            &r.disabled,
+            &r.addin,
+            &members,
+            &managers,
+            &presenters,
+        ];
+        changed_one(self.execute(sql, &params).await?)
+    }
+
+    async fn delete_room(&self, id: &str) -> StoreResult<()> {
+        changed_one(self.execute("DELETE FROM rooms WHERE id = $1", &[&id]).await?)
+    }
+
+    async fn append_message(&self, message: NewMessage) -> StoreResult<Appended> {
+        let (reply, answer) = oneshot::channel();
+        self.appends.send(AppendJob { message, reply }).map_err(|_| unavailable("the post appender has stopped"))?;
+        answer.await.map_err(|_| unavailable("the post appender has stopped"))?
+    }
+
+    async fn messages(&self, room_id: &str, range: MessageRange) -> StoreResult<Vec<MessageRecord>> {
+        let base = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1");
+        let (rows, descending) = match range {
+            MessageRange::After { after, limit } => {
+                let sql = format!("{base} AND seq > $2 ORDER BY seq LIMIT $3");
+                (self.query(&sql, &[&room_id, &after, &i64::from(limit)]).await?, false)
+            }
+            MessageRange::Latest { limit } => {
+                let sql = format!("{base} ORDER BY seq DESC LIMIT $2");
+                (self.query(&sql, &[&room_id, &i64::from(limit)]).await?, true)
+            }
+            MessageRange::Before { before, limit } => {
+                let sql = format!("{base} AND seq < $2 ORDER BY seq DESC LIMIT $3");
+                (self.query(&sql, &[&room_id, &before, &i64::from(limit)]).await?, true)
+            }
+        };
+        let mut out = all(rows, message_from_row)?;
+        if descending {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
+    async fn last_seq(&self, room_id: &str) -> StoreResult<i64> {
+        let row = self.query_opt("SELECT last_seq FROM rooms WHERE id = $1", &[&room_id]).await?;
+        row.map(|r| col(&r, 0)).transpose()?.ok_or(StoreError::NotFound)
+    }
+
+    async fn find_messages(&self, room_id: &str, f: &MessageFilter) -> StoreResult<Vec<MessageRecord>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND ($2::text IS NULL OR author = $2) \
+             AND ($3::bigint IS NULL OR ts >= $3) AND ($4::bigint IS NULL OR ts <= $4) ORDER BY seq"
+        );
+        all(self.query(&sql, &[&room_id, &f.author, &f.start_ts, &f.end_ts]).await?, message_from_row)
+    }
+
+    async fn alter_messages(&self, room_id: &str, ids: &[String], replacement: Option<&str>) -> StoreResult<u64> {
+        match replacement {
+            Some(text) => {
+                let sql = "UPDATE messages SET text = $3, replaced = true WHERE room_id = $1 AND id = ANY($2)";
+                self.execute(sql, &[&room_id, &ids, &text]).await
+            }
+            None => self.execute("DELETE FROM messages WHERE room_id = $1 AND id = ANY($2)", &[&room_id, &ids]).await,
+        }
+    }
+
+    async fn clear_room(&self, room_id: &str, end_ts: i64) -> StoreResult<u64> {
+        self.execute("DELETE FROM messages WHERE room_id = $1 AND ts <= $2", &[&room_id, &end_ts]).await
+    }
+
+    async fn set_follow(&self, address: &str, room_id: &str, follow: bool) -> StoreResult<()> {
+        let sql = if follow {
+            "INSERT INTO follows (address, room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM follows WHERE address = $1 AND room_id = $2"
+        };
+        self.execute(sql, &[&address, &room_id]).await.map(drop)
+    }
+
+    async fn follows(&self, address: &str) -> StoreResult<Vec<String>> {
+        let rows = self.query("SELECT room_id FROM follows WHERE address = $1 ORDER BY room_id", &[&address]).await?;
+        rows.iter().map(|r| col(r, 0)).collect()
+    }
+
+    async fn mark_read(&self, address: &str, room_id: &str, seq: i64) -> StoreResult<()> {
+        let sql = "INSERT INTO read_marks (address, room_id, seq) VALUES ($1, $2, $3) \
+                   ON CONFLICT (address, room_id) DO UPDATE SET seq = greatest(read_marks.seq, excluded.seq)";
+        self.execute(sql, &[&address, &room_id, &seq]).await.map(drop)
+    }
+
+    async fn read_marks(&self, address: &str) -> StoreResult<Vec<(String, i64)>> {
+        let rows =
+            self.query("SELECT room_id, seq FROM read_marks WHERE address = $1 ORDER BY room_id", &[&address]).await?;
+        rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))).collect()
+    }
+
+    async fn add_invitations(
+        &self,
+        room_id: &str,
+        addresses: &[String],
+        created_at: i64,
+    ) -> StoreResult<Vec<InvitationRecord>> {
+        let sql = "INSERT INTO invitations (address, room_id, created_at) SELECT unnest($1::text[]), $2, $3 \
+                   ON CONFLICT DO NOTHING RETURNING id, address, room_id, created_at";
+        let mut created = all(self.query(sql, &[&addresses, &room_id, &created_at]).await?, invitation_from_row)?;
+        created.sort_by_key(|i| i.id);
+        Ok(created)
+    }
+
+    async fn invitations(&self, address: &str, after_id: i64, limit: u32) -> StoreResult<Vec<InvitationRecord>> {
+        let sql = "SELECT id, address, room_id, created_at FROM invitations WHERE address = $1 AND id > $2 \
+                   ORDER BY id LIMIT $3";
+        all(self.query(sql, &[&address, &after_id, &i64::from(limit)]).await?, invitation_from_row)
+    }
+}
