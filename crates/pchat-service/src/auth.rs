@@ -126,14 +126,21 @@ impl Service {
         let password = password.unwrap_or_else(|| random_secret("")[..24].to_owned());
         validate_password(&password)?;
         let hash = hash_password(password.clone()).await?;
-        self.store
+        let created = self
+            .store
             .create_user(UserRecord {
                 address: address.to_string(),
                 display_name: "Administrator".into(),
                 password_hash: hash,
                 created_at: now_micros(),
             })
-            .await?;
+            .await;
+        match created {
+            Ok(()) => {}
+            // Another server of the pool bootstrapped at the same moment.
+            Err(pchat_store::StoreError::NameTaken) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
         self.directory_write(self.store.set_role(address.as_str(), AdminRole::Admin, true)).await?;
         self.directory_write(self.store.set_role(address.as_str(), AdminRole::UserAdmin, true)).await?;
         Ok(Some((address.to_string(), generated.then_some(password))))

@@ -72,8 +72,8 @@ pub struct Service {
     limiter: ratelimit::RateLimiter,
     metrics: Arc<metrics::Metrics>,
     /// Moves on after every write that can change who a caller is (users, groups, roles, policies) or which
-    /// configuration applies, so that derived values can be cached until then. Single-server only for now: a
-    /// pool must also move it when another server writes.
+    /// configuration applies, so that derived values can be cached until then. In a pool, other servers' writes
+    /// move it too (`StoreEvent::DirectoryChanged`).
     generation: AtomicU64,
     /// The effective configuration and the generation it was read at.
     config_cache: std::sync::RwLock<Option<(u64, pchat_core::ChatConfig)>>,
@@ -144,7 +144,8 @@ impl Service {
     }
 }
 
-/// Publishes committed messages to the hub in commit order (which is `seq` order per room).
+/// Publishes committed messages to the hub in commit order (which is `seq` order per room), and moves the directory
+/// generation on when another server changed the directory.
 async fn dispatch(service: std::sync::Weak<Service>, mut events: mpsc::UnboundedReceiver<StoreEvent>) {
     while let Some(event) = events.recv().await {
         let Some(service) = service.upgrade() else {
@@ -152,6 +153,9 @@ async fn dispatch(service: std::sync::Weak<Service>, mut events: mpsc::Unbounded
         };
         match event {
             StoreEvent::MessagePosted(message) => service.hub.publish_message(&message),
+            StoreEvent::DirectoryChanged => {
+                service.generation.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
 }

@@ -4,17 +4,19 @@
 //! the room's counter row (`SELECT … FOR UPDATE`), settles `client_id` retries with one lookup, assigns the next
 //! `seq` values in memory, inserts the new messages with one `INSERT … SELECT FROM unnest(…)`, and moves the counter.
 //! The row lock makes `seq` gap-free and ordered across every server of a pool; the single commit shares one WAL
-//! flush between all posts of the batch. Callers are answered, and events published in commit order, only after
-//! the commit.
+//! flush between all posts of the batch. Each new message is also announced with `pg_notify` inside the same
+//! transaction, so every server's listener (this one's included) hears it exactly when it commits, in commit order;
+//! callers are answered only after the commit.
 
 use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::Pool;
 use pchat_store::codec::now_micros;
-use pchat_store::{Appended, MessageRecord, NewMessage, StoreError, StoreEvent, StoreResult};
+use pchat_store::{Appended, MessageRecord, NewMessage, StoreError, StoreResult};
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
+use crate::notify;
 use crate::store::{MESSAGE_COLUMNS, message_from_row, unavailable};
 
 /// The most appends committed together.
@@ -25,21 +27,18 @@ pub(crate) struct AppendJob {
     pub(crate) reply: oneshot::Sender<StoreResult<Appended>>,
 }
 
-pub(crate) fn start(pool: Pool, feed: mpsc::UnboundedSender<StoreEvent>) -> mpsc::UnboundedSender<AppendJob> {
+pub(crate) fn start(pool: Pool) -> mpsc::UnboundedSender<AppendJob> {
     let (queue, jobs) = mpsc::unbounded_channel();
-    tokio::spawn(run(pool, jobs, feed));
+    tokio::spawn(run(pool, jobs));
     queue
 }
 
-async fn run(pool: Pool, mut jobs: mpsc::UnboundedReceiver<AppendJob>, feed: mpsc::UnboundedSender<StoreEvent>) {
+async fn run(pool: Pool, mut jobs: mpsc::UnboundedReceiver<AppendJob>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let messages: Vec<NewMessage> = batch.iter().map(|j| j.message.clone()).collect();
         match commit_batch(&pool, messages).await {
-            Ok((results, events)) => {
-                for event in events {
-                    let _ = feed.send(event);
-                }
+            Ok(results) => {
                 for (job, result) in batch.drain(..).zip(results) {
                     let _ = job.reply.send(result);
                 }
@@ -54,9 +53,7 @@ async fn run(pool: Pool, mut jobs: mpsc::UnboundedReceiver<AppendJob>, feed: mps
     }
 }
 
-type BatchOutcome = (Vec<StoreResult<Appended>>, Vec<StoreEvent>);
-
-async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<BatchOutcome, StoreError> {
+async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<Vec<StoreResult<Appended>>, StoreError> {
     let mut client = pool.get().await.map_err(unavailable)?;
     let tx = client.transaction().await.map_err(unavailable)?;
     let mut by_room: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -64,7 +61,7 @@ async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<BatchOut
         by_room.entry(m.room_id.clone()).or_default().push(i);
     }
     let mut results: Vec<Option<StoreResult<Appended>>> = messages.iter().map(|_| None).collect();
-    let mut events = Vec::new();
+    let mut notices: Vec<String> = Vec::new();
     for (room, indexes) in by_room {
         let row = tx
             .query_opt("SELECT disabled, last_seq, last_ts FROM rooms WHERE id = $1 FOR UPDATE", &[&room])
@@ -118,7 +115,7 @@ async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<BatchOut
             if m.keep {
                 new_rows.push(record.clone());
             }
-            events.push(StoreEvent::MessagePosted(record.clone()));
+            notices.push(notify::encode(&record));
             results[i] = Some(Ok(Appended { message: record, created: true }));
         }
         if !new_rows.is_empty() {
@@ -128,10 +125,15 @@ async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<BatchOut
             .await
             .map_err(unavailable)?;
     }
+    if !notices.is_empty() {
+        // unnest yields the array in order, so notifications go out in seq order (and the listener reads any gap
+        // back from the table should they not).
+        tx.execute("SELECT pg_notify($1, notice) FROM unnest($2::text[]) AS notice", &[&notify::MESSAGES, &notices])
+            .await
+            .map_err(unavailable)?;
+    }
     tx.commit().await.map_err(unavailable)?;
-    let results =
-        results.into_iter().map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable("not run".into())))).collect();
-    Ok((results, events))
+    Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable("not run".into())))).collect())
 }
 
 async fn insert_messages(tx: &tokio_postgres::Transaction<'_>, room: &str, rows: &[MessageRecord]) -> StoreResult<()> {

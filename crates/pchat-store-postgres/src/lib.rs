@@ -1,10 +1,12 @@
 //! PostgreSQL backend of the pchat storage port, selected by a `postgres://` database URL. Several `pchat serve`
 //! processes can share one database: posts are appended by a batching task per server under per-room row locks
-//! ([`appender`]), so `seq` stays gap-free and ordered across servers; everything else is one transaction per
-//! operation on a connection pool.
+//! ([`appender`]), so `seq` stays gap-free and ordered across servers; every server hears every commit through
+//! LISTEN/NOTIFY ([`listener`], [`notify`]); everything else is one transaction per operation on a connection pool.
 
 mod appender;
+mod listener;
 mod migrations;
+mod notify;
 mod store;
 
 pub use migrations::MigrationError;

@@ -17,7 +17,7 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row};
 
 use crate::appender::{self, AppendJob};
-use crate::migrations;
+use crate::{listener, migrations, notify};
 
 /// Connections kept open per server.
 const POOL_SIZE: usize = 16;
@@ -60,17 +60,21 @@ impl PgStore {
 
     /// As [`PgStore::connect`], from a parsed configuration; `shown` names the database in errors.
     pub async fn connect_with(config: tokio_postgres::Config, shown: String) -> Result<Self, OpenError> {
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| OpenError::Connect { url: shown.clone(), message: e.to_string() })?;
         let mut client =
             pool.get().await.map_err(|e| OpenError::Connect { url: shown.clone(), message: e.to_string() })?;
-        migrations::apply(&mut client).await.map_err(|source| OpenError::Migrate { url: shown, source })?;
+        migrations::apply(&mut client).await.map_err(|source| OpenError::Migrate { url: shown.clone(), source })?;
         drop(client);
         let (feed, events) = mpsc::unbounded_channel();
-        let appends = appender::start(pool.clone(), feed);
+        listener::start(config, pool.clone(), feed)
+            .await
+            .map_err(|message| OpenError::Connect { url: shown, message })?;
+        let appends = appender::start(pool.clone());
         Ok(Self { pool, appends, events: Mutex::new(Some(events)) })
     }
 
@@ -84,6 +88,17 @@ impl PgStore {
 
     async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Option<Row>> {
         self.client().await?.query_opt(sql, params).await.map_err(unavailable)
+    }
+
+    /// A one-statement write to the directory (users, groups, roles, policies, configuration), announced to the
+    /// pool's other servers in the same transaction so that they drop what they derived from it.
+    async fn directory_execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let changed = tx.execute(sql, params).await.map_err(named)?;
+        announce_directory_change(&tx).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(changed)
     }
 
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
@@ -102,6 +117,10 @@ fn named(e: tokio_postgres::Error) -> StoreError {
     } else {
         unavailable(e)
     }
+}
+
+async fn announce_directory_change(tx: &tokio_postgres::Transaction<'_>) -> StoreResult<()> {
+    tx.execute("SELECT pg_notify($1, '')", &[&notify::DIRECTORY]).await.map_err(unavailable).map(drop)
 }
 
 fn changed_one(n: u64) -> StoreResult<()> {
@@ -239,7 +258,7 @@ impl Store for PgStore {
 
     async fn create_user(&self, u: UserRecord) -> StoreResult<()> {
         let sql = "INSERT INTO users (address, display_name, password_hash, created_at) VALUES ($1, $2, $3, $4)";
-        self.execute(sql, &[&u.address, &u.display_name, &u.password_hash, &u.created_at]).await.map(drop)
+        self.directory_execute(sql, &[&u.address, &u.display_name, &u.password_hash, &u.created_at]).await.map(drop)
     }
 
     async fn get_user(&self, address: &str) -> StoreResult<Option<UserRecord>> {
@@ -271,6 +290,7 @@ impl Store for PgStore {
             tx.execute(sql, &[&address]).await.map_err(unavailable)?;
         }
         tx.execute("DELETE FROM policies WHERE scope = $1", &[&scope]).await.map_err(unavailable)?;
+        announce_directory_change(&tx).await?;
         tx.commit().await.map_err(unavailable)
     }
 
@@ -302,7 +322,7 @@ impl Store for PgStore {
         } else {
             "DELETE FROM roles WHERE address = $1 AND role = $2"
         };
-        self.execute(sql, &[&address, &role.as_str()]).await.map(drop)
+        self.directory_execute(sql, &[&address, &role.as_str()]).await.map(drop)
     }
 
     async fn list_roles(&self) -> StoreResult<Vec<(String, AdminRole)>> {
@@ -318,7 +338,7 @@ impl Store for PgStore {
     }
 
     async fn create_group(&self, name: &str) -> StoreResult<()> {
-        self.execute("INSERT INTO groups (name) VALUES ($1)", &[&name]).await.map(drop)
+        self.directory_execute("INSERT INTO groups (name) VALUES ($1)", &[&name]).await.map(drop)
     }
 
     async fn get_group(&self, name: &str) -> StoreResult<Option<Vec<String>>> {
@@ -365,6 +385,7 @@ impl Store for PgStore {
             .iter()
             .map(|r| col(r, 0))
             .collect::<StoreResult<Vec<String>>>()?;
+        announce_directory_change(&tx).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(members)
     }
@@ -375,6 +396,7 @@ impl Store for PgStore {
         changed_one(tx.execute("DELETE FROM groups WHERE name = $1", &[&name]).await.map_err(unavailable)?)?;
         let member = format!("group:{name}");
         tx.execute("DELETE FROM group_members WHERE member = $1", &[&member]).await.map_err(unavailable)?;
+        announce_directory_change(&tx).await?;
         tx.commit().await.map_err(unavailable)
     }
 
@@ -395,11 +417,11 @@ impl Store for PgStore {
     async fn put_policy(&self, scope: &PolicyScope, enabled: bool) -> StoreResult<()> {
         let sql = "INSERT INTO policies (scope, enabled) VALUES ($1, $2) \
                    ON CONFLICT (scope) DO UPDATE SET enabled = excluded.enabled";
-        self.execute(sql, &[&scope.to_string(), &enabled]).await.map(drop)
+        self.directory_execute(sql, &[&scope.to_string(), &enabled]).await.map(drop)
     }
 
     async fn delete_policy(&self, scope: &PolicyScope) -> StoreResult<bool> {
-        Ok(self.execute("DELETE FROM policies WHERE scope = $1", &[&scope.to_string()]).await? > 0)
+        Ok(self.directory_execute("DELETE FROM policies WHERE scope = $1", &[&scope.to_string()]).await? > 0)
     }
 
     async fn get_config(&self, scope: &ConfigScope) -> StoreResult<Option<ChatConfig>> {
@@ -430,11 +452,11 @@ impl Store for PgStore {
         ];
         let params: [&(dyn ToSql + Sync); 6] =
             [&scope.to_string(), &values[0], &values[1], &values[2], &c.room_management_url, &values[3]];
-        self.execute(sql, &params).await.map(drop)
+        self.directory_execute(sql, &params).await.map(drop)
     }
 
     async fn delete_config(&self, scope: &ConfigScope) -> StoreResult<bool> {
-        Ok(self.execute("DELETE FROM configs WHERE scope = $1", &[&scope.to_string()]).await? > 0)
+        Ok(self.directory_execute("DELETE FROM configs WHERE scope = $1", &[&scope.to_string()]).await? > 0)
     }
 
     async fn create_category(&self, k: &CategoryRecord) -> StoreResult<()> {

@@ -140,8 +140,10 @@ pub struct InvitationRecord {
     pub created_at: i64,
 }
 
-/// What the store reports after commit, in commit order.
+/// What the store reports after commit, in commit order. In a pool this includes what other servers committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreEvent {
     MessagePosted(MessageRecord),
+    /// Another server changed users, groups, roles, policies or configuration: cached derivations are stale.
+    DirectoryChanged,
 }

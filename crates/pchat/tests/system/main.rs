@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod flow;
 mod harness;
+mod pool;
 mod postgres;
 mod stream;
 mod tls;
