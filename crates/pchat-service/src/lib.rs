@@ -3,6 +3,7 @@
 //! Front ends (HTTP/WebSocket now, SIP/XCCOS later) call [`Service`]; it knows nothing of their protocols.
 
 mod auth;
+mod cluster;
 mod directory;
 mod error;
 pub mod hub;
@@ -156,6 +157,7 @@ async fn dispatch(service: std::sync::Weak<Service>, mut events: mpsc::Unbounded
             StoreEvent::DirectoryChanged => {
                 service.generation.fetch_add(1, Ordering::AcqRel);
             }
+            StoreEvent::Cluster(event) => service.apply(event).await,
         }
     }
 }

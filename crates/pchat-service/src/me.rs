@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use pchat_store::{InvitationRecord, RoomRecord};
+use pchat_store::{ClusterEvent, InvitationRecord, RoomRecord};
 use tokio::sync::mpsc;
 
 use crate::hub::{Conn, Frame};
@@ -55,7 +55,7 @@ impl Service {
             self.room_view(caller, reference).await?.0.room.id
         };
         self.store.set_follow(caller.address(), &room_id, follow).await?;
-        self.hub.set_watch(caller.address(), &room_id, follow);
+        self.announce(ClusterEvent::Follow { address: caller.address().to_owned(), room_id, follow }).await;
         Ok(())
     }
 

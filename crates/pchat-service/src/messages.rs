@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use pchat_api_types as api;
 use pchat_core::{Address, Name};
-use pchat_store::{Appended, CategoryRecord, MessageFilter, MessageRange, MessageRecord, NewMessage, RoomRecord};
+use pchat_store::{
+    Appended, CategoryRecord, ClusterEvent, MessageFilter, MessageRange, MessageRecord, NewMessage, RoomRecord,
+};
 
 use crate::directory::require_admin;
-use crate::hub::{Conn, LiveEvent};
+use crate::hub::Conn;
 use crate::time::parse_micros;
 use crate::{Caller, Service, ServiceError, ServiceResult};
 
@@ -16,6 +18,8 @@ use crate::{Caller, Service, ServiceError, ServiceResult};
 pub const MAX_PAGE: u32 = 500;
 /// Default replacement text (Lync's `Remove-CsPersistentChatMessage -ReplaceMessage` default).
 pub const DEFAULT_REPLACEMENT: &str = "This message was replaced by the Persistent Chat administrator.";
+/// Longest replacement text (Lync's default is one sentence).
+const MAX_REPLACEMENT_CHARS: usize = 1024;
 /// Longest `client_id`.
 const MAX_CLIENT_ID: usize = 128;
 
@@ -177,7 +181,7 @@ impl Service {
         let room = self.resolve_room(reference).await?;
         let end_ts = parse_micros("end_date", &input.end_date)?;
         let removed = self.store.clear_room(&room.id, end_ts).await?;
-        self.hub.broadcast(&room.id, &LiveEvent::RoomCleared { room: room.id.clone(), end_ts });
+        self.announce(ClusterEvent::RoomCleared { room_id: room.id, end_ts }).await;
         Ok(removed)
     }
 
@@ -199,6 +203,15 @@ impl Service {
             input.case_sensitive.unwrap_or(false),
         )?;
         let replacement = input.replace_with.map(|t| if t.is_empty() { DEFAULT_REPLACEMENT.to_owned() } else { t });
+        if let Some(text) = &replacement
+            && (text.chars().count() > MAX_REPLACEMENT_CHARS
+                || text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')))
+        {
+            return Err(ServiceError::validation(
+                "replace_with",
+                format!("must be at most {MAX_REPLACEMENT_CHARS} characters without control characters"),
+            ));
+        }
         if author.is_none() && start_ts.is_none() && end_ts.is_none() && matcher.is_none() {
             return Err(ServiceError::validation(
                 "keywords",
@@ -216,10 +229,10 @@ impl Service {
         }
         let affected = self.store.alter_messages(&room.id, &ids, replacement.as_deref()).await?;
         let event = match replacement {
-            Some(text) => LiveEvent::MessageReplaced { room: room.id.clone(), ids, text },
-            None => LiveEvent::MessagesRemoved { room: room.id.clone(), ids },
+            Some(text) => ClusterEvent::MessagesReplaced { room_id: room.id, ids, text },
+            None => ClusterEvent::MessagesRemoved { room_id: room.id, ids },
         };
-        self.hub.broadcast(&room.id, &event);
+        self.announce(event).await;
         Ok(affected)
     }
 }

@@ -9,10 +9,9 @@ use pchat_core::permissions::may_create_room;
 use pchat_core::{
     Access, Address, Description, Identity, Invitations, Name, Principal, Privacy, RoomAcl, RoomType, Scope, decide,
 };
-use pchat_store::{AddinRecord, CategoryRecord, RoomQuery, RoomRecord};
+use pchat_store::{AddinRecord, CategoryRecord, ClusterEvent, RoomQuery, RoomRecord};
 
 use crate::directory::require_admin;
-use crate::hub::LiveEvent;
 use crate::time::now_micros;
 use crate::{Caller, Service, ServiceError, ServiceResult};
 
@@ -266,13 +265,7 @@ impl Service {
             c.creators = list;
         }
         self.store.update_category(&c).await?;
-        // A narrower scope or a new deny entry takes effect at once for people joined to its rooms.
-        for room in self.all_rooms(Some(&c.id)).await? {
-            let category = c.clone();
-            self.hub.evict(&room.id, &LiveEvent::RemovedFromRoom { room: room.id.clone() }, |caller| {
-                !access_to(caller, &category, &room).read
-            });
-        }
+        self.announce(ClusterEvent::CategoryChanged { category_id: c.id.clone() }).await;
         Ok(c)
     }
 
@@ -457,10 +450,8 @@ impl Service {
         }
         let created = self.store.add_invitations(&room.id, &invitees, now_micros()).await?;
         for inv in created {
-            self.hub.to_user(
-                &inv.address,
-                &LiveEvent::Invitation { id: inv.id, room: room.clone(), created_at: inv.created_at },
-            );
+            let (id, address, room_id, created_at) = (inv.id, inv.address, inv.room_id, inv.created_at);
+            self.announce(ClusterEvent::Invitation { id, address, room_id, created_at }).await;
         }
         Ok(())
     }
@@ -610,30 +601,16 @@ impl Service {
         }
         check_lists(room.privacy, room.room_type, &room.members, &room.presenters)?;
         self.store.update_room(&room).await?;
-        self.after_room_change(&old, &room, &category).await;
+        self.announce(ClusterEvent::RoomChanged { room_id: room.id.clone() }).await;
         self.invite(&category, &room, &invitees).await?;
         Ok(room)
-    }
-
-    /// Live consequences of a room change: disable evicts everyone; otherwise an update goes out and those who
-    /// lost access are removed.
-    async fn after_room_change(&self, old: &RoomRecord, room: &RoomRecord, category: &CategoryRecord) {
-        if room.disabled && !old.disabled {
-            self.hub.evict(&room.id, &LiveEvent::RoomDisabled { room: room.id.clone() }, |_| true);
-            return;
-        }
-        self.hub.evict(&room.id, &LiveEvent::RemovedFromRoom { room: room.id.clone() }, |caller| {
-            !access_to(caller, category, room).read
-        });
-        self.hub.broadcast(&room.id, &LiveEvent::RoomUpdated(room.clone()));
     }
 
     pub async fn delete_room(&self, caller: &Caller, reference: &str) -> ServiceResult<()> {
         require_admin(caller)?;
         let room = self.resolve_room(reference).await?;
         self.store.delete_room(&room.id).await?;
-        self.hub.evict(&room.id, &LiveEvent::RoomDeleted { room: room.id.clone() }, |_| true);
-        self.hub.forget_room(&room.id);
+        self.announce(ClusterEvent::RoomDeleted { room_id: room.id }).await;
         Ok(())
     }
 

@@ -81,7 +81,12 @@ async fn listen(
         let _ = notices.send(None);
     });
     client
-        .batch_execute(&format!("LISTEN {}; LISTEN {}", notify::MESSAGES, notify::DIRECTORY))
+        .batch_execute(&format!(
+            "LISTEN {}; LISTEN {}; LISTEN {}",
+            notify::MESSAGES,
+            notify::DIRECTORY,
+            notify::CLUSTER
+        ))
         .await
         .map_err(|e| e.to_string())?;
     if let Some(ready) = ready.take() {
@@ -102,6 +107,14 @@ async fn listen(
     while let Some(Some((channel, payload))) = incoming.recv().await {
         let delivered = if channel == notify::DIRECTORY {
             feed.send(StoreEvent::DirectoryChanged).is_ok()
+        } else if channel == notify::CLUSTER {
+            match notify::decode_cluster(&payload) {
+                Some(event) => feed.send(StoreEvent::Cluster(event)).is_ok(),
+                None => {
+                    warn!(%payload, "ignoring an unreadable cluster notification");
+                    true
+                }
+            }
         } else {
             match notify::decode(&payload) {
                 Some(notice) => on_message(pool, feed, last, notice).await.map_err(|e| e.to_string())?,

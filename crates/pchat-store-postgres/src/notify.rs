@@ -5,12 +5,14 @@
 //! U+001F; posting rejects control characters other than line breaks and tabs in every text field, so the
 //! separator cannot occur inside one.
 
-use pchat_store::MessageRecord;
+use pchat_store::{ClusterEvent, MessageRecord};
 
 /// Committed messages.
 pub(crate) const MESSAGES: &str = "pchat_messages";
 /// Users, groups, roles, policies or configuration changed.
 pub(crate) const DIRECTORY: &str = "pchat_directory";
+/// Live consequences of changes (`ClusterEvent`).
+pub(crate) const CLUSTER: &str = "pchat_cluster";
 
 const SEP: char = '\u{1f}';
 /// Stands for "none" in an optional field.
@@ -79,9 +81,115 @@ pub(crate) fn decode(payload: &str) -> Option<Notice> {
     }
 }
 
+/// Separates the ids of a list.
+const LIST: char = '\u{1d}';
+
+/// Encodes a cluster event as one or more payloads (long id lists are split so that each fits a notification).
+pub(crate) fn encode_cluster(event: &ClusterEvent) -> Vec<String> {
+    let fields = |parts: &[&str]| parts.join(&SEP.to_string());
+    match event {
+        ClusterEvent::RoomChanged { room_id } => vec![fields(&["room_changed", room_id])],
+        ClusterEvent::RoomDeleted { room_id } => vec![fields(&["room_deleted", room_id])],
+        ClusterEvent::CategoryChanged { category_id } => vec![fields(&["category_changed", category_id])],
+        ClusterEvent::RoomCleared { room_id, end_ts } => vec![fields(&["cleared", room_id, &end_ts.to_string()])],
+        ClusterEvent::Invitation { id, address, room_id, created_at } => {
+            vec![fields(&["invitation", &id.to_string(), address, room_id, &created_at.to_string()])]
+        }
+        ClusterEvent::Follow { address, room_id, follow } => {
+            vec![fields(&["follow", address, room_id, if *follow { "1" } else { "0" }])]
+        }
+        ClusterEvent::MessagesRemoved { room_id, ids } => {
+            let head = fields(&["removed", room_id]);
+            chunks(ids, MAX_PAYLOAD - head.len() - 1).into_iter().map(|list| format!("{head}{SEP}{list}")).collect()
+        }
+        ClusterEvent::MessagesReplaced { room_id, ids, text } => {
+            let head = fields(&["replaced", room_id]);
+            let room = MAX_PAYLOAD.saturating_sub(head.len() + text.len() + 2).max(64);
+            chunks(ids, room).into_iter().map(|list| format!("{head}{SEP}{list}{SEP}{text}")).collect()
+        }
+    }
+}
+
+/// Joins ids into lists of at most `limit` bytes each (at least one list, possibly empty).
+fn chunks(ids: &[String], limit: usize) -> Vec<String> {
+    let mut out = vec![String::new()];
+    for id in ids {
+        let current = out.last_mut().map_or(0, |l| l.len());
+        if current > 0 && current + 1 + id.len() > limit {
+            out.push(String::new());
+        }
+        if let Some(list) = out.last_mut() {
+            if !list.is_empty() {
+                list.push(LIST);
+            }
+            list.push_str(id);
+        }
+    }
+    out
+}
+
+pub(crate) fn decode_cluster(payload: &str) -> Option<ClusterEvent> {
+    let mut f = payload.split(SEP);
+    let list = |raw: &str| raw.split(LIST).filter(|i| !i.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+    let event = match f.next()? {
+        "room_changed" => ClusterEvent::RoomChanged { room_id: f.next()?.to_owned() },
+        "room_deleted" => ClusterEvent::RoomDeleted { room_id: f.next()?.to_owned() },
+        "category_changed" => ClusterEvent::CategoryChanged { category_id: f.next()?.to_owned() },
+        "cleared" => ClusterEvent::RoomCleared { room_id: f.next()?.to_owned(), end_ts: f.next()?.parse().ok()? },
+        "invitation" => ClusterEvent::Invitation {
+            id: f.next()?.parse().ok()?,
+            address: f.next()?.to_owned(),
+            room_id: f.next()?.to_owned(),
+            created_at: f.next()?.parse().ok()?,
+        },
+        "follow" => ClusterEvent::Follow {
+            address: f.next()?.to_owned(),
+            room_id: f.next()?.to_owned(),
+            follow: f.next()? == "1",
+        },
+        "removed" => ClusterEvent::MessagesRemoved { room_id: f.next()?.to_owned(), ids: list(f.next()?) },
+        "replaced" => {
+            let room_id = f.next()?.to_owned();
+            let ids = list(f.next()?);
+            // The text is last and may not contain the separator, so the rest of the payload is the text.
+            ClusterEvent::MessagesReplaced { room_id, ids, text: f.collect::<Vec<_>>().join(&SEP.to_string()) }
+        }
+        _ => return None,
+    };
+    Some(event)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_events_round_trip_and_split() {
+        let events = [
+            ClusterEvent::RoomChanged { room_id: "r".into() },
+            ClusterEvent::RoomDeleted { room_id: "r".into() },
+            ClusterEvent::CategoryChanged { category_id: "c".into() },
+            ClusterEvent::RoomCleared { room_id: "r".into(), end_ts: -5 },
+            ClusterEvent::Invitation { id: 3, address: "a@example.com".into(), room_id: "r".into(), created_at: 9 },
+            ClusterEvent::Follow { address: "a@example.com".into(), room_id: "r".into(), follow: true },
+            ClusterEvent::MessagesRemoved { room_id: "r".into(), ids: vec![] },
+            ClusterEvent::MessagesReplaced { room_id: "r".into(), ids: vec!["x".into()], text: "new\ntext".into() },
+        ];
+        for e in events {
+            let payloads = encode_cluster(&e);
+            assert_eq!(payloads.len(), 1);
+            assert_eq!(decode_cluster(&payloads[0]), Some(e));
+        }
+        let ids: Vec<String> = (0..1000).map(|i| format!("{i:036}")).collect();
+        let payloads = encode_cluster(&ClusterEvent::MessagesRemoved { room_id: "r".into(), ids: ids.clone() });
+        assert!(payloads.len() > 1 && payloads.iter().all(|p| p.len() <= MAX_PAYLOAD));
+        let mut back = vec![];
+        for p in payloads {
+            let Some(ClusterEvent::MessagesRemoved { ids, .. }) = decode_cluster(&p) else { panic!("{p}") };
+            back.extend(ids);
+        }
+        assert_eq!(back, ids);
+    }
 
     fn message(text: &str, client_id: Option<&str>, title: Option<&str>) -> MessageRecord {
         MessageRecord {

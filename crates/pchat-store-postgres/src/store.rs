@@ -9,8 +9,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType, ValidationError};
 use pchat_store::codec::{join_principals, split_principals};
 use pchat_store::{
-    AddinRecord, AdminRole, Appended, CategoryRecord, InvitationRecord, MessageFilter, MessageRange, MessageRecord,
-    NewMessage, RoomQuery, RoomRecord, Store, StoreError, StoreEvent, StoreResult, UserRecord,
+    AddinRecord, AdminRole, Appended, CategoryRecord, ClusterEvent, InvitationRecord, MessageFilter, MessageRange,
+    MessageRecord, NewMessage, RoomQuery, RoomRecord, Store, StoreError, StoreEvent, StoreResult, UserRecord,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::{FromSql, ToSql};
@@ -250,6 +250,13 @@ const GROUP_CYCLE: &str = "WITH RECURSIVE reach(g) AS ( \
 impl Store for PgStore {
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>> {
         self.events.lock().ok().and_then(|mut e| e.take())
+    }
+
+    async fn publish(&self, event: ClusterEvent) -> StoreResult<()> {
+        let payloads = notify::encode_cluster(&event);
+        self.query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", &[&notify::CLUSTER, &payloads])
+            .await
+            .map(drop)
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType};
 use pchat_store::codec::{self, now_micros};
 use pchat_store::{
-    AddinRecord, AdminRole, Appended, CategoryRecord, InvitationRecord, MessageFilter, MessageRange, MessageRecord,
-    NewMessage, RoomQuery, RoomRecord, Store, StoreError, StoreEvent, StoreResult, UserRecord,
+    AddinRecord, AdminRole, Appended, CategoryRecord, ClusterEvent, InvitationRecord, MessageFilter, MessageRange,
+    MessageRecord, NewMessage, RoomQuery, RoomRecord, Store, StoreError, StoreEvent, StoreResult, UserRecord,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::mpsc;
@@ -21,6 +21,8 @@ use crate::{Durability, migrations, open_connection};
 
 pub struct SqliteStore {
     writer: Writer,
+    /// The event feed, for published events: one server, so they loop straight back.
+    feed: mpsc::UnboundedSender<StoreEvent>,
     readers: Readers,
     events: Mutex<Option<mpsc::UnboundedReceiver<StoreEvent>>>,
 }
@@ -43,8 +45,13 @@ impl SqliteStore {
             open_connection(path, durability).map_err(|source| OpenError::Open { path: shown.clone(), source })?;
         migrations::apply(&mut conn).map_err(|source| OpenError::Migrate { path: shown, source })?;
         let (feed, events) = mpsc::unbounded_channel();
-        let writer = Writer::start(conn, feed)?;
-        Ok(Self { writer, readers: Readers::new(path.to_path_buf(), durability), events: Mutex::new(Some(events)) })
+        let writer = Writer::start(conn, feed.clone())?;
+        Ok(Self {
+            writer,
+            feed,
+            readers: Readers::new(path.to_path_buf(), durability),
+            events: Mutex::new(Some(events)),
+        })
     }
 
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
@@ -225,6 +232,12 @@ fn config_scope_key(scope: &ConfigScope) -> String {
 impl Store for SqliteStore {
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>> {
         self.events.lock().ok().and_then(|mut e| e.take())
+    }
+
+    async fn publish(&self, event: ClusterEvent) -> StoreResult<()> {
+        // Nobody listening (CLI tools) is fine.
+        let _ = self.feed.send(StoreEvent::Cluster(event));
+        Ok(())
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType};
 
 use crate::{
-    AddinRecord, AdminRole, CategoryRecord, MessageFilter, MessageRange, NewMessage, RoomQuery, RoomRecord, Store,
-    StoreError, StoreEvent, UserRecord,
+    AddinRecord, AdminRole, CategoryRecord, ClusterEvent, MessageFilter, MessageRange, NewMessage, RoomQuery,
+    RoomRecord, Store, StoreError, StoreEvent, UserRecord,
 };
 
 /// A store under test and whatever must live as long as it (a temporary directory, a database to drop).
@@ -30,7 +30,7 @@ macro_rules! conformance_tests {
             users, tokens_and_roles, groups_and_nesting, group_cycles_rejected, policies_and_configs,
             categories, rooms, addins, message_sequence_and_ranges, idempotent_append, unkept_messages,
             concurrent_appends_are_gap_free, events_in_commit_order, alter_and_clear, follows_and_read_marks,
-            invitations, delete_room_takes_its_content);
+            invitations, delete_room_takes_its_content, published_events_come_back);
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -373,7 +373,7 @@ pub async fn events_in_commit_order(store: &Arc<dyn Store>) {
     while got.len() < 6 {
         match tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await {
             Ok(Some(StoreEvent::MessagePosted(m))) => got.push(m.seq),
-            Ok(Some(StoreEvent::DirectoryChanged)) => {}
+            Ok(Some(StoreEvent::DirectoryChanged | StoreEvent::Cluster(_))) => {}
             Ok(None) | Err(_) => break,
         }
     }
@@ -459,4 +459,32 @@ pub async fn delete_room_takes_its_content(store: &Arc<dyn Store>) {
     let ids: HashSet<_> =
         store.messages("r9", MessageRange::Latest { limit: 5 }).await.unwrap().into_iter().map(|m| m.id).collect();
     assert_eq!(ids, HashSet::from(["m2".to_owned()]));
+}
+
+pub async fn published_events_come_back(store: &Arc<dyn Store>) {
+    let mut events = store.take_events().expect("the event feed can be taken once");
+    let sent = [
+        ClusterEvent::RoomChanged { room_id: "r1".into() },
+        ClusterEvent::MessagesReplaced {
+            room_id: "r1".into(),
+            ids: vec!["a".into(), "b".into()],
+            text: "gone\nnow".into(),
+        },
+        ClusterEvent::Invitation { id: 7, address: "a@example.com".into(), room_id: "r1".into(), created_at: 5 },
+        ClusterEvent::Follow { address: "a@example.com".into(), room_id: "r1".into(), follow: false },
+        ClusterEvent::RoomCleared { room_id: "r1".into(), end_ts: -1 },
+        ClusterEvent::MessagesRemoved { room_id: "r1".into(), ids: vec![] },
+    ];
+    for event in &sent {
+        store.publish(event.clone()).await.unwrap();
+    }
+    let mut got = vec![];
+    while got.len() < sent.len() {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await {
+            Ok(Some(StoreEvent::Cluster(e))) => got.push(e),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert_eq!(got, sent, "published events come back whole and in order");
 }

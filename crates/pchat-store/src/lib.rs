@@ -43,6 +43,9 @@ pub trait Store: Send + Sync + 'static {
     /// The feed of committed events, in commit order. Can be taken once; later calls return `None`.
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>>;
 
+    /// Sends a live event to every server of the pool (this one included), through the event feed.
+    async fn publish(&self, event: ClusterEvent) -> StoreResult<()>;
+
     /// Whether the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 

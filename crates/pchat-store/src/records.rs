@@ -146,4 +146,47 @@ pub enum StoreEvent {
     MessagePosted(MessageRecord),
     /// Another server changed users, groups, roles, policies or configuration: cached derivations are stale.
     DirectoryChanged,
+    /// A live consequence of a change, published by some server of the pool for every server to apply.
+    Cluster(ClusterEvent),
+}
+
+/// Live consequences of changes that every server of a pool applies to its own connections. They name what
+/// changed; receivers read the current state, so applying one twice or late does no harm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterEvent {
+    /// Properties or role lists changed (or the room was disabled or enabled).
+    RoomChanged {
+        room_id: String,
+    },
+    RoomDeleted {
+        room_id: String,
+    },
+    /// The category's scope may have narrowed.
+    CategoryChanged {
+        category_id: String,
+    },
+    MessagesRemoved {
+        room_id: String,
+        ids: Vec<String>,
+    },
+    MessagesReplaced {
+        room_id: String,
+        ids: Vec<String>,
+        text: String,
+    },
+    RoomCleared {
+        room_id: String,
+        end_ts: i64,
+    },
+    Invitation {
+        id: i64,
+        address: String,
+        room_id: String,
+        created_at: i64,
+    },
+    Follow {
+        address: String,
+        room_id: String,
+        follow: bool,
+    },
 }

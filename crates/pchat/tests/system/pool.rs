@@ -85,3 +85,65 @@ async fn three_servers_deliver_every_message_once_in_order() {
     drop((second, third, w));
     drop(database);
 }
+
+#[tokio::test]
+async fn room_changes_kicks_moderation_follows_and_invitations_reach_every_server() {
+    let (database, _) = TempDatabase::create().await;
+    let config = format!("database_url = \"{}\"\n", database.url());
+    let w = World::with_config(&config).await;
+    let other = Server::start_with(&config).await;
+    let cat = w
+        .admin
+        .post(
+            "/api/v1/categories",
+            json!({ "name": "Inv", "allowed_members": ["domain:example.com"], "invitations": true }),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let closed = w.room(&cat, "Closed", json!({ "members": ["alice@example.com", "bob@example.com"] })).await;
+    let open = w.room(&cat, "Open", json!({ "privacy": "open" })).await;
+    let watched = w.room(&cat, "Watched", json!({ "privacy": "open" })).await;
+
+    // Bob and Carol are connected to the other server; every change goes through the first.
+    let bob = other.api(None).signed_in("bob@example.com", PASSWORD).await;
+    let carol = other.api(None).signed_in("carol@example.com", PASSWORD).await;
+    let mut b = Ws::connect(&other.url, bob.token.as_deref().unwrap()).await;
+    let mut c = Ws::connect(&other.url, carol.token.as_deref().unwrap()).await;
+    b.join(&closed, None).await;
+    c.join(&open, None).await;
+
+    let alice = w.user("alice@example.com").await;
+    let m = alice.post(&format!("/api/v1/rooms/{open}/messages"), json!({ "text": "rude" })).await.expect(201);
+    assert_eq!(c.next_of("message").await["message"]["id"], m["id"]);
+    w.admin
+        .post(&format!("/api/v1/rooms/{open}/messages/remove"), json!({ "keywords": "rude", "replace_with": "[x]" }))
+        .await
+        .expect(200);
+    assert_eq!(c.next_of("message_replaced").await["message_ids"][0], m["id"]);
+
+    w.admin.patch(&format!("/api/v1/rooms/{open}"), json!({ "description": "new words" })).await.expect(200);
+    assert_eq!(c.next_of("room_updated").await["room"]["description"], "new words");
+    w.admin
+        .patch(&format!("/api/v1/rooms/{closed}"), json!({ "members": { "remove": ["bob@example.com"] } }))
+        .await
+        .expect(200);
+    assert_eq!(b.next_of("removed_from_room").await["room"], closed.as_str());
+    w.admin.patch(&format!("/api/v1/rooms/{open}"), json!({ "disabled": true })).await.expect(200);
+    assert_eq!(c.next_of("room_disabled").await["room"], open.as_str());
+
+    // Following through the first server makes the other server send activity.
+    let carol_first = w.user("carol@example.com").await;
+    carol_first.put(&format!("/api/v1/me/follows/{watched}"), json!({})).await.expect(204);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    alice.post(&format!("/api/v1/rooms/{watched}/messages"), json!({ "text": "news" })).await.expect(201);
+    assert_eq!(c.next_of("activity").await["room"], watched.as_str());
+
+    let invited = w.room(&cat, "Invited", json!({ "members": ["carol@example.com"] })).await;
+    assert_eq!(c.next_of("invitation").await["invitation"]["room"]["id"], invited.as_str());
+    w.admin.delete(&format!("/api/v1/rooms/{invited}")).await.expect(204);
+    drop((other, w));
+    drop(database);
+}
