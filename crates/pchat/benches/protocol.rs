@@ -4,6 +4,9 @@
 //!   (acknowledged = committed with `synchronous=FULL`);
 //! - post→delivery latency for C clients joined to one room while one writer posts at a steady rate.
 //!
+//! With `--postgres` the server runs on a fresh PostgreSQL database, and with `--servers N` as a pool of N servers
+//! on it, writers and readers spread over them (so delivery crosses servers).
+//!
 //! Results are printed and appended as Markdown to `--out` (default `bench/RESULTS.md`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -40,7 +43,14 @@ struct Args {
     messages: usize,
     #[arg(long, default_value_t = 100)]
     rate: u64,
-    /// `synchronous` setting: full or normal.
+    /// Run on a fresh PostgreSQL database (on the server PCHAT_TEST_POSTGRES_URL names, by default the local one)
+    /// instead of SQLite.
+    #[arg(long)]
+    postgres: bool,
+    /// Servers in the pool (more than one needs --postgres); writers and readers are spread over them.
+    #[arg(long, default_value_t = 1)]
+    servers: usize,
+    /// SQLite `synchronous` setting: full or normal.
     #[arg(long, default_value = "full")]
     synchronous: String,
     /// Markdown file the results are appended to.
@@ -67,13 +77,14 @@ impl Drop for Server {
     }
 }
 
-async fn start(args: &Args) -> anyhow::Result<Server> {
+async fn start(args: &Args, database_url: Option<&str>) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("pchat.toml");
+    let database = database_url.map(|u| format!("database_url = \"{u}\"\n")).unwrap_or_default();
     std::fs::write(
         &config,
         format!(
-            "[storage]\nsynchronous = \"{}\"\n[limits]\npost_rate_per_sec = 1000000.0\npost_burst = 1000000.0\n",
+            "{database}[storage]\nsynchronous = \"{}\"\n[limits]\npost_rate_per_sec = 1000000.0\npost_burst = 1000000.0\n",
             args.synchronous
         ),
     )?;
@@ -183,12 +194,17 @@ async fn join(ws: &mut Socket, room: &str) -> anyhow::Result<()> {
 }
 
 /// W writers post as fast as their acks come back; returns (acknowledged posts, seconds, per-post latencies in ms).
-async fn throughput(server: &Server, room: &str, writers: usize, seconds: u64) -> anyhow::Result<(u64, f64, Vec<f64>)> {
+async fn throughput(
+    servers: &[Server],
+    room: &str,
+    writers: usize,
+    seconds: u64,
+) -> anyhow::Result<(u64, f64, Vec<f64>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let mut tasks = vec![];
     for w in 0..writers {
-        let api = Api::sign_in(&server.url, &format!("bench-{w}@example.com")).await?;
+        let api = Api::sign_in(&servers[w % servers.len()].url, &format!("bench-{w}@example.com")).await?;
         let mut ws = api.ws().await?;
         let (room, stop, count) = (room.to_owned(), Arc::clone(&stop), Arc::clone(&count));
         tasks.push(tokio::spawn(async move {
@@ -226,11 +242,17 @@ async fn throughput(server: &Server, room: &str, writers: usize, seconds: u64) -
 }
 
 /// C clients joined to the room, one writer posting `messages` at `rate`/s; returns every post→delivery latency (ms).
-async fn delivery(server: &Server, room: &str, clients: usize, messages: usize, rate: u64) -> anyhow::Result<Vec<f64>> {
+async fn delivery(
+    servers: &[Server],
+    room: &str,
+    clients: usize,
+    messages: usize,
+    rate: u64,
+) -> anyhow::Result<Vec<f64>> {
     let epoch = Instant::now();
     let mut readers = vec![];
     for c in 0..clients {
-        let api = Api::sign_in(&server.url, &format!("bench-{c}@example.com")).await?;
+        let api = Api::sign_in(&servers[c % servers.len()].url, &format!("bench-{c}@example.com")).await?;
         let mut ws = api.ws().await?;
         join(&mut ws, room).await?;
         readers.push(tokio::spawn(async move {
@@ -249,7 +271,7 @@ async fn delivery(server: &Server, room: &str, clients: usize, messages: usize, 
             anyhow::Ok(latencies)
         }));
     }
-    let writer = Api::sign_in(&server.url, &format!("bench-{clients}@example.com")).await?;
+    let writer = Api::sign_in(&servers[0].url, &format!("bench-{clients}@example.com")).await?;
     let mut ws = writer.ws().await?;
     let interval = Duration::from_micros(1_000_000 / rate.max(1));
     let mut tick = tokio::time::interval(interval);
@@ -309,23 +331,38 @@ fn machine() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let server = start(&args).await?;
-    let room = setup(&server, args.clients.max(args.writers) + 1).await?;
+    if args.servers > 1 && !args.postgres {
+        bail!("a pool of several servers needs --postgres");
+    }
+    let database =
+        if args.postgres { Some(pchat_store_postgres::testing::TempDatabase::create().await.0) } else { None };
+    let url = database.as_ref().map(|d| d.url());
+    // One at a time: the first bootstraps the administrator.
+    let mut servers = vec![];
+    for _ in 0..args.servers.max(1) {
+        servers.push(start(&args, url.as_deref()).await?);
+    }
+    let room = setup(&servers[0], args.clients.max(args.writers) + 1).await?;
+    let backend = if args.postgres {
+        format!("PostgreSQL, {} server(s)", servers.len())
+    } else {
+        format!("SQLite synchronous={}", args.synchronous)
+    };
 
-    let (posts, secs, post_latencies) = throughput(&server, &room, args.writers, args.seconds).await?;
+    let (posts, secs, post_latencies) = throughput(&servers, &room, args.writers, args.seconds).await?;
     let rate = posts as f64 / secs;
     let post_line = format!(
-        "durable posts/s, {} writers over WebSocket (synchronous={}): {:.0} posts/s ({posts} in {secs:.1} s); ack latency {}",
+        "durable posts/s, {} writers over WebSocket ({backend}): {:.0} posts/s ({posts} in {secs:.1} s); ack latency {}",
         args.writers,
-        args.synchronous,
         rate,
         summary(post_latencies)
     );
     println!("{post_line}");
 
-    let latencies = delivery(&server, &room, args.clients, args.messages, args.rate).await?;
+    let latencies = delivery(&servers, &room, args.clients, args.messages, args.rate).await?;
     let delivery_line = format!(
-        "post→delivery, {} clients in one room, {} messages at {}/s: {}",
+        "post→delivery ({backend}; writer on the first server, clients spread over all), {} clients in one room, \
+         {} messages at {}/s: {}",
         args.clients,
         args.messages,
         args.rate,
@@ -344,5 +381,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     writeln!(file, "\n## {when} — {}\n\n- {post_line}\n- {delivery_line}", machine())?;
+    drop(servers);
+    drop(database);
     Ok(())
 }
