@@ -21,6 +21,8 @@ use crate::{listener, migrations, notify};
 
 /// Connections kept open per server.
 const POOL_SIZE: usize = 16;
+/// Longest wait for a pooled connection, or to open one.
+const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct PgStore {
     pool: Pool,
@@ -62,8 +64,13 @@ impl PgStore {
     pub async fn connect_with(config: tokio_postgres::Config, shown: String) -> Result<Self, OpenError> {
         let manager =
             Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        // Bounded waits: while the database is unreachable, requests fail fast (503) instead of piling up.
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_TIMEOUT))
+            .create_timeout(Some(POOL_TIMEOUT))
+            .recycle_timeout(Some(POOL_TIMEOUT))
             .build()
             .map_err(|e| OpenError::Connect { url: shown.clone(), message: e.to_string() })?;
         let mut client =
