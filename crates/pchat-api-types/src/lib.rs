@@ -449,3 +449,31 @@ pub enum ServerFrame {
         reason: String,
     },
 }
+
+/// A server of the pool (`pchat pool status`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Server {
+    pub name: String,
+    pub url: String,
+    /// `up` when it has been heard from recently, else `down`.
+    pub state: String,
+    /// Whether it accepts new connections.
+    pub active: bool,
+    pub connections: i64,
+    pub started_at: String,
+    pub heartbeat_at: String,
+}
+
+/// Which servers accept new connections (Lync `Set-CsPersistentChatActiveServer`): add/remove names, replace the
+/// active set (`[]`: none), or `swap` every server's state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveServers {
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+    pub replace: Option<Vec<String>>,
+    #[serde(default)]
+    pub swap: bool,
+}

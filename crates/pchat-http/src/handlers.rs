@@ -100,6 +100,8 @@ fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(mark_read))
         .routes(routes!(invitations))
         .routes(routes!(stream::upgrade))
+        .routes(routes!(pool_servers))
+        .routes(routes!(set_active_servers))
         .split_for_parts()
 }
 
@@ -142,6 +144,9 @@ async fn manage(State(s): State<AppState>) -> Response {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
+    if !s.service.is_active() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: this server is not active in its pool").into_response();
+    }
     match s.service.ready().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")).into_response(),
@@ -590,4 +595,18 @@ async fn invitations(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryM
         })
         .collect();
     ok(&api::Invitations { items })
+}
+
+#[utoipa::path(get, path = "/api/v1/pool/servers", tag = "pool", summary = "The pool's servers: state, active, connections (admin)", responses((status = 200, body = Page<Server>), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem)), security(("bearer" = [])))]
+async fn pool_servers(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
+    page(s.service.pool_status(&caller).await?.iter().map(wire::server).collect(), None)
+}
+
+#[utoipa::path(patch, path = "/api/v1/pool/servers/active", tag = "pool", summary = "Choose which servers accept new connections (admin)", request_body = ActiveServers, responses((status = 200, body = Page<Server>), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem)), security(("bearer" = [])))]
+async fn set_active_servers(
+    State(s): State<AppState>,
+    Auth(caller, _): Auth,
+    Json(body): Json<api::ActiveServers>,
+) -> ApiResult<Response> {
+    page(s.service.set_active_servers(&caller, body).await?.iter().map(wire::server).collect(), None)
 }

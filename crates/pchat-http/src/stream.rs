@@ -49,6 +49,10 @@ pub(crate) async fn upgrade(State(state): State<AppState>, Auth(caller, _): Auth
     if !caller.chat_enabled {
         return ApiError::from(ServiceError::ChatDisabled).into_response();
     }
+    if !state.service.is_active() {
+        let detail = "this server accepts no new connections (inactive in its pool)";
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, detail).into_response();
+    }
     let max = state.limits.max_ws_message_bytes;
     // The connection joins the hub only once the upgrade has happened, so a failed upgrade leaves nothing behind.
     ws.max_message_size(max).max_frame_size(max).on_upgrade(move |mut socket| async move {

@@ -100,3 +100,15 @@ pub fn encode_event(domain: &str, event: &LiveEvent) -> Bytes {
     };
     frame(&frame_value)
 }
+
+pub fn server(v: &pchat_service::pool::ServerView) -> api::Server {
+    api::Server {
+        name: v.server.name.clone(),
+        url: v.server.url.clone(),
+        state: if v.up { "up" } else { "down" }.to_owned(),
+        active: v.server.active,
+        connections: v.server.connections,
+        started_at: format_micros(v.server.started_at),
+        heartbeat_at: format_micros(v.server.heartbeat_at),
+    }
+}

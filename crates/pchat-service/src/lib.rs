@@ -10,6 +10,7 @@ pub mod hub;
 mod me;
 mod messages;
 pub mod metrics;
+pub mod pool;
 mod ratelimit;
 mod rooms;
 pub mod time;
@@ -76,6 +77,8 @@ pub struct Service {
     /// configuration applies, so that derived values can be cached until then. In a pool, other servers' writes
     /// move it too (`StoreEvent::DirectoryChanged`).
     generation: AtomicU64,
+    /// Whether this server accepts new connections (the pool's active servers); true until the registry says no.
+    active: std::sync::atomic::AtomicBool,
     /// The effective configuration and the generation it was read at.
     config_cache: std::sync::RwLock<Option<(u64, pchat_core::ChatConfig)>>,
 }
@@ -95,6 +98,7 @@ impl Service {
             limiter,
             metrics,
             generation: AtomicU64::new(0),
+            active: std::sync::atomic::AtomicBool::new(true),
             config_cache: std::sync::RwLock::new(None),
         });
         if let Some(events) = events {

@@ -5,7 +5,8 @@
 use tokio_postgres::Client;
 
 /// Each entry is one migration; never edit one that has shipped, append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     address TEXT COLLATE "C" PRIMARY KEY,
     display_name TEXT NOT NULL,
@@ -104,7 +105,18 @@ CREATE TABLE invitations (
     created_at BIGINT NOT NULL,
     UNIQUE (address, room_id)
 );
-"#];
+"#,
+    r#"
+CREATE TABLE servers (
+    name TEXT COLLATE "C" PRIMARY KEY,
+    url TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL,
+    active BOOLEAN NOT NULL,
+    connections BIGINT NOT NULL
+);
+"#,
+];
 
 /// An arbitrary constant naming pchat's migration lock among advisory locks.
 const MIGRATION_LOCK: i64 = 0x7063_6861_7401;

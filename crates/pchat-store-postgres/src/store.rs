@@ -10,7 +10,8 @@ use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, P
 use pchat_store::codec::{join_principals, split_principals};
 use pchat_store::{
     AddinRecord, AdminRole, Appended, CategoryRecord, ClusterEvent, InvitationRecord, MessageFilter, MessageRange,
-    MessageRecord, NewMessage, RoomQuery, RoomRecord, Store, StoreError, StoreEvent, StoreResult, UserRecord,
+    MessageRecord, NewMessage, RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent, StoreResult,
+    UserRecord,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::{FromSql, ToSql};
@@ -710,6 +711,49 @@ impl Store for PgStore {
 
     async fn clear_room(&self, room_id: &str, end_ts: i64) -> StoreResult<u64> {
         self.execute("DELETE FROM messages WHERE room_id = $1 AND ts <= $2", &[&room_id, &end_ts]).await
+    }
+
+    async fn register_server(&self, r: &ServerRecord) -> StoreResult<bool> {
+        let sql = "INSERT INTO servers (name, url, started_at, heartbeat_at, active, connections) \
+                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET url = excluded.url, \
+                   started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
+                   connections = excluded.connections RETURNING active";
+        let rows =
+            self.query(sql, &[&r.name, &r.url, &r.started_at, &r.heartbeat_at, &r.active, &r.connections]).await?;
+        rows.first().map(|row| col(row, 0)).transpose()?.ok_or(StoreError::NotFound)
+    }
+
+    async fn heartbeat(&self, name: &str, connections: i64, at: i64) -> StoreResult<bool> {
+        let sql = "UPDATE servers SET heartbeat_at = $2, connections = $3 WHERE name = $1 RETURNING active";
+        let row = self.query_opt(sql, &[&name, &at, &connections]).await?;
+        row.map(|r| col(&r, 0)).transpose()?.ok_or(StoreError::NotFound)
+    }
+
+    async fn list_servers(&self) -> StoreResult<Vec<ServerRecord>> {
+        let sql = "SELECT name, url, started_at, heartbeat_at, active, connections FROM servers ORDER BY name";
+        all(self.query(sql, &[]).await?, |r| {
+            Ok(ServerRecord {
+                name: col(r, 0)?,
+                url: col(r, 1)?,
+                started_at: col(r, 2)?,
+                heartbeat_at: col(r, 3)?,
+                active: col(r, 4)?,
+                connections: col(r, 5)?,
+            })
+        })
+    }
+
+    async fn set_active(&self, changes: &[(String, bool)]) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        for (name, active) in changes {
+            changed_one(
+                tx.execute("UPDATE servers SET active = $2 WHERE name = $1", &[name, active])
+                    .await
+                    .map_err(unavailable)?,
+            )?;
+        }
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn set_follow(&self, address: &str, room_id: &str, follow: bool) -> StoreResult<()> {

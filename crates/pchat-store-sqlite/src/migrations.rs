@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Each entry is one migration; never edit one that has shipped, append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     address TEXT PRIMARY KEY,
     display_name TEXT NOT NULL,
@@ -102,7 +103,18 @@ CREATE TABLE invitations (
     created_at INTEGER NOT NULL,
     UNIQUE (address, room_id)
 );
-"#];
+"#,
+    r#"
+CREATE TABLE servers (
+    name TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL,
+    active INTEGER NOT NULL,
+    connections INTEGER NOT NULL
+);
+"#,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {

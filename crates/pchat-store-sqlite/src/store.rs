@@ -10,7 +10,8 @@ use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, P
 use pchat_store::codec::{self, now_micros};
 use pchat_store::{
     AddinRecord, AdminRole, Appended, CategoryRecord, ClusterEvent, InvitationRecord, MessageFilter, MessageRange,
-    MessageRecord, NewMessage, RoomQuery, RoomRecord, Store, StoreError, StoreEvent, StoreResult, UserRecord,
+    MessageRecord, NewMessage, RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent, StoreResult,
+    UserRecord,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::mpsc;
@@ -867,6 +868,70 @@ impl Store for SqliteStore {
             c.execute("DELETE FROM messages WHERE room_id = ?1 AND ts <= ?2", params![room_id, end_ts])
                 .map(|n| n as u64)
                 .map_err(db)
+        })
+        .await
+    }
+
+    async fn register_server(&self, server: &ServerRecord) -> StoreResult<bool> {
+        let r = server.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO servers (name, url, started_at, heartbeat_at, active, connections) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (name) DO UPDATE SET url = excluded.url, started_at = excluded.started_at, \
+                 heartbeat_at = excluded.heartbeat_at, connections = excluded.connections",
+                params![r.name, r.url, r.started_at, r.heartbeat_at, r.active, r.connections],
+            )
+            .map_err(db)?;
+            c.query_row("SELECT active FROM servers WHERE name = ?1", [&r.name], |row| row.get(0)).map_err(db)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, name: &str, connections: i64, at: i64) -> StoreResult<bool> {
+        let name = name.to_owned();
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE servers SET heartbeat_at = ?2, connections = ?3 WHERE name = ?1",
+                    params![name, at, connections],
+                )
+                .map_err(db)?;
+            changed_one(n)?;
+            c.query_row("SELECT active FROM servers WHERE name = ?1", [&name], |row| row.get(0)).map_err(db)
+        })
+        .await
+    }
+
+    async fn list_servers(&self) -> StoreResult<Vec<ServerRecord>> {
+        self.read(|c| {
+            query_all(
+                c,
+                "SELECT name, url, started_at, heartbeat_at, active, connections FROM servers ORDER BY name",
+                [],
+                |r| {
+                    Ok(ServerRecord {
+                        name: r.get(0)?,
+                        url: r.get(1)?,
+                        started_at: r.get(2)?,
+                        heartbeat_at: r.get(3)?,
+                        active: r.get(4)?,
+                        connections: r.get(5)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn set_active(&self, changes: &[(String, bool)]) -> StoreResult<()> {
+        let changes = changes.to_vec();
+        self.write(move |c| {
+            for (name, active) in &changes {
+                changed_one(
+                    c.execute("UPDATE servers SET active = ?2 WHERE name = ?1", params![name, active]).map_err(db)?,
+                )?;
+            }
+            Ok(())
         })
         .await
     }

@@ -12,7 +12,7 @@ use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, P
 
 use crate::{
     AddinRecord, AdminRole, CategoryRecord, ClusterEvent, MessageFilter, MessageRange, NewMessage, RoomQuery,
-    RoomRecord, Store, StoreError, StoreEvent, UserRecord,
+    RoomRecord, ServerRecord, Store, StoreError, StoreEvent, UserRecord,
 };
 
 /// A store under test and whatever must live as long as it (a temporary directory, a database to drop).
@@ -30,7 +30,7 @@ macro_rules! conformance_tests {
             users, tokens_and_roles, groups_and_nesting, group_cycles_rejected, policies_and_configs,
             categories, rooms, addins, message_sequence_and_ranges, idempotent_append, unkept_messages,
             concurrent_appends_are_gap_free, events_in_commit_order, alter_and_clear, follows_and_read_marks,
-            invitations, delete_room_takes_its_content, published_events_come_back);
+            invitations, delete_room_takes_its_content, published_events_come_back, server_registry);
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -487,4 +487,32 @@ pub async fn published_events_come_back(store: &Arc<dyn Store>) {
         }
     }
     assert_eq!(got, sent, "published events come back whole and in order");
+}
+
+pub async fn server_registry(store: &Arc<dyn Store>) {
+    let server = |name: &str| ServerRecord {
+        name: name.into(),
+        url: format!("http://{name}"),
+        started_at: 1,
+        heartbeat_at: 1,
+        active: true,
+        connections: 0,
+    };
+    assert!(store.register_server(&server("a:1")).await.unwrap());
+    assert!(store.register_server(&server("b:1")).await.unwrap());
+    assert!(store.heartbeat("a:1", 7, 50).await.unwrap());
+    store.set_active(&[("b:1".into(), false)]).await.unwrap();
+    assert!(!store.heartbeat("b:1", 0, 60).await.unwrap());
+    // A restart keeps the operator's choice.
+    assert!(!store.register_server(&server("b:1")).await.unwrap());
+    let servers = store.list_servers().await.unwrap();
+    assert_eq!(
+        servers.iter().map(|s| (s.name.as_str(), s.active, s.connections)).collect::<Vec<_>>(),
+        [("a:1", true, 7), ("b:1", false, 0)]
+    );
+    assert_eq!(servers[0].heartbeat_at, 50);
+    let err = store.set_active(&[("a:1".into(), false), ("ghost:1".into(), true)]).await;
+    assert!(matches!(err, Err(StoreError::NotFound)), "{err:?}");
+    assert!(store.list_servers().await.unwrap()[0].active, "a failed change changes nothing");
+    assert!(matches!(store.heartbeat("ghost:1", 0, 1).await, Err(StoreError::NotFound)));
 }

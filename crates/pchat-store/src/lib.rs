@@ -125,6 +125,15 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes every message of the room with `ts <= end_ts`.
     async fn clear_room(&self, room_id: &str, end_ts: i64) -> StoreResult<u64>;
 
+    // The server registry of the pool.
+    /// Registers a starting server (a known name keeps its active setting); returns whether it is active.
+    async fn register_server(&self, server: &ServerRecord) -> StoreResult<bool>;
+    /// Records that the server is alive with `connections` live connections; returns whether it is active.
+    async fn heartbeat(&self, name: &str, connections: i64, at: i64) -> StoreResult<bool>;
+    async fn list_servers(&self) -> StoreResult<Vec<ServerRecord>>;
+    /// Sets servers active or inactive, atomically; `NotFound` if a name is not registered (nothing changes).
+    async fn set_active(&self, changes: &[(String, bool)]) -> StoreResult<()>;
+
     // Following, read marks, invitations.
     async fn set_follow(&self, address: &str, room_id: &str, follow: bool) -> StoreResult<()>;
     async fn follows(&self, address: &str) -> StoreResult<Vec<String>>;

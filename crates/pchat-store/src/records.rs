@@ -190,3 +190,19 @@ pub enum ClusterEvent {
         follow: bool,
     },
 }
+
+/// A server of the pool as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRecord {
+    /// Unique in the pool (by default `hostname:port`).
+    pub name: String,
+    /// Where clients reach it.
+    pub url: String,
+    pub started_at: i64,
+    /// When it last said it was alive.
+    pub heartbeat_at: i64,
+    /// Whether it accepts new connections (Lync's active servers).
+    pub active: bool,
+    /// Live connections at the last heartbeat.
+    pub connections: i64,
+}

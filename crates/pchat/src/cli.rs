@@ -63,6 +63,9 @@ enum Command {
     /// Add-ins.
     #[command(subcommand)]
     Addin(AddinCmd),
+    /// The pool's servers (Lync Set-CsPersistentChatActiveServer).
+    #[command(subcommand)]
+    Pool(PoolCmd),
     /// Synthetic transaction: two test users exchange a message through a room.
     Check(crate::check::CheckArgs),
 }
@@ -358,6 +361,28 @@ enum MessageCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum PoolCmd {
+    /// Every server: state, active, connections.
+    Status,
+    /// Choose which servers accept new connections.
+    SetActive {
+        #[arg(long, value_delimiter = ',')]
+        add: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        remove: Vec<String>,
+        /// Exactly these servers are active.
+        #[arg(long, value_delimiter = ',')]
+        servers: Option<Vec<String>>,
+        /// No server is active.
+        #[arg(long)]
+        none: bool,
+        /// Flip every server between active and inactive.
+        #[arg(long)]
+        swap: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AddinCmd {
     New {
         name: String,
@@ -426,6 +451,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Room(cmd) => room(&client, &out, cmd).await?,
         Command::Message(cmd) => message(&client, &out, cmd).await?,
         Command::Addin(cmd) => addin(&client, &out, cmd).await?,
+        Command::Pool(cmd) => pool(&client, &out, cmd).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -788,6 +814,20 @@ async fn addin(c: &Client, out: &Output, cmd: AddinCmd) -> anyhow::Result<()> {
         AddinCmd::Remove { name } => {
             c.call(Method::DELETE, &format!("/api/v1/addins/{}", segment(&name)), None).await?;
             out.done(&format!("removed add-in {name}"));
+        }
+    }
+    Ok(())
+}
+
+const SERVER_COLUMNS: &[&str] = &["/name", "/state", "/active", "/connections", "/url", "/heartbeat_at"];
+
+async fn pool(c: &Client, out: &Output, cmd: PoolCmd) -> anyhow::Result<()> {
+    match cmd {
+        PoolCmd::Status => out.table(&c.get("/api/v1/pool/servers").await?, SERVER_COLUMNS),
+        PoolCmd::SetActive { add, remove, servers, none, swap } => {
+            let replace = if none { Some(vec![]) } else { servers };
+            let body = json!({ "add": add, "remove": remove, "replace": replace, "swap": swap });
+            out.table(&c.call(Method::PATCH, "/api/v1/pool/servers/active", Some(body)).await?, SERVER_COLUMNS);
         }
     }
     Ok(())

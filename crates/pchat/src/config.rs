@@ -19,6 +19,8 @@ pub(crate) struct Config {
     /// Site and pool names of this server (policy and configuration scopes `site:` and `pool:`).
     pub(crate) site: String,
     pub(crate) pool: String,
+    /// This server's name in the pool's registry (`pchat pool status`); default `hostname:port`.
+    pub(crate) server_name: Option<String>,
     /// `sqlite:` (default: `mgc.db` in the data directory), `sqlite:PATH`, or `postgres://…` (a pool's database).
     pub(crate) database_url: String,
     /// `text` or `json`.
@@ -62,6 +64,7 @@ impl Default for Config {
             domain: "example.com".into(),
             site: "default".into(),
             pool: "default".into(),
+            server_name: None,
             database_url: "sqlite:".into(),
             log_format: "text".into(),
             storage: StorageConfig::default(),

@@ -83,6 +83,11 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let url = format!("{}://{address}", if tls.is_some() { "https" } else { "http" });
     let ca_cert = config.tls.cert.as_ref().and_then(|c| std::fs::canonicalize(c).ok());
     write_local_access(&service, &config.data_dir, &url, ca_cert).await?;
+    let name = config.server_name.clone().unwrap_or_else(|| format!("{}:{}", hostname(), address.port()));
+    let heartbeat = service.join_pool(name.clone(), url.clone()).await?;
+    if !service.is_active() {
+        warn!(%name, "this server is inactive in its pool: it accepts no new connections until made active");
+    }
     info!(%url, data_dir = %config.data_dir.display(), "pchat listening");
     println!("pchat listening on {url}");
     let _ = std::io::stdout().flush();
@@ -106,6 +111,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         None => tokio::spawn(pchat_http::serve(listener, state, until_stopped)),
     };
     wait_for_signal().await;
+    heartbeat.abort();
     info!("shutting down: no new connections; finishing requests in flight");
     let _ = stop.send(true);
     match tokio::time::timeout(Duration::from_secs(20), server).await {
@@ -120,6 +126,16 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     revoke_local_access(&service, &config.data_dir).await;
     info!("stopped");
     Ok(())
+}
+
+/// This machine's host name, for the default server name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 async fn wait_for_signal() {

@@ -198,3 +198,96 @@ async fn clients_of_a_killed_server_resume_on_another_without_a_gap() {
     drop((doomed, w));
     drop(database);
 }
+
+#[tokio::test]
+async fn active_servers_choose_who_takes_new_connections() {
+    let (database, _) = TempDatabase::create().await;
+    let config = |name: &str| format!("database_url = \"{}\"\nserver_name = \"{name}\"\n", database.url());
+    let w = World::with_config(&config("alpha")).await;
+    let beta = Server::start_with(&config("beta")).await;
+    let cat = w.category("C").await;
+    let room = w.room(&cat, "R", json!({ "privacy": "open" })).await;
+    let bob = beta.api(None).signed_in("bob@example.com", PASSWORD).await;
+    let mut existing = Ws::connect(&beta.url, bob.token.as_deref().unwrap()).await;
+    existing.join(&room, None).await;
+
+    // The CLI (local to alpha) lists both servers, up and active.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pchat"))
+            .args(args)
+            .env("PCHAT_DATA_DIR", &w.server.data_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let status = cli(&["--json", "pool", "status"]);
+    let rows: Vec<(String, String, bool)> = status["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["state"].as_str().unwrap().to_owned(),
+                s["active"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, [("alpha".into(), "up".into(), true), ("beta".into(), "up".into(), true)]);
+
+    // Beta stops taking new connections; its existing client stays and still receives messages.
+    cli(&["--json", "pool", "set-active", "--remove", "beta"]);
+    let anon = beta.api(None);
+    let mut unready = false;
+    for _ in 0..50 {
+        if anon.get("/readyz").await.status.as_u16() == 503 {
+            unready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(unready, "beta never reported itself inactive");
+    let url =
+        format!("{}/api/v1/stream?token={}", beta.url.replacen("http://", "ws://", 1), bob.token.as_deref().unwrap());
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("an inactive server must refuse new connections, got {:?}", other.map(|_| ())),
+    }
+    let alice = w.user("alice@example.com").await;
+    alice.post(&format!("/api/v1/rooms/{room}/messages"), json!({ "text": "still here" })).await.expect(201);
+    assert_eq!(existing.next_of("message").await["message"]["text"], "still here");
+
+    // Swap: beta active, alpha not. Unknown names and mixed forms are refused.
+    let swapped = cli(&["--json", "pool", "set-active", "--swap"]);
+    let active: Vec<bool> =
+        swapped["items"].as_array().unwrap().iter().map(|s| s["active"].as_bool().unwrap()).collect();
+    assert_eq!(active, [false, true]);
+    w.admin.patch("/api/v1/pool/servers/active", json!({ "add": ["gamma"] })).await.problem(
+        400,
+        "validation_failed",
+        Some("servers"),
+    );
+    w.admin.patch("/api/v1/pool/servers/active", json!({ "add": ["alpha"], "swap": true })).await.problem(
+        400,
+        "validation_failed",
+        Some("servers"),
+    );
+    alice.get("/api/v1/pool/servers").await.problem(403, "forbidden", None);
+
+    // A server that dies is shown as down once its heartbeats stop.
+    let mut beta = beta;
+    beta.kill9();
+    let mut down = false;
+    for _ in 0..100 {
+        let servers = w.admin.get("/api/v1/pool/servers").await.expect(200);
+        if servers["items"][1]["state"] == "down" {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(down, "a killed server still shows as up");
+    drop((beta, w));
+    drop(database);
+}
