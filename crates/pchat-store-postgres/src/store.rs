@@ -452,6 +452,31 @@ impl Store for PgStore {
         }))
     }
 
+    async fn list_policies(&self) -> StoreResult<Vec<(String, bool)>> {
+        let rows = self.query("SELECT scope, enabled FROM policies ORDER BY scope COLLATE \"C\"", &[]).await?;
+        rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))).collect()
+    }
+
+    async fn list_configs(&self) -> StoreResult<Vec<(String, ChatConfig)>> {
+        let sql = "SELECT scope, default_chat_history, max_file_size_kb, participant_update_limit, room_management_url, \
+                   max_message_bytes FROM configs ORDER BY scope COLLATE \"C\"";
+        let rows = self.query(sql, &[]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    col(r, 0)?,
+                    ChatConfig {
+                        default_chat_history: u32_col(r, 1)?,
+                        max_file_size_kb: u32_col(r, 2)?,
+                        participant_update_limit: u32_col(r, 3)?,
+                        room_management_url: col(r, 4)?,
+                        max_message_bytes: u32_col(r, 5)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     async fn put_config(&self, scope: &ConfigScope, c: &ChatConfig) -> StoreResult<()> {
         let sql = "INSERT INTO configs (scope, default_chat_history, max_file_size_kb, participant_update_limit, \
                    room_management_url, max_message_bytes) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -686,6 +711,34 @@ impl Store for PgStore {
         Ok(out)
     }
 
+    async fn import_messages(&self, room_id: &str, messages: &[MessageRecord], last_seq: i64) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let sql = format!(
+            "INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], \
+             $4::text[], $5::bigint[], $6::text[], $7::text[], $8::bool[], $9::text[], $10::bool[])"
+        );
+        for chunk in messages.chunks(5_000) {
+            let ids: Vec<&str> = chunk.iter().map(|m| m.id.as_str()).collect();
+            let rooms: Vec<&str> = chunk.iter().map(|_| room_id).collect();
+            let seqs: Vec<i64> = chunk.iter().map(|m| m.seq).collect();
+            let authors: Vec<&str> = chunk.iter().map(|m| m.author.as_str()).collect();
+            let times: Vec<i64> = chunk.iter().map(|m| m.ts).collect();
+            let texts: Vec<&str> = chunk.iter().map(|m| m.text.as_str()).collect();
+            let titles: Vec<Option<&str>> = chunk.iter().map(|m| m.story_title.as_deref()).collect();
+            let alerts: Vec<bool> = chunk.iter().map(|m| m.alert).collect();
+            let client_ids: Vec<Option<&str>> = chunk.iter().map(|m| m.client_id.as_deref()).collect();
+            let replaced: Vec<bool> = chunk.iter().map(|m| m.replaced).collect();
+            let params: [&(dyn ToSql + Sync); 10] =
+                [&ids, &rooms, &seqs, &authors, &times, &texts, &titles, &alerts, &client_ids, &replaced];
+            tx.execute(&sql, &params).await.map_err(named)?;
+        }
+        let last_ts = messages.iter().map(|m| m.ts).max().unwrap_or(0);
+        let sql = "UPDATE rooms SET last_seq = greatest(last_seq, $2), last_ts = greatest(last_ts, $3) WHERE id = $1";
+        changed_one(tx.execute(sql, &[&room_id, &last_seq, &last_ts]).await.map_err(unavailable)?)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
     async fn last_seq(&self, room_id: &str) -> StoreResult<i64> {
         let row = self.query_opt("SELECT last_seq FROM rooms WHERE id = $1", &[&room_id]).await?;
         row.map(|r| col(&r, 0)).transpose()?.ok_or(StoreError::NotFound)
@@ -793,6 +846,19 @@ impl Store for PgStore {
         let mut created = all(self.query(sql, &[&addresses, &room_id, &created_at]).await?, invitation_from_row)?;
         created.sort_by_key(|i| i.id);
         Ok(created)
+    }
+
+    async fn import_invitations(&self, invitations: &[InvitationRecord]) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        for i in invitations {
+            let sql = "INSERT INTO invitations (id, address, room_id, created_at) VALUES ($1, $2, $3, $4)";
+            tx.execute(sql, &[&i.id, &i.address, &i.room_id, &i.created_at]).await.map_err(named)?;
+        }
+        // Later invitations must get larger ids than every imported one.
+        let sql = "SELECT setval(pg_get_serial_sequence('invitations', 'id'), greatest((SELECT max(id) FROM invitations), 1))";
+        tx.execute(sql, &[]).await.map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn invitations(&self, address: &str, after_id: i64, limit: u32) -> StoreResult<Vec<InvitationRecord>> {

@@ -491,6 +491,37 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn list_policies(&self) -> StoreResult<Vec<(String, bool)>> {
+        self.read(|c| {
+            query_all(c, "SELECT scope, enabled FROM policies ORDER BY scope", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        })
+        .await
+    }
+
+    async fn list_configs(&self) -> StoreResult<Vec<(String, ChatConfig)>> {
+        self.read(|c| {
+            query_all(
+                c,
+                "SELECT scope, default_chat_history, max_file_size_kb, participant_update_limit, room_management_url, \
+                 max_message_bytes FROM configs ORDER BY scope",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        ChatConfig {
+                            default_chat_history: r.get(1)?,
+                            max_file_size_kb: r.get(2)?,
+                            participant_update_limit: r.get(3)?,
+                            room_management_url: r.get(4)?,
+                            max_message_bytes: r.get(5)?,
+                        },
+                    ))
+                },
+            )
+        })
+        .await
+    }
+
     async fn put_config(&self, scope: &ConfigScope, config: &ChatConfig) -> StoreResult<()> {
         let (key, cfg) = (config_scope_key(scope), config.clone());
         self.write(move |c| {
@@ -816,6 +847,43 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn import_messages(&self, room_id: &str, messages: &[MessageRecord], last_seq: i64) -> StoreResult<()> {
+        let (room_id, messages) = (room_id.to_owned(), messages.to_vec());
+        self.write(move |c| {
+            let mut insert = c
+                .prepare_cached(&format!(
+                    "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ))
+                .map_err(db)?;
+            let mut last_ts = 0;
+            for m in &messages {
+                last_ts = last_ts.max(m.ts);
+                insert
+                    .execute(params![
+                        m.id,
+                        room_id,
+                        m.seq,
+                        m.author,
+                        m.ts,
+                        m.text,
+                        m.story_title,
+                        m.alert,
+                        m.client_id,
+                        m.replaced
+                    ])
+                    .map_err(named)?;
+            }
+            let n = c
+                .execute(
+                    "UPDATE rooms SET last_seq = max(last_seq, ?2), last_ts = max(last_ts, ?3) WHERE id = ?1",
+                    params![room_id, last_seq, last_ts],
+                )
+                .map_err(db)?;
+            changed_one(n)
+        })
+        .await
+    }
+
     async fn last_seq(&self, room_id: &str) -> StoreResult<i64> {
         let room_id = room_id.to_owned();
         self.read(move |c| {
@@ -1007,6 +1075,21 @@ impl Store for SqliteStore {
                 }
             }
             Ok(created)
+        })
+        .await
+    }
+
+    async fn import_invitations(&self, invitations: &[InvitationRecord]) -> StoreResult<()> {
+        let invitations = invitations.to_vec();
+        self.write(move |c| {
+            for i in &invitations {
+                c.execute(
+                    "INSERT INTO invitations (id, address, room_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![i.id, i.address, i.room_id, i.created_at],
+                )
+                .map_err(named)?;
+            }
+            Ok(())
         })
         .await
     }

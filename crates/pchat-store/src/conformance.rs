@@ -30,7 +30,7 @@ macro_rules! conformance_tests {
             users, tokens_and_roles, groups_and_nesting, group_cycles_rejected, policies_and_configs,
             categories, rooms, addins, message_sequence_and_ranges, idempotent_append, unkept_messages,
             concurrent_appends_are_gap_free, events_in_commit_order, alter_and_clear, follows_and_read_marks,
-            invitations, delete_room_takes_its_content, published_events_come_back, server_registry);
+            invitations, delete_room_takes_its_content, published_events_come_back, server_registry, imports_keep_everything);
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -515,4 +515,52 @@ pub async fn server_registry(store: &Arc<dyn Store>) {
     assert!(matches!(err, Err(StoreError::NotFound)), "{err:?}");
     assert!(store.list_servers().await.unwrap()[0].active, "a failed change changes nothing");
     assert!(matches!(store.heartbeat("ghost:1", 0, 1).await, Err(StoreError::NotFound)));
+}
+
+pub async fn imports_keep_everything(store: &Arc<dyn Store>) {
+    with_room(store.as_ref()).await;
+    store.put_policy(&PolicyScope::parse("site:emea").unwrap(), true).await.unwrap();
+    store
+        .put_config(&ConfigScope::Global, &ChatConfig { max_message_bytes: 99, ..ChatConfig::default() })
+        .await
+        .unwrap();
+    assert_eq!(store.list_policies().await.unwrap(), [("site:emea".to_owned(), true)]);
+    let configs = store.list_configs().await.unwrap();
+    assert_eq!(configs.len(), 1);
+    assert_eq!((configs[0].0.as_str(), configs[0].1.max_message_bytes), ("global", 99));
+
+    let message = |seq: i64, replaced: bool| crate::MessageRecord {
+        id: format!("imported-{seq}"),
+        room_id: "r1".into(),
+        seq,
+        author: "a@example.com".into(),
+        ts: 1_000 + seq,
+        text: format!("text {seq}"),
+        story_title: (seq == 2).then(|| "story".to_owned()),
+        alert: seq == 3,
+        client_id: Some(format!("c{seq}")),
+        replaced,
+    };
+    // seq 4 and 5 were removed at the source: the counter still says 5.
+    let imported = vec![message(1, false), message(2, true), message(3, false)];
+    store.import_messages("r1", &imported, 5).await.unwrap();
+    assert_eq!(store.messages("r1", MessageRange::After { after: 0, limit: 10 }).await.unwrap(), imported);
+    assert_eq!(store.last_seq("r1").await.unwrap(), 5);
+    let next = store.append_message(post("r1", "new", "after import", Some("c1"))).await.unwrap();
+    assert!(!next.created, "client ids carry over");
+    let next = store.append_message(post("r1", "new", "after import", None)).await.unwrap();
+    assert_eq!(next.message.seq, 6, "seq continues after the source's counter");
+    assert!(next.message.ts >= 1_003);
+
+    let invitation = |id: i64, address: &str| crate::InvitationRecord {
+        id,
+        address: address.into(),
+        room_id: "r1".into(),
+        created_at: 7,
+    };
+    store.import_invitations(&[invitation(40, "a@example.com"), invitation(41, "b@example.com")]).await.unwrap();
+    assert_eq!(store.invitations("a@example.com", 0, 10).await.unwrap(), [invitation(40, "a@example.com")]);
+    store.create_room(&room("r2", "Other", "c1")).await.unwrap();
+    let later = store.add_invitations("r2", &["a@example.com".to_owned()], 8).await.unwrap();
+    assert!(later[0].id > 41, "new invitations come after imported ones: {}", later[0].id);
 }

@@ -79,6 +79,10 @@ pub trait Store: Send + Sync + 'static {
     async fn put_policy(&self, scope: &PolicyScope, enabled: bool) -> StoreResult<()>;
     async fn delete_policy(&self, scope: &PolicyScope) -> StoreResult<bool>;
     async fn get_config(&self, scope: &ConfigScope) -> StoreResult<Option<ChatConfig>>;
+    /// Every policy set, by scope (as `PolicyScope` prints it).
+    async fn list_policies(&self) -> StoreResult<Vec<(String, bool)>>;
+    /// Every configuration set, by scope.
+    async fn list_configs(&self) -> StoreResult<Vec<(String, ChatConfig)>>;
     async fn put_config(&self, scope: &ConfigScope, config: &ChatConfig) -> StoreResult<()>;
     async fn delete_config(&self, scope: &ConfigScope) -> StoreResult<bool>;
 
@@ -116,6 +120,9 @@ pub trait Store: Send + Sync + 'static {
     /// returns. A `client_id` already used in the room returns the original message with `created = false`.
     async fn append_message(&self, message: NewMessage) -> StoreResult<Appended>;
     async fn messages(&self, room_id: &str, range: MessageRange) -> StoreResult<Vec<MessageRecord>>;
+    /// Writes messages exactly as given (ids, `seq`, times, flags) and sets the room's counter to `last_seq`, for
+    /// moving a deployment between backends. Nothing is announced.
+    async fn import_messages(&self, room_id: &str, messages: &[MessageRecord], last_seq: i64) -> StoreResult<()>;
     /// The highest `seq` assigned in the room (0 when none).
     async fn last_seq(&self, room_id: &str) -> StoreResult<i64>;
     /// Messages of the room matched by author and time range (keywords are matched by the caller).
@@ -149,4 +156,6 @@ pub trait Store: Send + Sync + 'static {
         created_at: i64,
     ) -> StoreResult<Vec<InvitationRecord>>;
     async fn invitations(&self, address: &str, after_id: i64, limit: u32) -> StoreResult<Vec<InvitationRecord>>;
+    /// Writes invitations with their ids (later invitations get larger ids still), for moving a deployment.
+    async fn import_invitations(&self, invitations: &[InvitationRecord]) -> StoreResult<()>;
 }

@@ -63,6 +63,9 @@ enum Command {
     /// Add-ins.
     #[command(subcommand)]
     Addin(AddinCmd),
+    /// Database tools (offline).
+    #[command(subcommand)]
+    Db(DbCmd),
     /// The pool's servers (Lync Set-CsPersistentChatActiveServer).
     #[command(subcommand)]
     Pool(PoolCmd),
@@ -361,6 +364,12 @@ enum MessageCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum DbCmd {
+    /// Copy every record from one database to another, empty one, and verify the copy (counts and checksums).
+    Convert(crate::convert::ConvertArgs),
+}
+
+#[derive(Debug, Subcommand)]
 enum PoolCmd {
     /// Every server: state, active, connections.
     Status,
@@ -436,11 +445,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         crate::serve::run(config).await?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Db(DbCmd::Convert(args)) = cli.command {
+        return crate::convert::run(args, cli.json).await;
+    }
     let data_dir = std::env::var_os("PCHAT_DATA_DIR").map(PathBuf::from);
     let client = Client::locate(cli.url, cli.token, cli.ca_cert, data_dir)?;
     let out = Output { json: cli.json };
     match cli.command {
-        Command::Serve(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Db(_) => unreachable!("handled above"),
         Command::Check(args) => return crate::check::run(&client, args, cli.json).await,
         Command::Admin(cmd) => admin(&client, &out, cmd).await?,
         Command::User(cmd) => user(&client, &out, cmd).await?,

@@ -5,6 +5,7 @@ mod check;
 mod cli;
 mod client;
 mod config;
+mod convert;
 mod logging;
 mod serve;
 mod tls;

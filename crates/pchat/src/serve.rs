@@ -33,18 +33,28 @@ pub(crate) struct LocalAccess {
 
 pub(crate) const LOCAL_ACCESS_FILE: &str = "server.json";
 
-/// Opens the chat store named by the database URL: the one place that names concrete backends.
+/// Opens the chat store named by the server's database URL (`sqlite:` alone: `mgc.db` in the data directory).
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let url = config.database_url.as_str();
-    if let Some(path) = url.strip_prefix("sqlite:") {
-        let durability = Durability::parse(&config.storage.synchronous).unwrap_or_default();
-        let path = if path.is_empty() { config.data_dir.join("mgc.db") } else { PathBuf::from(path) };
-        return Ok(Arc::new(SqliteStore::open(&path, durability)?));
+    let durability = Durability::parse(&config.storage.synchronous).unwrap_or_default();
+    match config.database_url.as_str() {
+        "sqlite:" => Ok(Arc::new(SqliteStore::open(&config.data_dir.join("mgc.db"), durability)?)),
+        url => open_url_with(url, durability).await,
+    }
+}
+
+/// Opens a store by URL, `sqlite:PATH` or `postgres://…`: the one place that names concrete backends.
+pub(crate) async fn open_url(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    open_url_with(url, Durability::Full).await
+}
+
+async fn open_url_with(url: &str, durability: Durability) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite:").filter(|p| !p.is_empty()) {
+        return Ok(Arc::new(SqliteStore::open(&PathBuf::from(path), durability)?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Arc::new(PgStore::connect(url).await?));
     }
-    bail!("unsupported database_url {}: use sqlite:, sqlite:PATH or postgres://…", redact(url))
+    bail!("unsupported database URL {}: use sqlite:PATH or postgres://…", redact(url))
 }
 
 pub(crate) async fn run(config: Config) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod cli;
+mod convert;
 mod crash;
 mod flow;
 mod harness;
