@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType, ValidationError};
-use pchat_store::codec::{join_principals, split_principals};
+use pchat_store::codec::{join_principals, like_pattern, split_principals};
 use pchat_store::{
     AddinRecord, AdminRole, Appended, CategoryRecord, ClusterEvent, InvitationRecord, MessageFilter, MessageRange,
     MessageRecord, NewMessage, RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent, StoreResult,
@@ -153,19 +153,6 @@ fn corrupt(e: ValidationError) -> StoreError {
 
 fn u32_col(row: &Row, index: usize) -> StoreResult<u32> {
     u32::try_from(col::<i64>(row, index)?).map_err(unavailable)
-}
-
-/// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
-fn like_pattern(query: &str) -> String {
-    let mut out = String::from("%");
-    for c in query.to_lowercase().chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
 }
 
 const USER_COLUMNS: &str = "address, display_name, password_hash, created_at";

@@ -21,9 +21,27 @@ pub fn now_micros() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
+/// A case-insensitive "contains" pattern for `LIKE … ESCAPE '\'`: `%`, `_` and `\` in the query are escaped.
+pub fn like_pattern(query: &str) -> String {
+    let mut out = String::from("%");
+    for c in query.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_pattern("A_b%c\\"), "%a\\_b\\%c\\\\%");
+    }
 
     #[test]
     fn principal_lists_round_trip() {
