@@ -460,6 +460,8 @@ pub struct Server {
     /// Whether it accepts new connections.
     pub active: bool,
     pub connections: i64,
+    /// The database it works on: `embedded` (SQLite), or `primary` / `backup` of a pool's database pair.
+    pub database: String,
     pub started_at: String,
     pub heartbeat_at: String,
 }

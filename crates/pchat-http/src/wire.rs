@@ -108,6 +108,7 @@ pub fn server(v: &pchat_service::pool::ServerView) -> api::Server {
         state: if v.up { "up" } else { "down" }.to_owned(),
         active: v.server.active,
         connections: v.server.connections,
+        database: v.server.database.clone(),
         started_at: format_micros(v.server.started_at),
         heartbeat_at: format_micros(v.server.heartbeat_at),
     }

@@ -30,8 +30,15 @@ impl Service {
     /// Registers this server under `name` and starts its heartbeat; the task runs until aborted or the service goes.
     pub async fn join_pool(self: &Arc<Self>, name: String, url: String) -> ServiceResult<tokio::task::JoinHandle<()>> {
         let now = now_micros();
-        let record =
-            ServerRecord { name: name.clone(), url, started_at: now, heartbeat_at: now, active: true, connections: 0 };
+        let record = ServerRecord {
+            name: name.clone(),
+            url,
+            started_at: now,
+            heartbeat_at: now,
+            active: true,
+            connections: 0,
+            database: self.store.database_in_use().to_owned(),
+        };
         let active = self.store.register_server(&record).await?;
         self.active.store(active, Ordering::Release);
         let service = Arc::downgrade(self);
@@ -40,7 +47,7 @@ impl Service {
                 tokio::time::sleep(HEARTBEAT).await;
                 let Some(service) = service.upgrade() else { return };
                 let connections = service.hub.connection_count() as i64;
-                match service.store.heartbeat(&name, connections, now_micros()).await {
+                match service.store.heartbeat(&name, connections, service.store.database_in_use(), now_micros()).await {
                     Ok(active) => service.active.store(active, Ordering::Release),
                     // Without the database the last known state stands; /readyz reports the database itself.
                     Err(e) => warn!(error = %e, "heartbeat failed"),

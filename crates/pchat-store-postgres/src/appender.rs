@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 use crate::notify;
-use crate::store::{MESSAGE_COLUMNS, message_from_row, unavailable};
+use crate::store::{InUse, MESSAGE_COLUMNS, message_from_row, unavailable};
 
 /// The most appends committed together.
 const MAX_BATCH: usize = 512;
@@ -27,16 +27,18 @@ pub(crate) struct AppendJob {
     pub(crate) reply: oneshot::Sender<StoreResult<Appended>>,
 }
 
-pub(crate) fn start(pool: Pool) -> mpsc::UnboundedSender<AppendJob> {
+pub(crate) fn start(current: InUse) -> mpsc::UnboundedSender<AppendJob> {
     let (queue, jobs) = mpsc::unbounded_channel();
-    tokio::spawn(run(pool, jobs));
+    tokio::spawn(run(current, jobs));
     queue
 }
 
-async fn run(pool: Pool, mut jobs: mpsc::UnboundedReceiver<AppendJob>) {
+async fn run(current: InUse, mut jobs: mpsc::UnboundedReceiver<AppendJob>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let messages: Vec<NewMessage> = batch.iter().map(|j| j.message.clone()).collect();
+        // Each batch goes to the database in use now (after a failover, the backup).
+        let pool = current.borrow().pool.clone();
         match commit_batch(&pool, messages).await {
             Ok(results) => {
                 for (job, result) in batch.drain(..).zip(results) {

@@ -2,8 +2,10 @@
 //! processes can share one database: posts are appended by a batching task per server under per-room row locks
 //! ([`appender`]), so `seq` stays gap-free and ordered across servers; every server hears every commit through
 //! LISTEN/NOTIFY ([`listener`], [`notify`]); everything else is one transaction per operation on a connection pool.
+//! A pool may name a backup database (a streaming standby); [`ha`] switches every server to it and back.
 
 mod appender;
+pub mod ha;
 mod listener;
 mod migrations;
 mod notify;

@@ -16,39 +16,34 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use tracing::{info, warn};
 
 use crate::notify::{self, Notice};
-use crate::store::{MESSAGE_COLUMNS, message_from_row, unavailable};
+use crate::store::{Database, InUse, MESSAGE_COLUMNS, message_from_row, unavailable};
 
 /// Most messages read back at once when catching up.
 const CATCH_UP_PAGE: i64 = 1000;
 
 /// Starts the listener; resolves once it is listening (or with the error of its first attempt).
-pub(crate) async fn start(
-    config: tokio_postgres::Config,
-    pool: Pool,
-    feed: mpsc::UnboundedSender<StoreEvent>,
-) -> Result<(), String> {
+pub(crate) async fn start(current: InUse, feed: mpsc::UnboundedSender<StoreEvent>) -> Result<(), String> {
     let (ready, listening) = oneshot::channel();
-    tokio::spawn(run(config, pool, feed, ready));
+    tokio::spawn(run(current, feed, ready));
     listening.await.map_err(|_| "the listener stopped".to_owned())?
 }
 
-async fn run(
-    config: tokio_postgres::Config,
-    pool: Pool,
-    feed: mpsc::UnboundedSender<StoreEvent>,
-    ready: oneshot::Sender<Result<(), String>>,
-) {
+async fn run(mut current: InUse, feed: mpsc::UnboundedSender<StoreEvent>, ready: oneshot::Sender<Result<(), String>>) {
     let mut ready = Some(ready);
     let mut last: HashMap<String, i64> = HashMap::new();
     loop {
-        match listen(&config, &pool, &feed, &mut last, &mut ready).await {
+        let database = current.borrow_and_update().clone();
+        match listen(&database, &mut current, &feed, &mut last, &mut ready).await {
             Ok(()) => return, // The feed's receiver is gone: the store was dropped.
             Err(e) => {
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(Err(e));
                     return;
                 }
-                warn!(error = %e, "lost the PostgreSQL notification connection; reconnecting");
+                if feed.is_closed() || current.has_changed().is_err() {
+                    return; // Nobody listens any more, or the store was dropped.
+                }
+                warn!(error = %e, database = database.role, "lost the PostgreSQL notification connection; reconnecting");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
@@ -57,13 +52,14 @@ async fn run(
 
 /// One connection's life: listen, catch up, then pass notifications on until the connection fails.
 async fn listen(
-    config: &tokio_postgres::Config,
-    pool: &Pool,
+    database: &Database,
+    current: &mut InUse,
     feed: &mpsc::UnboundedSender<StoreEvent>,
     last: &mut HashMap<String, i64>,
     ready: &mut Option<oneshot::Sender<Result<(), String>>>,
 ) -> Result<(), String> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let pool = &database.pool;
+    let (client, mut connection) = database.config.connect(NoTls).await.map_err(|e| e.to_string())?;
     let (notices, mut incoming) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -104,7 +100,23 @@ async fn listen(
             }
         }
     }
-    while let Some(Some((channel, payload))) = incoming.recv().await {
+    loop {
+        let notice = tokio::select! {
+            notice = incoming.recv() => notice,
+            // A failover moved the store to the other database: listen there, catching up from its tables.
+            changed = current.changed() => {
+                driver.abort();
+                return match changed {
+                    Ok(()) => Err(format!("the store moved off the {} database", database.role)),
+                    Err(_) => Ok(()), // The store was dropped.
+                };
+            }
+            () = feed.closed() => {
+                driver.abort();
+                return Ok(());
+            }
+        };
+        let Some(Some((channel, payload))) = notice else { break };
         let delivered = if channel == notify::DIRECTORY {
             feed.send(StoreEvent::DirectoryChanged).is_ok()
         } else if channel == notify::CLUSTER {

@@ -116,6 +116,15 @@ CREATE TABLE servers (
     connections BIGINT NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE servers ADD COLUMN database TEXT NOT NULL DEFAULT '';
+CREATE TABLE pool_state (
+    id SMALLINT PRIMARY KEY CHECK (id = 1),
+    state TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    changed_at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// An arbitrary constant naming pchat's migration lock among advisory locks.

@@ -2,7 +2,7 @@
 //! one per line, as in every backend (`pchat_store::codec`).
 
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -13,11 +13,12 @@ use pchat_store::{
     MessageRecord, NewMessage, RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent, StoreResult,
     UserRecord,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row};
 
 use crate::appender::{self, AppendJob};
+use crate::ha::{self, Pair, Role};
 use crate::{listener, migrations, notify};
 
 /// Connections kept open per server.
@@ -26,10 +27,25 @@ const POOL_SIZE: usize = 16;
 const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct PgStore {
-    pool: Pool,
+    /// The database in use; a failover monitor, when there is a backup, replaces it.
+    in_use: Arc<watch::Sender<Arc<Database>>>,
     appends: mpsc::UnboundedSender<AppendJob>,
     events: Mutex<Option<mpsc::UnboundedReceiver<StoreEvent>>>,
+    monitor: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// One database with its connection pool.
+pub(crate) struct Database {
+    pub(crate) pool: Pool,
+    pub(crate) config: tokio_postgres::Config,
+    /// `primary` or `backup`.
+    pub(crate) role: &'static str,
+    /// The URL, password redacted, for messages.
+    pub(crate) shown: String,
+}
+
+/// What the appender and the listener follow: the database in use, changing at a failover.
+pub(crate) type InUse = watch::Receiver<Arc<Database>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -39,6 +55,8 @@ pub enum OpenError {
     Connect { url: String, message: String },
     #[error("cannot migrate {url}: {source}")]
     Migrate { url: String, source: migrations::MigrationError },
+    #[error("{url} is a standby in recovery (read-only): promote it, or run `pchat pool failover --promote`")]
+    Standby { url: String },
 }
 
 /// The URL with its password replaced by `***`, for messages.
@@ -52,42 +70,79 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Parses a database URL; errors name it with the password redacted.
+pub(crate) fn parse_url(url: &str) -> Result<tokio_postgres::Config, OpenError> {
+    tokio_postgres::Config::from_str(url).map_err(|source| OpenError::Url { url: redact(url), source })
+}
+
+/// Opens a pool on the database, checks that it takes writes (not a standby) and applies pending migrations.
+pub(crate) async fn open_database(
+    config: tokio_postgres::Config,
+    shown: &str,
+    role: &'static str,
+) -> Result<Database, OpenError> {
+    let connect_error = |message: String| OpenError::Connect { url: shown.to_owned(), message };
+    let manager =
+        Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    // Bounded waits: while the database is unreachable, requests fail fast (503) instead of piling up.
+    let pool = Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(POOL_TIMEOUT))
+        .create_timeout(Some(POOL_TIMEOUT))
+        .recycle_timeout(Some(POOL_TIMEOUT))
+        .build()
+        .map_err(|e| connect_error(e.to_string()))?;
+    let mut client = pool.get().await.map_err(|e| connect_error(e.to_string()))?;
+    let standby: bool =
+        client.query_one("SELECT pg_is_in_recovery()", &[]).await.map_err(|e| connect_error(e.to_string()))?.get(0);
+    if standby {
+        return Err(OpenError::Standby { url: shown.to_owned() });
+    }
+    migrations::apply(&mut client).await.map_err(|source| OpenError::Migrate { url: shown.to_owned(), source })?;
+    drop(client);
+    Ok(Database { pool, config, role, shown: shown.to_owned() })
+}
+
 impl PgStore {
     /// Connects, applies pending migrations and starts the post appender. Must run inside a tokio runtime.
     pub async fn connect(url: &str) -> Result<Self, OpenError> {
-        let shown = redact(url);
-        let config =
-            tokio_postgres::Config::from_str(url).map_err(|source| OpenError::Url { url: shown.clone(), source })?;
-        Self::connect_with(config, shown).await
+        Self::connect_with(parse_url(url)?, redact(url)).await
     }
 
     /// As [`PgStore::connect`], from a parsed configuration; `shown` names the database in errors.
     pub async fn connect_with(config: tokio_postgres::Config, shown: String) -> Result<Self, OpenError> {
-        let manager =
-            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        // Bounded waits: while the database is unreachable, requests fail fast (503) instead of piling up.
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(POOL_TIMEOUT))
-            .create_timeout(Some(POOL_TIMEOUT))
-            .recycle_timeout(Some(POOL_TIMEOUT))
-            .build()
-            .map_err(|e| OpenError::Connect { url: shown.clone(), message: e.to_string() })?;
-        let mut client =
-            pool.get().await.map_err(|e| OpenError::Connect { url: shown.clone(), message: e.to_string() })?;
-        migrations::apply(&mut client).await.map_err(|source| OpenError::Migrate { url: shown.clone(), source })?;
-        drop(client);
+        Self::start(open_database(config, &shown, "primary").await?, None).await
+    }
+
+    /// Connects to a pool's primary or backup database, whichever the pool's state names (`normal`: the primary,
+    /// `failed_over`: the backup), and follows later switches (`pchat pool failover` / `failback`).
+    pub async fn connect_pair(primary: &str, backup: &str) -> Result<Self, OpenError> {
+        let pair = Pair::parse(primary, backup)?;
+        let role = pair.wanted().await.unwrap_or(Role::Primary);
+        let database = pair.open(role).await?;
+        Self::start(database, Some(pair)).await
+    }
+
+    async fn start(database: Database, failover: Option<Pair>) -> Result<Self, OpenError> {
+        let shown = database.shown.clone();
+        let (sender, in_use) = watch::channel(Arc::new(database));
+        let in_use_sender = Arc::new(sender);
         let (feed, events) = mpsc::unbounded_channel();
-        listener::start(config, pool.clone(), feed)
-            .await
-            .map_err(|message| OpenError::Connect { url: shown, message })?;
-        let appends = appender::start(pool.clone());
-        Ok(Self { pool, appends, events: Mutex::new(Some(events)) })
+        listener::start(in_use.clone(), feed).await.map_err(|message| OpenError::Connect { url: shown, message })?;
+        let appends = appender::start(in_use);
+        let monitor = failover.map(|pair| ha::monitor(pair, Arc::downgrade(&in_use_sender)));
+        Ok(Self { in_use: in_use_sender, appends, events: Mutex::new(Some(events)), monitor })
+    }
+
+    /// The URL (password redacted) of the database in use.
+    pub fn database_url(&self) -> String {
+        self.in_use.borrow().shown.clone()
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(unavailable)
+        let pool = self.in_use.borrow().pool.clone();
+        pool.get().await.map_err(unavailable)
     }
 
     async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
@@ -111,6 +166,14 @@ impl PgStore {
 
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
         self.client().await?.execute(sql, params).await.map_err(named)
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(monitor) = &self.monitor {
+            monitor.abort();
+        }
     }
 }
 
@@ -252,6 +315,10 @@ impl Store for PgStore {
         self.query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", &[&notify::CLUSTER, &payloads])
             .await
             .map(drop)
+    }
+
+    fn database_in_use(&self) -> &'static str {
+        self.in_use.borrow().role
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -754,23 +821,26 @@ impl Store for PgStore {
     }
 
     async fn register_server(&self, r: &ServerRecord) -> StoreResult<bool> {
-        let sql = "INSERT INTO servers (name, url, started_at, heartbeat_at, active, connections) \
-                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET url = excluded.url, \
+        let sql = "INSERT INTO servers (name, url, started_at, heartbeat_at, active, connections, database) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO UPDATE SET url = excluded.url, \
                    started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
-                   connections = excluded.connections RETURNING active";
-        let rows =
-            self.query(sql, &[&r.name, &r.url, &r.started_at, &r.heartbeat_at, &r.active, &r.connections]).await?;
+                   connections = excluded.connections, database = excluded.database RETURNING active";
+        let params: [&(dyn ToSql + Sync); 7] =
+            [&r.name, &r.url, &r.started_at, &r.heartbeat_at, &r.active, &r.connections, &r.database];
+        let rows = self.query(sql, &params).await?;
         rows.first().map(|row| col(row, 0)).transpose()?.ok_or(StoreError::NotFound)
     }
 
-    async fn heartbeat(&self, name: &str, connections: i64, at: i64) -> StoreResult<bool> {
-        let sql = "UPDATE servers SET heartbeat_at = $2, connections = $3 WHERE name = $1 RETURNING active";
-        let row = self.query_opt(sql, &[&name, &at, &connections]).await?;
+    async fn heartbeat(&self, name: &str, connections: i64, database: &str, at: i64) -> StoreResult<bool> {
+        let sql = "UPDATE servers SET heartbeat_at = $2, connections = $3, database = $4 WHERE name = $1 \
+                   RETURNING active";
+        let row = self.query_opt(sql, &[&name, &at, &connections, &database]).await?;
         row.map(|r| col(&r, 0)).transpose()?.ok_or(StoreError::NotFound)
     }
 
     async fn list_servers(&self) -> StoreResult<Vec<ServerRecord>> {
-        let sql = "SELECT name, url, started_at, heartbeat_at, active, connections FROM servers ORDER BY name";
+        let sql =
+            "SELECT name, url, started_at, heartbeat_at, active, connections, database FROM servers ORDER BY name";
         all(self.query(sql, &[]).await?, |r| {
             Ok(ServerRecord {
                 name: col(r, 0)?,
@@ -779,6 +849,7 @@ impl Store for PgStore {
                 heartbeat_at: col(r, 3)?,
                 active: col(r, 4)?,
                 connections: col(r, 5)?,
+                database: col(r, 6)?,
             })
         })
     }

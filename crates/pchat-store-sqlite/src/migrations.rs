@@ -114,6 +114,7 @@ CREATE TABLE servers (
     connections INTEGER NOT NULL
 );
 "#,
+    "ALTER TABLE servers ADD COLUMN database TEXT NOT NULL DEFAULT '';",
 ];
 
 #[derive(Debug, thiserror::Error)]

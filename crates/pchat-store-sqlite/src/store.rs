@@ -228,6 +228,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn database_in_use(&self) -> &'static str {
+        "embedded"
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db)).await
     }
@@ -931,10 +935,11 @@ impl Store for SqliteStore {
         let r = server.clone();
         self.write(move |c| {
             c.execute(
-                "INSERT INTO servers (name, url, started_at, heartbeat_at, active, connections) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                "INSERT INTO servers (name, url, started_at, heartbeat_at, active, connections, database) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                  ON CONFLICT (name) DO UPDATE SET url = excluded.url, started_at = excluded.started_at, \
-                 heartbeat_at = excluded.heartbeat_at, connections = excluded.connections",
-                params![r.name, r.url, r.started_at, r.heartbeat_at, r.active, r.connections],
+                 heartbeat_at = excluded.heartbeat_at, connections = excluded.connections, database = excluded.database",
+                params![r.name, r.url, r.started_at, r.heartbeat_at, r.active, r.connections, r.database],
             )
             .map_err(db)?;
             c.query_row("SELECT active FROM servers WHERE name = ?1", [&r.name], |row| row.get(0)).map_err(db)
@@ -942,13 +947,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn heartbeat(&self, name: &str, connections: i64, at: i64) -> StoreResult<bool> {
-        let name = name.to_owned();
+    async fn heartbeat(&self, name: &str, connections: i64, database: &str, at: i64) -> StoreResult<bool> {
+        let (name, database) = (name.to_owned(), database.to_owned());
         self.write(move |c| {
             let n = c
                 .execute(
-                    "UPDATE servers SET heartbeat_at = ?2, connections = ?3 WHERE name = ?1",
-                    params![name, at, connections],
+                    "UPDATE servers SET heartbeat_at = ?2, connections = ?3, database = ?4 WHERE name = ?1",
+                    params![name, at, connections, database],
                 )
                 .map_err(db)?;
             changed_one(n)?;
@@ -961,7 +966,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             query_all(
                 c,
-                "SELECT name, url, started_at, heartbeat_at, active, connections FROM servers ORDER BY name",
+                "SELECT name, url, started_at, heartbeat_at, active, connections, database FROM servers ORDER BY name",
                 [],
                 |r| {
                     Ok(ServerRecord {
@@ -971,6 +976,7 @@ impl Store for SqliteStore {
                         heartbeat_at: r.get(3)?,
                         active: r.get(4)?,
                         connections: r.get(5)?,
+                        database: r.get(6)?,
                     })
                 },
             )

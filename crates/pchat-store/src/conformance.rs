@@ -497,24 +497,25 @@ pub async fn server_registry(store: &Arc<dyn Store>) {
         heartbeat_at: 1,
         active: true,
         connections: 0,
+        database: "primary".into(),
     };
     assert!(store.register_server(&server("a:1")).await.unwrap());
     assert!(store.register_server(&server("b:1")).await.unwrap());
-    assert!(store.heartbeat("a:1", 7, 50).await.unwrap());
+    assert!(store.heartbeat("a:1", 7, "backup", 50).await.unwrap());
     store.set_active(&[("b:1".into(), false)]).await.unwrap();
-    assert!(!store.heartbeat("b:1", 0, 60).await.unwrap());
+    assert!(!store.heartbeat("b:1", 0, "primary", 60).await.unwrap());
     // A restart keeps the operator's choice.
     assert!(!store.register_server(&server("b:1")).await.unwrap());
     let servers = store.list_servers().await.unwrap();
     assert_eq!(
-        servers.iter().map(|s| (s.name.as_str(), s.active, s.connections)).collect::<Vec<_>>(),
-        [("a:1", true, 7), ("b:1", false, 0)]
+        servers.iter().map(|s| (s.name.as_str(), s.active, s.connections, s.database.as_str())).collect::<Vec<_>>(),
+        [("a:1", true, 7, "backup"), ("b:1", false, 0, "primary")]
     );
     assert_eq!(servers[0].heartbeat_at, 50);
     let err = store.set_active(&[("a:1".into(), false), ("ghost:1".into(), true)]).await;
     assert!(matches!(err, Err(StoreError::NotFound)), "{err:?}");
     assert!(store.list_servers().await.unwrap()[0].active, "a failed change changes nothing");
-    assert!(matches!(store.heartbeat("ghost:1", 0, 1).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.heartbeat("ghost:1", 0, "primary", 1).await, Err(StoreError::NotFound)));
 }
 
 pub async fn imports_keep_everything(store: &Arc<dyn Store>) {

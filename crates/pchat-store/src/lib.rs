@@ -46,6 +46,10 @@ pub trait Store: Send + Sync + 'static {
     /// Sends a live event to every server of the pool (this one included), through the event feed.
     async fn publish(&self, event: ClusterEvent) -> StoreResult<()>;
 
+    /// Which database the store works on now: `embedded` (SQLite), or `primary` or `backup` of a pool's database
+    /// pair (PostgreSQL, which moves to the backup after a failover).
+    fn database_in_use(&self) -> &'static str;
+
     /// Whether the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 
@@ -135,8 +139,9 @@ pub trait Store: Send + Sync + 'static {
     // The server registry of the pool.
     /// Registers a starting server (a known name keeps its active setting); returns whether it is active.
     async fn register_server(&self, server: &ServerRecord) -> StoreResult<bool>;
-    /// Records that the server is alive with `connections` live connections; returns whether it is active.
-    async fn heartbeat(&self, name: &str, connections: i64, at: i64) -> StoreResult<bool>;
+    /// Records that the server is alive with `connections` live connections, working on `database`; returns
+    /// whether it is active.
+    async fn heartbeat(&self, name: &str, connections: i64, database: &str, at: i64) -> StoreResult<bool>;
     async fn list_servers(&self) -> StoreResult<Vec<ServerRecord>>;
     /// Sets servers active or inactive, atomically; `NotFound` if a name is not registered (nothing changes).
     async fn set_active(&self, changes: &[(String, bool)]) -> StoreResult<()>;

@@ -205,4 +205,6 @@ pub struct ServerRecord {
     pub active: bool,
     /// Live connections at the last heartbeat.
     pub connections: i64,
+    /// The database the server works on at its last heartbeat ([`crate::Store::database_in_use`]).
+    pub database: String,
 }

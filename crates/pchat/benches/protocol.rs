@@ -80,7 +80,7 @@ impl Drop for Server {
 async fn start(args: &Args, database_url: Option<&str>) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("pchat.toml");
-    let database = database_url.map(|u| format!("database_url = \"{u}\"\n")).unwrap_or_default();
+    let database = database_url.map(|u| format!("[database]\nurl = \"{u}\"\n")).unwrap_or_default();
     std::fs::write(
         &config,
         format!(

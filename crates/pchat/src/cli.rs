@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::client::{Client, segment};
 use crate::config::Config;
+use pchat_store_postgres::ha::Role;
 
 #[derive(Debug, Parser)]
 #[command(name = "pchat", version, about = "pchat: a self-hosted persistent group chat server")]
@@ -87,9 +88,12 @@ pub(crate) struct ServeArgs {
     /// Configuration file (TOML; see docs/pchat.toml).
     #[arg(long, env = "PCHAT_CONFIG")]
     config: Option<PathBuf>,
-    /// Database URL: sqlite: (default) or sqlite:PATH.
+    /// Database URL: sqlite: (default), sqlite:PATH or postgres://….
     #[arg(long, env = "PCHAT_DATABASE_URL")]
     database_url: Option<String>,
+    /// The pool's backup database (postgres://…, a streaming standby).
+    #[arg(long, env = "PCHAT_DATABASE_BACKUP_URL")]
+    backup_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -389,6 +393,12 @@ enum PoolCmd {
         #[arg(long)]
         swap: bool,
     },
+    /// Move every server of the pool to its backup database (Lync PoolState FailedOver); docs/failover.md.
+    Failover(crate::failover::SwitchArgs),
+    /// Move every server of the pool back to its primary database (Lync PoolState Normal).
+    Failback(crate::failover::SwitchArgs),
+    /// The pool's databases: reachable, standby or not, and the pool state each records.
+    State(crate::failover::DatabasesArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -438,15 +448,23 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.domain = v;
         }
         if let Some(v) = args.database_url {
-            config.database_url = v;
+            config.database.url = v;
+        }
+        if let Some(v) = args.backup_url {
+            config.database.backup_url = Some(v);
         }
         config.validate()?;
         crate::logging::init(&config.log_format);
         crate::serve::run(config).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    if let Command::Db(DbCmd::Convert(args)) = cli.command {
-        return crate::convert::run(args, cli.json).await;
+    // Verbs that work on databases directly, without a running server.
+    match cli.command {
+        Command::Db(DbCmd::Convert(args)) => return crate::convert::run(args, cli.json).await,
+        Command::Pool(PoolCmd::Failover(args)) => return crate::failover::switch(args, Role::Backup, cli.json).await,
+        Command::Pool(PoolCmd::Failback(args)) => return crate::failover::switch(args, Role::Primary, cli.json).await,
+        Command::Pool(PoolCmd::State(args)) => return crate::failover::state(args, cli.json).await,
+        _ => {}
     }
     let data_dir = std::env::var_os("PCHAT_DATA_DIR").map(PathBuf::from);
     let client = Client::locate(cli.url, cli.token, cli.ca_cert, data_dir)?;
@@ -831,7 +849,7 @@ async fn addin(c: &Client, out: &Output, cmd: AddinCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-const SERVER_COLUMNS: &[&str] = &["/name", "/state", "/active", "/connections", "/url", "/heartbeat_at"];
+const SERVER_COLUMNS: &[&str] = &["/name", "/state", "/active", "/connections", "/database", "/url", "/heartbeat_at"];
 
 async fn pool(c: &Client, out: &Output, cmd: PoolCmd) -> anyhow::Result<()> {
     match cmd {
@@ -841,6 +859,7 @@ async fn pool(c: &Client, out: &Output, cmd: PoolCmd) -> anyhow::Result<()> {
             let body = json!({ "add": add, "remove": remove, "replace": replace, "swap": swap });
             out.table(&c.call(Method::PATCH, "/api/v1/pool/servers/active", Some(body)).await?, SERVER_COLUMNS);
         }
+        PoolCmd::Failover(_) | PoolCmd::Failback(_) | PoolCmd::State(_) => unreachable!("handled in run"),
     }
     Ok(())
 }

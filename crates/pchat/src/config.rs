@@ -21,13 +21,31 @@ pub(crate) struct Config {
     pub(crate) pool: String,
     /// This server's name in the pool's registry (`pchat pool status`); default `hostname:port`.
     pub(crate) server_name: Option<String>,
-    /// `sqlite:` (default: `mgc.db` in the data directory), `sqlite:PATH`, or `postgres://…` (a pool's database).
-    pub(crate) database_url: String,
     /// `text` or `json`.
     pub(crate) log_format: String,
+    pub(crate) database: DatabaseConfig,
+    pub(crate) compliance: ComplianceConfig,
     pub(crate) storage: StorageConfig,
     pub(crate) tls: TlsConfig,
     pub(crate) limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct DatabaseConfig {
+    /// `sqlite:` (default: `mgc.db` in the data directory), `sqlite:PATH`, or `postgres://…` (a pool's database).
+    pub(crate) url: String,
+    /// The pool's backup database (`postgres://…`, a streaming standby), used after `pchat pool failover`.
+    pub(crate) backup_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ComplianceConfig {
+    /// Where compliance events are archived. Empty (default): beside the chat database (`mgccomp.db` in the data
+    /// directory on SQLite, the chat database itself on PostgreSQL); else `sqlite:PATH` or `postgres://…` (the
+    /// same server as the chat database or another one; a pool must use PostgreSQL).
+    pub(crate) database_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -65,12 +83,19 @@ impl Default for Config {
             site: "default".into(),
             pool: "default".into(),
             server_name: None,
-            database_url: "sqlite:".into(),
             log_format: "text".into(),
+            database: DatabaseConfig::default(),
+            compliance: ComplianceConfig::default(),
             storage: StorageConfig::default(),
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
         }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: "sqlite:".into(), backup_url: None }
     }
 }
 
@@ -126,6 +151,21 @@ impl Config {
         if !(l.post_rate_per_sec > 0.0 && l.post_burst >= 1.0) {
             bail!("limits.post_rate_per_sec must be positive and limits.post_burst at least 1");
         }
+        let postgres = |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if let Some(backup) = &self.database.backup_url
+            && !(postgres(backup) && postgres(&self.database.url))
+        {
+            bail!(
+                "database.backup_url needs PostgreSQL: both database.url and database.backup_url must be postgres://"
+            );
+        }
+        let compliance = &self.compliance.database_url;
+        if !(compliance.is_empty() || compliance.starts_with("sqlite:") || postgres(compliance)) {
+            bail!("compliance.database_url must be empty, sqlite:PATH or postgres://…");
+        }
+        if postgres(&self.database.url) && compliance.starts_with("sqlite:") {
+            bail!("compliance.database_url must be postgres://… when the chat database is: a pool shares one archive");
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             bail!("tls.cert and tls.key must be given together");
         }
@@ -151,5 +191,11 @@ mod tests {
         assert!(Config::parse("[storage]\nsynchronous = \"off\"").is_err());
         assert!(Config::parse("[tls]\ncert = \"a.pem\"").is_err());
         assert_eq!(Config::parse("domain = \"corp.example\"").unwrap().domain, "corp.example");
+        assert!(Config::parse("[database]\nbackup_url = \"postgres://b/pchat\"").is_err(), "a backup needs a pool");
+        let pool = "[database]\nurl = \"postgres://a/pchat\"\nbackup_url = \"postgres://b/pchat\"\n";
+        assert_eq!(Config::parse(pool).unwrap().database.backup_url.as_deref(), Some("postgres://b/pchat"));
+        assert!(Config::parse(&format!("{pool}[compliance]\ndatabase_url = \"sqlite:/x.db\"")).is_err());
+        assert!(Config::parse(&format!("{pool}[compliance]\ndatabase_url = \"postgres://c/comp\"")).is_ok());
+        assert!(Config::parse("[compliance]\ndatabase_url = \"mysql://c\"").is_err());
     }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod config;
 mod convert;
+mod failover;
 mod logging;
 mod serve;
 mod tls;

@@ -36,9 +36,10 @@ pub(crate) const LOCAL_ACCESS_FILE: &str = "server.json";
 /// Opens the chat store named by the server's database URL (`sqlite:` alone: `mgc.db` in the data directory).
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let durability = Durability::parse(&config.storage.synchronous).unwrap_or_default();
-    match config.database_url.as_str() {
-        "sqlite:" => Ok(Arc::new(SqliteStore::open(&config.data_dir.join("mgc.db"), durability)?)),
-        url => open_url_with(url, durability).await,
+    match (config.database.url.as_str(), &config.database.backup_url) {
+        ("sqlite:", _) => Ok(Arc::new(SqliteStore::open(&config.data_dir.join("mgc.db"), durability)?)),
+        (primary, Some(backup)) => Ok(Arc::new(PgStore::connect_pair(primary, backup).await?)),
+        (url, None) => open_url_with(url, durability).await,
     }
 }
 

@@ -88,7 +88,7 @@ async fn an_embedded_installation_moves_into_postgresql_with_everything() {
     );
 
     // A server on PostgreSQL serves the same data: old passwords, history, read marks, invitations, counters.
-    let pg = Server::start_with(&format!("database_url = \"{}\"\n", database.url())).await;
+    let pg = Server::start_with(&format!("[database]\nurl = \"{}\"\n", database.url())).await;
     let admin = pg.admin().await;
     assert_eq!(admin.get("/api/v1/rooms").await.expect(200), rooms);
     assert_eq!(admin.get("/api/v1/categories").await.expect(200), categories);

@@ -171,6 +171,11 @@ impl Api {
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        self.try_call(method, path, body).await.expect("the server could not be reached")
+    }
+
+    /// As [`Api::call`], or `None` when the server cannot be reached or the response is cut off.
+    pub async fn try_call(&self, method: Method, path: &str, body: Option<Value>) -> Option<Reply> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -178,7 +183,7 @@ impl Api {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        Self::reply(req.send().await.unwrap()).await
+        Self::reply(req.send().await.ok()?).await
     }
 
     /// Sends raw bytes with a content type (for malformed input).
@@ -188,19 +193,19 @@ impl Api {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        Self::reply(req.send().await.unwrap()).await
+        Self::reply(req.send().await.unwrap()).await.unwrap()
     }
 
-    async fn reply(resp: reqwest::Response) -> Reply {
+    async fn reply(resp: reqwest::Response) -> Option<Reply> {
         let status = resp.status();
         let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        let bytes = resp.bytes().await.unwrap();
+        let bytes = resp.bytes().await.ok()?;
         let body = if bytes.is_empty() {
             Value::Null
         } else {
             serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
-        Reply { status, body, content_type }
+        Some(Reply { status, body, content_type })
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -370,14 +375,7 @@ impl Ws {
 impl Api {
     /// Posts and returns only the status, or `None` if the server could not be reached.
     pub async fn post_raw(&self, path: &str, body: Value) -> Option<u16> {
-        let mut req = self.http.post(format!("{}{path}", self.base)).json(&body);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.ok()?;
-        let status = resp.status().as_u16();
         // The body must arrive too: a 201 whose body was cut off was not seen by the client.
-        resp.bytes().await.ok()?;
-        Some(status)
+        self.try_call(Method::POST, path, Some(body)).await.map(|r| r.status.as_u16())
     }
 }

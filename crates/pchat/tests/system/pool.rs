@@ -9,7 +9,7 @@ use pchat_store_postgres::testing::TempDatabase;
 #[tokio::test]
 async fn three_servers_deliver_every_message_once_in_order() {
     let (database, _) = TempDatabase::create().await;
-    let config = format!("database_url = \"{}\"\n", database.url());
+    let config = format!("[database]\nurl = \"{}\"\n", database.url());
     let w = World::with_config(&config).await;
     let second = Server::start_with(&config).await;
     let third = Server::start_with(&config).await;
@@ -89,7 +89,7 @@ async fn three_servers_deliver_every_message_once_in_order() {
 #[tokio::test]
 async fn room_changes_kicks_moderation_follows_and_invitations_reach_every_server() {
     let (database, _) = TempDatabase::create().await;
-    let config = format!("database_url = \"{}\"\n", database.url());
+    let config = format!("[database]\nurl = \"{}\"\n", database.url());
     let w = World::with_config(&config).await;
     let other = Server::start_with(&config).await;
     let cat = w
@@ -151,7 +151,7 @@ async fn room_changes_kicks_moderation_follows_and_invitations_reach_every_serve
 #[tokio::test]
 async fn clients_of_a_killed_server_resume_on_another_without_a_gap() {
     let (database, _) = TempDatabase::create().await;
-    let config = format!("database_url = \"{}\"\n", database.url());
+    let config = format!("[database]\nurl = \"{}\"\n", database.url());
     let w = World::with_config(&config).await;
     let mut doomed = Server::start_with(&config).await;
     let cat = w.category("C").await;
@@ -202,7 +202,7 @@ async fn clients_of_a_killed_server_resume_on_another_without_a_gap() {
 #[tokio::test]
 async fn active_servers_choose_who_takes_new_connections() {
     let (database, _) = TempDatabase::create().await;
-    let config = |name: &str| format!("database_url = \"{}\"\nserver_name = \"{name}\"\n", database.url());
+    let config = |name: &str| format!("server_name = \"{name}\"\n[database]\nurl = \"{}\"\n", database.url());
     let w = World::with_config(&config("alpha")).await;
     let beta = Server::start_with(&config("beta")).await;
     let cat = w.category("C").await;

@@ -15,7 +15,7 @@ use crate::harness::World;
 #[tokio::test]
 async fn the_server_runs_on_postgresql_and_loses_nothing_to_kill_9() {
     let (database, _) = TempDatabase::create().await;
-    let mut w = World::with_config(&format!("database_url = \"{}\"\n", database.url())).await;
+    let mut w = World::with_config(&format!("[database]\nurl = \"{}\"\n", database.url())).await;
     let cat = w.category("C").await;
     let room = w.room(&cat, "R", json!({ "members": ["alice@example.com", "bob@example.com"] })).await;
     let (alice, bob) = (w.user("alice@example.com").await, w.user("bob@example.com").await);
@@ -144,7 +144,7 @@ async fn losing_the_database_makes_the_server_unready_and_it_recovers() {
     let proxy = Proxy::start((host, port)).await;
     let user = config.get_user().unwrap_or("postgres").to_owned();
     let url = format!("postgres://{user}@127.0.0.1:{}/{}", proxy.port, database.name);
-    let w = World::with_config(&format!("database_url = \"{url}\"\n")).await;
+    let w = World::with_config(&format!("[database]\nurl = \"{url}\"\n")).await;
     let cat = w.category("C").await;
     let room = w.room(&cat, "R", json!({ "privacy": "open" })).await;
     let alice = w.user("alice@example.com").await;
