@@ -51,6 +51,17 @@ impl Service {
                 }
             }
             ClusterEvent::Follow { address, room_id, follow } => self.hub.set_watch(&address, &room_id, follow),
+            // This server's own presence is in its roster already.
+            ClusterEvent::Presence { server, room_id, address, display_name, present } => {
+                if !self.is_this_server(&server) {
+                    self.hub.remote_presence(&server, &room_id, &address, &display_name, present);
+                }
+            }
+            ClusterEvent::ServerGone { server } => {
+                if !self.is_this_server(&server) {
+                    self.hub.server_gone(&server);
+                }
+            }
         }
     }
 

@@ -80,13 +80,51 @@ impl Conn {
     }
 }
 
-#[derive(Default)]
+/// A room's participants across the pool: those connected here and those connected through other servers.
 struct Roster {
-    /// Connected participants: address → (connections, display name).
+    /// Connected here: address → (connections, display name).
     present: HashMap<String, (usize, String)>,
+    /// Connected through other servers of the pool: address → (servers, display name).
+    remote: HashMap<String, (HashSet<String>, String)>,
     suppressed: bool,
     /// The participant update limit in force at the latest join or roster request.
     limit: u32,
+}
+
+impl Default for Roster {
+    fn default() -> Self {
+        Self {
+            present: HashMap::new(),
+            remote: HashMap::new(),
+            suppressed: false,
+            limit: pchat_core::ChatConfig::default().participant_update_limit,
+        }
+    }
+}
+
+impl Roster {
+    fn contains(&self, address: &str) -> bool {
+        self.present.contains_key(address) || self.remote.contains_key(address)
+    }
+
+    /// Participants pool-wide, each counted once.
+    fn count(&self) -> usize {
+        self.present.len() + self.remote.keys().filter(|a| !self.present.contains_key(*a)).count()
+    }
+
+    fn resuppress(&mut self) {
+        self.suppressed = roster_suppressed(self.suppressed, self.count(), self.limit);
+    }
+}
+
+/// A user's presence in a room through this server changed: their first connection joined it, or their last one
+/// left. The pool's other servers learn it through [`Hub::presence_changes`].
+#[derive(Debug, Clone)]
+pub struct PresenceChange {
+    pub room: String,
+    pub address: String,
+    pub display_name: String,
+    pub present: bool,
 }
 
 #[derive(Default)]
@@ -103,6 +141,7 @@ pub struct Hub {
     next_id: AtomicU64,
     rooms: RwLock<HashMap<String, Arc<RoomHub>>>,
     users: Mutex<HashMap<String, Vec<Weak<Conn>>>>,
+    presence: Mutex<Option<mpsc::UnboundedSender<PresenceChange>>>,
 }
 
 fn remove_conn(list: &RwLock<Vec<Arc<Conn>>>, id: u64) -> bool {
@@ -131,6 +170,29 @@ impl Hub {
             next_id: AtomicU64::new(1),
             rooms: RwLock::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
+            presence: Mutex::new(None),
+        }
+    }
+
+    /// From now on, every change of a user's presence in a room on this server is also sent here, in order.
+    pub fn presence_changes(&self) -> mpsc::UnboundedReceiver<PresenceChange> {
+        let (sender, changes) = mpsc::unbounded_channel();
+        if let Ok(mut presence) = self.presence.lock() {
+            *presence = Some(sender);
+        }
+        changes
+    }
+
+    fn presence_changed(&self, room: &str, conn: &Conn, present: bool) {
+        if let Ok(presence) = self.presence.lock()
+            && let Some(sender) = presence.as_ref()
+        {
+            let _ = sender.send(PresenceChange {
+                room: room.to_owned(),
+                address: conn.caller.address().to_owned(),
+                display_name: conn.caller.display_name.clone(),
+                present,
+            });
         }
     }
 
@@ -204,18 +266,22 @@ impl Hub {
         if let Ok(mut subs) = hub.subscribers.write() {
             subs.push(Arc::clone(conn));
         }
-        let announce = {
+        let (first_here, announce) = {
             let Ok(mut roster) = hub.roster.lock() else {
                 return true;
             };
-            let entry =
-                roster.present.entry(conn.caller.address().to_owned()).or_insert((0, conn.caller.display_name.clone()));
+            let address = conn.caller.address();
+            let elsewhere = roster.remote.contains_key(address);
+            let entry = roster.present.entry(address.to_owned()).or_insert((0, conn.caller.display_name.clone()));
             entry.0 += 1;
             let first = entry.0 == 1;
             roster.limit = participant_update_limit;
-            roster.suppressed = roster_suppressed(roster.suppressed, roster.present.len(), participant_update_limit);
-            first && !roster.suppressed
+            roster.resuppress();
+            (first, first && !elsewhere && !roster.suppressed)
         };
+        if first_here {
+            self.presence_changed(room, conn, true);
+        }
         if announce {
             self.broadcast_room(
                 &hub,
@@ -245,12 +311,12 @@ impl Hub {
     }
 
     fn roster_leave(&self, hub: &RoomHub, room: &str, conn: &Conn) {
-        let announce = {
+        let (gone_here, announce) = {
             let Ok(mut roster) = hub.roster.lock() else {
                 return;
             };
             let address = conn.caller.address();
-            let gone = match roster.present.get_mut(address) {
+            let gone_here = match roster.present.get_mut(address) {
                 Some(entry) if entry.0 > 1 => {
                     entry.0 -= 1;
                     false
@@ -264,9 +330,12 @@ impl Hub {
             // A departure is announced while updates are on; it may also bring the room back below 80 % of the
             // limit, after which updates resume.
             let was_suppressed = roster.suppressed;
-            roster.suppressed = roster_suppressed(was_suppressed, roster.present.len(), roster.limit);
-            gone && !was_suppressed
+            roster.resuppress();
+            (gone_here, gone_here && !roster.remote.contains_key(address) && !was_suppressed)
         };
+        if gone_here {
+            self.presence_changed(room, conn, false);
+        }
         if announce {
             self.broadcast_room(
                 hub,
@@ -286,7 +355,77 @@ impl Hub {
             && let Ok(mut roster) = hub.roster.lock()
         {
             roster.limit = participant_update_limit;
-            roster.suppressed = roster_suppressed(roster.suppressed, roster.present.len(), participant_update_limit);
+            roster.resuppress();
+        }
+    }
+
+    /// Applies another server's presence change to the room's roster, announcing the user's arrival or departure
+    /// when it is one pool-wide.
+    pub fn remote_presence(&self, server: &str, room: &str, address: &str, display_name: &str, present: bool) {
+        let hub = if present { self.room_or_create(room) } else { self.room(room) };
+        let Some(hub) = hub else { return };
+        let announce = {
+            let Ok(mut roster) = hub.roster.lock() else { return };
+            let was_there = roster.contains(address);
+            let was_suppressed = roster.suppressed;
+            if present {
+                let entry = roster
+                    .remote
+                    .entry(address.to_owned())
+                    .or_insert_with(|| (HashSet::new(), display_name.to_owned()));
+                entry.0.insert(server.to_owned());
+            } else if let Some(entry) = roster.remote.get_mut(address) {
+                entry.0.remove(server);
+                if entry.0.is_empty() {
+                    roster.remote.remove(address);
+                }
+            }
+            roster.resuppress();
+            let is_there = roster.contains(address);
+            if present { !was_there && !roster.suppressed } else { was_there && !is_there && !was_suppressed }
+        };
+        if announce {
+            let (room, address, display_name) = (room.to_owned(), address.to_owned(), display_name.to_owned());
+            let event = if present {
+                LiveEvent::ParticipantJoined { room, address, display_name }
+            } else {
+                LiveEvent::ParticipantLeft { room, address, display_name }
+            };
+            self.broadcast_room(&hub, &event, None);
+        }
+    }
+
+    /// The other servers someone is present through, in any room.
+    pub fn servers_present(&self) -> HashSet<String> {
+        let rooms: Vec<Arc<RoomHub>> = self.rooms.read().map(|r| r.values().cloned().collect()).unwrap_or_default();
+        let mut servers = HashSet::new();
+        for hub in rooms {
+            if let Ok(roster) = hub.roster.lock() {
+                servers.extend(roster.remote.values().flat_map(|(s, _)| s.iter().cloned()));
+            }
+        }
+        servers
+    }
+
+    /// Everyone present through `server` leaves every room (it restarted or stopped answering).
+    pub fn server_gone(&self, server: &str) {
+        let rooms: Vec<(String, Arc<RoomHub>)> =
+            self.rooms.read().map(|r| r.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()).unwrap_or_default();
+        for (room, hub) in rooms {
+            let through: Vec<(String, String)> = hub
+                .roster
+                .lock()
+                .map(|r| {
+                    r.remote
+                        .iter()
+                        .filter(|(_, (s, _))| s.contains(server))
+                        .map(|(a, (_, d))| (a.clone(), d.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (address, display_name) in through {
+                self.remote_presence(server, &room, &address, &display_name, false);
+            }
         }
     }
 
@@ -300,6 +439,13 @@ impl Hub {
             return None;
         }
         let mut list: Vec<_> = roster.present.iter().map(|(a, (_, d))| (a.clone(), d.clone())).collect();
+        list.extend(
+            roster
+                .remote
+                .iter()
+                .filter(|(a, _)| !roster.present.contains_key(*a))
+                .map(|(a, (_, d))| (a.clone(), d.clone())),
+        );
         list.sort();
         Some(list)
     }

@@ -81,6 +81,8 @@ pub struct Service {
     active: std::sync::atomic::AtomicBool,
     /// The effective configuration and the generation it was read at.
     config_cache: std::sync::RwLock<Option<(u64, pchat_core::ChatConfig)>>,
+    /// This server's name in the pool, once it has joined it ([`Service::join_pool`]).
+    server_name: std::sync::OnceLock<String>,
 }
 
 impl Service {
@@ -100,6 +102,7 @@ impl Service {
             generation: AtomicU64::new(0),
             active: std::sync::atomic::AtomicBool::new(true),
             config_cache: std::sync::RwLock::new(None),
+            server_name: std::sync::OnceLock::new(),
         });
         if let Some(events) = events {
             tokio::spawn(dispatch(Arc::downgrade(&service), events));

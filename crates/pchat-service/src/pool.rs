@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pchat_api_types as api;
-use pchat_store::ServerRecord;
+use std::collections::HashSet;
+
+use pchat_store::{ClusterEvent, PresenceRecord, ServerRecord};
 use tracing::warn;
 
 use crate::directory::require_admin;
@@ -41,6 +43,8 @@ impl Service {
         };
         let active = self.store.register_server(&record).await?;
         self.active.store(active, Ordering::Release);
+        let _ = self.server_name.set(name.clone());
+        self.join_roster(&name).await?;
         let service = Arc::downgrade(self);
         Ok(tokio::spawn(async move {
             loop {
@@ -52,8 +56,75 @@ impl Service {
                     // Without the database the last known state stands; /readyz reports the database itself.
                     Err(e) => warn!(error = %e, "heartbeat failed"),
                 }
+                service.drop_dead_servers().await;
             }
         }))
+    }
+
+    pub(crate) fn is_this_server(&self, name: &str) -> bool {
+        self.server_name.get().is_some_and(|n| n == name)
+    }
+
+    /// Joins the pool-wide roster: forgets what this server's previous run left there (telling the other servers),
+    /// loads who is present through the other live servers, and from now on records and announces this server's
+    /// presence changes, in order.
+    async fn join_roster(self: &Arc<Self>, name: &str) -> ServiceResult<()> {
+        self.store.clear_presence(name).await?;
+        self.announce(ClusterEvent::ServerGone { server: name.to_owned() }).await;
+        let now = now_micros();
+        let up: HashSet<String> = self
+            .store
+            .list_servers()
+            .await?
+            .into_iter()
+            .filter(|s| now - s.heartbeat_at < DOWN_AFTER_MICROS)
+            .map(|s| s.name)
+            .collect();
+        for p in self.store.list_presence().await? {
+            if p.server != name && up.contains(&p.server) {
+                self.hub.remote_presence(&p.server, &p.room_id, &p.address, &p.display_name, true);
+            }
+        }
+        let mut changes = self.hub.presence_changes();
+        let service = Arc::downgrade(self);
+        let server = name.to_owned();
+        tokio::spawn(async move {
+            while let Some(change) = changes.recv().await {
+                let Some(service) = service.upgrade() else { return };
+                let record = PresenceRecord {
+                    server: server.clone(),
+                    room_id: change.room,
+                    address: change.address,
+                    display_name: change.display_name,
+                };
+                if let Err(e) = service.store.set_presence(&record, change.present).await {
+                    warn!(error = %e, "could not record a presence change");
+                }
+                let PresenceRecord { server, room_id, address, display_name } = record;
+                let event = ClusterEvent::Presence { server, room_id, address, display_name, present: change.present };
+                service.announce(event).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// Participants present through servers that stopped answering leave their rooms, here and in the database
+    /// (every live server does this; it is idempotent).
+    async fn drop_dead_servers(&self) {
+        let present = self.hub.servers_present();
+        if present.is_empty() {
+            return;
+        }
+        let Ok(servers) = self.store.list_servers().await else { return };
+        let now = now_micros();
+        for server in servers.iter().filter(|s| present.contains(&s.name) && now - s.heartbeat_at >= DOWN_AFTER_MICROS)
+        {
+            warn!(server = %server.name, "a pool server stopped answering: its participants leave their rooms");
+            self.hub.server_gone(&server.name);
+            if let Err(e) = self.store.clear_presence(&server.name).await {
+                warn!(error = %e, "could not clear a dead server's presence");
+            }
+        }
     }
 
     /// Whether this server accepts new connections.

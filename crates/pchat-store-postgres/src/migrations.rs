@@ -118,6 +118,14 @@ CREATE TABLE servers (
 "#,
     r#"
 ALTER TABLE servers ADD COLUMN database TEXT NOT NULL DEFAULT '';
+CREATE TABLE presence (
+    server TEXT COLLATE "C" NOT NULL,
+    room_id TEXT COLLATE "C" NOT NULL,
+    address TEXT COLLATE "C" NOT NULL,
+    display_name TEXT NOT NULL,
+    PRIMARY KEY (server, room_id, address)
+);
+CREATE INDEX presence_room ON presence(room_id);
 CREATE TABLE pool_state (
     id SMALLINT PRIMARY KEY CHECK (id = 1),
     state TEXT NOT NULL,

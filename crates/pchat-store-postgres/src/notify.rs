@@ -98,6 +98,11 @@ pub(crate) fn encode_cluster(event: &ClusterEvent) -> Vec<String> {
         ClusterEvent::Follow { address, room_id, follow } => {
             vec![fields(&["follow", address, room_id, if *follow { "1" } else { "0" }])]
         }
+        ClusterEvent::Presence { server, room_id, address, display_name, present } => {
+            // The display name goes last: it is free text.
+            vec![fields(&["presence", server, room_id, address, if *present { "1" } else { "0" }, display_name])]
+        }
+        ClusterEvent::ServerGone { server } => vec![fields(&["server_gone", server])],
         ClusterEvent::MessagesRemoved { room_id, ids } => {
             let head = fields(&["removed", room_id]);
             chunks(ids, MAX_PAYLOAD - head.len() - 1).into_iter().map(|list| format!("{head}{SEP}{list}")).collect()
@@ -147,6 +152,14 @@ pub(crate) fn decode_cluster(payload: &str) -> Option<ClusterEvent> {
             room_id: f.next()?.to_owned(),
             follow: f.next()? == "1",
         },
+        "presence" => ClusterEvent::Presence {
+            server: f.next()?.to_owned(),
+            room_id: f.next()?.to_owned(),
+            address: f.next()?.to_owned(),
+            present: f.next()? == "1",
+            display_name: f.collect::<Vec<_>>().join(&SEP.to_string()),
+        },
+        "server_gone" => ClusterEvent::ServerGone { server: f.next()?.to_owned() },
         "removed" => ClusterEvent::MessagesRemoved { room_id: f.next()?.to_owned(), ids: list(f.next()?) },
         "replaced" => {
             let room_id = f.next()?.to_owned();

@@ -10,8 +10,8 @@ use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, P
 use pchat_store::codec::{join_principals, like_pattern, split_principals};
 use pchat_store::{
     AddinRecord, AdminRole, Appended, CategoryRecord, ClusterEvent, InvitationRecord, MessageFilter, MessageRange,
-    MessageRecord, NewMessage, RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent, StoreResult,
-    UserRecord,
+    MessageRecord, NewMessage, PresenceRecord, RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent,
+    StoreResult, UserRecord,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::types::{FromSql, ToSql};
@@ -733,7 +733,8 @@ impl Store for PgStore {
     }
 
     async fn delete_room(&self, id: &str) -> StoreResult<()> {
-        changed_one(self.execute("DELETE FROM rooms WHERE id = $1", &[&id]).await?)
+        let sql = "WITH gone AS (DELETE FROM presence WHERE room_id = $1) DELETE FROM rooms WHERE id = $1";
+        changed_one(self.execute(sql, &[&id]).await?)
     }
 
     async fn append_message(&self, message: NewMessage) -> StoreResult<Appended> {
@@ -836,6 +837,33 @@ impl Store for PgStore {
                    RETURNING active";
         let row = self.query_opt(sql, &[&name, &at, &connections, &database]).await?;
         row.map(|r| col(&r, 0)).transpose()?.ok_or(StoreError::NotFound)
+    }
+
+    async fn set_presence(&self, p: &PresenceRecord, present: bool) -> StoreResult<()> {
+        if present {
+            let sql = "INSERT INTO presence (server, room_id, address, display_name) VALUES ($1, $2, $3, $4) \
+                       ON CONFLICT (server, room_id, address) DO UPDATE SET display_name = excluded.display_name";
+            self.execute(sql, &[&p.server, &p.room_id, &p.address, &p.display_name]).await.map(drop)
+        } else {
+            let sql = "DELETE FROM presence WHERE server = $1 AND room_id = $2 AND address = $3";
+            self.execute(sql, &[&p.server, &p.room_id, &p.address]).await.map(drop)
+        }
+    }
+
+    async fn clear_presence(&self, server: &str) -> StoreResult<u64> {
+        self.execute("DELETE FROM presence WHERE server = $1", &[&server]).await
+    }
+
+    async fn list_presence(&self) -> StoreResult<Vec<PresenceRecord>> {
+        let sql = "SELECT server, room_id, address, display_name FROM presence ORDER BY server, room_id, address";
+        all(self.query(sql, &[]).await?, |r| {
+            Ok(PresenceRecord {
+                server: col(r, 0)?,
+                room_id: col(r, 1)?,
+                address: col(r, 2)?,
+                display_name: col(r, 3)?,
+            })
+        })
     }
 
     async fn list_servers(&self) -> StoreResult<Vec<ServerRecord>> {

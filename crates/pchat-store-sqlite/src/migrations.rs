@@ -114,7 +114,17 @@ CREATE TABLE servers (
     connections INTEGER NOT NULL
 );
 "#,
-    "ALTER TABLE servers ADD COLUMN database TEXT NOT NULL DEFAULT '';",
+    r#"
+ALTER TABLE servers ADD COLUMN database TEXT NOT NULL DEFAULT '';
+CREATE TABLE presence (
+    server TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    address TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    PRIMARY KEY (server, room_id, address)
+);
+CREATE INDEX presence_room ON presence(room_id);
+"#,
 ];
 
 #[derive(Debug, thiserror::Error)]

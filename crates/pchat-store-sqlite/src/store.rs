@@ -10,8 +10,8 @@ use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, P
 use pchat_store::codec::{self, like_pattern, now_micros};
 use pchat_store::{
     AddinRecord, AdminRole, Appended, CategoryRecord, ClusterEvent, InvitationRecord, MessageFilter, MessageRange,
-    MessageRecord, NewMessage, RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent, StoreResult,
-    UserRecord,
+    MessageRecord, NewMessage, PresenceRecord, RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent,
+    StoreResult, UserRecord,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::mpsc;
@@ -738,7 +738,11 @@ impl Store for SqliteStore {
 
     async fn delete_room(&self, id: &str) -> StoreResult<()> {
         let id = id.to_owned();
-        self.write(move |c| changed_one(c.execute("DELETE FROM rooms WHERE id = ?1", [id]).map_err(db)?)).await
+        self.write(move |c| {
+            c.execute("DELETE FROM presence WHERE room_id = ?1", [&id]).map_err(db)?;
+            changed_one(c.execute("DELETE FROM rooms WHERE id = ?1", [&id]).map_err(db)?)
+        })
+        .await
     }
 
     async fn append_message(&self, message: NewMessage) -> StoreResult<Appended> {
@@ -958,6 +962,51 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             changed_one(n)?;
             c.query_row("SELECT active FROM servers WHERE name = ?1", [&name], |row| row.get(0)).map_err(db)
+        })
+        .await
+    }
+
+    async fn set_presence(&self, presence: &PresenceRecord, present: bool) -> StoreResult<()> {
+        let p = presence.clone();
+        self.write(move |c| {
+            if present {
+                c.execute(
+                    "INSERT INTO presence (server, room_id, address, display_name) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT DO UPDATE SET display_name = excluded.display_name",
+                    params![p.server, p.room_id, p.address, p.display_name],
+                )
+            } else {
+                c.execute(
+                    "DELETE FROM presence WHERE server = ?1 AND room_id = ?2 AND address = ?3",
+                    params![p.server, p.room_id, p.address],
+                )
+            }
+            .map_err(db)
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn clear_presence(&self, server: &str) -> StoreResult<u64> {
+        let server = server.to_owned();
+        self.write(move |c| Ok(c.execute("DELETE FROM presence WHERE server = ?1", [server]).map_err(db)? as u64)).await
+    }
+
+    async fn list_presence(&self) -> StoreResult<Vec<PresenceRecord>> {
+        self.read(|c| {
+            query_all(
+                c,
+                "SELECT server, room_id, address, display_name FROM presence ORDER BY server, room_id, address",
+                [],
+                |r| {
+                    Ok(PresenceRecord {
+                        server: r.get(0)?,
+                        room_id: r.get(1)?,
+                        address: r.get(2)?,
+                        display_name: r.get(3)?,
+                    })
+                },
+            )
         })
         .await
     }

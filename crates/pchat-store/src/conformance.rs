@@ -11,8 +11,8 @@ use std::sync::Arc;
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType};
 
 use crate::{
-    AddinRecord, AdminRole, CategoryRecord, ClusterEvent, MessageFilter, MessageRange, NewMessage, RoomQuery,
-    RoomRecord, ServerRecord, Store, StoreError, StoreEvent, UserRecord,
+    AddinRecord, AdminRole, CategoryRecord, ClusterEvent, MessageFilter, MessageRange, NewMessage, PresenceRecord,
+    RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent, UserRecord,
 };
 
 /// A store under test and whatever must live as long as it (a temporary directory, a database to drop).
@@ -30,7 +30,8 @@ macro_rules! conformance_tests {
             users, tokens_and_roles, groups_and_nesting, group_cycles_rejected, policies_and_configs,
             categories, rooms, addins, message_sequence_and_ranges, idempotent_append, unkept_messages,
             concurrent_appends_are_gap_free, events_in_commit_order, alter_and_clear, follows_and_read_marks,
-            invitations, delete_room_takes_its_content, published_events_come_back, server_registry, imports_keep_everything);
+            invitations, delete_room_takes_its_content, published_events_come_back, server_registry, imports_keep_everything,
+            pool_wide_presence);
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -474,6 +475,14 @@ pub async fn published_events_come_back(store: &Arc<dyn Store>) {
         ClusterEvent::Follow { address: "a@example.com".into(), room_id: "r1".into(), follow: false },
         ClusterEvent::RoomCleared { room_id: "r1".into(), end_ts: -1 },
         ClusterEvent::MessagesRemoved { room_id: "r1".into(), ids: vec![] },
+        ClusterEvent::Presence {
+            server: "chat1:8080".into(),
+            room_id: "r1".into(),
+            address: "a@example.com".into(),
+            display_name: "Ann O'Neil (Trading)".into(),
+            present: true,
+        },
+        ClusterEvent::ServerGone { server: "chat1:8080".into() },
     ];
     for event in &sent {
         store.publish(event.clone()).await.unwrap();
@@ -516,6 +525,32 @@ pub async fn server_registry(store: &Arc<dyn Store>) {
     assert!(matches!(err, Err(StoreError::NotFound)), "{err:?}");
     assert!(store.list_servers().await.unwrap()[0].active, "a failed change changes nothing");
     assert!(matches!(store.heartbeat("ghost:1", 0, "primary", 1).await, Err(StoreError::NotFound)));
+}
+
+pub async fn pool_wide_presence(store: &Arc<dyn Store>) {
+    with_room(store.as_ref()).await;
+    store.create_room(&room("r2", "Other", "c1")).await.unwrap();
+    let at = |server: &str, room_id: &str, address: &str| PresenceRecord {
+        server: server.into(),
+        room_id: room_id.into(),
+        address: address.into(),
+        display_name: format!("User {address}"),
+    };
+    store.set_presence(&at("s2", "r1", "a@example.com"), true).await.unwrap();
+    store.set_presence(&at("s1", "r1", "a@example.com"), true).await.unwrap();
+    store.set_presence(&at("s1", "r1", "a@example.com"), true).await.unwrap(); // Repeated: no duplicate.
+    store.set_presence(&at("s1", "r2", "b@example.com"), true).await.unwrap();
+    store.set_presence(&at("s1", "r2", "c@example.com"), true).await.unwrap();
+    store.set_presence(&at("s1", "r2", "c@example.com"), false).await.unwrap();
+    store.set_presence(&at("s1", "r2", "z@example.com"), false).await.unwrap(); // Absent: nothing to do.
+    assert_eq!(
+        store.list_presence().await.unwrap(),
+        [at("s1", "r1", "a@example.com"), at("s1", "r2", "b@example.com"), at("s2", "r1", "a@example.com")]
+    );
+    assert_eq!(store.clear_presence("s1").await.unwrap(), 2);
+    assert_eq!(store.list_presence().await.unwrap(), [at("s2", "r1", "a@example.com")]);
+    store.delete_room("r1").await.unwrap();
+    assert!(store.list_presence().await.unwrap().is_empty(), "a deleted room takes its presence");
 }
 
 pub async fn imports_keep_everything(store: &Arc<dyn Store>) {

@@ -116,7 +116,7 @@ pub trait Store: Send + Sync + 'static {
     async fn list_rooms(&self, query: &RoomQuery) -> StoreResult<Vec<RoomRecord>>;
     /// Replaces the room with the same id; `NameTaken` if the new name belongs to another room.
     async fn update_room(&self, room: &RoomRecord) -> StoreResult<()>;
-    /// Removes the room with its messages, follows, read marks and invitations.
+    /// Removes the room with its messages, follows, read marks, invitations and presence.
     async fn delete_room(&self, id: &str) -> StoreResult<()>;
 
     // Messages.
@@ -145,6 +145,14 @@ pub trait Store: Send + Sync + 'static {
     async fn list_servers(&self) -> StoreResult<Vec<ServerRecord>>;
     /// Sets servers active or inactive, atomically; `NotFound` if a name is not registered (nothing changes).
     async fn set_active(&self, changes: &[(String, bool)]) -> StoreResult<()>;
+
+    // The pool-wide roster.
+    /// Records that the user is (`present`) or is no longer in the room through the record's server.
+    async fn set_presence(&self, presence: &PresenceRecord, present: bool) -> StoreResult<()>;
+    /// Forgets everyone present through `server`; returns how many entries went.
+    async fn clear_presence(&self, server: &str) -> StoreResult<u64>;
+    /// Everyone present, through every server, ordered by server, room and address.
+    async fn list_presence(&self) -> StoreResult<Vec<PresenceRecord>>;
 
     // Following, read marks, invitations.
     async fn set_follow(&self, address: &str, room_id: &str, follow: bool) -> StoreResult<()>;

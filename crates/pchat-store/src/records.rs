@@ -189,6 +189,27 @@ pub enum ClusterEvent {
         room_id: String,
         follow: bool,
     },
+    /// A user's first connection to a room on `server` joined, or the last one left.
+    Presence {
+        server: String,
+        room_id: String,
+        address: String,
+        display_name: String,
+        present: bool,
+    },
+    /// Everyone present through `server` is gone: it restarted or stopped answering.
+    ServerGone {
+        server: String,
+    },
+}
+
+/// A user present in a room through one server of the pool (the pool-wide roster).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceRecord {
+    pub server: String,
+    pub room_id: String,
+    pub address: String,
+    pub display_name: String,
 }
 
 /// A server of the pool as the registry knows it.

@@ -20,7 +20,13 @@ use crate::pgcluster::Root;
 type Acked = Arc<Mutex<BTreeMap<String, (String, i64)>>>;
 
 /// Posts `count` messages, retrying each (same client_id) until it is acknowledged; records every ack.
-fn writer(api: Api, room: String, prefix: &'static str, count: usize, acked: Acked) -> tokio::task::JoinHandle<()> {
+fn writer(
+    api: Api,
+    room: String,
+    prefix: &'static str,
+    count: usize,
+    acked: Acked,
+) -> tokio::task::JoinHandle<Result<(), String>> {
     tokio::spawn(async move {
         let deadline = Instant::now() + Duration::from_secs(120);
         let path = format!("/api/v1/rooms/{room}/messages");
@@ -28,18 +34,29 @@ fn writer(api: Api, room: String, prefix: &'static str, count: usize, acked: Ack
             let client_id = format!("{prefix}-{n}");
             let body = json!({ "text": format!("{prefix} #{n}"), "client_id": client_id });
             loop {
-                if let Some(reply) = api.try_call(Method::POST, &path, Some(body.clone())).await
-                    && reply.status.as_u16() == 201
-                {
-                    let m = reply.body;
-                    let entry = (m["id"].as_str().unwrap().to_owned(), m["seq"].as_i64().unwrap());
-                    acked.lock().unwrap().insert(client_id, entry);
-                    break;
+                let reply = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    api.try_call(Method::POST, &path, Some(body.clone())),
+                );
+                let last = match reply.await {
+                    // 200: a retry found the message an earlier, unanswered attempt committed.
+                    Ok(Some(reply)) if matches!(reply.status.as_u16(), 200 | 201) => {
+                        let m = reply.body;
+                        let entry = (m["id"].as_str().unwrap().to_owned(), m["seq"].as_i64().unwrap());
+                        acked.lock().unwrap().insert(client_id, entry);
+                        break;
+                    }
+                    Ok(Some(reply)) => format!("{} {}", reply.status, reply.body),
+                    Ok(None) => "no response".into(),
+                    Err(_) => "no answer within 10 s".into(),
+                };
+                if Instant::now() > deadline {
+                    return Err(format!("{client_id} was never acknowledged; last answer: {last}"));
                 }
-                assert!(Instant::now() < deadline, "{client_id} was never acknowledged");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        Ok(())
     })
 }
 
@@ -137,7 +154,9 @@ async fn failover_to_a_synchronous_standby_and_failback_keep_every_acknowledged_
     assert_eq!(report["promoted"], true, "{report}");
     assert_eq!(report["fenced"], false, "the crashed primary cannot be fenced: {report}");
     for writer in writers {
-        writer.await.unwrap();
+        if let Err(e) = writer.await.unwrap() {
+            panic!("{e}\n--- server 1:\n{}\n--- server 2:\n{}", w.server.log(), second.log());
+        }
     }
     assert!(at_crash < 300, "the crash happened during the burst");
     servers_on(&w.admin, "backup").await;
@@ -170,7 +189,9 @@ async fn failover_to_a_synchronous_standby_and_failback_keep_every_acknowledged_
     assert_eq!(report["state"], "normal", "{report}");
     assert_eq!((&report["fenced"], &report["promoted"]), (&json!(true), &json!(true)), "{report}");
     for writer in writers {
-        writer.await.unwrap();
+        if let Err(e) = writer.await.unwrap() {
+            panic!("{e}\n--- server 1:\n{}\n--- server 2:\n{}", w.server.log(), second.log());
+        }
     }
     servers_on(&w.admin, "primary").await;
     acked.lock().unwrap().extend(acked_back.lock().unwrap().clone());

@@ -291,3 +291,72 @@ async fn active_servers_choose_who_takes_new_connections() {
     drop((beta, w));
     drop(database);
 }
+
+/// The roster spans the pool: participants connected through another server are listed and announced, a user on
+/// two servers is one participant, and a server that dies takes its participants out of every roster.
+#[tokio::test]
+async fn the_roster_spans_the_pool_and_a_dead_servers_participants_leave() {
+    let (database, _) = TempDatabase::create().await;
+    let config = |name: &str| format!("server_name = \"{name}\"\n[database]\nurl = \"{}\"\n", database.url());
+    let w = World::with_config(&config("one")).await;
+    let mut two = Server::start_with(&config("two")).await;
+    let cat = w.category("C").await;
+    let room = w.room(&cat, "R", json!({ "privacy": "open" })).await;
+    let alice = w.user("alice@example.com").await;
+    let mut a = w.ws(&alice).await;
+    a.join(&room, None).await;
+
+    // Bob joins through the second server: Alice, on the first, sees him arrive and both are listed.
+    let bob = two.api(None).signed_in("bob@example.com", PASSWORD).await;
+    let mut b = Ws::connect(&two.url, bob.token.as_deref().unwrap()).await;
+    b.join(&room, None).await;
+    assert_eq!(a.next_of("participant_joined").await["user"]["address"], "bob@example.com");
+    let roster = |api: crate::harness::Api| {
+        let room = room.clone();
+        async move {
+            let r = api.get(&format!("/api/v1/rooms/{room}/participants")).await.expect(200);
+            let mut list: Vec<String> = r["participants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["address"].as_str().unwrap().to_owned())
+                .collect();
+            list.sort();
+            list
+        }
+    };
+    assert_eq!(roster(alice.clone()).await, ["alice@example.com", "bob@example.com"]);
+    assert_eq!(roster(bob.clone()).await, ["alice@example.com", "bob@example.com"]);
+
+    // Bob also joins through the first server, then leaves it: still present (through the second), no news.
+    let bob_one = w.user("bob@example.com").await;
+    let mut b1 = w.ws(&bob_one).await;
+    b1.join(&room, None).await;
+    b1.close().await;
+    // Carol joins through the second server and leaves: Alice sees her come and go, and nothing about Bob.
+    let carol = two.api(None).signed_in("carol@example.com", PASSWORD).await;
+    let mut c = Ws::connect(&two.url, carol.token.as_deref().unwrap()).await;
+    c.join(&room, None).await;
+    let next = a.next().await;
+    assert_eq!(
+        (next["type"].as_str(), next["user"]["address"].as_str()),
+        (Some("participant_joined"), Some("carol@example.com")),
+        "{next}"
+    );
+    c.close().await;
+    let next = a.next().await;
+    assert_eq!(
+        (next["type"].as_str(), next["user"]["address"].as_str()),
+        (Some("participant_left"), Some("carol@example.com")),
+        "{next}"
+    );
+    assert_eq!(roster(alice.clone()).await, ["alice@example.com", "bob@example.com"]);
+
+    // The second server dies with Bob on it: he leaves the room for Alice once its heartbeats stop.
+    two.kill9();
+    let left = a.next_of("participant_left").await;
+    assert_eq!(left["user"]["address"], "bob@example.com");
+    assert_eq!(roster(alice.clone()).await, ["alice@example.com"]);
+    drop((b, two, w));
+    drop(database);
+}
