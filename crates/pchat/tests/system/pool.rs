@@ -360,3 +360,28 @@ async fn the_roster_spans_the_pool_and_a_dead_servers_participants_leave() {
     drop((b, two, w));
     drop(database);
 }
+
+/// Two servers racing to create rooms of the same name: each time exactly one wins (201), the other gets 409.
+#[tokio::test]
+async fn servers_racing_for_a_room_name_one_wins_the_other_gets_409() {
+    let (database, _) = TempDatabase::create().await;
+    let config = format!("[database]\nurl = \"{}\"\n", database.url());
+    let w = World::with_config(&config).await;
+    let other = Server::start_with(&config).await;
+    let cat = w.category("C").await;
+    let admin_other = other.admin().await;
+    for n in 0..20 {
+        let body = json!({ "name": format!("Contested {n}"), "category": cat });
+        let (first, second) =
+            tokio::join!(w.admin.post("/api/v1/rooms", body.clone()), admin_other.post("/api/v1/rooms", body));
+        let mut statuses = [first.status.as_u16(), second.status.as_u16()];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [201, 409], "race {n}: {:?} / {:?}", first.body, second.body);
+        let loser = if first.status.as_u16() == 409 { first } else { second };
+        loser.problem(409, "name_taken", Some("name"));
+    }
+    let rooms = w.admin.get("/api/v1/rooms?limit=100").await.expect(200);
+    assert_eq!(rooms["items"].as_array().unwrap().len(), 20, "one room per name");
+    drop((other, w));
+    drop(database);
+}
