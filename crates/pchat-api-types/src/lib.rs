@@ -479,3 +479,65 @@ pub struct ActiveServers {
     #[serde(default)]
     pub swap: bool,
 }
+
+/// Compliance configuration of a scope (`global` or `pool:NAME`; Lync `*-CsPersistentChatComplianceConfiguration`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComplianceConfiguration {
+    /// Capture every event into the compliance archive.
+    pub enabled: bool,
+    /// Output format of the periodic export: `xml` (Lync's XmlAdapter), `csv` or `jsonl`.
+    pub adapter: String,
+    /// Where the periodic export writes its files; empty: no periodic export (the archive is still kept).
+    pub output_dir: String,
+    /// Seconds between exports: 60 (1 minute) to 2,592,000 (30 days); Lync's default 15 minutes.
+    pub run_interval_secs: u64,
+    pub one_chat_room_per_output_file: bool,
+    pub add_user_details: bool,
+    pub add_chat_room_details: bool,
+    pub create_file_attachments_manifest: bool,
+}
+
+impl Default for ComplianceConfiguration {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            adapter: "xml".into(),
+            output_dir: String::new(),
+            run_interval_secs: 900,
+            one_chat_room_per_output_file: false,
+            add_user_details: false,
+            add_chat_room_details: false,
+            create_file_attachments_manifest: false,
+        }
+    }
+}
+
+/// An archived compliance event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct ComplianceEvent {
+    /// Position in the archive.
+    pub id: i64,
+    /// `JOIN`, `PART`, `CHAT`, `BACKCHAT`, … (docs/compliance.md lists every kind).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub pool: String,
+    pub room: Option<String>,
+    pub user: String,
+    /// Server time (RFC 3339, microseconds).
+    pub ts: String,
+    pub content: String,
+    /// Further facts of the event (message id and seq, before/after values, …).
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    pub hash: String,
+}
+
+/// The result of recomputing the archive's hash chains.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub events_checked: u64,
+    /// The first event whose hash or link does not match, if any.
+    pub first_broken: Option<i64>,
+}

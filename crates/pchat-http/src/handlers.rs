@@ -102,6 +102,9 @@ fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(stream::upgrade))
         .routes(routes!(pool_servers))
         .routes(routes!(set_active_servers))
+        .routes(routes!(get_compliance_config, put_compliance_config))
+        .routes(routes!(compliance_events))
+        .routes(routes!(verify_compliance))
         .split_for_parts()
 }
 
@@ -609,4 +612,64 @@ async fn set_active_servers(
     Json(body): Json<api::ActiveServers>,
 ) -> ApiResult<Response> {
     page(s.service.set_active_servers(&caller, body).await?.iter().map(wire::server).collect(), None)
+}
+
+#[utoipa::path(get, path = "/api/v1/compliance/configuration/{scope}", tag = "compliance", summary = "A scope's compliance configuration (admin)", params(("scope" = String, Path, description = "global or pool:NAME")), responses((status = 200, body = ComplianceConfiguration), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem)), security(("bearer" = [])))]
+async fn get_compliance_config(
+    State(s): State<AppState>,
+    Auth(caller, _): Auth,
+    Path(scope): Path<String>,
+) -> ApiResult<Response> {
+    ok(&s.service.compliance_config(&caller, &scope).await?)
+}
+
+#[utoipa::path(put, path = "/api/v1/compliance/configuration/{scope}", tag = "compliance", summary = "Store a scope's compliance configuration; invalid input keeps the previous one (admin)", params(("scope" = String, Path, description = "global or pool:NAME")), request_body = ComplianceConfiguration, responses((status = 200, body = ComplianceConfiguration), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem)), security(("bearer" = [])))]
+async fn put_compliance_config(
+    State(s): State<AppState>,
+    Auth(caller, _): Auth,
+    Path(scope): Path<String>,
+    Json(body): Json<api::ComplianceConfiguration>,
+) -> ApiResult<Response> {
+    ok(&s.service.put_compliance_config(&caller, &scope, body).await?)
+}
+
+#[utoipa::path(get, path = "/api/v1/compliance/events", tag = "compliance", summary = "Archived compliance events, oldest first (admin)", params(("from" = Option<String>, Query, description = "RFC 3339 time, inclusive"), ("to" = Option<String>, Query, description = "RFC 3339 time, inclusive"), ("room" = Option<String>, Query, description = "room id"), ("user" = Option<String>, Query, description = "who acted"), ("type" = Option<String>, Query, description = "event type, e.g. CHAT"), ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, body = Page<ComplianceEvent>), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem)), security(("bearer" = [])))]
+async fn compliance_events(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
+    let time = |name: &str| {
+        q.str(name)
+            .map(|v| pchat_service::time::parse_micros(name, v).map_err(|e| ApiError::validation(name, e.to_string())))
+            .transpose()
+    };
+    let limit = match q.int("limit")? {
+        None => 100,
+        Some(n) if (1..=i64::from(pchat_service::compliance::MAX_EVENTS_PAGE)).contains(&n) => n as u32,
+        Some(_) => return Err(ApiError::validation("limit", "must be between 1 and 1000")),
+    };
+    let after_id = match q.str("cursor") {
+        Some(c) => {
+            decode_cursor(c)?.parse().map_err(|_| ApiError::validation("cursor", "is not a cursor of this list"))?
+        }
+        None => 0,
+    };
+    let query = pchat_service::records::EventQuery {
+        pool: None,
+        after_id,
+        from_ts: time("from")?,
+        to_ts: time("to")?,
+        room_id: q.str("room").map(str::to_owned),
+        actor: q.str("user").map(str::to_owned),
+        kind: q.str("type").map(str::to_owned),
+        limit: limit + 1,
+    };
+    let mut events = s.service.compliance_events(&caller, query).await?;
+    let next = (events.len() > limit as usize).then(|| {
+        events.truncate(limit as usize);
+        events.last().map(|e| encode_cursor(&e.id.to_string()))
+    });
+    page(events.iter().map(wire::compliance_event).collect(), next.flatten())
+}
+
+#[utoipa::path(post, path = "/api/v1/compliance/verify", tag = "compliance", summary = "Recompute the archive's hash chains and name the first broken event (admin)", responses((status = 200, body = VerifyReport), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem)), security(("bearer" = [])))]
+async fn verify_compliance(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
+    ok(&s.service.verify_archive(&caller).await?)
 }

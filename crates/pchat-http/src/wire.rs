@@ -113,3 +113,17 @@ pub fn server(v: &pchat_service::pool::ServerView) -> api::Server {
         heartbeat_at: format_micros(v.server.heartbeat_at),
     }
 }
+
+pub fn compliance_event(e: &pchat_service::records::ArchivedEvent) -> api::ComplianceEvent {
+    api::ComplianceEvent {
+        id: e.id,
+        kind: e.event.kind.clone(),
+        pool: e.pool.clone(),
+        room: e.event.room_id.clone(),
+        user: e.event.actor.clone(),
+        ts: format_micros(e.event.ts),
+        content: e.event.content.clone(),
+        details: serde_json::from_str(&e.event.details).unwrap_or_else(|_| e.event.details.clone().into()),
+        hash: e.hash.clone(),
+    }
+}

@@ -65,10 +65,14 @@ impl Service {
         let hash = record.as_ref().map_or(DUMMY_HASH.to_owned(), |r| r.password_hash.clone());
         let ok = verify_password(password.to_owned(), hash).await;
         let Some(record) = record.filter(|_| ok) else {
+            // A failed sign-in writes nothing but is captured; the name tried is kept as given.
+            self.record(|| vec![self.event("SIGN_IN_FAILED", None, user, "", serde_json::json!({ "user": user }))])
+                .await?;
             return Err(ServiceError::Unauthenticated);
         };
         let token = random_secret("pct_");
-        self.store.create_token(&token_hash(&token), &record.address, now_micros()).await?;
+        let events = || vec![self.event("SIGN_IN", None, &record.address, "", serde_json::json!({}))];
+        self.audited(events, self.store.create_token(&token_hash(&token), &record.address, now_micros())).await?;
         Ok((token, record))
     }
 

@@ -7,6 +7,8 @@ use pchat_store::{AdminRole, UserRecord};
 
 use crate::auth::{hash_password, validate_password};
 use crate::time::now_micros;
+use serde_json::json;
+
 use crate::{Caller, Service, ServiceError, ServiceResult};
 
 pub(crate) fn require_user_admin(caller: &Caller) -> ServiceResult<()> {
@@ -38,7 +40,11 @@ impl Service {
             password_hash: hash_password(input.password).await?,
             created_at: now_micros(),
         };
-        self.directory_write(self.store.create_user(record.clone())).await.map_err(|e| {
+        let events = || {
+            let details = json!({ "address": record.address, "display_name": record.display_name });
+            vec![self.event("USER_CREATED", None, caller.address(), record.address.clone(), details)]
+        };
+        self.directory_write(self.audited(events, self.store.create_user(record.clone()))).await.map_err(|e| {
             match ServiceError::from(e) {
                 ServiceError::NameTaken { .. } => ServiceError::NameTaken { field: "address".into() },
                 other => other,
@@ -64,7 +70,9 @@ impl Service {
     pub async fn delete_user(&self, caller: &Caller, address: &str) -> ServiceResult<()> {
         require_user_admin(caller)?;
         let address = Address::parse("address", address).map_err(|_| ServiceError::not_found("user"))?;
-        self.directory_write(self.store.delete_user(address.as_str())).await.map_err(|e| match ServiceError::from(e) {
+        let events = || vec![self.event("USER_DELETED", None, caller.address(), address.to_string(), json!({}))];
+        let write = self.audited(events, self.store.delete_user(address.as_str()));
+        self.directory_write(write).await.map_err(|e| match ServiceError::from(e) {
             ServiceError::NotFound(_) => ServiceError::not_found("user"),
             other => other,
         })
@@ -78,7 +86,8 @@ impl Service {
     pub async fn create_group(&self, caller: &Caller, input: api::NewGroup) -> ServiceResult<api::Group> {
         require_user_admin(caller)?;
         let name = Name::parse("name", &input.name)?;
-        self.directory_write(self.store.create_group(name.as_str())).await?;
+        let events = || vec![self.event("GROUP_CREATED", None, caller.address(), name.to_string(), json!({}))];
+        self.directory_write(self.audited(events, self.store.create_group(name.as_str()))).await?;
         Ok(api::Group { name: name.into_string(), members: vec![] })
     }
 
@@ -93,9 +102,12 @@ impl Service {
 
     pub async fn delete_group(&self, caller: &Caller, name: &str) -> ServiceResult<()> {
         require_user_admin(caller)?;
-        self.directory_write(self.store.delete_group(name)).await.map_err(|e| match ServiceError::from(e) {
-            ServiceError::NotFound(_) => ServiceError::not_found("group"),
-            other => other,
+        let events = || vec![self.event("GROUP_DELETED", None, caller.address(), name, json!({}))];
+        self.directory_write(self.audited(events, self.store.delete_group(name))).await.map_err(|e| {
+            match ServiceError::from(e) {
+                ServiceError::NotFound(_) => ServiceError::not_found("group"),
+                other => other,
+            }
         })
     }
 
@@ -115,7 +127,11 @@ impl Service {
             }
             None => (self.group_member_list(&change.add).await?, self.group_member_list_lenient(&change.remove)?),
         };
-        let members = self.directory_write(self.store.update_group(name, &add, &remove)).await?;
+        let events = || {
+            let details = json!({ "before": current, "add": add, "remove": remove });
+            vec![self.event("GROUP_CHANGED", None, caller.address(), name, details)]
+        };
+        let members = self.directory_write(self.audited(events, self.store.update_group(name, &add, &remove))).await?;
         Ok(api::Group { name: name.to_owned(), members })
     }
 
@@ -157,7 +173,17 @@ impl Service {
             AdminRole::parse(role).ok_or_else(|| ServiceError::validation("role", "must be admin or user_admin"))?;
         let user =
             self.get_user(address).await.map_err(|_| ServiceError::validation("user", format!("no user {address}")))?;
-        Ok(self.directory_write(self.store.set_role(&user.address, role, granted)).await?)
+        let events = || {
+            let kind = if granted { "ROLE_GRANTED" } else { "ROLE_REVOKED" };
+            vec![self.event(
+                kind,
+                None,
+                caller.address(),
+                role.as_str(),
+                json!({ "user": user.address, "role": role.as_str() }),
+            )]
+        };
+        Ok(self.directory_write(self.audited(events, self.store.set_role(&user.address, role, granted))).await?)
     }
 
     pub async fn list_roles(&self, caller: &Caller) -> ServiceResult<Vec<api::RoleGrant>> {
@@ -190,14 +216,27 @@ impl Service {
         {
             return Err(ServiceError::validation("scope", format!("no user {a}")));
         }
-        self.directory_write(self.store.put_policy(&scope, input.enable_persistent_chat)).await?;
+        let before = self.store.get_policy(&scope).await?;
+        let events = || {
+            let details =
+                json!({ "scope": scope.to_string(), "before": before, "after": input.enable_persistent_chat });
+            vec![self.event("POLICY_CHANGED", None, caller.address(), scope.to_string(), details)]
+        };
+        self.directory_write(self.audited(events, self.store.put_policy(&scope, input.enable_persistent_chat))).await?;
         Ok(api::Policy { scope: scope.to_string(), enable_persistent_chat: input.enable_persistent_chat })
     }
 
     pub async fn delete_policy(&self, caller: &Caller, scope: &str) -> ServiceResult<()> {
         require_user_admin(caller)?;
         let scope = PolicyScope::parse(scope)?;
-        let removed = self.directory_write(self.store.delete_policy(&scope)).await?;
+        let before = self.store.get_policy(&scope).await?;
+        // Removing nothing is no change (and no event).
+        let events = || {
+            let details = json!({ "scope": scope.to_string(), "before": before, "after": null });
+            let event = self.event("POLICY_REMOVED", None, caller.address(), scope.to_string(), details);
+            before.is_some().then_some(event).into_iter().collect()
+        };
+        let removed = self.directory_write(self.audited(events, self.store.delete_policy(&scope))).await?;
         if !removed && scope != PolicyScope::Global {
             return Err(ServiceError::not_found("policy"));
         }
@@ -240,14 +279,28 @@ impl Service {
             input.room_management_url.unwrap_or(d.room_management_url),
             input.max_message_bytes.unwrap_or(i64::from(d.max_message_bytes)),
         )?;
-        self.directory_write(self.store.put_config(&scope, &config)).await?;
+        let before = self.store.get_config(&scope).await?.map(|c| config_to_wire(&scope, &c));
+        let events = || {
+            let details =
+                json!({ "scope": scope.to_string(), "before": before, "after": config_to_wire(&scope, &config) });
+            vec![self.event("CONFIG_CHANGED", None, caller.address(), scope.to_string(), details)]
+        };
+        self.directory_write(self.audited(events, self.store.put_config(&scope, &config))).await?;
         Ok(config_to_wire(&scope, &config))
     }
 
     pub async fn delete_configuration(&self, caller: &Caller, scope: &str) -> ServiceResult<()> {
         require_admin(caller)?;
         let scope = ConfigScope::parse(scope)?;
-        if !self.directory_write(self.store.delete_config(&scope)).await? && scope != ConfigScope::Global {
+        let before = self.store.get_config(&scope).await?.map(|c| config_to_wire(&scope, &c));
+        let events = || {
+            let details = json!({ "scope": scope.to_string(), "before": before, "after": null });
+            let event = self.event("CONFIG_REMOVED", None, caller.address(), scope.to_string(), details);
+            before.is_some().then_some(event).into_iter().collect()
+        };
+        if !self.directory_write(self.audited(events, self.store.delete_config(&scope))).await?
+            && scope != ConfigScope::Global
+        {
             return Err(ServiceError::not_found("configuration"));
         }
         Ok(())

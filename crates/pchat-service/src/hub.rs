@@ -142,6 +142,7 @@ pub struct Hub {
     rooms: RwLock<HashMap<String, Arc<RoomHub>>>,
     users: Mutex<HashMap<String, Vec<Weak<Conn>>>>,
     presence: Mutex<Option<mpsc::UnboundedSender<PresenceChange>>>,
+    parts: Mutex<Option<mpsc::UnboundedSender<(String, String)>>>,
 }
 
 fn remove_conn(list: &RwLock<Vec<Arc<Conn>>>, id: u64) -> bool {
@@ -171,7 +172,18 @@ impl Hub {
             rooms: RwLock::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
             presence: Mutex::new(None),
+            parts: Mutex::new(None),
         }
+    }
+
+    /// From now on, every connection leaving a room (part, disconnect, removal) is reported here as
+    /// (room, user), for compliance (PART).
+    pub fn part_events(&self) -> mpsc::UnboundedReceiver<(String, String)> {
+        let (sender, parts) = mpsc::unbounded_channel();
+        if let Ok(mut slot) = self.parts.lock() {
+            *slot = Some(sender);
+        }
+        parts
     }
 
     /// From now on, every change of a user's presence in a room on this server is also sent here, in order.
@@ -307,6 +319,11 @@ impl Hub {
         };
         remove_conn(&hub.subscribers, conn.id);
         self.roster_leave(&hub, room, conn);
+        if let Ok(parts) = self.parts.lock()
+            && let Some(sender) = parts.as_ref()
+        {
+            let _ = sender.send((room.to_owned(), conn.caller.address().to_owned()));
+        }
         true
     }
 

@@ -4,6 +4,7 @@
 
 mod auth;
 mod cluster;
+pub mod compliance;
 mod directory;
 mod error;
 pub mod hub;
@@ -33,7 +34,9 @@ pub use rooms::{RoomView, decode_cursor, encode_cursor};
 
 /// The store records the service returns, for front ends to convert into their wire shapes.
 pub mod records {
-    pub use pchat_store::{AddinRecord, CategoryRecord, InvitationRecord, MessageRecord, RoomRecord, UserRecord};
+    pub use pchat_store::{
+        AddinRecord, ArchivedEvent, CategoryRecord, EventQuery, InvitationRecord, MessageRecord, RoomRecord, UserRecord,
+    };
 }
 
 /// Deployment settings the service needs (from the server's configuration).
@@ -83,6 +86,10 @@ pub struct Service {
     config_cache: std::sync::RwLock<Option<(u64, pchat_core::ChatConfig)>>,
     /// This server's name in the pool, once it has joined it ([`Service::join_pool`]).
     server_name: std::sync::OnceLock<String>,
+    /// The compliance configuration in force and the generation it was read at.
+    compliance_cache: std::sync::RwLock<Option<(u64, pchat_api_types::ComplianceConfiguration)>>,
+    /// Where captured events are archived ([`Service::set_archive`]).
+    archive: std::sync::OnceLock<Arc<dyn pchat_store::Archive>>,
 }
 
 impl Service {
@@ -103,7 +110,10 @@ impl Service {
             active: std::sync::atomic::AtomicBool::new(true),
             config_cache: std::sync::RwLock::new(None),
             server_name: std::sync::OnceLock::new(),
+            compliance_cache: std::sync::RwLock::new(None),
+            archive: std::sync::OnceLock::new(),
         });
+        service.start_part_capture();
         if let Some(events) = events {
             tokio::spawn(dispatch(Arc::downgrade(&service), events));
         } else {

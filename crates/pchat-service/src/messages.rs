@@ -13,6 +13,7 @@ use crate::directory::require_admin;
 use crate::hub::Conn;
 use crate::time::parse_micros;
 use crate::{Caller, Service, ServiceError, ServiceResult};
+use serde_json::json;
 
 /// Most messages one history request returns.
 pub const MAX_PAGE: u32 = 500;
@@ -34,6 +35,8 @@ pub struct History {
 pub struct Joined {
     pub room_id: String,
     pub last_seq: i64,
+    /// Who joined (history they read is captured as theirs).
+    pub user: String,
 }
 
 impl Service {
@@ -65,6 +68,7 @@ impl Service {
         limit: Option<u32>,
     ) -> ServiceResult<History> {
         let (room, _, _) = self.readable_room(caller, reference).await?;
+        let via = if before_seq.is_some() || after_seq.is_some() { "page" } else { "latest" };
         let limit = limit.unwrap_or(50);
         if limit == 0 || limit > MAX_PAGE {
             return Err(ServiceError::validation("limit", format!("must be between 1 and {MAX_PAGE}")));
@@ -77,7 +81,23 @@ impl Service {
             (None, Some(a)) => MessageRange::After { after: a, limit },
             (None, None) => MessageRange::Latest { limit: self.effective_config().await?.default_chat_history },
         };
-        Ok(History { messages: self.store.messages(&room.id, range).await? })
+        let messages = self.store.messages(&room.id, range).await?;
+        self.record(|| self.backchat(caller.address(), &room.id, via, &messages).into_iter().collect()).await?;
+        Ok(History { messages })
+    }
+
+    /// The BACKCHAT event of a history read (none when nothing was read).
+    fn backchat(
+        &self,
+        user: &str,
+        room_id: &str,
+        via: &str,
+        messages: &[MessageRecord],
+    ) -> Option<pchat_store::NewEvent> {
+        let (first, last) = (messages.first()?, messages.last()?);
+        let read: Vec<_> = messages.iter().map(|m| json!({ "id": m.id, "seq": m.seq })).collect();
+        let content = format!("read {} message(s), seq {} to {}", messages.len(), first.seq, last.seq);
+        Some(self.event("BACKCHAT", Some(room_id), user, content, json!({ "via": via, "messages": read })))
     }
 
     /// Posts a message; returns once it is durably committed. A repeated `client_id` returns the original.
@@ -129,6 +149,7 @@ impl Service {
                 alert: input.alert.unwrap_or(false),
                 client_id: input.client_id,
                 keep: category.chat_history,
+                capture: self.capturing().await,
             })
             .await?;
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
@@ -162,13 +183,31 @@ impl Service {
                 return Err(e.into());
             }
         };
-        let last_seq = self.store.last_seq(&room.id).await?;
-        Ok((Joined { room_id: room.id, last_seq }, history))
+        let captured = async {
+            let last_seq = self.store.last_seq(&room.id).await?;
+            let via = if after_seq.is_some() { "resume" } else { "join" };
+            self.record(|| {
+                let join = self.event("JOIN", Some(&room.id), caller.address(), "", json!({ "after_seq": after_seq }));
+                std::iter::once(join).chain(self.backchat(caller.address(), &room.id, via, &history)).collect()
+            })
+            .await?;
+            Ok::<_, ServiceError>(last_seq)
+        };
+        match captured.await {
+            Ok(last_seq) => Ok((Joined { room_id: room.id, last_seq, user: caller.address().to_owned() }, history)),
+            Err(e) => {
+                // Nothing is delivered that was not captured.
+                self.hub.unsubscribe(conn, &room.id);
+                Err(e)
+            }
+        }
     }
 
     /// The next page of a resume after `after` (empty when caught up).
     pub async fn resume_page(&self, joined: &Joined, after: i64) -> ServiceResult<Vec<MessageRecord>> {
-        Ok(self.store.messages(&joined.room_id, MessageRange::After { after, limit: MAX_PAGE }).await?)
+        let page = self.store.messages(&joined.room_id, MessageRange::After { after, limit: MAX_PAGE }).await?;
+        self.record(|| self.backchat(&joined.user, &joined.room_id, "resume", &page).into_iter().collect()).await?;
+        Ok(page)
     }
 
     pub fn part(&self, conn: &Arc<Conn>, room_id: &str) -> bool {
@@ -180,7 +219,11 @@ impl Service {
         require_admin(caller)?;
         let room = self.resolve_room(reference).await?;
         let end_ts = parse_micros("end_date", &input.end_date)?;
-        let removed = self.store.clear_room(&room.id, end_ts).await?;
+        let events = || {
+            let details = json!({ "end_date": input.end_date, "end_ts": end_ts, "room_name": room.name });
+            vec![self.event("ROOM_CLEARED", Some(&room.id), caller.address(), input.end_date.clone(), details)]
+        };
+        let removed = self.audited(events, self.store.clear_room(&room.id, end_ts)).await?;
         self.announce(ClusterEvent::RoomCleared { room_id: room.id, end_ts }).await;
         Ok(removed)
     }
@@ -219,15 +262,24 @@ impl Service {
             ));
         }
         let candidates = self.store.find_messages(&room.id, &MessageFilter { author, start_ts, end_ts }).await?;
-        let ids: Vec<String> = candidates
-            .into_iter()
-            .filter(|m| matcher.as_ref().is_none_or(|k| k.matches(&m.text)))
-            .map(|m| m.id)
-            .collect();
+        let chosen: Vec<MessageRecord> =
+            candidates.into_iter().filter(|m| matcher.as_ref().is_none_or(|k| k.matches(&m.text))).collect();
+        let ids: Vec<String> = chosen.iter().map(|m| m.id.clone()).collect();
         if ids.is_empty() {
             return Ok(0);
         }
-        let affected = self.store.alter_messages(&room.id, &ids, replacement.as_deref()).await?;
+        // The archive keeps what the messages said before (PRODUCT.md §2: the original lives on only there).
+        let events = || {
+            let kind = if replacement.is_some() { "MESSAGE_REPLACED" } else { "MESSAGE_REMOVED" };
+            let originals: Vec<_> = chosen
+                .iter()
+                .map(|m| json!({ "id": m.id, "seq": m.seq, "author": m.author, "text": m.text }))
+                .collect();
+            let details = json!({ "messages": originals, "replacement": replacement });
+            let content = format!("{} message(s)", chosen.len());
+            vec![self.event(kind, Some(&room.id), caller.address(), content, details)]
+        };
+        let affected = self.audited(events, self.store.alter_messages(&room.id, &ids, replacement.as_deref())).await?;
         let event = match replacement {
             Some(text) => ClusterEvent::MessagesReplaced { room_id: room.id, ids, text },
             None => ClusterEvent::MessagesRemoved { room_id: room.id, ids },

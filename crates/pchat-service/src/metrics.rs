@@ -13,6 +13,7 @@ pub struct Metrics {
     registry: Registry,
     pub(crate) posts: Counter,
     pub(crate) rate_limited: Counter,
+    pub(crate) compliance_archived: Counter,
     pub(crate) commit_seconds: Histogram,
     delivery_seconds: Histogram,
     pub(crate) slow_consumer_drops: Counter,
@@ -24,6 +25,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("pchat");
         let posts = Counter::default();
         let rate_limited = Counter::default();
+        let compliance_archived = Counter::default();
         // 50 µs to ~3.3 s.
         let commit_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 17));
         let delivery_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 17));
@@ -47,7 +49,21 @@ impl Metrics {
             slow_consumer_drops.clone(),
         );
         registry.register("connections", "Open live (WebSocket) connections", connections.clone());
-        Self { registry, posts, rate_limited, commit_seconds, delivery_seconds, slow_consumer_drops, connections }
+        registry.register(
+            "compliance_archived",
+            "Compliance events moved from the outbox into the archive by this server",
+            compliance_archived.clone(),
+        );
+        Self {
+            registry,
+            posts,
+            rate_limited,
+            compliance_archived,
+            commit_seconds,
+            delivery_seconds,
+            slow_consumer_drops,
+            connections,
+        }
     }
 
     /// Records that a message committed at `ts` (server time, µs) has just been written to a subscriber.

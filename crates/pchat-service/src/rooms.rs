@@ -13,6 +13,9 @@ use pchat_store::{AddinRecord, CategoryRecord, ClusterEvent, RoomQuery, RoomReco
 
 use crate::directory::require_admin;
 use crate::time::now_micros;
+use serde_json::json;
+
+use crate::compliance::{addin_json, category_json, room_change_kind, room_json};
 use crate::{Caller, Service, ServiceError, ServiceResult};
 
 /// A room together with what the caller may do with it.
@@ -213,7 +216,11 @@ impl Service {
         self.checked_principals("allowed_members", &record.allowed_members, None).await?;
         self.checked_principals("denied_members", &record.denied_members, None).await?;
         self.checked_principals("creators", &record.creators, Some(&scope_of(&record))).await?;
-        self.store.create_category(&record).await?;
+        let events = || {
+            let details = json!({ "after": category_json(&record) });
+            vec![self.event("CATEGORY_CREATED", None, caller.address(), record.name.clone(), details)]
+        };
+        self.audited(events, self.store.create_category(&record)).await?;
         Ok(record)
     }
 
@@ -240,6 +247,7 @@ impl Service {
     ) -> ServiceResult<CategoryRecord> {
         require_admin(caller)?;
         let mut c = self.resolve_category(reference).await?;
+        let before = c.clone();
         if let Some(name) = &patch.name {
             c.name = Name::parse("name", name)?.into_string();
         }
@@ -264,7 +272,11 @@ impl Service {
             self.checked_principals("creators", &added, Some(&scope_of(&c))).await?;
             c.creators = list;
         }
-        self.store.update_category(&c).await?;
+        let events = || {
+            let details = json!({ "before": category_json(&before), "after": category_json(&c) });
+            vec![self.event("CATEGORY_CHANGED", None, caller.address(), c.name.clone(), details)]
+        };
+        self.audited(events, self.store.update_category(&c)).await?;
         self.announce(ClusterEvent::CategoryChanged { category_id: c.id.clone() }).await;
         Ok(c)
     }
@@ -286,7 +298,11 @@ impl Service {
     pub async fn delete_category(&self, caller: &Caller, reference: &str) -> ServiceResult<()> {
         require_admin(caller)?;
         let c = self.resolve_category(reference).await?;
-        Ok(self.store.delete_category(&c.id).await?)
+        let events = || {
+            let details = json!({ "before": category_json(&c) });
+            vec![self.event("CATEGORY_DELETED", None, caller.address(), c.name.clone(), details)]
+        };
+        Ok(self.audited(events, self.store.delete_category(&c.id)).await?)
     }
 
     // ---- add-ins -----------------------------------------------------------------------------------------
@@ -303,7 +319,11 @@ impl Service {
         require_admin(caller)?;
         let record =
             AddinRecord { name: Name::parse("name", &input.name)?.into_string(), url: Self::addin_url(&input.url)? };
-        self.store.create_addin(&record).await?;
+        let events = || {
+            let details = json!({ "after": addin_json(&record) });
+            vec![self.event("ADDIN_CREATED", None, caller.address(), record.name.clone(), details)]
+        };
+        self.audited(events, self.store.create_addin(&record)).await?;
         Ok(record)
     }
 
@@ -323,19 +343,25 @@ impl Service {
     ) -> ServiceResult<AddinRecord> {
         require_admin(caller)?;
         let mut a = self.store.get_addin(name).await?.ok_or_else(|| ServiceError::not_found("add-in"))?;
+        let before = a.clone();
         if let Some(n) = &patch.name {
             a.name = Name::parse("name", n)?.into_string();
         }
         if let Some(u) = &patch.url {
             a.url = Self::addin_url(u)?;
         }
-        self.store.update_addin(name, &a).await?;
+        let events = || {
+            let details = json!({ "before": addin_json(&before), "after": addin_json(&a) });
+            vec![self.event("ADDIN_CHANGED", None, caller.address(), a.name.clone(), details)]
+        };
+        self.audited(events, self.store.update_addin(name, &a)).await?;
         Ok(a)
     }
 
     pub async fn delete_addin(&self, caller: &Caller, name: &str) -> ServiceResult<()> {
         require_admin(caller)?;
-        self.store.delete_addin(name).await.map_err(|e| match ServiceError::from(e) {
+        let events = || vec![self.event("ADDIN_DELETED", None, caller.address(), name, json!({}))];
+        self.audited(events, self.store.delete_addin(name)).await.map_err(|e| match ServiceError::from(e) {
             ServiceError::NotFound(_) => ServiceError::not_found("add-in"),
             other => other,
         })
@@ -426,7 +452,11 @@ impl Service {
             created_by: caller.address().to_owned(),
             created_at: now_micros(),
         };
-        self.store.create_room(&room).await?;
+        let events = || {
+            let details = json!({ "after": room_json(&room) });
+            vec![self.event("ROOM_CREATED", Some(&room.id), caller.address(), room.name.clone(), details)]
+        };
+        self.audited(events, self.store.create_room(&room)).await?;
         let invitees: Vec<Principal> = room.members.iter().chain(&room.presenters).cloned().collect();
         self.invite(&category, &room, &invitees).await?;
         Ok(room)
@@ -600,7 +630,17 @@ impl Service {
             *list = new;
         }
         check_lists(room.privacy, room.room_type, &room.members, &room.presenters)?;
-        self.store.update_room(&room).await?;
+        let events = || {
+            let details = json!({ "before": room_json(&old), "after": room_json(&room) });
+            vec![self.event(
+                room_change_kind(&old, &room),
+                Some(&room.id),
+                caller.address(),
+                room.name.clone(),
+                details,
+            )]
+        };
+        self.audited(events, self.store.update_room(&room)).await?;
         self.announce(ClusterEvent::RoomChanged { room_id: room.id.clone() }).await;
         self.invite(&category, &room, &invitees).await?;
         Ok(room)
@@ -609,7 +649,11 @@ impl Service {
     pub async fn delete_room(&self, caller: &Caller, reference: &str) -> ServiceResult<()> {
         require_admin(caller)?;
         let room = self.resolve_room(reference).await?;
-        self.store.delete_room(&room.id).await?;
+        let events = || {
+            let details = json!({ "before": room_json(&room) });
+            vec![self.event("ROOM_DELETED", Some(&room.id), caller.address(), room.name.clone(), details)]
+        };
+        self.audited(events, self.store.delete_room(&room.id)).await?;
         self.announce(ClusterEvent::RoomDeleted { room_id: room.id }).await;
         Ok(())
     }

@@ -12,12 +12,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::Pool;
 use pchat_store::codec::now_micros;
-use pchat_store::{Appended, MessageRecord, NewMessage, StoreError, StoreResult};
+use pchat_store::compliance;
+use pchat_store::{Appended, MessageRecord, NewEvent, NewMessage, StoreError, StoreResult};
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 use crate::notify;
-use crate::store::{InUse, MESSAGE_COLUMNS, message_from_row, unavailable};
+use crate::store::{InUse, MESSAGE_COLUMNS, insert_events, message_from_row, unavailable};
 
 /// The most appends committed together.
 const MAX_BATCH: usize = 512;
@@ -64,6 +65,7 @@ async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<Vec<Stor
     }
     let mut results: Vec<Option<StoreResult<Appended>>> = messages.iter().map(|_| None).collect();
     let mut notices: Vec<String> = Vec::new();
+    let mut captured: Vec<NewEvent> = Vec::new();
     for (room, indexes) in by_room {
         let row = tx
             .query_opt("SELECT disabled, last_seq, last_ts FROM rooms WHERE id = $1 FOR UPDATE", &[&room])
@@ -118,6 +120,9 @@ async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<Vec<Stor
                 new_rows.push(record.clone());
             }
             notices.push(notify::encode(&record));
+            if m.capture {
+                captured.push(compliance::chat_event(&record, m.keep));
+            }
             results[i] = Some(Ok(Appended { message: record, created: true }));
         }
         if !new_rows.is_empty() {
@@ -134,6 +139,7 @@ async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<Vec<Stor
             .await
             .map_err(unavailable)?;
     }
+    insert_events(&tx, &captured).await?;
     tx.commit().await.map_err(unavailable)?;
     Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable("not run".into())))).collect())
 }

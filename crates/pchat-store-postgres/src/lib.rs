@@ -5,6 +5,7 @@
 //! A pool may name a backup database (a streaming standby); [`ha`] switches every server to it and back.
 
 mod appender;
+mod archive;
 pub mod ha;
 mod listener;
 mod migrations;
@@ -14,6 +15,7 @@ mod store;
 pub use migrations::MigrationError;
 pub mod testing;
 
+pub use archive::PgArchive;
 pub use store::{OpenError, PgStore, redact};
 
 #[cfg(test)]

@@ -133,7 +133,41 @@ CREATE TABLE pool_state (
     changed_at BIGINT NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE compliance_outbox (
+    id BIGSERIAL PRIMARY KEY,
+    kind TEXT NOT NULL,
+    ts BIGINT NOT NULL,
+    room_id TEXT,
+    actor TEXT NOT NULL,
+    content TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE TABLE compliance_config (scope TEXT PRIMARY KEY, json TEXT NOT NULL);
+"#,
 ];
+
+/// The compliance archive's schema: in the chat database or in a database of its own (`compliance.database_url`),
+/// tracked separately so that either works.
+const ARCHIVE_MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE compliance_archive (
+    id BIGSERIAL PRIMARY KEY,
+    pool TEXT COLLATE "C" NOT NULL,
+    outbox_id BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    ts BIGINT NOT NULL,
+    room_id TEXT,
+    actor TEXT NOT NULL,
+    content TEXT NOT NULL,
+    details TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    UNIQUE (pool, outbox_id)
+);
+CREATE INDEX compliance_archive_ts ON compliance_archive(ts);
+CREATE INDEX compliance_archive_room ON compliance_archive(room_id, id);
+CREATE TABLE compliance_chain_head (pool TEXT COLLATE "C" PRIMARY KEY, last_hash TEXT NOT NULL);
+"#];
 
 /// An arbitrary constant naming pchat's migration lock among advisory locks.
 const MIGRATION_LOCK: i64 = 0x7063_6861_7401;
@@ -146,18 +180,29 @@ pub enum MigrationError {
     Postgres(#[from] tokio_postgres::Error),
 }
 
+/// The chat database's migrations, and the archive's (the chat database can hold the archive).
 pub(crate) async fn apply(client: &mut Client) -> Result<(), MigrationError> {
+    apply_list(client, "pchat_schema", MIGRATIONS).await?;
+    apply_archive(client).await
+}
+
+/// The archive's migrations alone (a compliance database of its own).
+pub(crate) async fn apply_archive(client: &mut Client) -> Result<(), MigrationError> {
+    apply_list(client, "pchat_archive_schema", ARCHIVE_MIGRATIONS).await
+}
+
+async fn apply_list(client: &mut Client, table: &str, migrations: &[&str]) -> Result<(), MigrationError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS pchat_schema (version BIGINT NOT NULL)").await?;
-    let found: i64 = tx.query_one("SELECT coalesce(max(version), 0) FROM pchat_schema", &[]).await?.get(0);
-    let known = MIGRATIONS.len() as i64;
+    tx.batch_execute(&format!("CREATE TABLE IF NOT EXISTS {table} (version BIGINT NOT NULL)")).await?;
+    let found: i64 = tx.query_one(&format!("SELECT coalesce(max(version), 0) FROM {table}"), &[]).await?.get(0);
+    let known = migrations.len() as i64;
     if found > known {
         return Err(MigrationError::Newer { found, known });
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    for (index, sql) in migrations.iter().enumerate().skip(found as usize) {
         tx.batch_execute(sql).await?;
-        tx.execute("INSERT INTO pchat_schema (version) VALUES ($1)", &[&(index as i64 + 1)]).await?;
+        tx.execute(&format!("INSERT INTO {table} (version) VALUES ($1)"), &[&(index as i64 + 1)]).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -8,10 +8,11 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType, ValidationError};
 use pchat_store::codec::{join_principals, like_pattern, split_principals};
+use pchat_store::compliance;
 use pchat_store::{
     AddinRecord, AdminRole, Appended, CategoryRecord, ClusterEvent, InvitationRecord, MessageFilter, MessageRange,
-    MessageRecord, NewMessage, PresenceRecord, RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent,
-    StoreResult, UserRecord,
+    MessageRecord, NewEvent, NewMessage, OutboxEvent, PresenceRecord, RoomQuery, RoomRecord, ServerRecord, Store,
+    StoreError, StoreEvent, StoreResult, UserRecord,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::types::{FromSql, ToSql};
@@ -140,7 +141,7 @@ impl PgStore {
         self.in_use.borrow().shown.clone()
     }
 
-    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+    pub(crate) async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         let pool = self.in_use.borrow().pool.clone();
         pool.get().await.map_err(unavailable)
     }
@@ -160,12 +161,35 @@ impl PgStore {
         let tx = client.transaction().await.map_err(unavailable)?;
         let changed = tx.execute(sql, params).await.map_err(named)?;
         announce_directory_change(&tx).await?;
-        tx.commit().await.map_err(unavailable)?;
+        commit_captured(tx).await?;
         Ok(changed)
     }
 
+    /// A one-statement write; with compliance events pending, it and they commit in one transaction.
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
-        self.client().await?.execute(sql, params).await.map_err(named)
+        self.execute_checked(sql, params, false).await
+    }
+
+    /// As [`PgStore::execute`] for a statement that must change a row: `NotFound` (and nothing captured) if none.
+    async fn execute_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<()> {
+        self.execute_checked(sql, params, true).await.map(drop)
+    }
+
+    async fn execute_checked(&self, sql: &str, params: &[&(dyn ToSql + Sync)], one: bool) -> StoreResult<u64> {
+        let captured = compliance::take_pending();
+        let mut client = self.client().await?;
+        if captured.is_empty() {
+            let changed = client.execute(sql, params).await.map_err(named)?;
+            return if one && changed == 0 { Err(StoreError::NotFound) } else { Ok(changed) };
+        }
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let changed = tx.execute(sql, params).await.map_err(named)?;
+        if one && changed == 0 {
+            return Err(StoreError::NotFound); // The transaction rolls back as it drops.
+        }
+        insert_events(&tx, &captured).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(changed)
     }
 }
 
@@ -175,6 +199,34 @@ impl Drop for PgStore {
             monitor.abort();
         }
     }
+}
+
+/// Inserts captured compliance events into the outbox, inside the caller's transaction.
+pub(crate) async fn insert_events(tx: &tokio_postgres::Transaction<'_>, events: &[NewEvent]) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let times: Vec<i64> = events.iter().map(|e| e.ts).collect();
+    let rooms: Vec<Option<&str>> = events.iter().map(|e| e.room_id.as_deref()).collect();
+    let actors: Vec<&str> = events.iter().map(|e| e.actor.as_str()).collect();
+    let contents: Vec<&str> = events.iter().map(|e| e.content.as_str()).collect();
+    let details: Vec<&str> = events.iter().map(|e| e.details.as_str()).collect();
+    // unnest keeps the order, and the serial ids follow it.
+    tx.execute(
+        "INSERT INTO compliance_outbox (kind, ts, room_id, actor, content, details) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])",
+        &[&kinds, &times, &rooms, &actors, &contents, &details],
+    )
+    .await
+    .map_err(unavailable)
+    .map(drop)
+}
+
+/// Commits a multi-statement write together with the compliance events pending for it.
+async fn commit_captured(tx: deadpool_postgres::Transaction<'_>) -> StoreResult<()> {
+    insert_events(&tx, &compliance::take_pending()).await?;
+    tx.commit().await.map_err(unavailable)
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -360,7 +412,7 @@ impl Store for PgStore {
         }
         tx.execute("DELETE FROM policies WHERE scope = $1", &[&scope]).await.map_err(unavailable)?;
         announce_directory_change(&tx).await?;
-        tx.commit().await.map_err(unavailable)
+        commit_captured(tx).await
     }
 
     async fn count_users(&self) -> StoreResult<u64> {
@@ -455,7 +507,7 @@ impl Store for PgStore {
             .map(|r| col(r, 0))
             .collect::<StoreResult<Vec<String>>>()?;
         announce_directory_change(&tx).await?;
-        tx.commit().await.map_err(unavailable)?;
+        commit_captured(tx).await?;
         Ok(members)
     }
 
@@ -466,7 +518,7 @@ impl Store for PgStore {
         let member = format!("group:{name}");
         tx.execute("DELETE FROM group_members WHERE member = $1", &[&member]).await.map_err(unavailable)?;
         announce_directory_change(&tx).await?;
-        tx.commit().await.map_err(unavailable)
+        commit_captured(tx).await
     }
 
     async fn user_groups(&self, address: &str) -> StoreResult<Vec<String>> {
@@ -604,7 +656,7 @@ impl Store for PgStore {
             &denied,
             &creators,
         ];
-        changed_one(self.execute(sql, &params).await?)
+        self.execute_one(sql, &params).await
     }
 
     async fn delete_category(&self, id: &str) -> StoreResult<()> {
@@ -628,7 +680,7 @@ impl Store for PgStore {
             return Err(StoreError::CategoryNotEmpty);
         }
         tx.execute("DELETE FROM categories WHERE id = $1", &[&id]).await.map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
+        commit_captured(tx).await
     }
 
     async fn create_addin(&self, a: &AddinRecord) -> StoreResult<()> {
@@ -648,13 +700,11 @@ impl Store for PgStore {
     }
 
     async fn update_addin(&self, name: &str, a: &AddinRecord) -> StoreResult<()> {
-        changed_one(
-            self.execute("UPDATE addins SET name = $2, url = $3 WHERE name = $1", &[&name, &a.name, &a.url]).await?,
-        )
+        self.execute_one("UPDATE addins SET name = $2, url = $3 WHERE name = $1", &[&name, &a.name, &a.url]).await
     }
 
     async fn delete_addin(&self, name: &str) -> StoreResult<()> {
-        changed_one(self.execute("DELETE FROM addins WHERE name = $1", &[&name]).await?)
+        self.execute_one("DELETE FROM addins WHERE name = $1", &[&name]).await
     }
 
     async fn create_room(&self, r: &RoomRecord) -> StoreResult<()> {
@@ -687,7 +737,7 @@ impl Store for PgStore {
             &r.created_at,
         ];
         tx.execute(&sql, &params).await.map_err(named)?;
-        tx.commit().await.map_err(unavailable)
+        commit_captured(tx).await
     }
 
     async fn get_room(&self, id: &str) -> StoreResult<Option<RoomRecord>> {
@@ -729,12 +779,12 @@ impl Store for PgStore {
             &managers,
             &presenters,
         ];
-        changed_one(self.execute(sql, &params).await?)
+        self.execute_one(sql, &params).await
     }
 
     async fn delete_room(&self, id: &str) -> StoreResult<()> {
         let sql = "WITH gone AS (DELETE FROM presence WHERE room_id = $1) DELETE FROM rooms WHERE id = $1";
-        changed_one(self.execute(sql, &[&id]).await?)
+        self.execute_one(sql, &[&id]).await
     }
 
     async fn append_message(&self, message: NewMessage) -> StoreResult<Appended> {
@@ -864,6 +914,47 @@ impl Store for PgStore {
                 display_name: col(r, 3)?,
             })
         })
+    }
+
+    async fn record_events(&self, events: &[NewEvent]) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        insert_events(&tx, events).await?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn outbox(&self, limit: u32) -> StoreResult<Vec<OutboxEvent>> {
+        let sql = "SELECT id, kind, ts, room_id, actor, content, details FROM compliance_outbox ORDER BY id LIMIT $1";
+        all(self.query(sql, &[&i64::from(limit)]).await?, |r| {
+            Ok(OutboxEvent {
+                id: col(r, 0)?,
+                event: NewEvent {
+                    kind: col(r, 1)?,
+                    ts: col(r, 2)?,
+                    room_id: col(r, 3)?,
+                    actor: col(r, 4)?,
+                    content: col(r, 5)?,
+                    details: col(r, 6)?,
+                },
+            })
+        })
+    }
+
+    async fn outbox_done(&self, ids: &[i64]) -> StoreResult<()> {
+        self.execute("DELETE FROM compliance_outbox WHERE id = ANY($1)", &[&ids]).await.map(drop)
+    }
+
+    async fn get_compliance_config(&self, scope: &str) -> StoreResult<Option<String>> {
+        self.query_opt("SELECT json FROM compliance_config WHERE scope = $1", &[&scope])
+            .await?
+            .map(|r| col(&r, 0))
+            .transpose()
+    }
+
+    async fn put_compliance_config(&self, scope: &str, json: &str) -> StoreResult<()> {
+        let sql = "INSERT INTO compliance_config (scope, json) VALUES ($1, $2) \
+                   ON CONFLICT (scope) DO UPDATE SET json = excluded.json";
+        self.directory_execute(sql, &[&scope, &json]).await.map(drop)
     }
 
     async fn list_servers(&self) -> StoreResult<Vec<ServerRecord>> {

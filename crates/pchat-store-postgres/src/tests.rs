@@ -19,6 +19,34 @@ async fn fresh() -> Harness {
 
 pchat_store::conformance_tests!(fresh());
 
+mod archive {
+    use pchat_store::conformance::ArchiveHarness;
+
+    use super::*;
+    use crate::PgArchive;
+
+    /// The archive in a database of its own.
+    async fn separate() -> ArchiveHarness {
+        let (database, _) = TempDatabase::create().await;
+        let archive = PgArchive::connect(&database.url()).await.unwrap();
+        ArchiveHarness { archive: Arc::new(archive), guard: Box::new(database) }
+    }
+
+    pchat_store::archive_conformance_tests!(separate());
+
+    mod in_the_chat_database {
+        use super::*;
+
+        async fn shared() -> ArchiveHarness {
+            let (database, config) = TempDatabase::create().await;
+            let store = PgStore::connect_with(config, database.name.clone()).await.unwrap();
+            ArchiveHarness { archive: Arc::new(store), guard: Box::new(database) }
+        }
+
+        pchat_store::archive_conformance_tests!(shared());
+    }
+}
+
 /// Two stores on one database stand for two servers of a pool: their posts to one room interleave, and `seq`
 /// stays gap-free and ordered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,6 +101,7 @@ async fn two_servers_share_one_gap_free_sequence() {
                         alert: false,
                         client_id: Some(id),
                         keep: true,
+                        capture: false,
                     };
                     seqs.push(store.append_message(message).await.unwrap().message.seq);
                 }

@@ -6,6 +6,7 @@
 //! database lock, so one writer loses nothing and lets concurrent posts share a commit (group commit).
 //! Reads run on a small pool of WAL reader connections on blocking threads and never wait for the writer.
 
+mod archive;
 mod migrations;
 mod reader;
 mod store;
@@ -13,6 +14,7 @@ mod writer;
 
 use std::path::Path;
 
+pub use archive::SqliteArchive;
 pub use migrations::MigrationError;
 pub use store::{OpenError, SqliteStore};
 
@@ -68,6 +70,20 @@ mod tests {
     }
 
     pchat_store::conformance_tests!(fresh());
+
+    mod archive {
+        use pchat_store::conformance::ArchiveHarness;
+
+        use super::*;
+
+        async fn fresh_archive() -> ArchiveHarness {
+            let dir = tempfile::tempdir().unwrap();
+            let archive = SqliteArchive::open(&dir.path().join("mgccomp.db")).unwrap();
+            ArchiveHarness { archive: Arc::new(archive), guard: Box::new(dir) }
+        }
+
+        pchat_store::archive_conformance_tests!(fresh_archive());
+    }
 
     #[tokio::test]
     async fn reopens_with_data_and_refuses_newer_schema() {

@@ -125,7 +125,40 @@ CREATE TABLE presence (
 );
 CREATE INDEX presence_room ON presence(room_id);
 "#,
+    r#"
+CREATE TABLE compliance_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    room_id TEXT,
+    actor TEXT NOT NULL,
+    content TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE TABLE compliance_config (scope TEXT PRIMARY KEY, json TEXT NOT NULL);
+"#,
 ];
+
+/// The compliance archive's schema (`mgccomp.db`), migrated the same way.
+pub(crate) const ARCHIVE_MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE archive (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pool TEXT NOT NULL,
+    outbox_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    room_id TEXT,
+    actor TEXT NOT NULL,
+    content TEXT NOT NULL,
+    details TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    UNIQUE (pool, outbox_id)
+);
+CREATE INDEX archive_ts ON archive(ts);
+CREATE INDEX archive_room ON archive(room_id, id);
+CREATE TABLE chain_head (pool TEXT PRIMARY KEY, last_hash TEXT NOT NULL);
+"#];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
@@ -136,12 +169,16 @@ pub enum MigrationError {
 }
 
 pub(crate) fn apply(conn: &mut Connection) -> Result<(), MigrationError> {
+    apply_list(conn, MIGRATIONS)
+}
+
+pub(crate) fn apply_list(conn: &mut Connection, migrations: &[&str]) -> Result<(), MigrationError> {
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let known = MIGRATIONS.len() as i64;
+    let known = migrations.len() as i64;
     if found > known {
         return Err(MigrationError::Newer { found, known });
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    for (index, sql) in migrations.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;

@@ -8,10 +8,11 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType};
 use pchat_store::codec::{self, like_pattern, now_micros};
+use pchat_store::compliance;
 use pchat_store::{
     AddinRecord, AdminRole, Appended, CategoryRecord, ClusterEvent, InvitationRecord, MessageFilter, MessageRange,
-    MessageRecord, NewMessage, PresenceRecord, RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent,
-    StoreResult, UserRecord,
+    MessageRecord, NewEvent, NewMessage, OutboxEvent, PresenceRecord, RoomQuery, RoomRecord, ServerRecord, Store,
+    StoreError, StoreEvent, StoreResult, UserRecord,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::mpsc;
@@ -81,6 +82,22 @@ impl SqliteStore {
     {
         self.readers.read(f).await
     }
+}
+
+/// Inserts captured compliance events into the outbox (inside the caller's transaction).
+pub(crate) fn insert_events(conn: &Connection, events: &[NewEvent]) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO compliance_outbox (kind, ts, room_id, actor, content, details) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(db)?;
+    for e in events {
+        insert.execute(params![e.kind, e.ts, e.room_id, e.actor, e.content, e.details]).map_err(db)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn unavailable(e: impl Display) -> StoreError {
@@ -800,6 +817,9 @@ impl Store for SqliteStore {
                     })
                     .map_err(db)?;
                 }
+                if message.capture {
+                    insert_events(c, &[compliance::chat_event(&record, message.keep)])?;
+                }
                 events.push(StoreEvent::MessagePosted(record.clone()));
                 Ok(Appended { message: record, created: true })
             })
@@ -1007,6 +1027,65 @@ impl Store for SqliteStore {
                     })
                 },
             )
+        })
+        .await
+    }
+
+    async fn record_events(&self, events: &[NewEvent]) -> StoreResult<()> {
+        let events = events.to_vec();
+        self.write(move |c| insert_events(c, &events)).await
+    }
+
+    async fn outbox(&self, limit: u32) -> StoreResult<Vec<OutboxEvent>> {
+        self.read(move |c| {
+            query_all(
+                c,
+                "SELECT id, kind, ts, room_id, actor, content, details FROM compliance_outbox ORDER BY id LIMIT ?1",
+                [limit],
+                |r| {
+                    Ok(OutboxEvent {
+                        id: r.get(0)?,
+                        event: NewEvent {
+                            kind: r.get(1)?,
+                            ts: r.get(2)?,
+                            room_id: r.get(3)?,
+                            actor: r.get(4)?,
+                            content: r.get(5)?,
+                            details: r.get(6)?,
+                        },
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn outbox_done(&self, ids: &[i64]) -> StoreResult<()> {
+        let ids = ids.to_vec();
+        self.write(move |c| {
+            let mut delete = c.prepare_cached("DELETE FROM compliance_outbox WHERE id = ?1").map_err(db)?;
+            for id in &ids {
+                delete.execute([id]).map_err(db)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_compliance_config(&self, scope: &str) -> StoreResult<Option<String>> {
+        self.one("SELECT json FROM compliance_config WHERE scope = ?1".into(), scope, |r| r.get(0)).await
+    }
+
+    async fn put_compliance_config(&self, scope: &str, json: &str) -> StoreResult<()> {
+        let (scope, json) = (scope.to_owned(), json.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO compliance_config (scope, json) VALUES (?1, ?2) \
+                 ON CONFLICT (scope) DO UPDATE SET json = excluded.json",
+                params![scope, json],
+            )
+            .map_err(db)
+            .map(drop)
         })
         .await
     }

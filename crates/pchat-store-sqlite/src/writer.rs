@@ -86,7 +86,14 @@ impl Writer {
         F: FnOnce(&Connection, &mut Vec<StoreEvent>) -> StoreResult<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = TypedJob { write: Some(Box::new(f) as WriteFn<T>), result: None, reply };
+        // Compliance events pending for this write are inserted in its savepoint, after it succeeds.
+        let captured = pchat_store::compliance::take_pending();
+        let write = move |conn: &Connection, events: &mut Vec<StoreEvent>| {
+            let value = f(conn, events)?;
+            crate::store::insert_events(conn, &captured)?;
+            Ok(value)
+        };
+        let job = TypedJob { write: Some(Box::new(write) as WriteFn<T>), result: None, reply };
         self.queue
             .send(Box::new(job))
             .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;

@@ -10,9 +10,11 @@ use std::sync::Arc;
 
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType};
 
+use crate::compliance::{ChainCheck, capture};
 use crate::{
-    AddinRecord, AdminRole, CategoryRecord, ClusterEvent, MessageFilter, MessageRange, NewMessage, PresenceRecord,
-    RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent, UserRecord,
+    AddinRecord, AdminRole, Archive, ArchivedEvent, CategoryRecord, ClusterEvent, EventQuery, MessageFilter,
+    MessageRange, NewEvent, NewMessage, OutboxEvent, PresenceRecord, RoomQuery, RoomRecord, ServerRecord, Store,
+    StoreError, StoreEvent, UserRecord,
 };
 
 /// A store under test and whatever must live as long as it (a temporary directory, a database to drop).
@@ -31,7 +33,7 @@ macro_rules! conformance_tests {
             categories, rooms, addins, message_sequence_and_ranges, idempotent_append, unkept_messages,
             concurrent_appends_are_gap_free, events_in_commit_order, alter_and_clear, follows_and_read_marks,
             invitations, delete_room_takes_its_content, published_events_come_back, server_registry, imports_keep_everything,
-            pool_wide_presence);
+            pool_wide_presence, compliance_capture_is_transactional);
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -101,6 +103,7 @@ fn post(room_id: &str, id: &str, text: &str, client_id: Option<&str>) -> NewMess
         alert: false,
         client_id: client_id.map(str::to_owned),
         keep: true,
+        capture: false,
     }
 }
 
@@ -553,6 +556,70 @@ pub async fn pool_wide_presence(store: &Arc<dyn Store>) {
     assert!(store.list_presence().await.unwrap().is_empty(), "a deleted room takes its presence");
 }
 
+fn event(kind: &str, content: &str) -> NewEvent {
+    NewEvent {
+        kind: kind.into(),
+        ts: 7,
+        room_id: Some("r1".into()),
+        actor: "a@example.com".into(),
+        content: content.into(),
+        details: "{}".into(),
+    }
+}
+
+pub async fn compliance_capture_is_transactional(store: &Arc<dyn Store>) {
+    with_room(store.as_ref()).await;
+    // A write captures its events in its own transaction...
+    let changed = room("r1", "Renamed", "c1");
+    let (result, left) = capture(vec![event("ROOM_CHANGED", "renamed")], store.update_room(&changed)).await;
+    result.unwrap();
+    assert!(left.is_empty(), "the backend took the events");
+    // ...and a write that fails captures nothing.
+    store.create_room(&room("r2", "Other", "c1")).await.unwrap();
+    let clash = room("r2", "Renamed", "c1");
+    let (result, _) = capture(vec![event("ROOM_CHANGED", "clash")], store.update_room(&clash)).await;
+    assert!(matches!(result, Err(StoreError::NameTaken)), "{result:?}");
+    // Other kinds of writes capture too: single statements and multi-statement transactions.
+    let (result, _) = capture(vec![event("POLICY_CHANGED", "on")], store.put_policy(&PolicyScope::Global, true)).await;
+    result.unwrap();
+    let (result, _) = capture(vec![event("ROOM_DELETED", "gone")], store.delete_room("r2")).await;
+    result.unwrap();
+    // A message with capture on brings its CHAT event; a retry with the same client_id does not.
+    let mut m = post("r1", "m1", "hello", Some("k1"));
+    m.capture = true;
+    store.append_message(m.clone()).await.unwrap();
+    m.id = "m1-retry".into();
+    assert!(!store.append_message(m).await.unwrap().created);
+    store.append_message(post("r1", "m2", "not captured", None)).await.unwrap();
+    store.record_events(&[event("BACKCHAT", "read"), event("JOIN", "")]).await.unwrap();
+
+    let outbox = store.outbox(100).await.unwrap();
+    let kinds: Vec<(&str, &str)> = outbox.iter().map(|o| (o.event.kind.as_str(), o.event.content.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("ROOM_CHANGED", "renamed"),
+            ("POLICY_CHANGED", "on"),
+            ("ROOM_DELETED", "gone"),
+            ("CHAT", "hello"),
+            ("BACKCHAT", "read"),
+            ("JOIN", "")
+        ]
+    );
+    assert!(outbox.windows(2).all(|w| w[0].id < w[1].id), "outbox ids increase");
+    let chat = &outbox[3].event;
+    assert_eq!((chat.actor.as_str(), chat.room_id.as_deref()), ("a@example.com", Some("r1")));
+    assert!(chat.details.contains("\"message_id\":\"m1\"") && chat.details.contains("\"seq\":1"), "{}", chat.details);
+    assert_eq!(store.outbox(2).await.unwrap().len(), 2);
+    store.outbox_done(&[outbox[0].id, outbox[1].id]).await.unwrap();
+    assert_eq!(store.outbox(100).await.unwrap(), outbox[2..]);
+
+    assert_eq!(store.get_compliance_config("global").await.unwrap(), None);
+    store.put_compliance_config("global", "{\"enabled\":true}").await.unwrap();
+    store.put_compliance_config("global", "{\"enabled\":false}").await.unwrap();
+    assert_eq!(store.get_compliance_config("global").await.unwrap().as_deref(), Some("{\"enabled\":false}"));
+}
+
 pub async fn imports_keep_everything(store: &Arc<dyn Store>) {
     with_room(store.as_ref()).await;
     store.put_policy(&PolicyScope::parse("site:emea").unwrap(), true).await.unwrap();
@@ -599,4 +666,136 @@ pub async fn imports_keep_everything(store: &Arc<dyn Store>) {
     store.create_room(&room("r2", "Other", "c1")).await.unwrap();
     let later = store.add_invitations("r2", &["a@example.com".to_owned()], 8).await.unwrap();
     assert!(later[0].id > 41, "new invitations come after imported ones: {}", later[0].id);
+}
+
+/// What each archive conformance case runs against: a fresh, empty archive and whatever keeps it alive.
+pub struct ArchiveHarness {
+    pub archive: Arc<dyn Archive>,
+    pub guard: Box<dyn Any + Send>,
+}
+
+/// Expands to one `#[tokio::test]` per archive conformance case; `$make` evaluates to a future of
+/// [`ArchiveHarness`].
+#[macro_export]
+macro_rules! archive_conformance_tests {
+    ($make:expr) => {
+        $crate::archive_conformance_tests!(@each $make; archive_chains_each_event_once, archive_appends_serialize,
+            archive_queries_filter);
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let harness: $crate::conformance::ArchiveHarness = $make.await;
+                $crate::conformance::$name(&harness.archive).await;
+                drop(harness);
+            }
+        )*
+    };
+}
+
+fn outboxed(id: i64, kind: &str, room: &str, actor: &str, ts: i64) -> OutboxEvent {
+    OutboxEvent {
+        id,
+        event: NewEvent {
+            kind: kind.into(),
+            ts,
+            room_id: Some(room.into()),
+            actor: actor.into(),
+            content: format!("event {id}"),
+            details: format!("{{\"n\":{id}}}"),
+        },
+    }
+}
+
+async fn chain_of(archive: &Arc<dyn Archive>, pool: &str) -> Vec<ArchivedEvent> {
+    let query = EventQuery { pool: Some(pool.into()), limit: 10_000, ..EventQuery::default() };
+    archive.events(&query).await.unwrap()
+}
+
+fn assert_chains(events: &[ArchivedEvent]) {
+    let mut check = ChainCheck::default();
+    for e in events {
+        assert!(check.feed(e), "event {} does not chain", e.id);
+    }
+}
+
+pub async fn archive_chains_each_event_once(archive: &Arc<dyn Archive>) {
+    let first: Vec<_> = (1..=3).map(|i| outboxed(i, "CHAT", "r1", "a@example.com", i * 10)).collect();
+    assert_eq!(archive.append("emea", &first).await.unwrap(), 3);
+    assert_eq!(archive.append("apac", &[outboxed(1, "JOIN", "r9", "b@example.com", 5)]).await.unwrap(), 1);
+    // Offered again with one new event (a worker that died before clearing its outbox): only the new one lands.
+    let again: Vec<_> = (2..=4).map(|i| outboxed(i, "CHAT", "r1", "a@example.com", i * 10)).collect();
+    assert_eq!(archive.append("emea", &again).await.unwrap(), 1);
+    let emea = chain_of(archive, "emea").await;
+    assert_eq!(emea.iter().map(|e| e.outbox_id).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert!(emea.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(emea[0].prev_hash, "");
+    assert_eq!(emea[3].event, again[2].event);
+    assert_chains(&emea);
+    let apac = chain_of(archive, "apac").await;
+    assert_eq!(apac.len(), 1);
+    assert_eq!(apac[0].prev_hash, "", "each pool has its own chain");
+    let mut pools = archive.pools().await.unwrap();
+    pools.sort();
+    assert_eq!(pools, ["apac", "emea"]);
+}
+
+pub async fn archive_appends_serialize(archive: &Arc<dyn Archive>) {
+    // Four workers offer overlapping batches at once: every event lands once and the chain holds.
+    let mut tasks = vec![];
+    for w in 0..4i64 {
+        let archive = Arc::clone(archive);
+        tasks.push(tokio::spawn(async move {
+            for round in 0..10i64 {
+                let start = round * 10 + w * 3;
+                let batch: Vec<_> =
+                    (start..start + 12).map(|i| outboxed(i + 1, "CHAT", "r", "a@example.com", i)).collect();
+                archive.append("p", &batch).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let events = chain_of(archive, "p").await;
+    let mut ids: Vec<i64> = events.iter().map(|e| e.outbox_id).collect();
+    ids.sort_unstable();
+    let distinct: HashSet<i64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "no event archived twice");
+    assert_chains(&events);
+}
+
+pub async fn archive_queries_filter(archive: &Arc<dyn Archive>) {
+    let events = [
+        outboxed(1, "JOIN", "r1", "a@example.com", 100),
+        outboxed(2, "CHAT", "r1", "a@example.com", 200),
+        outboxed(3, "CHAT", "r2", "b@example.com", 300),
+        outboxed(4, "PART", "r1", "a@example.com", 400),
+    ];
+    archive.append("p", &events).await.unwrap();
+    let q = |f: fn(&mut EventQuery)| {
+        let mut query = EventQuery { limit: 100, ..EventQuery::default() };
+        f(&mut query);
+        let archive = Arc::clone(archive);
+        async move { archive.events(&query).await.unwrap().into_iter().map(|e| e.outbox_id).collect::<Vec<_>>() }
+    };
+    assert_eq!(q(|_| {}).await, [1, 2, 3, 4]);
+    assert_eq!(q(|q| q.kind = Some("CHAT".into())).await, [2, 3]);
+    assert_eq!(q(|q| q.room_id = Some("r1".into())).await, [1, 2, 4]);
+    assert_eq!(q(|q| q.actor = Some("b@example.com".into())).await, [3]);
+    assert_eq!(
+        q(|q| {
+            q.from_ts = Some(200);
+            q.to_ts = Some(300)
+        })
+        .await,
+        [2, 3]
+    );
+    assert_eq!(q(|q| q.limit = 2).await, [1, 2]);
+    let all = chain_of(archive, "p").await;
+    let after = all[1].id;
+    let rest = archive.events(&EventQuery { after_id: after, limit: 100, ..EventQuery::default() }).await.unwrap();
+    assert_eq!(rest.iter().map(|e| e.outbox_id).collect::<Vec<_>>(), [3, 4]);
+    assert_eq!(q(|q| q.pool = Some("other".into())).await, Vec::<i64>::new());
 }

@@ -4,6 +4,7 @@
 //! commit order, which is per-room `seq` order.
 
 pub mod codec;
+pub mod compliance;
 pub mod conformance;
 mod records;
 
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use pchat_core::{ChatConfig, ConfigScope, PolicyScope};
 use tokio::sync::mpsc;
 
+pub use compliance::{Archive, ArchivedEvent, EventQuery, NewEvent, OutboxEvent};
 pub use records::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +155,17 @@ pub trait Store: Send + Sync + 'static {
     async fn clear_presence(&self, server: &str) -> StoreResult<u64>;
     /// Everyone present, through every server, ordered by server, room and address.
     async fn list_presence(&self) -> StoreResult<Vec<PresenceRecord>>;
+
+    // Compliance capture (see [`compliance`]).
+    /// Captures events in a transaction of their own (reads: history, joins; sign-in failures).
+    async fn record_events(&self, events: &[NewEvent]) -> StoreResult<()>;
+    /// The oldest captured events still in the outbox.
+    async fn outbox(&self, limit: u32) -> StoreResult<Vec<OutboxEvent>>;
+    /// Removes archived events from the outbox.
+    async fn outbox_done(&self, ids: &[i64]) -> StoreResult<()>;
+    /// The compliance configuration stored for a scope (`global` or `pool:NAME`), as JSON.
+    async fn get_compliance_config(&self, scope: &str) -> StoreResult<Option<String>>;
+    async fn put_compliance_config(&self, scope: &str, json: &str) -> StoreResult<()>;
 
     // Following, read marks, invitations.
     async fn set_follow(&self, address: &str, room_id: &str, follow: bool) -> StoreResult<()>;

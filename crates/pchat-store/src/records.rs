@@ -91,6 +91,8 @@ pub struct NewMessage {
     /// False when the room's category has chat history off: the message gets a `seq` and is delivered live,
     /// but is not kept.
     pub keep: bool,
+    /// Capture a CHAT compliance event with the message, in the same transaction (compliance enabled).
+    pub capture: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -70,6 +70,9 @@ enum Command {
     /// The pool's servers (Lync Set-CsPersistentChatActiveServer).
     #[command(subcommand)]
     Pool(PoolCmd),
+    /// Compliance: configuration, archived events, verification, the worker.
+    #[command(subcommand)]
+    Compliance(crate::compliance::ComplianceCmd),
     /// Synthetic transaction: two test users exchange a message through a room.
     Check(crate::check::CheckArgs),
 }
@@ -464,6 +467,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pool(PoolCmd::Failover(args)) => return crate::failover::switch(args, Role::Backup, cli.json).await,
         Command::Pool(PoolCmd::Failback(args)) => return crate::failover::switch(args, Role::Primary, cli.json).await,
         Command::Pool(PoolCmd::State(args)) => return crate::failover::state(args, cli.json).await,
+        Command::Compliance(crate::compliance::ComplianceCmd::Worker(args)) => {
+            return crate::compliance::worker(args).await;
+        }
         _ => {}
     }
     let data_dir = std::env::var_os("PCHAT_DATA_DIR").map(PathBuf::from);
@@ -472,6 +478,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(_) | Command::Db(_) => unreachable!("handled above"),
         Command::Check(args) => return crate::check::run(&client, args, cli.json).await,
+        Command::Compliance(cmd) => return crate::compliance::run(&client, cli.json, cmd).await,
         Command::Admin(cmd) => admin(&client, &out, cmd).await?,
         Command::User(cmd) => user(&client, &out, cmd).await?,
         Command::Group(cmd) => group(&client, &out, cmd).await?,
@@ -487,13 +494,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints results as JSON or for people.
-struct Output {
-    json: bool,
+pub(crate) struct Output {
+    pub(crate) json: bool,
 }
 
 impl Output {
     /// One object as `key: value` lines.
-    fn object(&self, value: &Value) {
+    pub(crate) fn object(&self, value: &Value) {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
             return;
@@ -507,7 +514,7 @@ impl Output {
     }
 
     /// A list (the `items` of a page, or an array) as a table of `columns`.
-    fn table(&self, value: &Value, columns: &[&str]) {
+    pub(crate) fn table(&self, value: &Value, columns: &[&str]) {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
             return;

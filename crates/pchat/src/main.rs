@@ -4,6 +4,7 @@
 mod check;
 mod cli;
 mod client;
+mod compliance;
 mod config;
 mod convert;
 mod failover;

@@ -11,9 +11,9 @@ use anyhow::{Context, bail};
 use pchat_core::Name;
 use pchat_http::{AppState, HttpLimits};
 use pchat_service::{Service, Settings};
-use pchat_store::Store;
-use pchat_store_postgres::{PgStore, redact};
-use pchat_store_sqlite::{Durability, SqliteStore};
+use pchat_store::{Archive, Store};
+use pchat_store_postgres::{PgArchive, PgStore, redact};
+use pchat_store_sqlite::{Durability, SqliteArchive, SqliteStore};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -33,14 +33,39 @@ pub(crate) struct LocalAccess {
 
 pub(crate) const LOCAL_ACCESS_FILE: &str = "server.json";
 
-/// Opens the chat store named by the server's database URL (`sqlite:` alone: `mgc.db` in the data directory).
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the chat store named by the server's database URL (`sqlite:` alone: `mgc.db` in the data directory) and
+/// the compliance archive (`compliance.database_url`; empty: `mgccomp.db` beside an embedded store, the chat
+/// database itself on PostgreSQL, following its failovers).
+pub(crate) async fn open_databases(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Archive>)> {
     let durability = Durability::parse(&config.storage.synchronous).unwrap_or_default();
-    match (config.database.url.as_str(), &config.database.backup_url) {
-        ("sqlite:", _) => Ok(Arc::new(SqliteStore::open(&config.data_dir.join("mgc.db"), durability)?)),
-        (primary, Some(backup)) => Ok(Arc::new(PgStore::connect_pair(primary, backup).await?)),
-        (url, None) => open_url_with(url, durability).await,
-    }
+    let url = config.database.url.as_str();
+    let (store, beside): (Arc<dyn Store>, Option<Arc<dyn Archive>>) = match (url, &config.database.backup_url) {
+        ("sqlite:", _) => (Arc::new(SqliteStore::open(&config.data_dir.join("mgc.db"), durability)?), None),
+        (primary, Some(backup)) => {
+            let store = Arc::new(PgStore::connect_pair(primary, backup).await?);
+            (store.clone(), Some(store))
+        }
+        (url, None) if is_postgres(url) => {
+            let store = Arc::new(PgStore::connect(url).await?);
+            (store.clone(), Some(store))
+        }
+        (url, None) => (open_url_with(url, durability).await?, None),
+    };
+    let compliance = config.compliance.database_url.as_str();
+    let archive: Arc<dyn Archive> = match (compliance, beside) {
+        ("", Some(chat_database)) => chat_database,
+        ("", None) | ("sqlite:", _) => Arc::new(SqliteArchive::open(&config.data_dir.join("mgccomp.db"))?),
+        (url, _) if is_postgres(url) => Arc::new(PgArchive::connect(url).await?),
+        (url, _) => match url.strip_prefix("sqlite:") {
+            Some(path) => Arc::new(SqliteArchive::open(&PathBuf::from(path))?),
+            None => bail!("unsupported compliance.database_url {}", redact(url)),
+        },
+    };
+    Ok((store, archive))
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// Opens a store by URL, `sqlite:PATH` or `postgres://…`: the one place that names concrete backends.
@@ -52,7 +77,7 @@ async fn open_url_with(url: &str, durability: Durability) -> anyhow::Result<Arc<
     if let Some(path) = url.strip_prefix("sqlite:").filter(|p| !p.is_empty()) {
         return Ok(Arc::new(SqliteStore::open(&PathBuf::from(path), durability)?));
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres(url) {
         return Ok(Arc::new(PgStore::connect(url).await?));
     }
     bail!("unsupported database URL {}: use sqlite:PATH or postgres://…", redact(url))
@@ -65,16 +90,10 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let store = open_store(&config).await?;
-    let settings = Settings {
-        domain: config.domain.clone(),
-        site: Name::parse("site", &config.site)?,
-        pool: Name::parse("pool", &config.pool)?,
-        post_rate_per_sec: config.limits.post_rate_per_sec,
-        post_burst: config.limits.post_burst,
-        connection_queue: config.limits.connection_queue,
-    };
-    let service = Service::start(Arc::clone(&store), settings, pchat_http::encoder(config.domain.clone()));
+    let (store, archive) = open_databases(&config).await?;
+    let service = Service::start(Arc::clone(&store), settings(&config)?, pchat_http::encoder(config.domain.clone()));
+    service.set_archive(archive);
+    let compliance_worker = service.start_compliance_worker();
 
     let bootstrap_password = std::env::var("PCHAT_BOOTSTRAP_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
     if let Some((address, generated)) = service.bootstrap_admin(bootstrap_password).await? {
@@ -123,6 +142,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     };
     wait_for_signal().await;
     heartbeat.abort();
+    compliance_worker.abort();
     info!("shutting down: no new connections; finishing requests in flight");
     let _ = stop.send(true);
     match tokio::time::timeout(Duration::from_secs(20), server).await {
@@ -139,6 +159,18 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the service needs of the configuration.
+pub(crate) fn settings(config: &Config) -> anyhow::Result<Settings> {
+    Ok(Settings {
+        domain: config.domain.clone(),
+        site: Name::parse("site", &config.site)?,
+        pool: Name::parse("pool", &config.pool)?,
+        post_rate_per_sec: config.limits.post_rate_per_sec,
+        post_burst: config.limits.post_burst,
+        connection_queue: config.limits.connection_queue,
+    })
+}
+
 /// This machine's host name, for the default server name.
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -149,7 +181,7 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod cli;
+mod compliance;
 mod convert;
 mod crash;
 mod failover;

@@ -1,0 +1,339 @@
+//! Compliance (PRODUCT.md §5): the configuration per scope, the helpers every capture point uses, the worker that
+//! moves captured events from the chat database's outbox into the archive, the chain check and investigators'
+//! queries. How capture stays transactional: `pchat_store::compliance`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pchat_api_types as api;
+use pchat_core::Name;
+use pchat_store::compliance::{ChainCheck, capture};
+use pchat_store::{Archive, ArchivedEvent, EventQuery, NewEvent, StoreResult};
+use serde_json::{Value, json};
+use tracing::{error, warn};
+
+use crate::directory::require_admin;
+use crate::time::now_micros;
+use crate::{Caller, Service, ServiceError, ServiceResult};
+
+/// Lync's RunInterval range: 1 minute to 30 days.
+pub const RUN_INTERVAL_SECS: std::ops::RangeInclusive<u64> = 60..=30 * 24 * 3600;
+/// Most events moved from the outbox in one go.
+const BATCH: u32 = 500;
+/// Most events one query returns.
+pub const MAX_EVENTS_PAGE: u32 = 1000;
+
+/// `global` or `pool:NAME`.
+fn scope_key(raw: &str) -> ServiceResult<String> {
+    if raw == "global" {
+        return Ok(raw.to_owned());
+    }
+    match raw.strip_prefix("pool:") {
+        Some(name) => Ok(format!("pool:{}", Name::parse("scope", name)?)),
+        None => Err(ServiceError::validation("scope", "must be global or pool:NAME")),
+    }
+}
+
+fn validate(c: &api::ComplianceConfiguration) -> ServiceResult<()> {
+    if !matches!(c.adapter.as_str(), "xml" | "csv" | "jsonl") {
+        return Err(ServiceError::validation("adapter", "must be one of: xml, csv, jsonl"));
+    }
+    if !RUN_INTERVAL_SECS.contains(&c.run_interval_secs) {
+        return Err(ServiceError::validation(
+            "run_interval_secs",
+            format!(
+                "must be between {} (1 minute) and {} (30 days)",
+                RUN_INTERVAL_SECS.start(),
+                RUN_INTERVAL_SECS.end()
+            ),
+        ));
+    }
+    if !c.output_dir.is_empty() {
+        let dir = std::path::Path::new(&c.output_dir);
+        if !dir.is_absolute() {
+            return Err(ServiceError::validation("output_dir", "must be an absolute path"));
+        }
+        writable(dir).map_err(|e| ServiceError::validation("output_dir", format!("is not writable: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Creates the directory if needed and proves that a file can be written there.
+pub fn writable(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".pchat-write-test-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(probe)
+}
+
+impl Service {
+    /// The compliance configuration stored at a scope, or the defaults.
+    pub async fn compliance_config(&self, caller: &Caller, scope: &str) -> ServiceResult<api::ComplianceConfiguration> {
+        require_admin(caller)?;
+        let key = scope_key(scope)?;
+        self.stored_compliance_config(&key).await
+    }
+
+    async fn stored_compliance_config(&self, key: &str) -> ServiceResult<api::ComplianceConfiguration> {
+        match self.store.get_compliance_config(key).await? {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| ServiceError::Unavailable(format!("stored compliance configuration is unreadable: {e}"))),
+            None => Ok(api::ComplianceConfiguration::default()),
+        }
+    }
+
+    /// Stores a whole compliance configuration; invalid input changes nothing.
+    pub async fn put_compliance_config(
+        &self,
+        caller: &Caller,
+        scope: &str,
+        config: api::ComplianceConfiguration,
+    ) -> ServiceResult<api::ComplianceConfiguration> {
+        require_admin(caller)?;
+        let key = scope_key(scope)?;
+        validate(&config)?;
+        let before = self.stored_compliance_config(&key).await?;
+        let json = serde_json::to_string(&config).map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+        // Switching capture on or off is itself captured, whichever way it goes.
+        let event = self.event(
+            "COMPLIANCE_CONFIG_CHANGED",
+            None,
+            caller.address(),
+            key.clone(),
+            json!({ "scope": key, "before": before, "after": config }),
+        );
+        let capturing = self.capturing().await || config.enabled;
+        let write = self.store.put_compliance_config(&key, &json);
+        if capturing {
+            self.directory_write(self.audited_always(vec![event], write)).await?;
+        } else {
+            self.directory_write(write).await?;
+        }
+        Ok(config)
+    }
+
+    /// The compliance configuration in force for this server's pool (`pool:NAME`, else `global`, else defaults).
+    pub async fn compliance_in_force(&self) -> ServiceResult<api::ComplianceConfiguration> {
+        let generation = self.generation();
+        if let Ok(cache) = self.compliance_cache.read()
+            && let Some((at, config)) = cache.as_ref()
+            && *at == generation
+        {
+            return Ok(config.clone());
+        }
+        let pool = format!("pool:{}", self.settings.pool);
+        let config = match self.store.get_compliance_config(&pool).await? {
+            Some(_) => self.stored_compliance_config(&pool).await?,
+            None => self.stored_compliance_config("global").await?,
+        };
+        if let Ok(mut cache) = self.compliance_cache.write() {
+            *cache = Some((generation, config.clone()));
+        }
+        Ok(config)
+    }
+
+    /// Whether events are captured now. When the configuration cannot be read, capture: an extra event is
+    /// better than a lost one.
+    pub(crate) async fn capturing(&self) -> bool {
+        self.compliance_in_force().await.map(|c| c.enabled).unwrap_or(true)
+    }
+
+    pub(crate) fn event(
+        &self,
+        kind: &str,
+        room_id: Option<&str>,
+        actor: &str,
+        content: impl Into<String>,
+        details: Value,
+    ) -> NewEvent {
+        NewEvent {
+            kind: kind.to_owned(),
+            ts: now_micros(),
+            room_id: room_id.map(str::to_owned),
+            actor: actor.to_owned(),
+            content: content.into(),
+            details: details.to_string(),
+        }
+    }
+
+    /// Runs a store write with the events that describe it; when compliance is on they are captured in the write's
+    /// own transaction.
+    pub(crate) async fn audited<T>(
+        &self,
+        events: impl FnOnce() -> Vec<NewEvent>,
+        write: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        if self.capturing().await { self.audited_always(events(), write).await } else { write.await }
+    }
+
+    async fn audited_always<T>(
+        &self,
+        events: Vec<NewEvent>,
+        write: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        let (result, left) = capture(events, write).await;
+        if result.is_ok() && !left.is_empty() {
+            error!(kinds = ?left.iter().map(|e| &e.kind).collect::<Vec<_>>(), "a write did not capture its compliance events");
+        }
+        result
+    }
+
+    /// Captures the events of an action that writes nothing (a join, a history read, a failed sign-in) before its
+    /// result is delivered: if they cannot be captured, the action fails.
+    pub(crate) async fn record(&self, events: impl FnOnce() -> Vec<NewEvent>) -> ServiceResult<()> {
+        if self.capturing().await {
+            self.store.record_events(&events()).await?;
+        }
+        Ok(())
+    }
+
+    /// Records a PART for every connection that leaves a room, in order, batching what queued up meanwhile.
+    pub(crate) fn start_part_capture(self: &Arc<Self>) {
+        let mut parts = self.hub.part_events();
+        let service = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while parts.recv_many(&mut batch, 256).await > 0 {
+                let Some(s) = service.upgrade() else { return };
+                let events =
+                    || batch.iter().map(|(room, user)| s.event("PART", Some(room), user, "", json!({}))).collect();
+                if let Err(e) = s.record(events).await {
+                    warn!(error = %e, parts = batch.len(), "could not capture PART events");
+                }
+                batch.clear();
+            }
+        });
+    }
+
+    /// Gives the service its compliance archive (the worker's destination, read by verify and the events query).
+    pub fn set_archive(&self, archive: Arc<dyn Archive>) {
+        let _ = self.archive.set(archive);
+    }
+
+    fn archive(&self) -> ServiceResult<&Arc<dyn Archive>> {
+        self.archive.get().ok_or_else(|| ServiceError::Unavailable("no compliance archive is configured".into()))
+    }
+
+    /// Moves one batch of captured events from the outbox into the archive; returns how many it moved. The
+    /// archive skips what it already holds, and the outbox is cleared only after the archive committed, so a crash
+    /// anywhere neither loses nor duplicates an event; servers of a pool may run this concurrently.
+    pub async fn archive_outbox(&self) -> ServiceResult<usize> {
+        let archive = self.archive()?;
+        let batch = self.store.outbox(BATCH).await?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        archive.append(self.settings.pool.as_str(), &batch).await?;
+        let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
+        self.store.outbox_done(&ids).await?;
+        self.metrics.compliance_archived.inc_by(ids.len() as u64);
+        Ok(ids.len())
+    }
+
+    /// Runs the compliance worker until the service goes: drains the outbox into the archive, then waits a moment;
+    /// retries with back-off while the archive or the database is unavailable.
+    pub fn start_compliance_worker(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let service = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                let Some(s) = service.upgrade() else { return };
+                match s.archive_outbox().await {
+                    Ok(n) if n as u32 == BATCH => continue,
+                    Ok(_) => {
+                        backoff = Duration::from_millis(500);
+                        drop(s);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "compliance worker: cannot archive");
+                        drop(s);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        })
+    }
+
+    /// Recomputes every pool's hash chain (administrators).
+    pub async fn verify_archive(&self, caller: &Caller) -> ServiceResult<api::VerifyReport> {
+        require_admin(caller)?;
+        Ok(verify(self.archive()?.as_ref()).await?)
+    }
+
+    /// Archived events matching the query, oldest first (administrators); at most one more than
+    /// [`MAX_EVENTS_PAGE`], so that a caller can tell whether another page follows.
+    pub async fn compliance_events(&self, caller: &Caller, mut query: EventQuery) -> ServiceResult<Vec<ArchivedEvent>> {
+        require_admin(caller)?;
+        if query.limit == 0 {
+            return Err(ServiceError::validation("limit", format!("must be between 1 and {MAX_EVENTS_PAGE}")));
+        }
+        query.limit = query.limit.min(MAX_EVENTS_PAGE + 1);
+        Ok(self.archive()?.events(&query).await?)
+    }
+}
+
+/// Recomputes every pool's chain in an archive, naming the first event that does not match.
+pub async fn verify(archive: &dyn Archive) -> StoreResult<api::VerifyReport> {
+    let mut checked = 0;
+    let mut first_broken: Option<i64> = None;
+    for pool in archive.pools().await? {
+        let mut check = ChainCheck::default();
+        let mut after_id = 0;
+        loop {
+            let query =
+                EventQuery { pool: Some(pool.clone()), after_id, limit: MAX_EVENTS_PAGE, ..EventQuery::default() };
+            let page = archive.events(&query).await?;
+            let Some(last) = page.last() else { break };
+            after_id = last.id;
+            if !page.iter().all(|e| check.feed(e)) {
+                break;
+            }
+        }
+        checked += check.checked;
+        if let Some(id) = check.first_broken {
+            first_broken = Some(first_broken.map_or(id, |f| f.min(id)));
+        }
+    }
+    Ok(api::VerifyReport { ok: first_broken.is_none(), events_checked: checked, first_broken })
+}
+
+fn principals(list: &[pchat_core::Principal]) -> Value {
+    Value::from(list.iter().map(ToString::to_string).collect::<Vec<_>>())
+}
+
+/// A room's settings and role lists, for before/after values.
+pub(crate) fn room_json(r: &pchat_store::RoomRecord) -> Value {
+    json!({
+        "id": r.id, "name": r.name, "description": r.description, "category_id": r.category_id,
+        "privacy": r.privacy.as_str(), "type": r.room_type.as_str(), "invitations": r.invitations.as_str(),
+        "disabled": r.disabled, "addin": r.addin, "members": principals(&r.members),
+        "managers": principals(&r.managers), "presenters": principals(&r.presenters),
+    })
+}
+
+pub(crate) fn category_json(c: &pchat_store::CategoryRecord) -> Value {
+    json!({
+        "id": c.id, "name": c.name, "description": c.description, "file_upload": c.file_upload,
+        "chat_history": c.chat_history, "invitations": c.invitations,
+        "allowed_members": principals(&c.allowed_members), "denied_members": principals(&c.denied_members),
+        "creators": principals(&c.creators),
+    })
+}
+
+pub(crate) fn addin_json(a: &pchat_store::AddinRecord) -> Value {
+    json!({ "name": a.name, "url": a.url })
+}
+
+/// The kind of a room change: disabling and enabling, role lists alone, or anything else.
+pub(crate) fn room_change_kind(before: &pchat_store::RoomRecord, after: &pchat_store::RoomRecord) -> &'static str {
+    if before.disabled != after.disabled {
+        return if after.disabled { "ROOM_DISABLED" } else { "ROOM_ENABLED" };
+    }
+    let roles = |r: &pchat_store::RoomRecord| (r.members.clone(), r.managers.clone(), r.presenters.clone());
+    let mut same_but_roles = after.clone();
+    (same_but_roles.members, same_but_roles.managers, same_but_roles.presenters) = roles(before);
+    if &same_but_roles == before && roles(before) != roles(after) { "ROOM_ROLES_CHANGED" } else { "ROOM_CHANGED" }
+}
