@@ -50,6 +50,9 @@ struct Args {
     /// Servers in the pool (more than one needs --postgres); writers and readers are spread over them.
     #[arg(long, default_value_t = 1)]
     servers: usize,
+    /// Enable compliance capture (every post also captures its CHAT event; the worker archives them).
+    #[arg(long)]
+    compliance: bool,
     /// SQLite `synchronous` setting: full or normal.
     #[arg(long, default_value = "full")]
     synchronous: String,
@@ -157,11 +160,19 @@ impl Api {
 }
 
 /// Users bench-0..n with chat enabled, one open room; returns the room id.
-async fn setup(server: &Server, users: usize) -> anyhow::Result<String> {
+async fn setup(server: &Server, users: usize, compliance: bool) -> anyhow::Result<String> {
     let admin = Api::sign_in(&server.url, "admin@example.com").await?;
     let put = reqwest::Method::PUT;
     let post = reqwest::Method::POST;
-    admin.send(put, "/api/v1/policies/global", json!({ "enable_persistent_chat": true })).await?;
+    admin.send(put.clone(), "/api/v1/policies/global", json!({ "enable_persistent_chat": true })).await?;
+    if compliance {
+        let config = json!({
+            "enabled": true, "adapter": "xml", "output_dir": "", "run_interval_secs": 900,
+            "one_chat_room_per_output_file": false, "add_user_details": false, "add_chat_room_details": false,
+            "create_file_attachments_manifest": false
+        });
+        admin.send(put, "/api/v1/compliance/configuration/global", config).await?;
+    }
     for i in 0..users {
         let body = json!({ "address": format!("bench-{i}@example.com"), "display_name": format!("Bench {i}"), "password": PASSWORD });
         admin.send(post.clone(), "/api/v1/users", body).await?;
@@ -342,12 +353,13 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..args.servers.max(1) {
         servers.push(start(&args, url.as_deref()).await?);
     }
-    let room = setup(&servers[0], args.clients.max(args.writers) + 1).await?;
-    let backend = if args.postgres {
+    let room = setup(&servers[0], args.clients.max(args.writers) + 1, args.compliance).await?;
+    let mut backend = if args.postgres {
         format!("PostgreSQL, {} server(s)", servers.len())
     } else {
         format!("SQLite synchronous={}", args.synchronous)
     };
+    backend.push_str(if args.compliance { ", compliance on" } else { ", compliance off" });
 
     let (posts, secs, post_latencies) = throughput(&servers, &room, args.writers, args.seconds).await?;
     let rate = posts as f64 / secs;
