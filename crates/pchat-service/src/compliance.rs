@@ -76,11 +76,17 @@ impl Service {
     }
 
     async fn stored_compliance_config(&self, key: &str) -> ServiceResult<api::ComplianceConfiguration> {
-        match self.store.get_compliance_config(key).await? {
-            Some(json) => serde_json::from_str(&json)
-                .map_err(|e| ServiceError::Unavailable(format!("stored compliance configuration is unreadable: {e}"))),
-            None => Ok(api::ComplianceConfiguration::default()),
-        }
+        Ok(self.stored_compliance_config_opt(key).await?.unwrap_or_default())
+    }
+
+    /// The configuration stored at a scope, if one is.
+    async fn stored_compliance_config_opt(&self, key: &str) -> ServiceResult<Option<api::ComplianceConfiguration>> {
+        self.store
+            .get_compliance_config(key)
+            .await?
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|e| ServiceError::Unavailable(format!("stored compliance configuration is unreadable: {e}")))
     }
 
     /// Stores a whole compliance configuration; invalid input changes nothing.
@@ -123,8 +129,8 @@ impl Service {
             return Ok(config.clone());
         }
         let pool = format!("pool:{}", self.settings.pool);
-        let config = match self.store.get_compliance_config(&pool).await? {
-            Some(_) => self.stored_compliance_config(&pool).await?,
+        let config = match self.stored_compliance_config_opt(&pool).await? {
+            Some(config) => config,
             None => self.stored_compliance_config("global").await?,
         };
         if let Ok(mut cache) = self.compliance_cache.write() {

@@ -76,6 +76,20 @@ pub(crate) fn parse_url(url: &str) -> Result<tokio_postgres::Config, OpenError> 
     tokio_postgres::Config::from_str(url).map_err(|source| OpenError::Url { url: redact(url), source })
 }
 
+/// A connection pool with bounded waits: while the database is unreachable, requests fail fast (503) instead of
+/// piling up.
+pub(crate) fn build_pool(config: tokio_postgres::Config, size: usize, shown: &str) -> Result<Pool, OpenError> {
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(POOL_TIMEOUT))
+        .create_timeout(Some(POOL_TIMEOUT))
+        .recycle_timeout(Some(POOL_TIMEOUT))
+        .build()
+        .map_err(|e| OpenError::Connect { url: shown.to_owned(), message: e.to_string() })
+}
+
 /// Opens a pool on the database, checks that it takes writes (not a standby) and applies pending migrations.
 pub(crate) async fn open_database(
     config: tokio_postgres::Config,
@@ -83,17 +97,7 @@ pub(crate) async fn open_database(
     role: &'static str,
 ) -> Result<Database, OpenError> {
     let connect_error = |message: String| OpenError::Connect { url: shown.to_owned(), message };
-    let manager =
-        Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    // Bounded waits: while the database is unreachable, requests fail fast (503) instead of piling up.
-    let pool = Pool::builder(manager)
-        .max_size(POOL_SIZE)
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .wait_timeout(Some(POOL_TIMEOUT))
-        .create_timeout(Some(POOL_TIMEOUT))
-        .recycle_timeout(Some(POOL_TIMEOUT))
-        .build()
-        .map_err(|e| connect_error(e.to_string()))?;
+    let pool = build_pool(config.clone(), POOL_SIZE, shown)?;
     let mut client = pool.get().await.map_err(|e| connect_error(e.to_string()))?;
     let standby: bool =
         client.query_one("SELECT pg_is_in_recovery()", &[]).await.map_err(|e| connect_error(e.to_string()))?.get(0);
@@ -201,26 +205,64 @@ impl Drop for PgStore {
     }
 }
 
+/// The columns of a compliance event, in the outbox and in the archive.
+pub(crate) const EVENT_COLUMNS: &str = "kind, ts, room_id, actor, content, details";
+
+/// The event whose [`EVENT_COLUMNS`] start at column `first`.
+pub(crate) fn event_at(r: &Row, first: usize) -> StoreResult<NewEvent> {
+    Ok(NewEvent {
+        kind: col(r, first)?,
+        ts: col(r, first + 1)?,
+        room_id: col(r, first + 2)?,
+        actor: col(r, first + 3)?,
+        content: col(r, first + 4)?,
+        details: col(r, first + 5)?,
+    })
+}
+
+/// The event fields of `events` as arrays in [`EVENT_COLUMNS`] order, for `unnest` inserts.
+pub(crate) struct EventArrays<'a> {
+    kinds: Vec<&'a str>,
+    times: Vec<i64>,
+    rooms: Vec<Option<&'a str>>,
+    actors: Vec<&'a str>,
+    contents: Vec<&'a str>,
+    details: Vec<&'a str>,
+}
+
+impl<'a> EventArrays<'a> {
+    pub(crate) fn of(events: impl Iterator<Item = &'a NewEvent> + Clone) -> Self {
+        Self {
+            kinds: events.clone().map(|e| e.kind.as_str()).collect(),
+            times: events.clone().map(|e| e.ts).collect(),
+            rooms: events.clone().map(|e| e.room_id.as_deref()).collect(),
+            actors: events.clone().map(|e| e.actor.as_str()).collect(),
+            contents: events.clone().map(|e| e.content.as_str()).collect(),
+            details: events.map(|e| e.details.as_str()).collect(),
+        }
+    }
+
+    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+        [&self.kinds, &self.times, &self.rooms, &self.actors, &self.contents, &self.details]
+    }
+}
+
+/// The six event array parameters, numbered from `$first`, for an `unnest(…)` argument list.
+pub(crate) fn event_array_args(first: usize) -> String {
+    let types = ["text", "bigint", "text", "text", "text", "text"];
+    let args: Vec<String> = types.iter().enumerate().map(|(i, t)| format!("${}::{t}[]", first + i)).collect();
+    args.join(", ")
+}
+
 /// Inserts captured compliance events into the outbox, inside the caller's transaction.
 pub(crate) async fn insert_events(tx: &tokio_postgres::Transaction<'_>, events: &[NewEvent]) -> StoreResult<()> {
     if events.is_empty() {
         return Ok(());
     }
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    let times: Vec<i64> = events.iter().map(|e| e.ts).collect();
-    let rooms: Vec<Option<&str>> = events.iter().map(|e| e.room_id.as_deref()).collect();
-    let actors: Vec<&str> = events.iter().map(|e| e.actor.as_str()).collect();
-    let contents: Vec<&str> = events.iter().map(|e| e.content.as_str()).collect();
-    let details: Vec<&str> = events.iter().map(|e| e.details.as_str()).collect();
+    let arrays = EventArrays::of(events.iter());
     // unnest keeps the order, and the serial ids follow it.
-    tx.execute(
-        "INSERT INTO compliance_outbox (kind, ts, room_id, actor, content, details) \
-         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])",
-        &[&kinds, &times, &rooms, &actors, &contents, &details],
-    )
-    .await
-    .map_err(unavailable)
-    .map(drop)
+    let sql = format!("INSERT INTO compliance_outbox ({EVENT_COLUMNS}) SELECT * FROM unnest({})", event_array_args(1));
+    tx.execute(&sql, &arrays.params()).await.map_err(unavailable).map(drop)
 }
 
 /// Commits a multi-statement write together with the compliance events pending for it.
@@ -250,7 +292,7 @@ fn changed_one(n: u64) -> StoreResult<()> {
     if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 
-fn col<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> StoreResult<T> {
+pub(crate) fn col<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> StoreResult<T> {
     row.try_get(index).map_err(unavailable)
 }
 
@@ -924,19 +966,9 @@ impl Store for PgStore {
     }
 
     async fn outbox(&self, limit: u32) -> StoreResult<Vec<OutboxEvent>> {
-        let sql = "SELECT id, kind, ts, room_id, actor, content, details FROM compliance_outbox ORDER BY id LIMIT $1";
-        all(self.query(sql, &[&i64::from(limit)]).await?, |r| {
-            Ok(OutboxEvent {
-                id: col(r, 0)?,
-                event: NewEvent {
-                    kind: col(r, 1)?,
-                    ts: col(r, 2)?,
-                    room_id: col(r, 3)?,
-                    actor: col(r, 4)?,
-                    content: col(r, 5)?,
-                    details: col(r, 6)?,
-                },
-            })
+        let sql = format!("SELECT id, {EVENT_COLUMNS} FROM compliance_outbox ORDER BY id LIMIT $1");
+        all(self.query(&sql, &[&i64::from(limit)]).await?, |r| {
+            Ok(OutboxEvent { id: col(r, 0)?, event: event_at(r, 1)? })
         })
     }
 

@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use pchat_store::compliance::event_hash;
-use pchat_store::{Archive, ArchivedEvent, EventQuery, NewEvent, OutboxEvent, StoreError, StoreResult};
+use pchat_store::{Archive, ArchivedEvent, EventQuery, OutboxEvent, StoreError, StoreResult};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::migrations::{self, ARCHIVE_MIGRATIONS};
-use crate::store::{OpenError, unavailable};
+use crate::store::{EVENT_COLUMNS, OpenError, event_at, unavailable};
 use crate::{Durability, open_connection};
 
 pub struct SqliteArchive {
@@ -41,23 +41,14 @@ impl SqliteArchive {
     }
 }
 
-const COLUMNS: &str = "id, pool, outbox_id, kind, ts, room_id, actor, content, details, prev_hash, hash";
-
 fn archived_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArchivedEvent> {
     Ok(ArchivedEvent {
         id: r.get(0)?,
         pool: r.get(1)?,
         outbox_id: r.get(2)?,
-        event: NewEvent {
-            kind: r.get(3)?,
-            ts: r.get(4)?,
-            room_id: r.get(5)?,
-            actor: r.get(6)?,
-            content: r.get(7)?,
-            details: r.get(8)?,
-        },
-        prev_hash: r.get(9)?,
-        hash: r.get(10)?,
+        prev_hash: r.get(3)?,
+        hash: r.get(4)?,
+        event: event_at(r, 5)?,
     })
 }
 
@@ -74,10 +65,10 @@ impl Archive for SqliteArchive {
             let mut appended = 0;
             {
                 let mut seen = tx.prepare_cached("SELECT 1 FROM archive WHERE pool = ?1 AND outbox_id = ?2")?;
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO archive (pool, outbox_id, kind, ts, room_id, actor, content, details, prev_hash, \
-                     hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )?;
+                let mut insert = tx.prepare_cached(&format!(
+                    "INSERT INTO archive (pool, outbox_id, prev_hash, hash, {EVENT_COLUMNS}) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ))?;
                 for o in &events {
                     if seen.exists(params![pool, o.id])? {
                         continue;
@@ -85,7 +76,7 @@ impl Archive for SqliteArchive {
                     let hash = event_hash(&pool, o.id, &o.event, &last);
                     let e = &o.event;
                     insert.execute(params![
-                        pool, o.id, e.kind, e.ts, e.room_id, e.actor, e.content, e.details, last, hash
+                        pool, o.id, last, hash, e.kind, e.ts, e.room_id, e.actor, e.content, e.details
                     ])?;
                     last = hash;
                     appended += 1;
@@ -106,7 +97,7 @@ impl Archive for SqliteArchive {
         let q = q.clone();
         self.with(move |conn| {
             let sql = format!(
-                "SELECT {COLUMNS} FROM archive WHERE id > ?1 AND (?2 IS NULL OR pool = ?2) \
+                "SELECT id, pool, outbox_id, prev_hash, hash, {EVENT_COLUMNS} FROM archive WHERE id > ?1 AND (?2 IS NULL OR pool = ?2) \
                  AND (?3 IS NULL OR ts >= ?3) AND (?4 IS NULL OR ts <= ?4) AND (?5 IS NULL OR room_id = ?5) \
                  AND (?6 IS NULL OR actor = ?6) AND (?7 IS NULL OR kind = ?7) ORDER BY id LIMIT ?8"
             );

@@ -84,15 +84,28 @@ impl SqliteStore {
     }
 }
 
+/// The columns of a compliance event, in the outbox and in the archive.
+pub(crate) const EVENT_COLUMNS: &str = "kind, ts, room_id, actor, content, details";
+
+/// The event whose [`EVENT_COLUMNS`] start at column `first`.
+pub(crate) fn event_at(r: &Row<'_>, first: usize) -> rusqlite::Result<NewEvent> {
+    Ok(NewEvent {
+        kind: r.get(first)?,
+        ts: r.get(first + 1)?,
+        room_id: r.get(first + 2)?,
+        actor: r.get(first + 3)?,
+        content: r.get(first + 4)?,
+        details: r.get(first + 5)?,
+    })
+}
+
 /// Inserts captured compliance events into the outbox (inside the caller's transaction).
 pub(crate) fn insert_events(conn: &Connection, events: &[NewEvent]) -> StoreResult<()> {
     if events.is_empty() {
         return Ok(());
     }
     let mut insert = conn
-        .prepare_cached(
-            "INSERT INTO compliance_outbox (kind, ts, room_id, actor, content, details) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
+        .prepare_cached(&format!("INSERT INTO compliance_outbox ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"))
         .map_err(db)?;
     for e in events {
         insert.execute(params![e.kind, e.ts, e.room_id, e.actor, e.content, e.details]).map_err(db)?;
@@ -1040,21 +1053,9 @@ impl Store for SqliteStore {
         self.read(move |c| {
             query_all(
                 c,
-                "SELECT id, kind, ts, room_id, actor, content, details FROM compliance_outbox ORDER BY id LIMIT ?1",
+                &format!("SELECT id, {EVENT_COLUMNS} FROM compliance_outbox ORDER BY id LIMIT ?1"),
                 [limit],
-                |r| {
-                    Ok(OutboxEvent {
-                        id: r.get(0)?,
-                        event: NewEvent {
-                            kind: r.get(1)?,
-                            ts: r.get(2)?,
-                            room_id: r.get(3)?,
-                            actor: r.get(4)?,
-                            content: r.get(5)?,
-                            details: r.get(6)?,
-                        },
-                    })
-                },
+                |r| Ok(OutboxEvent { id: r.get(0)?, event: event_at(r, 1)? }),
             )
         })
         .await
