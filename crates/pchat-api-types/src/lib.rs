@@ -496,6 +496,10 @@ pub struct ComplianceConfiguration {
     pub add_user_details: bool,
     pub add_chat_room_details: bool,
     pub create_file_attachments_manifest: bool,
+    /// Days archived events are kept; 0 (the default) keeps them forever. Only events the periodic export has
+    /// written are purged when an output directory is configured.
+    #[serde(default)]
+    pub retention_days: u32,
 }
 
 impl Default for ComplianceConfiguration {
@@ -509,6 +513,7 @@ impl Default for ComplianceConfiguration {
             add_user_details: false,
             add_chat_room_details: false,
             create_file_attachments_manifest: false,
+            retention_days: 0,
         }
     }
 }
@@ -531,6 +536,15 @@ pub struct ComplianceEvent {
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
     pub hash: String,
+}
+
+/// What a compliance export wrote.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ExportReport {
+    /// Events written.
+    pub events: u64,
+    /// The files written into the output directory.
+    pub files: Vec<String>,
 }
 
 /// The result of recomputing the archive's hash chains.

@@ -105,6 +105,7 @@ fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(get_compliance_config, put_compliance_config))
         .routes(routes!(compliance_events))
         .routes(routes!(verify_compliance))
+        .routes(routes!(export_compliance))
         .split_for_parts()
 }
 
@@ -151,7 +152,11 @@ async fn readyz(State(s): State<AppState>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: this server is not active in its pool").into_response();
     }
     match s.service.ready().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        // Problems that do not stop this server from serving are shown, one per line.
+        Ok(()) => {
+            let warnings: String = s.service.warnings().iter().map(|w| format!("\nwarning: {w}")).collect();
+            (StatusCode::OK, format!("ready{warnings}")).into_response()
+        }
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")).into_response(),
     }
 }
@@ -672,4 +677,9 @@ async fn compliance_events(State(s): State<AppState>, Auth(caller, _): Auth, q: 
 #[utoipa::path(post, path = "/api/v1/compliance/verify", tag = "compliance", summary = "Recompute the archive's hash chains and name the first broken event (admin)", responses((status = 200, body = VerifyReport), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem)), security(("bearer" = [])))]
 async fn verify_compliance(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
     ok(&s.service.verify_archive(&caller).await?)
+}
+
+#[utoipa::path(post, path = "/api/v1/compliance/export", tag = "compliance", summary = "Run the periodic compliance export now, whatever the interval (admin)", responses((status = 200, body = ExportReport), (status = 400, description = "No output directory configured", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem), (status = 503, description = "The output directory cannot be written; nothing was lost, the export is retried", body = Problem)), security(("bearer" = [])))]
+async fn export_compliance(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
+    ok(&s.service.export_now(&caller).await?)
 }

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pchat_api_types as api;
 use pchat_core::Name;
@@ -21,8 +21,37 @@ use crate::{Caller, Service, ServiceError, ServiceResult};
 pub const RUN_INTERVAL_SECS: std::ops::RangeInclusive<u64> = 60..=30 * 24 * 3600;
 /// Most events moved from the outbox in one go.
 const BATCH: u32 = 500;
+/// How often the worker looks whether an export is due (the pool's cursor decides).
+const EXPORT_CHECK: Duration = Duration::from_secs(1);
+/// How often retention runs.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+/// Most days an archive may be kept for (retention; 0 = forever).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 /// Most events one query returns.
 pub const MAX_EVENTS_PAGE: u32 = 1000;
+
+/// Exponential back-off between retries.
+struct Backoff {
+    first: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(first: Duration, max: Duration) -> Self {
+        Self { first, max, current: first }
+    }
+
+    fn next(&mut self) -> Duration {
+        let pause = self.current;
+        self.current = (self.current * 2).min(self.max);
+        pause
+    }
+
+    fn reset(&mut self) {
+        self.current = self.first;
+    }
+}
 
 /// `global` or `pool:NAME`.
 fn scope_key(raw: &str) -> ServiceResult<String> {
@@ -47,6 +76,12 @@ fn validate(c: &api::ComplianceConfiguration) -> ServiceResult<()> {
                 RUN_INTERVAL_SECS.start(),
                 RUN_INTERVAL_SECS.end()
             ),
+        ));
+    }
+    if c.retention_days > MAX_RETENTION_DAYS {
+        return Err(ServiceError::validation(
+            "retention_days",
+            format!("must be between 0 (keep forever) and {MAX_RETENTION_DAYS}"),
         ));
     }
     if !c.output_dir.is_empty() {
@@ -217,7 +252,7 @@ impl Service {
         let _ = self.archive.set(archive);
     }
 
-    fn archive(&self) -> ServiceResult<&Arc<dyn Archive>> {
+    pub(crate) fn archive(&self) -> ServiceResult<&Arc<dyn Archive>> {
         self.archive.get().ok_or_else(|| ServiceError::Unavailable("no compliance archive is configured".into()))
     }
 
@@ -237,30 +272,76 @@ impl Service {
         Ok(ids.len())
     }
 
-    /// Runs the compliance worker until the service goes: drains the outbox into the archive, then waits a moment;
-    /// retries with back-off while the archive or the database is unavailable.
+    /// Runs the compliance worker until the service goes: drains the outbox into the archive (retrying with
+    /// back-off while the archive or the database is unavailable), runs the periodic export when it is due
+    /// (retrying with its own back-off while the output directory cannot be written, reported by /readyz and the
+    /// metrics; nothing is lost meanwhile, the events wait in the archive), and applies retention.
     pub fn start_compliance_worker(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let service = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(500);
+            let mut archive_backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+            let mut export_backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+            let mut next_export = Instant::now();
+            let mut next_purge = Instant::now();
             loop {
                 let Some(s) = service.upgrade() else { return };
-                match s.archive_outbox().await {
-                    Ok(n) if n as u32 == BATCH => continue,
+                let pause = match s.archive_outbox().await {
+                    Ok(n) if n as u32 == BATCH => Duration::ZERO,
                     Ok(_) => {
-                        backoff = Duration::from_millis(500);
-                        drop(s);
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        archive_backoff.reset();
+                        Duration::from_millis(200)
                     }
                     Err(e) => {
-                        warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "compliance worker: cannot archive");
-                        drop(s);
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        let pause = archive_backoff.next();
+                        warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "compliance worker: cannot archive");
+                        pause
                     }
+                };
+                if Instant::now() >= next_export {
+                    let result = s.run_export(false).await;
+                    s.export_outcome(&result);
+                    next_export = Instant::now()
+                        + match result {
+                            Ok(_) => {
+                                export_backoff.reset();
+                                EXPORT_CHECK
+                            }
+                            Err(e) => {
+                                let pause = export_backoff.next();
+                                warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "compliance export failed");
+                                pause
+                            }
+                        };
                 }
+                if Instant::now() >= next_purge {
+                    if let Err(e) = s.apply_retention().await {
+                        warn!(error = %e, "compliance retention could not purge");
+                    }
+                    next_purge = Instant::now() + PURGE_EVERY;
+                }
+                drop(s);
+                tokio::time::sleep(pause).await;
             }
         })
+    }
+
+    /// Retention: deletes archived events older than `retention_days` (0 keeps them forever) that the periodic
+    /// export has written (all old ones when no output directory is configured); the chain stays verifiable
+    /// from the hash of the last purged event. Returns how many went.
+    pub async fn apply_retention(&self) -> ServiceResult<u64> {
+        let config = self.compliance_in_force().await?;
+        if config.retention_days == 0 {
+            return Ok(0);
+        }
+        let archive = self.archive()?;
+        let pool = self.settings.pool.as_str();
+        let before_ts = now_micros() - i64::from(config.retention_days) * 86_400_000_000;
+        let max_id = if config.output_dir.is_empty() { i64::MAX } else { archive.export_cursor(pool).await?.done_id };
+        let purged = archive.purge(pool, before_ts, max_id).await?;
+        if purged > 0 {
+            tracing::info!(purged, retention_days = config.retention_days, "compliance retention purged old events");
+        }
+        Ok(purged)
     }
 
     /// Recomputes every pool's hash chain (administrators).
@@ -286,7 +367,8 @@ pub async fn verify(archive: &dyn Archive) -> StoreResult<api::VerifyReport> {
     let mut checked = 0;
     let mut first_broken: Option<i64> = None;
     for pool in archive.pools().await? {
-        let mut check = ChainCheck::default();
+        // Retention may have purged the oldest events: the first one left links to the anchor kept then.
+        let mut check = ChainCheck::from_anchor(archive.chain_anchor(&pool).await?);
         let mut after_id = 0;
         loop {
             let query =
@@ -342,4 +424,78 @@ pub(crate) fn room_change_kind(before: &pchat_store::RoomRecord, after: &pchat_s
     let mut same_but_roles = after.clone();
     (same_but_roles.members, same_but_roles.managers, same_but_roles.presenters) = roles(before);
     if &same_but_roles == before && roles(before) != roles(after) { "ROOM_ROLES_CHANGED" } else { "ROOM_CHANGED" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pchat_store::Store;
+    use pchat_store_sqlite::{Durability, SqliteArchive, SqliteStore};
+
+    fn open_service(dir: &std::path::Path) -> (Arc<Service>, Arc<dyn Store>) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("mgc.db"), Durability::Full).unwrap());
+        let settings = crate::Settings {
+            domain: "example.com".into(),
+            site: Name::parse("site", "default").unwrap(),
+            pool: Name::parse("pool", "default").unwrap(),
+            post_rate_per_sec: 100.0,
+            post_burst: 100.0,
+            connection_queue: 64,
+        };
+        let service = Service::start(Arc::clone(&store), settings, Box::new(|_| bytes::Bytes::new()));
+        service.set_archive(Arc::new(SqliteArchive::open(&dir.join("mgccomp.db")).unwrap()));
+        (service, store)
+    }
+
+    fn old_event(days_ago: i64, n: i64) -> NewEvent {
+        NewEvent {
+            kind: "CHAT".into(),
+            ts: now_micros() - days_ago * 86_400_000_000,
+            room_id: Some("r".into()),
+            actor: "a@example.com".into(),
+            content: format!("m{n}"),
+            details: "{}".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_purges_only_old_exported_events_and_the_chain_still_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let (service, store) = open_service(dir.path());
+        let out = dir.path().join("out");
+        let mut config = api::ComplianceConfiguration {
+            enabled: true,
+            output_dir: out.to_string_lossy().into_owned(),
+            retention_days: 30,
+            ..Default::default()
+        };
+        store.put_compliance_config("global", &serde_json::to_string(&config).unwrap()).await.unwrap();
+        let events: Vec<NewEvent> =
+            [40, 40, 35, 20, 1].iter().enumerate().map(|(n, d)| old_event(*d, n as i64)).collect();
+        store.record_events(&events[..3]).await.unwrap();
+        service.archive_outbox().await.unwrap();
+        // Exported: the first three. Then two more arrive, not exported yet.
+        assert_eq!(service.run_export(true).await.unwrap().events, 3);
+        store.record_events(&events[3..]).await.unwrap();
+        service.archive_outbox().await.unwrap();
+        assert_eq!(service.apply_retention().await.unwrap(), 3, "the events older than 30 days go");
+        assert_eq!(service.apply_retention().await.unwrap(), 0);
+        let archive = service.archive().unwrap();
+        let left = archive.events(&EventQuery { limit: 100, ..Default::default() }).await.unwrap();
+        assert_eq!(left.iter().map(|e| e.event.content.as_str()).collect::<Vec<_>>(), ["m3", "m4"]);
+        let report = verify(archive.as_ref()).await.unwrap();
+        assert_eq!((report.ok, report.events_checked), (true, 2));
+
+        // An old event not exported yet stays until it is.
+        store.record_events(&[old_event(50, 5)]).await.unwrap();
+        service.archive_outbox().await.unwrap();
+        assert_eq!(service.apply_retention().await.unwrap(), 0, "not exported yet");
+        // Retention 0 keeps everything forever.
+        config.retention_days = 0;
+        store.put_compliance_config("global", &serde_json::to_string(&config).unwrap()).await.unwrap();
+        // (A new service: the configuration in force is cached until the directory generation moves.)
+        let (service, _) = open_service(dir.path());
+        assert_eq!(service.run_export(true).await.unwrap().events, 3);
+        assert_eq!(service.apply_retention().await.unwrap(), 0, "kept forever");
+    }
 }

@@ -7,6 +7,7 @@ mod cluster;
 pub mod compliance;
 mod directory;
 mod error;
+pub mod export;
 pub mod hub;
 mod me;
 mod messages;
@@ -90,6 +91,8 @@ pub struct Service {
     compliance_cache: std::sync::RwLock<Option<(u64, pchat_api_types::ComplianceConfiguration)>>,
     /// Where captured events are archived ([`Service::set_archive`]).
     archive: std::sync::OnceLock<Arc<dyn pchat_store::Archive>>,
+    /// Why the last compliance export failed, until one succeeds.
+    export_problem: std::sync::RwLock<Option<String>>,
 }
 
 impl Service {
@@ -112,6 +115,7 @@ impl Service {
             server_name: std::sync::OnceLock::new(),
             compliance_cache: std::sync::RwLock::new(None),
             archive: std::sync::OnceLock::new(),
+            export_problem: std::sync::RwLock::new(None),
         });
         service.start_part_capture();
         if let Some(events) = events {

@@ -14,6 +14,9 @@ pub struct Metrics {
     pub(crate) posts: Counter,
     pub(crate) rate_limited: Counter,
     pub(crate) compliance_archived: Counter,
+    pub(crate) compliance_exported: Counter,
+    pub(crate) compliance_export_failures: Counter,
+    pub(crate) compliance_export_failing: Gauge,
     pub(crate) commit_seconds: Histogram,
     delivery_seconds: Histogram,
     pub(crate) slow_consumer_drops: Counter,
@@ -26,6 +29,9 @@ impl Metrics {
         let posts = Counter::default();
         let rate_limited = Counter::default();
         let compliance_archived = Counter::default();
+        let compliance_exported = Counter::default();
+        let compliance_export_failures = Counter::default();
+        let compliance_export_failing = Gauge::default();
         // 50 µs to ~3.3 s.
         let commit_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 17));
         let delivery_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 17));
@@ -54,11 +60,29 @@ impl Metrics {
             "Compliance events moved from the outbox into the archive by this server",
             compliance_archived.clone(),
         );
+        registry.register(
+            "compliance_exported",
+            "Compliance events written to the output directory by this server's periodic export",
+            compliance_exported.clone(),
+        );
+        registry.register(
+            "compliance_export_failures",
+            "Periodic compliance exports that failed (and are retried)",
+            compliance_export_failures.clone(),
+        );
+        registry.register(
+            "compliance_export_failing",
+            "1 while this server's last compliance export failed, 0 once one succeeds",
+            compliance_export_failing.clone(),
+        );
         Self {
             registry,
             posts,
             rate_limited,
             compliance_archived,
+            compliance_exported,
+            compliance_export_failures,
+            compliance_export_failing,
             commit_seconds,
             delivery_seconds,
             slow_consumer_drops,

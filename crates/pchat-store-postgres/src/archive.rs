@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use deadpool_postgres::Object;
 use deadpool_postgres::Pool;
 use pchat_store::compliance::event_hash;
-use pchat_store::{Archive, ArchivedEvent, EventQuery, OutboxEvent, StoreResult};
+use pchat_store::{
+    Archive, ArchivedEvent, EventQuery, ExportClaim, ExportCursor, ExportRequest, OutboxEvent, StoreResult,
+};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -47,6 +49,30 @@ impl Archive for PgArchive {
     async fn pools(&self) -> StoreResult<Vec<String>> {
         pools(&self.pool.get().await.map_err(unavailable)?).await
     }
+
+    async fn claim_export(&self, request: &ExportRequest) -> StoreResult<Option<ExportClaim>> {
+        claim_export(&mut self.pool.get().await.map_err(unavailable)?, request).await
+    }
+
+    async fn finish_export(&self, pool: &str, to_id: i64, now_ms: i64) -> StoreResult<bool> {
+        finish_export(&self.pool.get().await.map_err(unavailable)?, pool, to_id, now_ms).await
+    }
+
+    async fn export_cursor(&self, pool: &str) -> StoreResult<ExportCursor> {
+        export_cursor(&self.pool.get().await.map_err(unavailable)?, pool).await
+    }
+
+    async fn principal_ids(&self, addresses: &[String]) -> StoreResult<Vec<i64>> {
+        principal_ids(&self.pool.get().await.map_err(unavailable)?, addresses).await
+    }
+
+    async fn purge(&self, pool: &str, before_ts: i64, max_id: i64) -> StoreResult<u64> {
+        purge(&mut self.pool.get().await.map_err(unavailable)?, pool, before_ts, max_id).await
+    }
+
+    async fn chain_anchor(&self, pool: &str) -> StoreResult<String> {
+        chain_anchor(&self.pool.get().await.map_err(unavailable)?, pool).await
+    }
 }
 
 #[async_trait]
@@ -61,6 +87,30 @@ impl Archive for PgStore {
 
     async fn pools(&self) -> StoreResult<Vec<String>> {
         pools(&self.client().await?).await
+    }
+
+    async fn claim_export(&self, request: &ExportRequest) -> StoreResult<Option<ExportClaim>> {
+        claim_export(&mut self.client().await?, request).await
+    }
+
+    async fn finish_export(&self, pool: &str, to_id: i64, now_ms: i64) -> StoreResult<bool> {
+        finish_export(&self.client().await?, pool, to_id, now_ms).await
+    }
+
+    async fn export_cursor(&self, pool: &str) -> StoreResult<ExportCursor> {
+        export_cursor(&self.client().await?, pool).await
+    }
+
+    async fn principal_ids(&self, addresses: &[String]) -> StoreResult<Vec<i64>> {
+        principal_ids(&self.client().await?, addresses).await
+    }
+
+    async fn purge(&self, pool: &str, before_ts: i64, max_id: i64) -> StoreResult<u64> {
+        purge(&mut self.client().await?, pool, before_ts, max_id).await
+    }
+
+    async fn chain_anchor(&self, pool: &str) -> StoreResult<String> {
+        chain_anchor(&self.client().await?, pool).await
     }
 }
 
@@ -138,4 +188,145 @@ async fn events(client: &Object, q: &EventQuery) -> StoreResult<Vec<ArchivedEven
 async fn pools(client: &Object) -> StoreResult<Vec<String>> {
     let rows = client.query("SELECT pool FROM compliance_chain_head ORDER BY pool", &[]).await.map_err(unavailable)?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+async fn claim_export(client: &mut Object, r: &ExportRequest) -> StoreResult<Option<ExportClaim>> {
+    let tx = client.transaction().await.map_err(unavailable)?;
+    tx.execute("INSERT INTO compliance_export_cursor (pool) VALUES ($1) ON CONFLICT DO NOTHING", &[&r.pool])
+        .await
+        .map_err(unavailable)?;
+    let row = tx
+        .query_one(
+            "SELECT done_id, last_run_ms, pending_to, pending_options, owner, lease_until \
+             FROM compliance_export_cursor WHERE pool = $1 FOR UPDATE",
+            &[&r.pool],
+        )
+        .await
+        .map_err(unavailable)?;
+    let (done_id, last_run_ms): (i64, i64) = (col(&row, 0)?, col(&row, 1)?);
+    let pending: (Option<i64>, Option<String>) = (col(&row, 2)?, col(&row, 3)?);
+    let claim = match pending {
+        (Some(to_id), Some(options)) => {
+            let (owner, lease_until): (Option<String>, Option<i64>) = (col(&row, 4)?, col(&row, 5)?);
+            if !r.may_retake(owner.as_deref(), lease_until) {
+                return Ok(None);
+            }
+            ExportClaim { pool: r.pool.clone(), after_id: done_id, to_id, options, again: true }
+        }
+        _ => {
+            if r.now_ms < last_run_ms + r.min_gap_ms {
+                return Ok(None);
+            }
+            let to_id: Option<i64> = tx
+                .query_one(
+                    "SELECT max(id) FROM (SELECT id FROM compliance_archive WHERE pool = $1 AND id > $2 \
+                     ORDER BY id LIMIT $3) AS next",
+                    &[&r.pool, &done_id, &i64::from(r.max_events)],
+                )
+                .await
+                .map_err(unavailable)?
+                .get(0);
+            let Some(to_id) = to_id else { return Ok(None) };
+            ExportClaim { pool: r.pool.clone(), after_id: done_id, to_id, options: r.options.clone(), again: false }
+        }
+    };
+    tx.execute(
+        "UPDATE compliance_export_cursor SET pending_to = $2, pending_options = $3, owner = $4, lease_until = $5 \
+         WHERE pool = $1",
+        &[&r.pool, &claim.to_id, &claim.options, &r.owner, &(r.now_ms + r.lease_ms)],
+    )
+    .await
+    .map_err(unavailable)?;
+    tx.commit().await.map_err(unavailable)?;
+    Ok(Some(claim))
+}
+
+async fn finish_export(client: &Object, pool: &str, to_id: i64, now_ms: i64) -> StoreResult<bool> {
+    let n = client
+        .execute(
+            "UPDATE compliance_export_cursor SET done_id = pending_to, last_run_ms = $3, pending_to = NULL, \
+             pending_options = NULL, owner = NULL, lease_until = NULL WHERE pool = $1 AND pending_to = $2",
+            &[&pool, &to_id, &now_ms],
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(n == 1)
+}
+
+async fn export_cursor(client: &Object, pool: &str) -> StoreResult<ExportCursor> {
+    let row = client
+        .query_opt("SELECT done_id, last_run_ms, pending_to FROM compliance_export_cursor WHERE pool = $1", &[&pool])
+        .await
+        .map_err(unavailable)?;
+    match row {
+        Some(r) => Ok(ExportCursor { done_id: col(&r, 0)?, last_run_ms: col(&r, 1)?, pending_to: col(&r, 2)? }),
+        None => Ok(ExportCursor::default()),
+    }
+}
+
+async fn principal_ids(client: &Object, addresses: &[String]) -> StoreResult<Vec<i64>> {
+    client
+        .execute(
+            "INSERT INTO compliance_principals (address) SELECT DISTINCT a FROM unnest($1::text[]) AS a \
+             ORDER BY a ON CONFLICT DO NOTHING",
+            &[&addresses],
+        )
+        .await
+        .map_err(unavailable)?;
+    let rows = client
+        .query("SELECT address, id FROM compliance_principals WHERE address = ANY($1)", &[&addresses])
+        .await
+        .map_err(unavailable)?;
+    let ids: std::collections::HashMap<String, i32> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    addresses
+        .iter()
+        .map(|a| ids.get(a).map(|id| i64::from(*id)).ok_or_else(|| unavailable(format!("no principal id for {a}"))))
+        .collect()
+}
+
+async fn purge(client: &mut Object, pool: &str, before_ts: i64, max_id: i64) -> StoreResult<u64> {
+    let tx = client.transaction().await.map_err(unavailable)?;
+    // Serialized with appends by the chain head's lock.
+    tx.execute("SELECT 1 FROM compliance_chain_head WHERE pool = $1 FOR UPDATE", &[&pool])
+        .await
+        .map_err(unavailable)?;
+    let first_kept: Option<i64> = tx
+        .query_one(
+            "SELECT min(id) FROM compliance_archive WHERE pool = $1 AND (ts >= $2 OR id > $3)",
+            &[&pool, &before_ts, &max_id],
+        )
+        .await
+        .map_err(unavailable)?
+        .get(0);
+    let end = first_kept.map_or(max_id, |id| (id - 1).min(max_id));
+    let last = tx
+        .query_opt(
+            "SELECT id, hash FROM compliance_archive WHERE pool = $1 AND id <= $2 ORDER BY id DESC LIMIT 1",
+            &[&pool, &end],
+        )
+        .await
+        .map_err(unavailable)?;
+    let Some(last) = last else { return Ok(0) };
+    let (last_id, hash): (i64, String) = (col(&last, 0)?, col(&last, 1)?);
+    let n = tx
+        .execute("DELETE FROM compliance_archive WHERE pool = $1 AND id <= $2", &[&pool, &last_id])
+        .await
+        .map_err(unavailable)?;
+    tx.execute(
+        "INSERT INTO compliance_chain_anchor (pool, purged_to, hash) VALUES ($1, $2, $3) \
+         ON CONFLICT (pool) DO UPDATE SET purged_to = excluded.purged_to, hash = excluded.hash",
+        &[&pool, &last_id, &hash],
+    )
+    .await
+    .map_err(unavailable)?;
+    tx.commit().await.map_err(unavailable)?;
+    Ok(n)
+}
+
+async fn chain_anchor(client: &Object, pool: &str) -> StoreResult<String> {
+    let row = client
+        .query_opt("SELECT hash FROM compliance_chain_anchor WHERE pool = $1", &[&pool])
+        .await
+        .map_err(unavailable)?;
+    Ok(row.map(|r| r.get(0)).unwrap_or_default())
 }

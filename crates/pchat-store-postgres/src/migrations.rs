@@ -149,7 +149,8 @@ CREATE TABLE compliance_config (scope TEXT PRIMARY KEY, json TEXT NOT NULL);
 
 /// The compliance archive's schema: in the chat database or in a database of its own (`compliance.database_url`),
 /// tracked separately so that either works.
-const ARCHIVE_MIGRATIONS: &[&str] = &[r#"
+const ARCHIVE_MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE compliance_archive (
     id BIGSERIAL PRIMARY KEY,
     pool TEXT COLLATE "C" NOT NULL,
@@ -167,7 +168,21 @@ CREATE TABLE compliance_archive (
 CREATE INDEX compliance_archive_ts ON compliance_archive(ts);
 CREATE INDEX compliance_archive_room ON compliance_archive(room_id, id);
 CREATE TABLE compliance_chain_head (pool TEXT COLLATE "C" PRIMARY KEY, last_hash TEXT NOT NULL);
-"#];
+"#,
+    r#"
+CREATE TABLE compliance_export_cursor (
+    pool TEXT COLLATE "C" PRIMARY KEY,
+    done_id BIGINT NOT NULL DEFAULT 0,
+    last_run_ms BIGINT NOT NULL DEFAULT 0,
+    pending_to BIGINT,
+    pending_options TEXT,
+    owner TEXT,
+    lease_until BIGINT
+);
+CREATE TABLE compliance_principals (id SERIAL PRIMARY KEY, address TEXT COLLATE "C" NOT NULL UNIQUE);
+CREATE TABLE compliance_chain_anchor (pool TEXT COLLATE "C" PRIMARY KEY, purged_to BIGINT NOT NULL, hash TEXT NOT NULL);
+"#,
+];
 
 /// An arbitrary constant naming pchat's migration lock among advisory locks.
 const MIGRATION_LOCK: i64 = 0x7063_6861_7401;

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use pchat_store::compliance::event_hash;
-use pchat_store::{Archive, ArchivedEvent, EventQuery, OutboxEvent, StoreError, StoreResult};
+use pchat_store::{
+    Archive, ArchivedEvent, EventQuery, ExportClaim, ExportCursor, ExportRequest, OutboxEvent, StoreError, StoreResult,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::migrations::{self, ARCHIVE_MIGRATIONS};
@@ -116,6 +118,151 @@ impl Archive for SqliteArchive {
             let mut stmt = conn.prepare_cached("SELECT pool FROM chain_head ORDER BY pool")?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn claim_export(&self, request: &ExportRequest) -> StoreResult<Option<ExportClaim>> {
+        let r = request.clone();
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute("INSERT INTO export_cursor (pool) VALUES (?1) ON CONFLICT DO NOTHING", [&r.pool])?;
+            let (done_id, last_run_ms, pending, owner, lease_until) = tx.query_row(
+                "SELECT done_id, last_run_ms, pending_to, pending_options, owner, lease_until \
+                 FROM export_cursor WHERE pool = ?1",
+                [&r.pool],
+                |row| {
+                    let pending = match (row.get::<_, Option<i64>>(2)?, row.get::<_, Option<String>>(3)?) {
+                        (Some(to), Some(options)) => Some((to, options)),
+                        _ => None,
+                    };
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        pending,
+                        row.get::<_, Option<String>>(4)?,
+                        row.get::<_, Option<i64>>(5)?,
+                    ))
+                },
+            )?;
+            let claim = match pending {
+                Some((to_id, options)) => {
+                    if !r.may_retake(owner.as_deref(), lease_until) {
+                        return Ok(None);
+                    }
+                    ExportClaim { pool: r.pool.clone(), after_id: done_id, to_id, options, again: true }
+                }
+                None => {
+                    if r.now_ms < last_run_ms + r.min_gap_ms {
+                        return Ok(None);
+                    }
+                    let to_id: Option<i64> = tx.query_row(
+                        "SELECT max(id) FROM (SELECT id FROM archive WHERE pool = ?1 AND id > ?2 ORDER BY id LIMIT ?3)",
+                        params![r.pool, done_id, r.max_events],
+                        |row| row.get(0),
+                    )?;
+                    let Some(to_id) = to_id else { return Ok(None) };
+                    let options = r.options.clone();
+                    ExportClaim { pool: r.pool.clone(), after_id: done_id, to_id, options, again: false }
+                }
+            };
+            tx.execute(
+                "UPDATE export_cursor SET pending_to = ?2, pending_options = ?3, owner = ?4, lease_until = ?5 \
+                 WHERE pool = ?1",
+                params![r.pool, claim.to_id, claim.options, r.owner, r.now_ms + r.lease_ms],
+            )?;
+            tx.commit()?;
+            Ok(Some(claim))
+        })
+        .await
+    }
+
+    async fn finish_export(&self, pool: &str, to_id: i64, now_ms: i64) -> StoreResult<bool> {
+        let pool = pool.to_owned();
+        self.with(move |conn| {
+            let n = conn.execute(
+                "UPDATE export_cursor SET done_id = pending_to, last_run_ms = ?3, pending_to = NULL, \
+                 pending_options = NULL, owner = NULL, lease_until = NULL WHERE pool = ?1 AND pending_to = ?2",
+                params![pool, to_id, now_ms],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn export_cursor(&self, pool: &str) -> StoreResult<ExportCursor> {
+        let pool = pool.to_owned();
+        self.with(move |conn| {
+            let cursor = conn
+                .query_row(
+                    "SELECT done_id, last_run_ms, pending_to FROM export_cursor WHERE pool = ?1",
+                    [&pool],
+                    |row| Ok(ExportCursor { done_id: row.get(0)?, last_run_ms: row.get(1)?, pending_to: row.get(2)? }),
+                )
+                .optional()?;
+            Ok(cursor.unwrap_or_default())
+        })
+        .await
+    }
+
+    async fn principal_ids(&self, addresses: &[String]) -> StoreResult<Vec<i64>> {
+        let addresses = addresses.to_vec();
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut ids = Vec::with_capacity(addresses.len());
+            {
+                let mut insert =
+                    tx.prepare_cached("INSERT INTO principals (address) VALUES (?1) ON CONFLICT DO NOTHING")?;
+                let mut select = tx.prepare_cached("SELECT id FROM principals WHERE address = ?1")?;
+                for a in &addresses {
+                    insert.execute([a])?;
+                    ids.push(select.query_row([a], |row| row.get(0))?);
+                }
+            }
+            tx.commit()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn purge(&self, pool: &str, before_ts: i64, max_id: i64) -> StoreResult<u64> {
+        let pool = pool.to_owned();
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // The purged prefix ends before the first event that must stay.
+            let first_kept: Option<i64> = tx.query_row(
+                "SELECT min(id) FROM archive WHERE pool = ?1 AND (ts >= ?2 OR id > ?3)",
+                params![pool, before_ts, max_id],
+                |row| row.get(0),
+            )?;
+            let end = first_kept.map_or(max_id, |id| (id - 1).min(max_id));
+            let last: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT id, hash FROM archive WHERE pool = ?1 AND id <= ?2 ORDER BY id DESC LIMIT 1",
+                    params![pool, end],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let Some((last_id, hash)) = last else { return Ok(0) };
+            let n = tx.execute("DELETE FROM archive WHERE pool = ?1 AND id <= ?2", params![pool, last_id])?;
+            tx.execute(
+                "INSERT INTO chain_anchor (pool, purged_to, hash) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (pool) DO UPDATE SET purged_to = excluded.purged_to, hash = excluded.hash",
+                params![pool, last_id, hash],
+            )?;
+            tx.commit()?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn chain_anchor(&self, pool: &str) -> StoreResult<String> {
+        let pool = pool.to_owned();
+        self.with(move |conn| {
+            let hash = conn
+                .query_row("SELECT hash FROM chain_anchor WHERE pool = ?1", [&pool], |row| row.get(0))
+                .optional()?;
+            Ok(hash.unwrap_or_default())
         })
         .await
     }

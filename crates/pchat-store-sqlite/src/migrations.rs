@@ -140,7 +140,8 @@ CREATE TABLE compliance_config (scope TEXT PRIMARY KEY, json TEXT NOT NULL);
 ];
 
 /// The compliance archive's schema (`mgccomp.db`), migrated the same way.
-pub(crate) const ARCHIVE_MIGRATIONS: &[&str] = &[r#"
+pub(crate) const ARCHIVE_MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE archive (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     pool TEXT NOT NULL,
@@ -158,7 +159,21 @@ CREATE TABLE archive (
 CREATE INDEX archive_ts ON archive(ts);
 CREATE INDEX archive_room ON archive(room_id, id);
 CREATE TABLE chain_head (pool TEXT PRIMARY KEY, last_hash TEXT NOT NULL);
-"#];
+"#,
+    r#"
+CREATE TABLE export_cursor (
+    pool TEXT PRIMARY KEY,
+    done_id INTEGER NOT NULL DEFAULT 0,
+    last_run_ms INTEGER NOT NULL DEFAULT 0,
+    pending_to INTEGER,
+    pending_options TEXT,
+    owner TEXT,
+    lease_until INTEGER
+);
+CREATE TABLE principals (id INTEGER PRIMARY KEY AUTOINCREMENT, address TEXT NOT NULL UNIQUE);
+CREATE TABLE chain_anchor (pool TEXT PRIMARY KEY, purged_to INTEGER NOT NULL, hash TEXT NOT NULL);
+"#,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {

@@ -84,6 +84,71 @@ pub trait Archive: Send + Sync + 'static {
     async fn events(&self, query: &EventQuery) -> StoreResult<Vec<ArchivedEvent>>;
     /// Every pool with archived events.
     async fn pools(&self) -> StoreResult<Vec<String>>;
+
+    /// Claims the next range of a pool's events for export. A range claimed earlier and not finished is handed
+    /// out again, unchanged and with its options, to its owner or, once its lease ran out, to anyone: a crash
+    /// between writing the files and [`Archive::finish_export`] makes the next run write the very same files. A
+    /// new range is claimed only when `min_gap_ms` has passed since the last finished export and events are
+    /// waiting; it holds at most `max_events` events.
+    async fn claim_export(&self, request: &ExportRequest) -> StoreResult<Option<ExportClaim>>;
+    /// Moves the pool's export cursor past a claimed range; false when the range was not (or no longer) claimed.
+    async fn finish_export(&self, pool: &str, to_id: i64, now_ms: i64) -> StoreResult<bool>;
+    /// Where a pool's export stands.
+    async fn export_cursor(&self, pool: &str) -> StoreResult<ExportCursor>;
+    /// The archive's stable numeric id of each address (created on first use), in the order given: Lync's
+    /// `Sender id`.
+    async fn principal_ids(&self, addresses: &[String]) -> StoreResult<Vec<i64>>;
+    /// Retention: deletes the oldest events of a pool's chain, the prefix with `ts < before_ts` and
+    /// `id <= max_id`, and keeps the hash of the last one deleted as the chain's anchor; returns how many.
+    async fn purge(&self, pool: &str, before_ts: i64, max_id: i64) -> StoreResult<u64>;
+    /// The hash the pool's first remaining event must link to: empty unless events were purged.
+    async fn chain_anchor(&self, pool: &str) -> StoreResult<String>;
+}
+
+/// What an exporter asks [`Archive::claim_export`] for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportRequest {
+    pub pool: String,
+    /// Who claims (a server name): its own unfinished claim is handed back to it at once.
+    pub owner: String,
+    pub now_ms: i64,
+    /// How long a claim holds against other owners.
+    pub lease_ms: i64,
+    pub min_gap_ms: i64,
+    pub max_events: u32,
+    /// The export options in force (JSON), frozen with a new claim.
+    pub options: String,
+}
+
+impl ExportRequest {
+    /// Whether an unfinished claim held by `owner` until `lease_until` may be handed to this request: its own
+    /// claim, or one whose lease ran out.
+    pub fn may_retake(&self, owner: Option<&str>, lease_until: Option<i64>) -> bool {
+        owner == Some(self.owner.as_str()) || lease_until.is_none_or(|until| until <= self.now_ms)
+    }
+}
+
+/// A range of a pool's archived events claimed for export: ids in `(after_id, to_id]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportClaim {
+    pub pool: String,
+    pub after_id: i64,
+    pub to_id: i64,
+    /// The options frozen when the range was first claimed.
+    pub options: String,
+    /// Whether this range was claimed before (a redo after a crash or an expired lease).
+    pub again: bool,
+}
+
+/// Where a pool's export stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportCursor {
+    /// Every event with an id up to this one has been exported.
+    pub done_id: i64,
+    /// When the last export finished (ms since the epoch; 0 never).
+    pub last_run_ms: i64,
+    /// The end of a claimed, unfinished range.
+    pub pending_to: Option<i64>,
 }
 
 /// The hash of an archived event: SHA-256 over its fields, each length-prefixed, and the previous hash.
@@ -114,6 +179,11 @@ pub struct ChainCheck {
 }
 
 impl ChainCheck {
+    /// A check of a chain whose first events were purged: the first remaining one must link to `anchor`.
+    pub fn from_anchor(anchor: String) -> Self {
+        Self { last_hash: (!anchor.is_empty()).then_some(anchor), ..Self::default() }
+    }
+
     /// Checks the next event; returns false once the chain is broken (later events are not checked).
     pub fn feed(&mut self, e: &ArchivedEvent) -> bool {
         if self.first_broken.is_some() {

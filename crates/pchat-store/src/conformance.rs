@@ -680,7 +680,8 @@ pub struct ArchiveHarness {
 macro_rules! archive_conformance_tests {
     ($make:expr) => {
         $crate::archive_conformance_tests!(@each $make; archive_chains_each_event_once, archive_appends_serialize,
-            archive_queries_filter);
+            archive_queries_filter, archive_export_claims_ranges, archive_principal_ids_are_stable,
+            archive_purge_keeps_the_chain_verifiable);
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -798,4 +799,82 @@ pub async fn archive_queries_filter(archive: &Arc<dyn Archive>) {
     let rest = archive.events(&EventQuery { after_id: after, limit: 100, ..EventQuery::default() }).await.unwrap();
     assert_eq!(rest.iter().map(|e| e.outbox_id).collect::<Vec<_>>(), [3, 4]);
     assert_eq!(q(|q| q.pool = Some("other".into())).await, Vec::<i64>::new());
+}
+
+fn export_request(owner: &str, now_ms: i64, max_events: u32, options: &str) -> crate::ExportRequest {
+    crate::ExportRequest {
+        pool: "p".into(),
+        owner: owner.into(),
+        now_ms,
+        lease_ms: 1_000,
+        min_gap_ms: 60_000,
+        max_events,
+        options: options.into(),
+    }
+}
+
+pub async fn archive_export_claims_ranges(archive: &Arc<dyn Archive>) {
+    assert_eq!(archive.claim_export(&export_request("a", 100_000, 3, "{}")).await.unwrap(), None, "nothing yet");
+    let events: Vec<_> = (1..=5).map(|i| outboxed(i, "CHAT", "r", "a@example.com", i)).collect();
+    archive.append("p", &events).await.unwrap();
+    archive.append("other", &events).await.unwrap();
+    let ids: Vec<i64> = chain_of(archive, "p").await.iter().map(|e| e.id).collect();
+
+    let first = archive.claim_export(&export_request("a", 100_000, 3, "{\"v\":1}")).await.unwrap().unwrap();
+    assert_eq!((first.after_id, first.to_id, first.again), (0, ids[2], false));
+    // Another owner within the lease gets nothing; the owner (restarted) gets the same range and options back,
+    // even with other options in force now.
+    assert_eq!(archive.claim_export(&export_request("b", 100_500, 3, "{}")).await.unwrap(), None);
+    let again = archive.claim_export(&export_request("a", 100_600, 3, "{\"v\":2}")).await.unwrap().unwrap();
+    assert_eq!((again.after_id, again.to_id, again.options.as_str(), again.again), (0, ids[2], "{\"v\":1}", true));
+    // Once the lease ran out, anyone takes the same range over.
+    let taken = archive.claim_export(&export_request("b", 200_000, 3, "{}")).await.unwrap().unwrap();
+    assert_eq!((taken.after_id, taken.to_id, taken.options.as_str()), (0, ids[2], "{\"v\":1}"));
+    assert_eq!(archive.export_cursor("p").await.unwrap().pending_to, Some(ids[2]));
+
+    assert!(archive.finish_export("p", ids[2], 200_100).await.unwrap());
+    assert!(!archive.finish_export("p", ids[2], 200_200).await.unwrap(), "a range finishes once");
+    let cursor = archive.export_cursor("p").await.unwrap();
+    assert_eq!(cursor, crate::ExportCursor { done_id: ids[2], last_run_ms: 200_100, pending_to: None });
+    // The next range waits for the gap, then starts after the last one.
+    assert_eq!(archive.claim_export(&export_request("a", 250_000, 3, "{}")).await.unwrap(), None);
+    let next = archive.claim_export(&export_request("a", 260_100, 3, "{}")).await.unwrap().unwrap();
+    assert_eq!((next.after_id, next.to_id), (ids[2], ids[4]));
+    assert!(archive.finish_export("p", ids[4], 260_200).await.unwrap());
+    let mut later = export_request("a", 900_000, 3, "{}");
+    later.min_gap_ms = 0;
+    assert_eq!(archive.claim_export(&later).await.unwrap(), None, "nothing new");
+    assert_eq!(archive.export_cursor("other").await.unwrap(), crate::ExportCursor::default(), "cursors are per pool");
+}
+
+pub async fn archive_principal_ids_are_stable(archive: &Arc<dyn Archive>) {
+    let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let first = archive.principal_ids(&names(&["b@example.com", "a@example.com", "b@example.com"])).await.unwrap();
+    assert_eq!(first[0], first[2]);
+    assert_ne!(first[0], first[1]);
+    assert!(first.iter().all(|id| *id > 0 && *id <= i64::from(i32::MAX)));
+    let again = archive.principal_ids(&names(&["a@example.com", "c@example.com", "b@example.com"])).await.unwrap();
+    assert_eq!((again[0], again[2]), (first[1], first[0]));
+    assert!(!first.contains(&again[1]));
+    assert_eq!(archive.principal_ids(&[]).await.unwrap(), Vec::<i64>::new());
+}
+
+pub async fn archive_purge_keeps_the_chain_verifiable(archive: &Arc<dyn Archive>) {
+    let events: Vec<_> = (1..=6).map(|i| outboxed(i, "CHAT", "r", "a@example.com", i * 100)).collect();
+    archive.append("p", &events).await.unwrap();
+    let all = chain_of(archive, "p").await;
+    assert_eq!(archive.chain_anchor("p").await.unwrap(), "");
+    // Older than ts 400, but no further than the fifth event: the first three go.
+    assert_eq!(archive.purge("p", 400, all[4].id).await.unwrap(), 3);
+    assert_eq!(archive.chain_anchor("p").await.unwrap(), all[2].hash);
+    // Only up to an id (e.g. what was exported): the fourth goes, the fifth stays although older.
+    assert_eq!(archive.purge("p", 10_000, all[3].id).await.unwrap(), 1);
+    let left = chain_of(archive, "p").await;
+    assert_eq!(left.iter().map(|e| e.outbox_id).collect::<Vec<_>>(), [5, 6]);
+    let mut check = ChainCheck::from_anchor(archive.chain_anchor("p").await.unwrap());
+    assert!(left.iter().all(|e| check.feed(e)), "the rest chains from the anchor");
+    assert_eq!(archive.purge("p", 0, i64::MAX).await.unwrap(), 0, "nothing older");
+    // A purge that skipped the anchor is caught: the first remaining event does not link to nothing.
+    let mut check = ChainCheck::default();
+    assert!(!check.feed(&left[0]));
 }

@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use pchat_core::{ChatConfig, ConfigScope, PolicyScope};
 use tokio::sync::mpsc;
 
-pub use compliance::{Archive, ArchivedEvent, EventQuery, NewEvent, OutboxEvent};
+pub use compliance::{
+    Archive, ArchivedEvent, EventQuery, ExportClaim, ExportCursor, ExportRequest, NewEvent, OutboxEvent,
+};
 pub use records::*;
 
 #[derive(Debug, thiserror::Error)]

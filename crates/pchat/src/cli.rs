@@ -470,6 +470,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compliance(crate::compliance::ComplianceCmd::Worker(args)) => {
             return crate::compliance::worker(args).await;
         }
+        Command::Compliance(crate::compliance::ComplianceCmd::Export(args)) => {
+            return crate::compliance::export(args, cli.json).await;
+        }
         _ => {}
     }
     let data_dir = std::env::var_os("PCHAT_DATA_DIR").map(PathBuf::from);

@@ -22,6 +22,11 @@ pub(crate) enum ComplianceCmd {
     Verify,
     /// Run the compliance worker alone (it also runs inside every `pchat serve`).
     Worker(WorkerArgs),
+    /// Run the periodic export now, whatever the interval (into the configured output directory).
+    Run,
+    /// Export archived events into a directory on demand, read from the databases of this host's configuration
+    /// (the periodic export's cursor is not touched).
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +57,9 @@ pub(crate) enum ConfigCmd {
         add_chat_room_details: Option<bool>,
         #[arg(long, action = clap::ArgAction::Set)]
         create_file_attachments_manifest: Option<bool>,
+        /// Days archived events are kept; 0 keeps them forever.
+        #[arg(long)]
+        retention_days: Option<u32>,
     },
 }
 
@@ -75,10 +83,73 @@ pub(crate) struct EventsArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// The directory to write into (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// xml (Lync's XmlAdapter format and pchat's companion file), csv or jsonl.
+    #[arg(long, default_value = "xml", value_parser = ["xml", "csv", "jsonl"])]
+    format: String,
+    /// RFC 3339 time, inclusive.
+    #[arg(long)]
+    from: Option<String>,
+    #[arg(long)]
+    to: Option<String>,
+    /// Room id.
+    #[arg(long)]
+    room: Option<String>,
+    /// One file per room.
+    #[arg(long)]
+    one_chat_room_per_output_file: bool,
+    #[arg(long)]
+    add_user_details: bool,
+    #[arg(long)]
+    add_chat_room_details: bool,
+    /// The pool whose events to export (default: this server's).
+    #[arg(long)]
+    pool: Option<String>,
+    #[command(flatten)]
+    server: ServerConfig,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
+    #[command(flatten)]
+    server: ServerConfig,
+}
+
+/// Where a command that works on the databases directly finds them: the server's configuration.
+#[derive(Debug, Args)]
+pub(crate) struct ServerConfig {
     /// The server's configuration file (databases, pool name).
     #[arg(long, env = "PCHAT_CONFIG")]
     config: Option<PathBuf>,
+    /// The server's data directory (the embedded databases), overriding the configuration's.
+    #[arg(long, env = "PCHAT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_ref())?;
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+
+    /// The service on the configured databases, with its archive.
+    async fn service(&self) -> anyhow::Result<(Config, std::sync::Arc<pchat_service::Service>)> {
+        let config = self.load()?;
+        let (store, archive) = crate::serve::open_databases(&config).await?;
+        let service = pchat_service::Service::start(
+            store,
+            crate::serve::settings(&config)?,
+            pchat_http::encoder(config.domain.clone()),
+        );
+        service.set_archive(archive);
+        Ok((config, service))
+    }
 }
 
 const EVENT_COLUMNS: &[&str] = &["/id", "/type", "/ts", "/user", "/room", "/content"];
@@ -99,6 +170,7 @@ pub(crate) async fn run(c: &Client, json_out: bool, cmd: ComplianceCmd) -> anyho
             add_user_details,
             add_chat_room_details,
             create_file_attachments_manifest,
+            retention_days,
         }) => {
             let path = format!("/api/v1/compliance/configuration/{}", segment(&scope));
             let mut body: Map<String, Value> = match c.get(&path).await? {
@@ -118,6 +190,7 @@ pub(crate) async fn run(c: &Client, json_out: bool, cmd: ComplianceCmd) -> anyho
             set("add_user_details", add_user_details.map(Value::from));
             set("add_chat_room_details", add_chat_room_details.map(Value::from));
             set("create_file_attachments_manifest", create_file_attachments_manifest.map(Value::from));
+            set("retention_days", retention_days.map(Value::from));
             out.object(&c.call(Method::PUT, &path, Some(Value::Object(body))).await?);
         }
         ComplianceCmd::Events(args) => {
@@ -138,7 +211,10 @@ pub(crate) async fn run(c: &Client, json_out: bool, cmd: ComplianceCmd) -> anyho
                 return Ok(ExitCode::FAILURE);
             }
         }
-        ComplianceCmd::Worker(_) => unreachable!("handled without a server"),
+        ComplianceCmd::Run => {
+            out.object(&c.call(Method::POST, "/api/v1/compliance/export", Some(json!({}))).await?);
+        }
+        ComplianceCmd::Worker(_) | ComplianceCmd::Export(_) => unreachable!("handled without a server"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -146,18 +222,37 @@ pub(crate) async fn run(c: &Client, json_out: bool, cmd: ComplianceCmd) -> anyho
 /// `pchat compliance worker`: opens the databases of the configuration and moves captured events into the archive
 /// until SIGTERM or Ctrl-C.
 pub(crate) async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(args.config.as_ref())?;
+    let (config, service) = args.server.service().await?;
     crate::logging::init(&config.log_format);
-    let (store, archive) = crate::serve::open_databases(&config).await?;
-    let service = pchat_service::Service::start(
-        store,
-        crate::serve::settings(&config)?,
-        pchat_http::encoder(config.domain.clone()),
-    );
-    service.set_archive(archive);
     let worker = service.start_compliance_worker();
     tracing::info!("compliance worker running");
     crate::serve::wait_for_signal().await;
     worker.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pchat compliance export`: renders archived events into a directory, reading the databases directly (no
+/// server needed).
+pub(crate) async fn export(args: ExportArgs, json_out: bool) -> anyhow::Result<ExitCode> {
+    let (_, service) = args.server.service().await?;
+    let time = |field: &str, raw: &Option<String>| -> anyhow::Result<Option<i64>> {
+        Ok(raw.as_deref().map(|t| pchat_service::time::parse_micros(field, t)).transpose()?)
+    };
+    let query = pchat_store::EventQuery {
+        pool: args.pool.clone(),
+        from_ts: time("from", &args.from)?,
+        to_ts: time("to", &args.to)?,
+        room_id: args.room.clone(),
+        ..Default::default()
+    };
+    let options = pchat_service::export::ExportOptions {
+        one_chat_room_per_output_file: args.one_chat_room_per_output_file,
+        add_user_details: args.add_user_details,
+        add_chat_room_details: args.add_chat_room_details,
+        ..pchat_service::export::ExportOptions::plain(&args.format)
+    };
+    let report = service.export_to(&args.out, &options, query).await?;
+    let out = crate::cli::Output { json: json_out };
+    out.object(&serde_json::to_value(&report)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -11,8 +11,13 @@ use crate::harness::{Api, PASSWORD, Server, World};
 use pchat_store_postgres::testing::TempDatabase;
 
 async fn enable(admin: &Api) {
+    enable_into(admin, "").await;
+}
+
+/// Switches capture on, exporting into `output_dir` (empty: no export) every 15 minutes.
+pub async fn enable_into(admin: &Api, output_dir: &str) {
     let config = json!({
-        "enabled": true, "adapter": "xml", "output_dir": "", "run_interval_secs": 900,
+        "enabled": true, "adapter": "xml", "output_dir": output_dir, "run_interval_secs": 900,
         "one_chat_room_per_output_file": false, "add_user_details": false, "add_chat_room_details": false,
         "create_file_attachments_manifest": false
     });
@@ -20,7 +25,7 @@ async fn enable(admin: &Api) {
 }
 
 /// Every archived event, oldest first (paging through the API).
-async fn archived(admin: &Api) -> Vec<Value> {
+pub async fn archived(admin: &Api) -> Vec<Value> {
     let mut out = vec![];
     let mut cursor: Option<String> = None;
     loop {
@@ -38,7 +43,7 @@ async fn archived(admin: &Api) -> Vec<Value> {
 }
 
 /// Waits until the archive holds at least `count` events matching `keep`, and no more arrive for a moment.
-async fn settled(admin: &Api, keep: impl Fn(&Value) -> bool, count: usize) -> Vec<Value> {
+pub async fn settled(admin: &Api, keep: impl Fn(&Value) -> bool, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last_len = usize::MAX;
     loop {
@@ -52,7 +57,7 @@ async fn settled(admin: &Api, keep: impl Fn(&Value) -> bool, count: usize) -> Ve
     }
 }
 
-fn kinds(events: &[Value]) -> BTreeMap<String, usize> {
+pub fn kinds(events: &[Value]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for e in events {
         *out.entry(e["type"].as_str().unwrap().to_owned()).or_default() += 1;
@@ -62,7 +67,8 @@ fn kinds(events: &[Value]) -> BTreeMap<String, usize> {
 
 async fn every_event_once(extra_config: &str) {
     let w = World::with_config(extra_config).await;
-    enable(&w.admin).await;
+    let out = tempfile::tempdir().unwrap();
+    enable_into(&w.admin, out.path().to_str().unwrap()).await;
     let before = settled(&w.admin, |_| true, 1).await;
     assert_eq!(kinds(&before), [("COMPLIANCE_CONFIG_CHANGED".to_owned(), 1)].into_iter().collect());
 
@@ -194,6 +200,8 @@ async fn every_event_once(extra_config: &str) {
 
     let report = w.admin.post("/api/v1/compliance/verify", json!({})).await.expect(200);
     assert_eq!(report, json!({ "ok": true, "events_checked": total, "first_broken": null }));
+
+    crate::export::every_event_exported_once(&w.server, &w.admin, out.path(), &room).await;
 }
 
 #[tokio::test]
@@ -219,6 +227,9 @@ async fn bad_compliance_configuration_changes_nothing() {
     w.admin.put(path, bad.clone()).await.problem(400, "validation_failed", Some("run_interval_secs"));
     bad["run_interval_secs"] = json!(30 * 24 * 3600 + 1);
     w.admin.put(path, bad).await.problem(400, "validation_failed", Some("run_interval_secs"));
+    let mut bad = good.clone();
+    bad["retention_days"] = json!(36_501);
+    w.admin.put(path, bad).await.problem(400, "validation_failed", Some("retention_days"));
     let mut bad = good.clone();
     bad["adapter"] = json!("pdf");
     w.admin.put(path, bad).await.problem(400, "validation_failed", Some("adapter"));
@@ -297,6 +308,18 @@ async fn kill_9_during_a_burst_neither_loses_nor_duplicates_chat_events() {
     assert!(per_message.iter().all(|(id, n)| *n == 1 && kept.contains_key(id)));
     let report = w.admin.post("/api/v1/compliance/verify", json!({})).await.expect(200);
     assert_eq!(report["ok"], true, "{report}");
+    // And the export holds each of them once.
+    let out = tempfile::tempdir().unwrap();
+    let mut config = w.admin.get("/api/v1/compliance/configuration/global").await.expect(200);
+    config["output_dir"] = json!(out.path().to_str().unwrap());
+    w.admin.put("/api/v1/compliance/configuration/global", config).await.expect(200);
+    w.admin.post("/api/v1/compliance/export", json!({})).await.expect(200);
+    let mut exported: Vec<String> =
+        crate::export::read_export(out.path()).into_iter().filter(|e| e.kind == "CHAT").map(|e| e.content).collect();
+    exported.sort();
+    let mut texts: Vec<String> = chats.iter().map(|e| e["content"].as_str().unwrap().to_owned()).collect();
+    texts.sort();
+    assert_eq!(exported, texts, "every acknowledged post exported once");
 }
 
 /// Two servers of a pool, both running workers: each event is archived once, and an edited archive row fails

@@ -23,6 +23,8 @@ pub struct Server {
     config: PathBuf,
     pub url: String,
     pub local_token: String,
+    /// Environment variables of the server process (applied at the next start).
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -39,8 +41,15 @@ impl Server {
         let limits = if extra.contains("[limits]") { "" } else { BASE_LIMITS };
         let text = format!("domain = \"example.com\"\n{extra}\n{limits}");
         std::fs::write(&config, text).unwrap();
-        let mut server =
-            Self { child: None, _dir: dir, data_dir, config, url: String::new(), local_token: String::new() };
+        let mut server = Self {
+            child: None,
+            _dir: dir,
+            data_dir,
+            config,
+            url: String::new(),
+            local_token: String::new(),
+            env: vec![],
+        };
         server.spawn().await;
         server
     }
@@ -57,6 +66,7 @@ impl Server {
             .arg("--config")
             .arg(&self.config)
             .env("PCHAT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -96,6 +106,29 @@ impl Server {
     pub async fn restart(&mut self) {
         self.kill9();
         self.spawn().await;
+    }
+
+    /// Waits for the server process to end by itself (e.g. at a failpoint).
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit: {}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs the pchat CLI against this server's data directory and configuration; returns its output.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_pchat"))
+            .args(args)
+            .env("PCHAT_DATA_DIR", &self.data_dir)
+            .env("PCHAT_CONFIG", &self.config)
+            .output()
+            .unwrap()
     }
 
     /// Sends SIGTERM and waits for the exit status.

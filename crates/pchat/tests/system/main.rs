@@ -8,6 +8,7 @@ mod cli;
 mod compliance;
 mod convert;
 mod crash;
+mod export;
 mod failover;
 mod flow;
 mod harness;
