@@ -365,6 +365,71 @@ async fn an_unwritable_output_directory_is_retried_and_reported() {
     assert!((0..5).all(|n| contents.contains(&format!("during {n}"))));
 }
 
+/// `pchat compliance worker` alone, with the server down: it archives what the server captured but did not archive
+/// yet, and exports it (`pchat compliance run` and `export` are the other CLI ways in).
+#[tokio::test]
+async fn the_worker_runs_alone() {
+    use pchat_store::Store as _;
+    let mut w = World::new().await;
+    enable_into(&w.admin, "").await;
+    let run = w.server.cli(&["--json", "compliance", "run"]);
+    assert!(!run.status.success(), "no output directory: refused");
+    assert!(String::from_utf8_lossy(&run.stderr).contains("output_dir"), "{}", String::from_utf8_lossy(&run.stderr));
+    settled(&w.admin, |_| true, 1).await;
+    w.server.kill9();
+    // Events captured while no worker ran: in the chat database's outbox, as the server leaves them.
+    let out = tempfile::tempdir().unwrap();
+    {
+        let store =
+            pchat_store_sqlite::SqliteStore::open(&w.server.data_dir.join("mgc.db"), Default::default()).unwrap();
+        let events: Vec<pchat_store::NewEvent> = (0..5)
+            .map(|n| pchat_store::NewEvent {
+                kind: "CHAT".into(),
+                ts: 1_700_000_000_000_000 + n,
+                room_id: Some("r1".into()),
+                actor: "alice@example.com".into(),
+                content: format!("left behind {n}"),
+                details: "{}".into(),
+            })
+            .collect();
+        store.record_events(&events).await.unwrap();
+        let mut config: Value =
+            serde_json::from_str(&store.get_compliance_config("global").await.unwrap().unwrap()).unwrap();
+        config["output_dir"] = json!(out.path().to_str().unwrap());
+        store.put_compliance_config("global", &config.to_string()).await.unwrap();
+        assert_eq!(store.outbox(100).await.unwrap().len(), 5);
+    }
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_pchat"))
+        .args(["compliance", "worker", "--data-dir"])
+        .arg(&w.server.data_dir)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let exported = read_export(out.path());
+        if exported.iter().filter(|e| e.kind == "CHAT").count() == 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker exported {} of 5", exported.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = std::process::Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert!(worker.wait().unwrap().success(), "the worker stops cleanly on SIGTERM");
+    let store = pchat_store_sqlite::SqliteStore::open(&w.server.data_dir.join("mgc.db"), Default::default()).unwrap();
+    assert!(store.outbox(100).await.unwrap().is_empty(), "archived, then cleared from the outbox");
+    drop(store);
+    w.server.restart().await;
+    let admin = w.server.admin().await;
+    let contents: Vec<String> =
+        archived(&admin).await.into_iter().map(|e| e["content"].as_str().unwrap().to_owned()).collect();
+    assert!((0..5).all(|n| contents.contains(&format!("left behind {n}"))));
+    let verify = w.server.cli(&["--json", "compliance", "verify"]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+}
+
 /// Two servers of a pool export concurrently (their workers and on-demand runs at once) into one directory:
 /// every event is exported once.
 #[tokio::test]
