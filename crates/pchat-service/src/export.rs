@@ -606,12 +606,13 @@ impl crate::Service {
     /// output directory.
     pub async fn run_export(&self, force: bool) -> crate::ServiceResult<pchat_api_types::ExportReport> {
         let config = self.compliance_in_force().await?;
-        let archive = self.archive()?;
-        let pool = self.settings.pool.as_str().to_owned();
         let mut report = pchat_api_types::ExportReport::default();
         if config.output_dir.is_empty() {
             return Ok(report);
         }
+        let archive = self.archive()?;
+        let pool = self.settings.pool.as_str().to_owned();
+        let _one_at_a_time = self.export_lock.lock().await;
         let frozen = Frozen { output_dir: config.output_dir.clone(), options: ExportOptions::of(&config) };
         let mut min_gap_ms = if force { 0 } else { config.run_interval_secs as i64 * 1000 };
         let cursor = archive.export_cursor(&pool).await?;

@@ -93,6 +93,8 @@ pub struct Service {
     archive: std::sync::OnceLock<Arc<dyn pchat_store::Archive>>,
     /// Why the last compliance export failed, until one succeeds.
     export_problem: std::sync::RwLock<Option<String>>,
+    /// One export at a time in this process (the worker's and a forced one share the pool's claim).
+    export_lock: tokio::sync::Mutex<()>,
 }
 
 impl Service {
@@ -116,6 +118,7 @@ impl Service {
             compliance_cache: std::sync::RwLock::new(None),
             archive: std::sync::OnceLock::new(),
             export_problem: std::sync::RwLock::new(None),
+            export_lock: tokio::sync::Mutex::new(()),
         });
         service.start_part_capture();
         if let Some(events) = events {

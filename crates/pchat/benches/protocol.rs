@@ -159,6 +159,40 @@ impl Api {
     }
 }
 
+/// Times one forced run of the periodic export (Lync XmlAdapter XML) of everything archived so far, through
+/// `POST /api/v1/compliance/export` into a temporary directory.
+async fn export(server: &Server, backend: &str) -> anyhow::Result<String> {
+    let admin = Api::sign_in(&server.url, "admin@example.com").await?;
+    // Let the worker archive what is still in the outbox.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let dir = tempfile::tempdir()?;
+    let path = "/api/v1/compliance/configuration/global";
+    let mut config = admin.send(reqwest::Method::GET, path, json!(null)).await?;
+    config["output_dir"] = json!(dir.path().to_string_lossy());
+    admin.send(reqwest::Method::PUT, path, config).await?;
+    let started = Instant::now();
+    let mut events = 0;
+    let mut files = 0;
+    // The worker may have started the first run already; force runs until nothing is left.
+    loop {
+        let report = admin.send(reqwest::Method::POST, "/api/v1/compliance/export", json!({})).await?;
+        let n = report["events"].as_u64().unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        events += n;
+        files += report["files"].as_array().map_or(0, Vec::len);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let on_disk: u64 = std::fs::read_dir(dir.path())?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
+    Ok(format!(
+        "compliance export, xml adapter ({backend}): {events} events in {files} files ({:.1} MB) in {secs:.2} s, \
+         {:.0} events/s",
+        on_disk as f64 / 1e6,
+        events as f64 / secs
+    ))
+}
+
 /// Users bench-0..n with chat enabled, one open room; returns the room id.
 async fn setup(server: &Server, users: usize, compliance: bool) -> anyhow::Result<String> {
     let admin = Api::sign_in(&server.url, "admin@example.com").await?;
@@ -381,6 +415,12 @@ async fn main() -> anyhow::Result<()> {
         summary(latencies)
     );
     println!("{delivery_line}");
+    let mut lines = vec![post_line, delivery_line];
+    if args.compliance {
+        let export_line = export(&servers[0], &backend).await?;
+        println!("{export_line}");
+        lines.push(export_line);
+    }
 
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;
@@ -392,7 +432,10 @@ async fn main() -> anyhow::Result<()> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
-    writeln!(file, "\n## {when} — {}\n\n- {post_line}\n- {delivery_line}", machine())?;
+    writeln!(file, "\n## {when} — {}\n", machine())?;
+    for line in lines {
+        writeln!(file, "- {line}")?;
+    }
     drop(servers);
     drop(database);
     Ok(())
