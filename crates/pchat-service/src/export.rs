@@ -120,21 +120,16 @@ pub fn render(batch: &Batch, options: &ExportOptions) -> Vec<OutFile> {
             Some(room) => format!("{base}_room-{}", safe(room)),
             None => base.clone(),
         };
-        let bytes = match options.adapter.as_str() {
-            "csv" => Some(csv(batch, events, options)),
-            "jsonl" => Some(jsonl(batch, events, options)),
+        let file = match options.adapter.as_str() {
+            "csv" => Some((csv(batch, events, options), "csv")),
+            "jsonl" => Some((jsonl(batch, events, options), "jsonl")),
             _ => {
                 let (lync, other): (Vec<&ArchivedEvent>, Vec<&ArchivedEvent>) = events.iter().partition(|e| is_lync(e));
                 extra.extend(other);
-                (!lync.is_empty()).then(|| lync_xml(batch, &lync, options))
+                (!lync.is_empty()).then(|| (lync_xml(batch, &lync, options), "xml"))
             }
         };
-        let extension = match options.adapter.as_str() {
-            "csv" => "csv",
-            "jsonl" => "jsonl",
-            _ => "xml",
-        };
-        if let Some(bytes) = bytes {
+        if let Some((bytes, extension)) = file {
             files.push(OutFile { name: format!("{stem}.{extension}"), bytes });
         }
         if options.create_file_attachments_manifest
@@ -615,6 +610,7 @@ impl crate::Service {
         let _one_at_a_time = self.export_lock.lock().await;
         let frozen = Frozen { output_dir: config.output_dir.clone(), options: ExportOptions::of(&config) };
         let mut min_gap_ms = if force { 0 } else { config.run_interval_secs as i64 * 1000 };
+        // A read first: the worker asks every second, and a claim is a write transaction.
         let cursor = archive.export_cursor(&pool).await?;
         let now_ms = crate::time::now_micros() / 1000;
         if cursor.pending_to.is_none() && now_ms < cursor.last_run_ms + min_gap_ms {

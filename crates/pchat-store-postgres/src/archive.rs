@@ -36,83 +36,58 @@ impl PgArchive {
     }
 }
 
-#[async_trait]
-impl Archive for PgArchive {
-    async fn append(&self, pool: &str, events: &[OutboxEvent]) -> StoreResult<u64> {
-        append(&mut self.pool.get().await.map_err(unavailable)?, pool, events).await
-    }
-
-    async fn events(&self, query: &EventQuery) -> StoreResult<Vec<ArchivedEvent>> {
-        events(&self.pool.get().await.map_err(unavailable)?, query).await
-    }
-
-    async fn pools(&self) -> StoreResult<Vec<String>> {
-        pools(&self.pool.get().await.map_err(unavailable)?).await
-    }
-
-    async fn claim_export(&self, request: &ExportRequest) -> StoreResult<Option<ExportClaim>> {
-        claim_export(&mut self.pool.get().await.map_err(unavailable)?, request).await
-    }
-
-    async fn finish_export(&self, pool: &str, to_id: i64, now_ms: i64) -> StoreResult<bool> {
-        finish_export(&self.pool.get().await.map_err(unavailable)?, pool, to_id, now_ms).await
-    }
-
-    async fn export_cursor(&self, pool: &str) -> StoreResult<ExportCursor> {
-        export_cursor(&self.pool.get().await.map_err(unavailable)?, pool).await
-    }
-
-    async fn principal_ids(&self, addresses: &[String]) -> StoreResult<Vec<i64>> {
-        principal_ids(&self.pool.get().await.map_err(unavailable)?, addresses).await
-    }
-
-    async fn purge(&self, pool: &str, before_ts: i64, max_id: i64) -> StoreResult<u64> {
-        purge(&mut self.pool.get().await.map_err(unavailable)?, pool, before_ts, max_id).await
-    }
-
-    async fn chain_anchor(&self, pool: &str) -> StoreResult<String> {
-        chain_anchor(&self.pool.get().await.map_err(unavailable)?, pool).await
+impl PgArchive {
+    async fn client(&self) -> StoreResult<Object> {
+        self.pool.get().await.map_err(unavailable)
     }
 }
 
-#[async_trait]
-impl Archive for PgStore {
-    async fn append(&self, pool: &str, events: &[OutboxEvent]) -> StoreResult<u64> {
-        append(&mut self.client().await?, pool, events).await
-    }
+/// `Archive` over the functions below, for a type with `async fn client(&self) -> StoreResult<Object>`.
+macro_rules! archive_on_client {
+    ($type:ty) => {
+        #[async_trait]
+        impl Archive for $type {
+            async fn append(&self, pool: &str, events: &[OutboxEvent]) -> StoreResult<u64> {
+                append(&mut self.client().await?, pool, events).await
+            }
 
-    async fn events(&self, query: &EventQuery) -> StoreResult<Vec<ArchivedEvent>> {
-        events(&self.client().await?, query).await
-    }
+            async fn events(&self, query: &EventQuery) -> StoreResult<Vec<ArchivedEvent>> {
+                events(&self.client().await?, query).await
+            }
 
-    async fn pools(&self) -> StoreResult<Vec<String>> {
-        pools(&self.client().await?).await
-    }
+            async fn pools(&self) -> StoreResult<Vec<String>> {
+                pools(&self.client().await?).await
+            }
 
-    async fn claim_export(&self, request: &ExportRequest) -> StoreResult<Option<ExportClaim>> {
-        claim_export(&mut self.client().await?, request).await
-    }
+            async fn claim_export(&self, request: &ExportRequest) -> StoreResult<Option<ExportClaim>> {
+                claim_export(&mut self.client().await?, request).await
+            }
 
-    async fn finish_export(&self, pool: &str, to_id: i64, now_ms: i64) -> StoreResult<bool> {
-        finish_export(&self.client().await?, pool, to_id, now_ms).await
-    }
+            async fn finish_export(&self, pool: &str, to_id: i64, now_ms: i64) -> StoreResult<bool> {
+                finish_export(&self.client().await?, pool, to_id, now_ms).await
+            }
 
-    async fn export_cursor(&self, pool: &str) -> StoreResult<ExportCursor> {
-        export_cursor(&self.client().await?, pool).await
-    }
+            async fn export_cursor(&self, pool: &str) -> StoreResult<ExportCursor> {
+                export_cursor(&self.client().await?, pool).await
+            }
 
-    async fn principal_ids(&self, addresses: &[String]) -> StoreResult<Vec<i64>> {
-        principal_ids(&self.client().await?, addresses).await
-    }
+            async fn principal_ids(&self, addresses: &[String]) -> StoreResult<Vec<i64>> {
+                principal_ids(&self.client().await?, addresses).await
+            }
 
-    async fn purge(&self, pool: &str, before_ts: i64, max_id: i64) -> StoreResult<u64> {
-        purge(&mut self.client().await?, pool, before_ts, max_id).await
-    }
+            async fn purge(&self, pool: &str, before_ts: i64, max_id: i64) -> StoreResult<u64> {
+                purge(&mut self.client().await?, pool, before_ts, max_id).await
+            }
 
-    async fn chain_anchor(&self, pool: &str) -> StoreResult<String> {
-        chain_anchor(&self.client().await?, pool).await
-    }
+            async fn chain_anchor(&self, pool: &str) -> StoreResult<String> {
+                chain_anchor(&self.client().await?, pool).await
+            }
+        }
+    };
 }
+
+archive_on_client!(PgArchive);
+archive_on_client!(PgStore);
 
 async fn append(client: &mut Object, pool: &str, events: &[OutboxEvent]) -> StoreResult<u64> {
     let tx = client.transaction().await.map_err(unavailable)?;

@@ -327,6 +327,8 @@ async fn an_unwritable_output_directory_is_retried_and_reported() {
     alice.post(&format!("/api/v1/rooms/{room}/messages"), json!({ "text": "before" })).await.expect(201);
     settled(&w.admin, |e| e["type"] == "CHAT", 1).await;
     w.admin.post("/api/v1/compliance/export", json!({})).await.expect(200);
+    alice.post("/api/v1/compliance/export", json!({})).await.problem(403, "forbidden", None);
+    w.server.api(None).post("/api/v1/compliance/export", json!({})).await.problem(401, "unauthenticated", None);
     // A file where the directory was: nothing can be written there, not even by root.
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::write(&dir, b"not a directory").unwrap();
