@@ -21,6 +21,18 @@ pub mod codes {
     pub const UNAVAILABLE: &str = "unavailable";
 }
 
+/// WebSocket close codes the server uses besides the standard ones (1001 going away, 1009 too big). The close
+/// frame's reason is a stable snake_case code: `user_deleted`, `session_ended` (signed out, ended by an
+/// administrator, expired, or ended by a password change), `chat_disabled_by_policy`, `unavailable`.
+pub mod close_codes {
+    /// The connection's session or user is gone: sign in again.
+    pub const SESSION_ENDED: u16 = 4401;
+    /// The user's chat was disabled by policy.
+    pub const CHAT_DISABLED: u16 = 4403;
+    /// The server could not re-evaluate the connection's access (the database did not answer): reconnect later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
 /// An RFC 9457 problem document.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Problem {
@@ -67,6 +79,38 @@ pub struct User {
     pub display_name: String,
 }
 
+/// A signed-in session (one bearer token) as its user sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct SessionInfo {
+    /// Names the session for `DELETE /api/v1/me/sessions/{id}`; it cannot be used to authenticate.
+    pub id: String,
+    pub created_at: String,
+    pub last_used_at: String,
+    /// When the session ends whatever its use (`null`: only when revoked, the server's local session).
+    pub expires_at: Option<String>,
+    /// The network address and user agent that signed in.
+    pub client: String,
+    /// Whether this is the session of the request that listed it.
+    pub current: bool,
+}
+
+/// `PUT /api/v1/me/password`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    pub current_password: String,
+    #[schema(min_length = 8, max_length = 1024)]
+    pub new_password: String,
+}
+
+/// `PUT /api/v1/users/{address}/password` (user_admin).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordSet {
+    #[schema(min_length = 8, max_length = 1024)]
+    pub password: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionRequest {
@@ -78,6 +122,8 @@ pub struct SessionRequest {
 pub struct SessionResponse {
     pub token: String,
     pub user: User,
+    /// The session the token belongs to (when it ends, how to end it).
+    pub session: SessionInfo,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
@@ -437,6 +483,11 @@ pub enum ServerFrame {
     },
     Invitation {
         invitation: Invitation,
+    },
+    /// An invitation to a room the user may no longer read was withdrawn.
+    InvitationWithdrawn {
+        id: i64,
+        room: String,
     },
     Error {
         code: String,

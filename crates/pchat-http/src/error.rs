@@ -62,6 +62,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, codes::PAYLOAD_TOO_LARGE),
             ServiceError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED),
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
+            ServiceError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
             ServiceError::Unavailable(cause) => {
                 warn!(%cause, "storage unavailable");
                 return Self::new(
@@ -72,7 +73,9 @@ impl From<ServiceError> for ApiError {
             }
         };
         let retry_after = match e {
-            ServiceError::RateLimited { retry_after_secs } => Some(retry_after_secs),
+            ServiceError::RateLimited { retry_after_secs } | ServiceError::Busy { retry_after_secs } => {
+                Some(retry_after_secs)
+            }
             _ => None,
         };
         Self { status, code, detail, field, retry_after }

@@ -7,11 +7,13 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use pchat_api_types::codes;
-use pchat_service::Caller;
+use pchat_service::records::SessionRecord;
+use pchat_service::{Caller, ClientInfo};
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::tls::ConnectionState;
 
 /// A JSON body: `application/json`, within the body limit, matching `T` exactly (unknown fields rejected).
 pub(crate) struct Json<T>(pub(crate) T);
@@ -71,29 +73,81 @@ fn unknown_field(message: &str) -> Option<String> {
     rest.split('`').next().map(str::to_owned)
 }
 
-/// The signed-in caller, from `Authorization: Bearer …` (or `?token=` on the stream).
-pub(crate) struct Auth(pub(crate) Caller, pub(crate) String);
+/// The signed-in caller, from `Authorization: Bearer …`, and their session. A token in the query string is
+/// accepted only by the stream endpoint (browsers cannot set headers on a WebSocket): elsewhere it would end up in
+/// access logs, proxies and browser history.
+pub(crate) struct Auth(pub(crate) Caller, pub(crate) Session);
+
+/// The session a request was authenticated with.
+pub(crate) struct Session {
+    pub(crate) token: String,
+    pub(crate) record: SessionRecord,
+}
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let token = match header {
-            Some(h) => h.strip_prefix("Bearer ").map(str::trim).map(str::to_owned),
-            None => {
-                parts.uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=").map(str::to_owned)))
-            }
-        };
-        let Some(token) = token.filter(|t| !t.is_empty()) else {
+        let Some(token) = bearer(&parts.headers) else {
             return Err(ApiError::unauthenticated());
         };
-        let caller = state.service.authenticate(&token).await.map_err(|e| match e {
-            pchat_service::ServiceError::Unauthenticated => ApiError::unauthenticated(),
-            other => other.into(),
-        })?;
-        Ok(Self(caller, token))
+        let (caller, record) = authenticate(state, parts, &token).await?;
+        Ok(Self(caller, Session { token, record }))
     }
+}
+
+/// Resolves a token; an authenticated request takes its connection out of the unauthenticated bound.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    parts: &Parts,
+    token: &str,
+) -> Result<(Caller, SessionRecord), ApiError> {
+    let resolved = state.service.authenticate(token).await.map_err(|e| match e {
+        pchat_service::ServiceError::Unauthenticated => ApiError::unauthenticated(),
+        other => other.into(),
+    })?;
+    if let Some(connection) = parts.extensions.get::<ConnectionState>() {
+        connection.authenticated();
+    }
+    Ok(resolved)
+}
+
+/// Where the request comes from: the peer address (or, behind a trusted proxy, the client it names in
+/// `X-Forwarded-For`) and the user agent.
+pub(crate) struct Client(pub(crate) ClientInfo);
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = crate::tls::peer(parts).map(|p| p.ip());
+        let address = match peer {
+            Some(p) if state.limits.trusted_proxies.contains(&p) => forwarded_for(&parts.headers).or(peer),
+            other => other,
+        };
+        let user_agent = parts
+            .headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .chars()
+            .take(512)
+            .collect();
+        Ok(Self(ClientInfo { address, user_agent }))
+    }
+}
+
+/// The client a trusted proxy names: the last address of `X-Forwarded-For` (the one the proxy appended).
+fn forwarded_for(headers: &axum::http::HeaderMap) -> Option<std::net::IpAddr> {
+    let header = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).next_back()?;
+    header.rsplit(',').next().and_then(|a| a.trim().parse().ok())
+}
+
+/// The bearer token of the `Authorization` header, if there is a non-empty one.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
+    let token = header.strip_prefix("Bearer ").map(str::trim)?;
+    (!token.is_empty()).then(|| token.to_owned())
 }
 
 /// Query parameters, read by name so that each error names its parameter.
@@ -103,15 +157,19 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let mut map: HashMap<String, Vec<String>> = HashMap::new();
-        for (k, v) in form_urlencoded_pairs(parts.uri.query().unwrap_or("")) {
-            map.entry(k).or_default().push(v);
-        }
-        Ok(Self(map))
+        Ok(Self::parse(parts.uri.query().unwrap_or("")))
     }
 }
 
 impl QueryMap {
+    pub(crate) fn parse(query: &str) -> Self {
+        let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in form_urlencoded_pairs(query) {
+            map.entry(k).or_default().push(v);
+        }
+        Self(map)
+    }
+
     pub(crate) fn str(&self, name: &str) -> Option<&str> {
         self.0.get(name).and_then(|v| v.first()).map(String::as_str)
     }

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::extract::{Auth, Json, QueryMap};
-use crate::{AppState, stream, wire};
+use crate::{AppState, account, stream, wire};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -73,8 +73,13 @@ impl Modify for BearerScheme {
 /// The API routes, each registered together with its OpenAPI description, and the document they form.
 fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(sign_in))
-        .routes(routes!(sign_out))
+        .routes(routes!(account::sign_in))
+        .routes(routes!(account::sign_out))
+        .routes(routes!(account::my_sessions))
+        .routes(routes!(account::end_my_session))
+        .routes(routes!(account::change_my_password))
+        .routes(routes!(account::end_sessions_of))
+        .routes(routes!(account::set_password))
         .routes(routes!(me))
         .routes(routes!(search_users, create_user))
         .routes(routes!(get_user, delete_user))
@@ -164,23 +169,6 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn metrics(State(s): State<AppState>) -> Response {
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(axum::http::header::CONTENT_TYPE, content_type)], s.service.metrics_text()).into_response()
-}
-
-#[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions", summary = "Sign in", request_body = SessionRequest, responses((status = 201, body = SessionResponse), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem)))]
-async fn sign_in(State(s): State<AppState>, Json(body): Json<api::SessionRequest>) -> ApiResult<Response> {
-    let (token, user) = s.service.sign_in(&body.user, &body.password).await.map_err(|e| match e {
-        pchat_service::ServiceError::Unauthenticated => {
-            ApiError::new(StatusCode::UNAUTHORIZED, api::codes::UNAUTHENTICATED, "wrong user or password")
-        }
-        other => other.into(),
-    })?;
-    created(&api::SessionResponse { token, user: wire::user(&user) })
-}
-
-#[utoipa::path(delete, path = "/api/v1/sessions/current", tag = "sessions", summary = "Sign out (the token stops working)", responses((status = 204), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
-async fn sign_out(State(s): State<AppState>, Auth(_, token): Auth) -> ApiResult<Response> {
-    s.service.sign_out(&token).await?;
-    no_content()
 }
 
 #[utoipa::path(get, path = "/api/v1/me", tag = "sessions", summary = "The caller, their chat enablement and roles", responses((status = 200, body = Me), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]

@@ -2,6 +2,7 @@
 //! place ([`error`]); request bodies are parsed strictly ([`extract`]); domain records become wire shapes in
 //! [`wire`]. The crate receives a bound listener and a shutdown signal; it never handles signals itself.
 
+mod account;
 mod error;
 mod extract;
 mod handlers;
@@ -19,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use error::ApiError;
-pub use tls::serve_tls;
+pub use tls::serve_connections;
 
 /// Limits the HTTP front end enforces.
 #[derive(Debug, Clone)]
@@ -30,11 +31,27 @@ pub struct HttpLimits {
     pub max_ws_message_bytes: usize,
     /// Most concurrent WebSocket connections.
     pub max_connections: usize,
+    /// A connection must send a request's headers within this time (idle keep-alive connections close after it).
+    pub header_timeout: std::time::Duration,
+    /// Most open connections that have not made an authenticated request yet.
+    pub max_unauthenticated: usize,
+    /// Peers (load balancers) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// How often the stream pings a connection; one that has not answered by the next ping is closed.
+    pub ping_interval: std::time::Duration,
 }
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, max_ws_message_bytes: 1024 * 1024, max_connections: 20_000 }
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_ws_message_bytes: 1024 * 1024,
+            max_connections: 20_000,
+            header_timeout: std::time::Duration::from_secs(20),
+            max_unauthenticated: 1024,
+            trusted_proxies: vec![],
+            ping_interval: std::time::Duration::from_secs(30),
+        }
     }
 }
 
@@ -56,18 +73,21 @@ pub fn encoder(domain: String) -> pchat_service::hub::Encoder {
     Box::new(move |event| wire::encode_event(&domain, event))
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and waits for in-flight requests.
+/// Serves plain HTTP until `shutdown` resolves, then stops accepting and waits for in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service();
-    // Chat frames are small and latency-bound: without TCP_NODELAY a frame can wait ~40 ms for a delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    serve_connections(listener, None, state, shutdown).await
+}
+
+/// Serves HTTPS and WSS only until `shutdown` resolves.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_connections(listener, Some(tls), state, shutdown).await
 }

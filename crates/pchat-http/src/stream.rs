@@ -12,21 +12,24 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use pchat_api_types::{ClientFrame, PostMessage, ServerFrame, codes};
-use pchat_service::{Caller, Conn, Frame, ServiceError};
+use pchat_api_types::{ClientFrame, PostMessage, ServerFrame, close_codes, codes};
+use pchat_service::records::{NEVER, SessionRecord};
+use pchat_service::{CloseReason, Conn, Frame, FrameKind, LiveEvent, ServiceError};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
-use crate::extract::{Auth, parse_json};
+use crate::extract::parse_json;
 use crate::{AppState, wire};
 
 /// Close code for "going away" (server shutdown).
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for a peer that stopped answering pings (policy violation is the closest standard code).
+const CLOSE_PING_TIMEOUT: u16 = 1008;
 /// Frames written before one flush.
 const WRITE_BATCH: usize = 64;
 
 /// The live stream. Send `ClientFrame`s, receive `ServerFrame`s (JSON text frames); authenticate with the bearer
-/// header or `?token=`.
+/// header or `?token=` (accepted on this endpoint only, for clients that cannot set headers).
 #[utoipa::path(
     get,
     path = "/api/v1/stream",
@@ -41,7 +44,8 @@ const WRITE_BATCH: usize = 64;
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn upgrade(State(state): State<AppState>, Auth(caller, _): Auth, ws: WebSocketUpgrade) -> Response {
+pub(crate) async fn upgrade(State(state): State<AppState>, auth: StreamAuth, ws: WebSocketUpgrade) -> Response {
+    let StreamAuth { caller, session, token, marks_seen } = auth;
     if state.service.hub().connection_count() >= state.limits.max_connections {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, "too many connections")
             .into_response();
@@ -56,17 +60,45 @@ pub(crate) async fn upgrade(State(state): State<AppState>, Auth(caller, _): Auth
     let max = state.limits.max_ws_message_bytes;
     // The connection joins the hub only once the upgrade has happened, so a failed upgrade leaves nothing behind.
     ws.max_message_size(max).max_frame_size(max).on_upgrade(move |mut socket| async move {
-        let (conn, frames) = match state.service.connect(caller).await {
+        let (conn, frames) = match state.service.connect(caller, &token, marks_seen).await {
             Ok(c) => c,
             Err(e) => {
                 let _ = socket.send(service_error_frame(e, "connect")).await;
                 return;
             }
         };
-        let mut session = Session { state, conn, delivered: HashMap::new(), caller: None };
+        let domain = state.service.settings().domain.clone();
+        let expires_at = session.expires_at;
+        let mut session = Session { state, conn, delivered: HashMap::new(), domain, expires_at };
         session.run(socket, frames).await;
         session.state.service.hub().disconnect(&session.conn);
     })
+}
+
+/// The stream's caller: its bearer token comes from the `Authorization` header, or from `?token=` for browsers'
+/// WebSocket API (accepted on this endpoint only).
+pub(crate) struct StreamAuth {
+    caller: pchat_service::Caller,
+    session: SessionRecord,
+    token: String,
+    /// [`pchat_service::Hub::marks`] before the caller was resolved: a change marked in between makes the
+    /// connection review itself first.
+    marks_seen: u64,
+}
+
+impl axum::extract::FromRequestParts<AppState> for StreamAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = match crate::extract::bearer(&parts.headers) {
+            Some(t) => Some(t),
+            None => crate::extract::QueryMap::parse(parts.uri.query().unwrap_or("")).str("token").map(str::to_owned),
+        };
+        let token = token.filter(|t| !t.is_empty()).ok_or_else(ApiError::unauthenticated)?;
+        let marks_seen = state.service.hub().marks();
+        let (caller, session) = crate::extract::authenticate(state, parts, &token).await?;
+        Ok(Self { caller, session, token, marks_seen })
+    }
 }
 
 struct Session {
@@ -74,8 +106,10 @@ struct Session {
     conn: Arc<Conn>,
     /// Highest `seq` sent per joined room.
     delivered: HashMap<String, i64>,
-    /// The connection's user as last resolved, with the directory generation it was resolved at.
-    caller: Option<(u64, Caller)>,
+    /// For encoding the frames a review produces.
+    domain: String,
+    /// When the connection's session ends by itself (µs).
+    expires_at: i64,
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
@@ -93,31 +127,65 @@ fn service_error_frame(e: ServiceError, op: &str) -> Message {
     error_frame(api.code, api.detail, op)
 }
 
+/// Resolves when a session that ends at `expires_at` (µs since the epoch) has ended; never for one that does not.
+async fn session_deadline(expires_at: i64) {
+    if expires_at == NEVER {
+        return std::future::pending().await;
+    }
+    let left = expires_at.saturating_sub(pchat_service::time::now_micros()).max(0);
+    tokio::time::sleep(std::time::Duration::from_micros(left as u64)).await;
+}
+
+fn close_frame(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+}
+
 impl Session {
     async fn run(&mut self, socket: WebSocket, mut frames: mpsc::Receiver<Frame>) {
         let (mut sink, mut incoming) = socket.split();
         let mut shutdown = self.state.shutdown.clone();
+        let conn = Arc::clone(&self.conn);
+        // A ping every interval; a peer that has sent nothing since the previous ping is gone (half-open socket).
+        let mut pings = tokio::time::interval(self.state.limits.ping_interval);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        pings.tick().await;
+        let mut heard_since_ping = true;
+        // The session stays in use while the stream is open; record it well within the idle timeout.
+        let mut touches = tokio::time::interval(self.state.service.session_touch_interval());
+        touches.tick().await;
+        let expires = session_deadline(self.expires_at);
+        tokio::pin!(expires);
         loop {
             tokio::select! {
                 message = incoming.next() => {
                     let Some(Ok(message)) = message else { return };
+                    heard_since_ping = true;
                     let keep_going = match message {
                         Message::Text(t) => self.on_text(&mut sink, t.as_bytes()).await,
                         Message::Binary(_) => sink.send(error_frame(codes::VALIDATION_FAILED, "binary frames are not supported", "")).await.is_ok(),
-                        Message::Close(_) => false,
+                        Message::Close(_) => {
+                            // The protocol layer has queued the answering close frame: send it before leaving.
+                            let _ = sink.close().await;
+                            false
+                        }
                         Message::Ping(_) | Message::Pong(_) => true,
                     };
                     if !keep_going {
                         return;
                     }
                 }
-                frame = frames.recv() => {
-                    let Some(frame) = frame else { return };
-                    if self.write_frames(&mut sink, frame, &mut frames).await.is_err() {
+                () = conn.review_requested.notified() => {
+                    if !self.review(&mut sink).await {
                         return;
                     }
                 }
-                () = self.conn.overflow.notified() => {
+                frame = frames.recv() => {
+                    let Some(frame) = frame else { return };
+                    if !self.write_frames(&mut sink, frame, &mut frames).await {
+                        return;
+                    }
+                }
+                () = conn.overflow.notified() => {
                     for room in self.conn.take_overflowed() {
                         self.delivered.remove(&room);
                         let resync = ServerFrame::Resync { room, reason: "slow_consumer".into() };
@@ -126,49 +194,112 @@ impl Session {
                         }
                     }
                 }
+                _ = pings.tick() => {
+                    if !heard_since_ping {
+                        tracing::debug!(user = %self.conn.address(), "no answer to the last ping; closing");
+                        let _ = sink.send(close_frame(CLOSE_PING_TIMEOUT, "ping_timeout")).await;
+                        return;
+                    }
+                    heard_since_ping = false;
+                    if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                        return;
+                    }
+                }
+                _ = touches.tick() => {
+                    if let Err(e) = self.state.service.keep_session_alive(&self.conn.session_hash()).await {
+                        tracing::debug!(error = %e, "cannot record that a session is in use");
+                    }
+                }
+                () = &mut expires => {
+                    let _ = sink.send(close_frame(close_codes::SESSION_ENDED, "session_expired")).await;
+                    return;
+                }
                 _ = shutdown.changed() => {
-                    let close = CloseFrame { code: CLOSE_GOING_AWAY, reason: Utf8Bytes::from_static("server shutting down") };
-                    let _ = sink.send(Message::Close(Some(close))).await;
+                    let _ = sink.send(close_frame(CLOSE_GOING_AWAY, "server shutting down")).await;
                     return;
                 }
             }
         }
     }
 
-    /// Writes one queued frame and whatever else is already queued, then flushes once.
-    async fn write_frames(
-        &mut self,
-        sink: &mut Sink,
-        first: Frame,
-        frames: &mut mpsc::Receiver<Frame>,
-    ) -> Result<(), axum::Error> {
+    /// Re-evaluates the connection's access while a review is pending, writing what it decided (rooms left,
+    /// updated rooms, withdrawn invitations). False when the connection ends; the client was told why.
+    async fn review(&mut self, sink: &mut Sink) -> bool {
+        while self.conn.review_pending() {
+            let outcome = match self.state.service.review(&self.conn).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    // Access cannot be confirmed, so nothing more is sent: the client reconnects later.
+                    tracing::warn!(error = %e, "cannot re-evaluate a live connection's access; closing it");
+                    let _ = sink.send(close_frame(close_codes::TRY_AGAIN_LATER, "unavailable")).await;
+                    return false;
+                }
+            };
+            if let Some(reason) = outcome.close {
+                let code = match reason {
+                    CloseReason::ChatDisabled => close_codes::CHAT_DISABLED,
+                    CloseReason::UserDeleted | CloseReason::SessionEnded => close_codes::SESSION_ENDED,
+                };
+                let _ = sink.send(close_frame(code, reason.code())).await;
+                return false;
+            }
+            for event in &outcome.events {
+                if let LiveEvent::RemovedFromRoom { room }
+                | LiveEvent::RoomDisabled { room }
+                | LiveEvent::RoomDeleted { room } = event
+                {
+                    self.delivered.remove(room);
+                }
+                if sink.feed(text(wire::encode_event(&self.domain, event))).await.is_err() {
+                    return false;
+                }
+            }
+            if !outcome.events.is_empty() && sink.flush().await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Writes one queued frame and whatever else is already queued, then flushes once. Before each frame, a
+    /// pending review runs first, so no frame goes out that the connection may no longer receive.
+    async fn write_frames(&mut self, sink: &mut Sink, first: Frame, frames: &mut mpsc::Receiver<Frame>) -> bool {
         let mut next = Some(first);
         let mut written = 0;
         while let Some(frame) = next.take() {
+            if self.conn.review_pending() && !self.review(sink).await {
+                return false;
+            }
             if self.accept(&frame) {
-                sink.feed(text(frame.bytes)).await?;
+                if sink.feed(text(frame.bytes)).await.is_err() {
+                    return false;
+                }
                 written += 1;
             }
             if written < WRITE_BATCH {
                 next = frames.try_recv().ok();
             }
         }
-        sink.flush().await
+        sink.flush().await.is_ok()
     }
 
-    /// Whether a queued frame should go out: message frames only for joined rooms and only past what was sent.
+    /// Whether a queued frame may go out: frames of a room only while it is joined (messages only past what was
+    /// sent), activity only while the room is followed and not joined.
     fn accept(&mut self, frame: &Frame) -> bool {
-        if let Some(room) = &frame.unsubscribed {
-            self.delivered.remove(room.as_ref());
-        }
-        let Some(meta) = &frame.message else { return true };
-        match self.delivered.get_mut(meta.room.as_ref()) {
-            Some(last) if meta.seq > *last => {
-                *last = meta.seq;
-                self.state.service.metrics().delivered(meta.ts);
-                true
+        match &frame.kind {
+            FrameKind::Message(meta) => match self.delivered.get_mut(meta.room.as_ref()) {
+                Some(last) if meta.seq > *last => {
+                    *last = meta.seq;
+                    self.state.service.metrics().delivered(meta.ts);
+                    true
+                }
+                _ => false,
+            },
+            FrameKind::Room(room) => self.delivered.contains_key(room.as_ref()),
+            FrameKind::Activity(room) => {
+                !self.delivered.contains_key(room.as_ref()) && self.conn.is_watching(room.as_ref())
             }
-            _ => false,
+            FrameKind::User => true,
         }
     }
 
@@ -178,20 +309,16 @@ impl Session {
             Ok(op) => op,
             Err(e) => return sink.send(error_frame(e.code, e.detail, "")).await.is_ok(),
         };
+        // An operation acts as the user is now.
+        if self.conn.review_pending() && !self.review(sink).await {
+            return false;
+        }
         let reply = match op {
             ClientFrame::Ping => text(wire::frame(&ServerFrame::Pong)),
-            ClientFrame::Part { room } => {
-                let room_id = self.state.service.resolve_room(&room).await.map(|r| r.id).unwrap_or(room);
-                self.state.service.part(&self.conn, &room_id);
-                self.delivered.remove(&room_id);
-                text(wire::frame(&ServerFrame::Parted { room: room_id }))
-            }
-            ClientFrame::Join { room, after_seq } => {
-                let Some(caller) = self.current_caller(sink, "join").await else { return false };
-                return self.join(sink, &caller, &room, after_seq).await;
-            }
+            ClientFrame::Part { room } => self.part(&room).await,
+            ClientFrame::Join { room, after_seq } => return self.join(sink, &room, after_seq).await,
             ClientFrame::Post { room, text: body, story_title, alert, client_id } => {
-                let Some(caller) = self.current_caller(sink, "post").await else { return false };
+                let caller = self.conn.caller();
                 let input = PostMessage { text: body, story_title, alert, client_id: Some(client_id.clone()) };
                 match self.state.service.post(&caller, &room, input).await {
                     Ok(appended) => {
@@ -204,38 +331,49 @@ impl Session {
         sink.send(reply).await.is_ok()
     }
 
-    /// The connection's user as they are now: a policy or role change applies to open connections at their next
-    /// operation. `None` (after telling the client) when the user no longer exists: the connection ends.
-    async fn current_caller(&mut self, sink: &mut Sink, op: &str) -> Option<Caller> {
-        let generation = self.state.service.generation();
-        if let Some((at, caller)) = &self.caller
-            && *at == generation
-        {
-            return Some(caller.clone());
-        }
-        match self.state.service.caller_for(self.conn.caller.address()).await {
-            Ok(Some(caller)) => {
-                self.caller = Some((generation, caller.clone()));
-                Some(caller)
+    /// Leaves a joined room. A room the connection has not joined is `not_found`, whether or not it exists, so
+    /// that parting a secret room's name tells an outsider nothing.
+    async fn part(&mut self, reference: &str) -> Message {
+        let room_id = match reference.strip_prefix("name:") {
+            Some(_) => self.state.service.resolve_room(reference).await.map(|r| r.id).ok(),
+            None => Some(reference.to_owned()),
+        };
+        match room_id.filter(|id| self.conn.is_joined(id)) {
+            Some(room_id) => {
+                self.state.service.part(&self.conn, &room_id);
+                self.delivered.remove(&room_id);
+                text(wire::frame(&ServerFrame::Parted { room: room_id }))
             }
-            Ok(None) => {
-                let _ = sink.send(service_error_frame(ServiceError::Unauthenticated, op)).await;
-                None
-            }
-            Err(e) => {
-                let _ = sink.send(service_error_frame(e, op)).await;
-                None
-            }
+            None => service_error_frame(ServiceError::not_found("room"), "part"),
         }
     }
 
-    /// Joins: `joined`, then history (all of it after `after_seq`, in pages), then live frames.
-    async fn join(&mut self, sink: &mut Sink, caller: &Caller, room: &str, after_seq: Option<i64>) -> bool {
+    /// Joins: `joined`, then history (all of it after `after_seq`, in pages), then live frames. The user is
+    /// resolved afresh first: in a pool, another server's change may be on its way to this one.
+    async fn join(&mut self, sink: &mut Sink, room: &str, after_seq: Option<i64>) -> bool {
         let service = Arc::clone(&self.state.service);
-        let (joined, mut history) = match service.join(caller, &self.conn, room, after_seq).await {
+        match service.caller_for(self.conn.address()).await {
+            Ok(Some(fresh)) if fresh == *self.conn.caller() => {}
+            Ok(_) => {
+                self.conn.request_caller_review();
+                if !self.review(sink).await {
+                    return false;
+                }
+            }
+            Err(e) => return sink.send(service_error_frame(e, "join")).await.is_ok(),
+        }
+        let caller = self.conn.caller();
+        let (joined, mut history) = match service.join(&caller, &self.conn, room, after_seq).await {
             Ok(j) => j,
             Err(e) => return sink.send(service_error_frame(e, "join")).await.is_ok(),
         };
+        // A change while reading history: settle it before sending any of it.
+        if self.conn.review_pending() && !self.review(sink).await {
+            return false;
+        }
+        if !self.conn.is_joined(&joined.room_id) {
+            return sink.send(service_error_frame(ServiceError::not_found("room"), "join")).await.is_ok();
+        }
         let mut last = after_seq.unwrap_or(0).max(0);
         let joined_frame = ServerFrame::Joined { room: joined.room_id.clone(), last_seq: joined.last_seq };
         if sink.feed(text(wire::frame(&joined_frame))).await.is_err() {
@@ -256,6 +394,14 @@ impl Session {
                 Ok(page) => page,
                 Err(e) => return sink.send(service_error_frame(e, "join")).await.is_ok(),
             };
+            if self.conn.review_pending() {
+                if !self.review(sink).await {
+                    return false;
+                }
+                if !self.conn.is_joined(&joined.room_id) {
+                    return sink.flush().await.is_ok();
+                }
+            }
         }
         self.delivered.insert(joined.room_id, last);
         sink.flush().await.is_ok()

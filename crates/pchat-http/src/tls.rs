@@ -1,16 +1,29 @@
-//! HTTPS and WSS: the same router served over TLS (rustls), with connection upgrades for the stream and a
-//! graceful stop that lets in-flight requests finish.
+//! The accept loop, for plain HTTP and for HTTPS/WSS (rustls): one connection task per socket, with connection
+//! upgrades for the stream and a graceful stop that lets in-flight requests finish.
+//!
+//! Hostile clients are bounded here: a connection must send its request headers within
+//! [`HttpLimits::header_timeout`] (which also closes keep-alive connections left idle that long: hyper starts the
+//! same timer while waiting for the next request), a TLS handshake must finish within ten seconds, and at most
+//! [`HttpLimits::max_unauthenticated`] connections may be open that have not yet made an authenticated request;
+//! further sockets are closed as soon as they are accepted.
+//!
+//! [`HttpLimits::header_timeout`]: crate::HttpLimits::header_timeout
+//! [`HttpLimits::max_unauthenticated`]: crate::HttpLimits::max_unauthenticated
 
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tower_service::Service;
 use tracing::debug;
 
 use crate::{AppState, router};
@@ -18,17 +31,37 @@ use crate::{AppState, router};
 /// A TLS handshake that takes longer than this is dropped, so that idle sockets cannot pile up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves HTTPS/WSS until `shutdown` resolves, then stops accepting and waits for requests in flight.
-pub async fn serve_tls(
+/// What a connection's requests learn about the connection: its peer, and its place among the connections that
+/// have not authenticated yet, given up at the first authenticated request.
+#[derive(Clone)]
+pub(crate) struct ConnectionState {
+    unauthenticated: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+}
+
+impl ConnectionState {
+    /// The connection made an authenticated request: it no longer counts against the bound.
+    pub(crate) fn authenticated(&self) {
+        if let Ok(mut permit) = self.unauthenticated.lock() {
+            permit.take();
+        }
+    }
+}
+
+/// Serves plain HTTP (`tls` absent) or HTTPS/WSS until `shutdown` resolves, then stops accepting and waits for
+/// requests in flight.
+pub async fn serve_connections(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = state.limits.clone();
     let app = router(state);
-    let acceptor = TlsAcceptor::from(tls);
-    let builder = Builder::new(TokioExecutor::new());
+    let acceptor = tls.map(TlsAcceptor::from);
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
     let graceful = GracefulShutdown::new();
+    let unauthenticated = Arc::new(Semaphore::new(limits.max_unauthenticated.max(1)));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -36,24 +69,34 @@ pub async fn serve_tls(
                 Ok(pair) => pair,
                 Err(e) => {
                     debug!(error = %e, "accept failed");
+                    // Out of descriptors, most likely: let some close before trying again.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        let Ok(permit) = Arc::clone(&unauthenticated).try_acquire_owned() else {
+            debug!(%peer, "too many connections that have not authenticated; closing");
+            drop(tcp);
+            continue;
+        };
+        // Chat frames are small and latency-bound: without TCP_NODELAY a frame can wait ~40 ms for a delayed ACK.
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(error = %e, "cannot set TCP_NODELAY");
         }
+        let connection = ConnectionState { unauthenticated: Arc::new(Mutex::new(Some(permit))) };
         let (acceptor, app, builder, watcher) = (acceptor.clone(), app.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => return debug!(%peer, "TLS handshake timed out"),
+            let result = match acceptor {
+                None => serve_one(tcp, peer, connection, app, builder, watcher).await,
+                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => serve_one(stream, peer, connection, app, builder, watcher).await,
+                    Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                },
             };
-            let service = TowerToHyperService::new(app);
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-            if let Err(e) = watcher.watch(connection).await {
+            if let Err(e) = result {
                 debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -61,4 +104,29 @@ pub async fn serve_tls(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Serves one connection's requests, each carrying the peer address and the connection's state.
+async fn serve_one<I>(
+    io: I,
+    peer: SocketAddr,
+    connection: ConnectionState,
+    app: axum::Router,
+    builder: Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(connection.clone());
+        app.clone().call(request)
+    });
+    watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned()).await
+}
+
+/// The peer of a request served by [`serve_connections`].
+pub(crate) fn peer(parts: &axum::http::request::Parts) -> Option<SocketAddr> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }

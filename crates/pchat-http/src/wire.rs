@@ -4,7 +4,7 @@ use bytes::Bytes;
 use pchat_api_types as api;
 use pchat_service::LiveEvent;
 use pchat_service::records::{CategoryRecord, MessageRecord, RoomRecord, UserRecord};
-use pchat_service::time::format_micros;
+pub use pchat_service::time::format_micros;
 
 fn strings<T: ToString>(list: &[T]) -> Vec<String> {
     list.iter().map(ToString::to_string).collect()
@@ -96,6 +96,9 @@ pub fn encode_event(domain: &str, event: &LiveEvent) -> Bytes {
         }
         LiveEvent::RoomCleared { room, end_ts } => {
             api::ServerFrame::RoomCleared { room: room.clone(), end_date: format_micros(*end_ts) }
+        }
+        LiveEvent::InvitationWithdrawn { id, room } => {
+            api::ServerFrame::InvitationWithdrawn { id: *id, room: room.clone() }
         }
     };
     frame(&frame_value)

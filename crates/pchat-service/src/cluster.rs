@@ -7,7 +7,6 @@ use tracing::warn;
 
 use crate::Service;
 use crate::hub::LiveEvent;
-use crate::rooms::access_to;
 
 impl Service {
     /// Publishes a live consequence to every server. A failure is logged, not returned: the change itself is
@@ -21,21 +20,7 @@ impl Service {
     /// Applies a live consequence to this server's connections.
     pub(crate) async fn apply(&self, event: ClusterEvent) {
         match event {
-            ClusterEvent::RoomChanged { room_id } => self.apply_room_change(&room_id).await,
-            ClusterEvent::RoomDeleted { room_id } => {
-                self.hub.evict(&room_id, &LiveEvent::RoomDeleted { room: room_id.clone() }, |_| true);
-                self.hub.forget_room(&room_id);
-            }
-            ClusterEvent::CategoryChanged { category_id } => {
-                let Ok(Some(category)) = self.store.get_category(&category_id).await else { return };
-                let Ok(rooms) = self.all_rooms(Some(&category_id)).await else { return };
-                // A narrower scope or a new deny entry takes effect at once for people joined to its rooms.
-                for room in rooms {
-                    self.hub.evict(&room.id, &LiveEvent::RemovedFromRoom { room: room.id.clone() }, |caller| {
-                        !access_to(caller, &category, &room).read
-                    });
-                }
-            }
+            ClusterEvent::AccessChanged { origin, scope } => self.apply_access(&origin, &scope),
             ClusterEvent::MessagesRemoved { room_id, ids } => {
                 self.hub.broadcast(&room_id.clone(), &LiveEvent::MessagesRemoved { room: room_id, ids });
             }
@@ -63,20 +48,5 @@ impl Service {
                 }
             }
         }
-    }
-
-    /// A disabled room loses everyone at once; otherwise those who lost access are removed and the rest get the
-    /// new properties.
-    async fn apply_room_change(&self, room_id: &str) {
-        let Ok(Some(room)) = self.store.get_room(room_id).await else { return };
-        let Ok(Some(category)) = self.store.get_category(&room.category_id).await else { return };
-        if room.disabled {
-            self.hub.evict(&room.id, &LiveEvent::RoomDisabled { room: room.id.clone() }, |_| true);
-            return;
-        }
-        self.hub.evict(&room.id, &LiveEvent::RemovedFromRoom { room: room.id.clone() }, |caller| {
-            !access_to(caller, &category, &room).read
-        });
-        self.hub.broadcast(&room.id, &LiveEvent::RoomUpdated(room.clone()));
     }
 }

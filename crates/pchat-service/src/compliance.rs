@@ -441,6 +441,7 @@ mod tests {
             post_rate_per_sec: 100.0,
             post_burst: 100.0,
             connection_queue: 64,
+            security: crate::SecuritySettings::default(),
         };
         let service = Service::start(Arc::clone(&store), settings, Box::new(|_| bytes::Bytes::new()));
         service.set_archive(Arc::new(SqliteArchive::open(&dir.join("mgccomp.db")).unwrap()));

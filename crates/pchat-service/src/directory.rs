@@ -3,9 +3,8 @@
 
 use pchat_api_types as api;
 use pchat_core::{Address, ChatConfig, ConfigScope, Name, PolicyScope, Principal, config::resolve};
-use pchat_store::{AdminRole, UserRecord};
+use pchat_store::{AccessScope, AdminRole, UserRecord};
 
-use crate::auth::{hash_password, validate_password};
 use crate::time::now_micros;
 use serde_json::json;
 
@@ -33,11 +32,11 @@ impl Service {
         require_user_admin(caller)?;
         let address = Address::parse("address", &input.address)?;
         let display_name = display_name(&input.display_name)?;
-        validate_password(&input.password)?;
+        self.validate_password("password", &input.password)?;
         let record = UserRecord {
             address: address.to_string(),
             display_name,
-            password_hash: hash_password(input.password).await?,
+            password_hash: self.hash_password(input.password).await?,
             created_at: now_micros(),
         };
         let events = || {
@@ -75,7 +74,9 @@ impl Service {
         self.directory_write(write).await.map_err(|e| match ServiceError::from(e) {
             ServiceError::NotFound(_) => ServiceError::not_found("user"),
             other => other,
-        })
+        })?;
+        self.changed_access(AccessScope::users([address.to_string()])).await;
+        Ok(())
     }
 
     pub async fn get_user(&self, address: &str) -> ServiceResult<UserRecord> {
@@ -91,12 +92,15 @@ impl Service {
         Ok(api::Group { name: name.into_string(), members: vec![] })
     }
 
-    pub async fn get_group(&self, _caller: &Caller, name: &str) -> ServiceResult<api::Group> {
+    /// Group membership is for user administrators and administrators: it says who is behind an ethical wall.
+    pub async fn get_group(&self, caller: &Caller, name: &str) -> ServiceResult<api::Group> {
+        require_user_admin(caller)?;
         let members = self.store.get_group(name).await?.ok_or_else(|| ServiceError::not_found("group"))?;
         Ok(api::Group { name: name.to_owned(), members })
     }
 
-    pub async fn list_groups(&self, _caller: &Caller) -> ServiceResult<Vec<String>> {
+    pub async fn list_groups(&self, caller: &Caller) -> ServiceResult<Vec<String>> {
+        require_user_admin(caller)?;
         Ok(self.store.list_groups().await?)
     }
 
@@ -108,7 +112,9 @@ impl Service {
                 ServiceError::NotFound(_) => ServiceError::not_found("group"),
                 other => other,
             }
-        })
+        })?;
+        self.changed_access(AccessScope { groups: vec![name.to_owned()], ..AccessScope::default() }).await;
+        Ok(())
     }
 
     /// Changes a group's members: users (who must exist) and other groups (which must exist).
@@ -132,6 +138,16 @@ impl Service {
             vec![self.event("GROUP_CHANGED", None, caller.address(), name, details)]
         };
         let members = self.directory_write(self.audited(events, self.store.update_group(name, &add, &remove))).await?;
+        // Those who joined or left the group are concerned (a deny entry may name it), not its other members:
+        // users directly, and through a nested group everyone whose groups include it.
+        let mut scope = AccessScope::default();
+        for member in add.iter().chain(&remove) {
+            match member.strip_prefix("group:") {
+                Some(group) => scope.groups.push(group.to_owned()),
+                None => scope.users.push(member.clone()),
+            }
+        }
+        self.changed_access(scope).await;
         Ok(api::Group { name: name.to_owned(), members })
     }
 
@@ -183,7 +199,9 @@ impl Service {
                 json!({ "user": user.address, "role": role.as_str() }),
             )]
         };
-        Ok(self.directory_write(self.audited(events, self.store.set_role(&user.address, role, granted))).await?)
+        self.directory_write(self.audited(events, self.store.set_role(&user.address, role, granted))).await?;
+        self.changed_access(AccessScope::users([user.address])).await;
+        Ok(())
     }
 
     pub async fn list_roles(&self, caller: &Caller) -> ServiceResult<Vec<api::RoleGrant>> {
@@ -223,6 +241,7 @@ impl Service {
             vec![self.event("POLICY_CHANGED", None, caller.address(), scope.to_string(), details)]
         };
         self.directory_write(self.audited(events, self.store.put_policy(&scope, input.enable_persistent_chat))).await?;
+        self.changed_access(policy_access(&scope)).await;
         Ok(api::Policy { scope: scope.to_string(), enable_persistent_chat: input.enable_persistent_chat })
     }
 
@@ -237,6 +256,9 @@ impl Service {
             before.is_some().then_some(event).into_iter().collect()
         };
         let removed = self.directory_write(self.audited(events, self.store.delete_policy(&scope))).await?;
+        if removed || scope == PolicyScope::Global {
+            self.changed_access(policy_access(&scope)).await;
+        }
         if !removed && scope != PolicyScope::Global {
             return Err(ServiceError::not_found("policy"));
         }
@@ -328,6 +350,14 @@ impl Service {
             *cache = Some((generation, config.clone()));
         }
         Ok(config)
+    }
+}
+
+/// Who a policy change concerns: the user of a user scope, everyone otherwise.
+fn policy_access(scope: &PolicyScope) -> AccessScope {
+    match scope {
+        PolicyScope::User(address) => AccessScope::users([address.to_string()]),
+        PolicyScope::Global | PolicyScope::Site(_) | PolicyScope::Pool(_) => AccessScope::everyone(),
     }
 }
 

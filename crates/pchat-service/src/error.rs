@@ -31,6 +31,9 @@ pub enum ServiceError {
     Conflict(String),
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// Too much work of this kind is in progress (password hashing); retry shortly.
+    #[error("the server is busy; retry after {retry_after_secs} s")]
+    Busy { retry_after_secs: u64 },
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;

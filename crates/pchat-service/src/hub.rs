@@ -4,14 +4,20 @@
 //! Each connection has one bounded queue; delivery never waits: a connection whose queue is full is dropped from
 //! that room and told to resync (it resumes from history with `after_seq`), so a slow client never slows a room.
 //! Locks are per room and held only to copy or edit a subscriber list, never across a send that could wait.
+//!
+//! Access can narrow while a connection is open. [`Hub::mark`] flags the connections a change concerns, in memory
+//! and without waiting; each flagged connection's own task then re-evaluates itself ([`Service::review`]) before it
+//! writes another frame, so frames queued meanwhile are held, not sent, until it is known they may be.
+//!
+//! [`Service::review`]: crate::Service::review
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
 use pchat_core::permissions::roster_suppressed;
-use pchat_store::{MessageRecord, RoomRecord};
+use pchat_store::{AccessScope, MessageRecord, RoomRecord};
 use tokio::sync::{Notify, mpsc};
 
 use crate::Caller;
@@ -21,16 +27,73 @@ use crate::Caller;
 pub enum LiveEvent {
     Message(MessageRecord),
     RoomUpdated(RoomRecord),
-    RoomDisabled { room: String },
-    RoomDeleted { room: String },
-    RemovedFromRoom { room: String },
-    ParticipantJoined { room: String, address: String, display_name: String },
-    ParticipantLeft { room: String, address: String, display_name: String },
-    Activity { room: String, last_seq: i64 },
-    Invitation { id: i64, room: RoomRecord, created_at: i64 },
-    MessagesRemoved { room: String, ids: Vec<String> },
-    MessageReplaced { room: String, ids: Vec<String>, text: String },
-    RoomCleared { room: String, end_ts: i64 },
+    RoomDisabled {
+        room: String,
+    },
+    RoomDeleted {
+        room: String,
+    },
+    RemovedFromRoom {
+        room: String,
+    },
+    ParticipantJoined {
+        room: String,
+        address: String,
+        display_name: String,
+    },
+    ParticipantLeft {
+        room: String,
+        address: String,
+        display_name: String,
+    },
+    Activity {
+        room: String,
+        last_seq: i64,
+    },
+    Invitation {
+        id: i64,
+        room: RoomRecord,
+        created_at: i64,
+    },
+    MessagesRemoved {
+        room: String,
+        ids: Vec<String>,
+    },
+    MessageReplaced {
+        room: String,
+        ids: Vec<String>,
+        text: String,
+    },
+    RoomCleared {
+        room: String,
+        end_ts: i64,
+    },
+    /// An invitation to a room the user may no longer read was withdrawn.
+    InvitationWithdrawn {
+        id: i64,
+        room: String,
+    },
+}
+
+impl LiveEvent {
+    /// The room an event is about, if it is about one.
+    pub fn room(&self) -> Option<&str> {
+        match self {
+            Self::Message(m) => Some(&m.room_id),
+            Self::RoomUpdated(r) => Some(&r.id),
+            Self::Invitation { .. } => None,
+            Self::RoomDisabled { room }
+            | Self::RoomDeleted { room }
+            | Self::RemovedFromRoom { room }
+            | Self::ParticipantJoined { room, .. }
+            | Self::ParticipantLeft { room, .. }
+            | Self::Activity { room, .. }
+            | Self::MessagesRemoved { room, .. }
+            | Self::MessageReplaced { room, .. }
+            | Self::RoomCleared { room, .. }
+            | Self::InvitationWithdrawn { room, .. } => Some(room),
+        }
+    }
 }
 
 pub type Encoder = Box<dyn Fn(&LiveEvent) -> Bytes + Send + Sync>;
@@ -45,25 +108,63 @@ pub struct MessageMeta {
     pub ts: i64,
 }
 
+/// What a queued frame is about, so that the connection can tell whether it may still go out.
+#[derive(Debug, Clone)]
+pub enum FrameKind {
+    /// A message of a joined room: written only while the room is joined, and only past what was sent.
+    Message(MessageMeta),
+    /// Any other event of a joined room (roster, room changes, moderation): written only while it is joined.
+    Room(Arc<str>),
+    /// Activity of a followed room: written only while the connection follows it and has not joined it.
+    Activity(Arc<str>),
+    /// Addressed to the user (invitations).
+    User,
+}
+
 /// One queued frame for a connection.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    pub message: Option<MessageMeta>,
-    /// The room the connection has just been unsubscribed from by this frame (disable, delete, kick).
-    pub unsubscribed: Option<Arc<str>>,
+    pub kind: FrameKind,
     pub bytes: Bytes,
+}
+
+/// What a connection must re-evaluate before it writes another frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingReview {
+    /// Resolve the caller again (groups, roles, policy, session) and check every room.
+    pub caller: bool,
+    /// Rooms that changed (or were deleted): check them, and send their new properties.
+    pub rooms: HashSet<String>,
+    /// Categories that changed: check every room of theirs.
+    pub categories: HashSet<String>,
+}
+
+impl PendingReview {
+    pub fn is_empty(&self) -> bool {
+        !self.caller && self.rooms.is_empty() && self.categories.is_empty()
+    }
 }
 
 /// A live connection of a signed-in user.
 pub struct Conn {
     pub id: u64,
-    pub caller: Caller,
+    address: Arc<str>,
+    display_name: String,
+    /// The hash of the bearer token the connection was opened with: it lives only as long as that session.
+    pub(crate) session: String,
+    /// The user as last resolved (at connection, then at every review).
+    caller: RwLock<Arc<Caller>>,
     queue: mpsc::Sender<Frame>,
     joined: Mutex<HashSet<String>>,
     watching: Mutex<HashSet<String>>,
     overflowed: Mutex<Vec<String>>,
     /// Signalled when rooms were dropped for overflow; read them with [`Conn::take_overflowed`].
     pub overflow: Notify,
+    review: Mutex<PendingReview>,
+    /// Set (under `review`'s lock) while a review is pending: read on every frame, so it is an atomic.
+    review_pending: AtomicBool,
+    /// Signalled when a review was requested.
+    pub review_requested: Notify,
 }
 
 impl Conn {
@@ -73,6 +174,69 @@ impl Conn {
 
     pub fn is_joined(&self, room: &str) -> bool {
         self.joined.lock().is_ok_and(|j| j.contains(room))
+    }
+
+    pub fn is_watching(&self, room: &str) -> bool {
+        self.watching.lock().is_ok_and(|w| w.contains(room))
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The hash of the token the connection was opened with.
+    pub fn session_hash(&self) -> String {
+        self.session.clone()
+    }
+
+    /// The user as of the last review.
+    pub fn caller(&self) -> Arc<Caller> {
+        self.caller.read().map(|c| Arc::clone(&c)).unwrap_or_else(|e| Arc::clone(&e.into_inner()))
+    }
+
+    pub(crate) fn set_caller(&self, caller: Caller) {
+        if let Ok(mut current) = self.caller.write() {
+            *current = Arc::new(caller);
+        }
+    }
+
+    pub(crate) fn joined_rooms(&self) -> Vec<String> {
+        self.joined.lock().map(|j| j.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    pub(crate) fn watched_rooms(&self) -> Vec<String> {
+        self.watching.lock().map(|w| w.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    fn follows_or_joined_any(&self) -> bool {
+        self.joined.lock().is_ok_and(|j| !j.is_empty()) || self.watching.lock().is_ok_and(|w| !w.is_empty())
+    }
+
+    /// Whether the connection must re-evaluate its access before writing anything else.
+    pub fn review_pending(&self) -> bool {
+        self.review_pending.load(Ordering::Acquire)
+    }
+
+    /// Takes what is to be re-evaluated; a request arriving afterwards makes another review pending.
+    pub(crate) fn take_review(&self) -> PendingReview {
+        let Ok(mut review) = self.review.lock() else {
+            return PendingReview { caller: true, ..PendingReview::default() };
+        };
+        self.review_pending.store(false, Ordering::Release);
+        std::mem::take(&mut *review)
+    }
+
+    /// Asks for the user to be resolved again (and every room checked) before the next frame.
+    pub fn request_caller_review(&self) {
+        self.request_review(|r| r.caller = true);
+    }
+
+    pub(crate) fn request_review(&self, add: impl FnOnce(&mut PendingReview)) {
+        if let Ok(mut review) = self.review.lock() {
+            add(&mut review);
+            self.review_pending.store(true, Ordering::Release);
+        }
+        self.review_requested.notify_one();
     }
 
     fn push(&self, frame: Frame) -> bool {
@@ -141,6 +305,8 @@ pub struct Hub {
     next_id: AtomicU64,
     rooms: RwLock<HashMap<String, Arc<RoomHub>>>,
     users: Mutex<HashMap<String, Vec<Weak<Conn>>>>,
+    /// Moves on at every [`Hub::mark`], so that a connection resolved before a mark can tell it missed one.
+    marks: AtomicU64,
     presence: Mutex<Option<mpsc::UnboundedSender<PresenceChange>>>,
     parts: Mutex<Option<mpsc::UnboundedSender<(String, String)>>>,
 }
@@ -171,6 +337,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             rooms: RwLock::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
+            marks: AtomicU64::new(0),
             presence: Mutex::new(None),
             parts: Mutex::new(None),
         }
@@ -201,31 +368,99 @@ impl Hub {
         {
             let _ = sender.send(PresenceChange {
                 room: room.to_owned(),
-                address: conn.caller.address().to_owned(),
-                display_name: conn.caller.display_name.clone(),
+                address: conn.address().to_owned(),
+                display_name: conn.display_name.clone(),
                 present,
             });
         }
     }
 
-    /// Registers a connection; frames for it arrive on the returned receiver.
-    pub fn connect(&self, caller: Caller) -> (Arc<Conn>, mpsc::Receiver<Frame>) {
+    /// Registers a connection opened with the session `session` (a token hash) for a caller resolved before
+    /// [`Hub::marks`] read `marks_seen`; frames for it arrive on the returned receiver. If a change was marked since,
+    /// the connection starts with a review pending, so nothing resolved before the change is trusted.
+    pub fn connect(&self, caller: Caller, session: String, marks_seen: u64) -> (Arc<Conn>, mpsc::Receiver<Frame>) {
         let (queue, frames) = mpsc::channel(self.queue_len);
         let conn = Arc::new(Conn {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            caller,
+            address: Arc::from(caller.address()),
+            display_name: caller.display_name.clone(),
+            session,
+            caller: RwLock::new(Arc::new(caller)),
             queue,
             joined: Mutex::new(HashSet::new()),
             watching: Mutex::new(HashSet::new()),
             overflowed: Mutex::new(Vec::new()),
             overflow: Notify::new(),
+            review: Mutex::new(PendingReview::default()),
+            review_pending: AtomicBool::new(false),
+            review_requested: Notify::new(),
         });
         if let Ok(mut users) = self.users.lock() {
-            let list = users.entry(conn.caller.address().to_owned()).or_default();
+            let list = users.entry(conn.address().to_owned()).or_default();
             list.retain(|w| w.strong_count() > 0);
             list.push(Arc::downgrade(&conn));
         }
+        if self.marks() != marks_seen {
+            conn.request_review(|r| r.caller = true);
+        }
         (conn, frames)
+    }
+
+    /// How many changes have been marked so far.
+    pub fn marks(&self) -> u64 {
+        self.marks.load(Ordering::Acquire)
+    }
+
+    /// Flags every connection the scope concerns for review. Reads only memory and waits for nothing: applying a
+    /// change costs a walk over this server's connections at most, whatever the size of the groups involved.
+    pub fn mark(&self, scope: &AccessScope) {
+        if scope.is_empty() {
+            return;
+        }
+        self.marks.fetch_add(1, Ordering::AcqRel);
+        let everything = scope.everyone || !scope.groups.is_empty() || !scope.categories.is_empty();
+        if everything {
+            for conn in self.all_conns() {
+                let caller = scope.everyone
+                    || scope.users.iter().any(|u| u.as_str() == conn.address())
+                    || (!scope.groups.is_empty() && {
+                        let current = conn.caller();
+                        scope.groups.iter().any(|g| current.identity.groups.contains(g))
+                    });
+                let categories = !scope.categories.is_empty() && conn.follows_or_joined_any();
+                if caller || categories {
+                    conn.request_review(|r| {
+                        r.caller |= caller;
+                        if categories {
+                            r.categories.extend(scope.categories.iter().cloned());
+                        }
+                    });
+                }
+            }
+        } else {
+            for user in &scope.users {
+                for conn in self.user_conns(user) {
+                    conn.request_review(|r| r.caller = true);
+                }
+            }
+        }
+        for room in &scope.rooms {
+            let Some(hub) = self.room(room) else { continue };
+            let mut conns = snapshot(&hub.subscribers);
+            conns.extend(snapshot(&hub.watchers));
+            for conn in conns {
+                conn.request_review(|r| {
+                    r.rooms.insert(room.clone());
+                });
+            }
+        }
+    }
+
+    fn all_conns(&self) -> Vec<Arc<Conn>> {
+        self.users
+            .lock()
+            .map(|u| u.values().flat_map(|l| l.iter().filter_map(Weak::upgrade)).collect())
+            .unwrap_or_default()
     }
 
     /// Removes a connection from every room it joined or watched.
@@ -241,11 +476,11 @@ impl Hub {
             }
         }
         if let Ok(mut users) = self.users.lock()
-            && let Some(list) = users.get_mut(conn.caller.address())
+            && let Some(list) = users.get_mut(conn.address())
         {
             list.retain(|w| w.upgrade().is_some_and(|c| c.id != conn.id));
             if list.is_empty() {
-                users.remove(conn.caller.address());
+                users.remove(conn.address());
             }
         }
     }
@@ -282,9 +517,9 @@ impl Hub {
             let Ok(mut roster) = hub.roster.lock() else {
                 return true;
             };
-            let address = conn.caller.address();
+            let address = conn.address();
             let elsewhere = roster.remote.contains_key(address);
-            let entry = roster.present.entry(address.to_owned()).or_insert((0, conn.caller.display_name.clone()));
+            let entry = roster.present.entry(address.to_owned()).or_insert((0, conn.display_name.clone()));
             entry.0 += 1;
             let first = entry.0 == 1;
             roster.limit = participant_update_limit;
@@ -299,8 +534,8 @@ impl Hub {
                 &hub,
                 &LiveEvent::ParticipantJoined {
                     room: room.to_owned(),
-                    address: conn.caller.address().to_owned(),
-                    display_name: conn.caller.display_name.clone(),
+                    address: conn.address().to_owned(),
+                    display_name: conn.display_name.clone(),
                 },
                 Some(conn.id),
             );
@@ -322,7 +557,7 @@ impl Hub {
         if let Ok(parts) = self.parts.lock()
             && let Some(sender) = parts.as_ref()
         {
-            let _ = sender.send((room.to_owned(), conn.caller.address().to_owned()));
+            let _ = sender.send((room.to_owned(), conn.address().to_owned()));
         }
         true
     }
@@ -332,7 +567,7 @@ impl Hub {
             let Ok(mut roster) = hub.roster.lock() else {
                 return;
             };
-            let address = conn.caller.address();
+            let address = conn.address();
             let gone_here = match roster.present.get_mut(address) {
                 Some(entry) if entry.0 > 1 => {
                     entry.0 -= 1;
@@ -358,8 +593,8 @@ impl Hub {
                 hub,
                 &LiveEvent::ParticipantLeft {
                     room: room.to_owned(),
-                    address: conn.caller.address().to_owned(),
-                    display_name: conn.caller.display_name.clone(),
+                    address: conn.address().to_owned(),
+                    display_name: conn.display_name.clone(),
                 },
                 None,
             );
@@ -510,8 +745,7 @@ impl Hub {
         let mut slow = vec![];
         for conn in &subscribers {
             let frame = Frame {
-                message: Some(MessageMeta { room: Arc::clone(&room), seq: message.seq, ts: message.ts }),
-                unsubscribed: None,
+                kind: FrameKind::Message(MessageMeta { room: Arc::clone(&room), seq: message.seq, ts: message.ts }),
                 bytes: bytes.clone(),
             };
             if !conn.push(frame) {
@@ -528,7 +762,7 @@ impl Hub {
         let activity = (self.encode)(&LiveEvent::Activity { room: message.room_id.clone(), last_seq: message.seq });
         for conn in watchers.iter().filter(|c| !c.is_joined(&message.room_id)) {
             // Activity is advisory (the unread count is authoritative), so a full queue just misses one.
-            conn.push(Frame { message: None, unsubscribed: None, bytes: activity.clone() });
+            conn.push(Frame { kind: FrameKind::Activity(Arc::clone(&room)), bytes: activity.clone() });
         }
     }
 
@@ -544,8 +778,9 @@ impl Hub {
 
     fn broadcast_room(&self, hub: &RoomHub, event: &LiveEvent, except: Option<u64>) {
         let bytes = (self.encode)(event);
+        let room: Arc<str> = Arc::from(event.room().unwrap_or_default());
         for conn in snapshot(&hub.subscribers).iter().filter(|c| Some(c.id) != except) {
-            conn.push(Frame { message: None, unsubscribed: None, bytes: bytes.clone() });
+            conn.push(Frame { kind: FrameKind::Room(Arc::clone(&room)), bytes: bytes.clone() });
         }
     }
 
@@ -553,18 +788,6 @@ impl Hub {
     pub fn broadcast(&self, room: &str, event: &LiveEvent) {
         if let Some(hub) = self.room(room) {
             self.broadcast_room(&hub, event, None);
-        }
-    }
-
-    /// Sends `event` to every subscriber for which `evict` holds and unsubscribes them.
-    pub fn evict(&self, room: &str, event: &LiveEvent, evict: impl Fn(&Caller) -> bool) {
-        let Some(hub) = self.room(room) else { return };
-        let bytes = (self.encode)(event);
-        let room_arc: Arc<str> = Arc::from(room);
-        for conn in snapshot(&hub.subscribers).into_iter().filter(|c| evict(&c.caller)) {
-            if self.unsubscribe(&conn, room) {
-                conn.push(Frame { message: None, unsubscribed: Some(Arc::clone(&room_arc)), bytes: bytes.clone() });
-            }
         }
     }
 
@@ -576,7 +799,7 @@ impl Hub {
         }
         let bytes = (self.encode)(event);
         for conn in conns {
-            conn.push(Frame { message: None, unsubscribed: None, bytes: bytes.clone() });
+            conn.push(Frame { kind: FrameKind::User, bytes: bytes.clone() });
         }
     }
 

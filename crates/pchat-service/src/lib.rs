@@ -2,12 +2,14 @@
 //! categories, rooms and add-ins, messages and history, following and invitations, and the live fan-out [`hub`].
 //! Front ends (HTTP/WebSocket now, SIP/XCCOS later) call [`Service`]; it knows nothing of their protocols.
 
+mod access;
 mod auth;
 mod cluster;
 pub mod compliance;
 mod directory;
 mod error;
 pub mod export;
+mod hasher;
 pub mod hub;
 mod me;
 mod messages;
@@ -15,6 +17,7 @@ pub mod metrics;
 pub mod pool;
 mod ratelimit;
 mod rooms;
+mod throttle;
 pub mod time;
 
 use std::future::Future;
@@ -26,17 +29,23 @@ use pchat_store::{Store, StoreEvent, StoreResult};
 use tokio::sync::mpsc;
 use tracing::warn;
 
+pub use access::{CloseReason, Review};
+pub use auth::{ClientInfo, SecuritySettings, SessionView};
 pub use error::{ServiceError, ServiceResult};
-pub use hub::{Conn, Frame, Hub, LiveEvent, MessageMeta};
+pub use hub::{Conn, Frame, FrameKind, Hub, LiveEvent, MessageMeta};
 pub use me::MyRoom;
 pub use messages::{DEFAULT_REPLACEMENT, History, Joined, MAX_PAGE};
 pub use rooms::RoomFilter;
 pub use rooms::{RoomView, decode_cursor, encode_cursor};
+pub use throttle::ThrottleSettings;
 
 /// The store records the service returns, for front ends to convert into their wire shapes.
 pub mod records {
+    /// `expires_at` of a session that ends only when revoked.
+    pub use pchat_store::sessions::NEVER;
     pub use pchat_store::{
-        AddinRecord, ArchivedEvent, CategoryRecord, EventQuery, InvitationRecord, MessageRecord, RoomRecord, UserRecord,
+        AddinRecord, ArchivedEvent, CategoryRecord, EventQuery, InvitationRecord, MessageRecord, RoomRecord,
+        SessionRecord, UserRecord,
     };
 }
 
@@ -53,10 +62,12 @@ pub struct Settings {
     pub post_burst: f64,
     /// Frames queued for one connection before it is considered too slow.
     pub connection_queue: usize,
+    /// Sign-in throttling, password hashing, sessions and passwords.
+    pub security: SecuritySettings,
 }
 
 /// The signed-in user a request acts for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub identity: Identity,
     pub display_name: String,
@@ -95,6 +106,14 @@ pub struct Service {
     export_problem: std::sync::RwLock<Option<String>>,
     /// One export at a time in this process (the worker's and a forced one share the pool's claim).
     export_lock: tokio::sync::Mutex<()>,
+    /// This process among the pool's servers: access changes it announces come back marked with it.
+    instance: String,
+    /// Rooms with their categories, for re-evaluating live connections.
+    rooms: access::RoomCache,
+    /// Password hashing, bounded.
+    hashes: hasher::Hasher,
+    /// Failed sign-ins, for throttling.
+    throttle: throttle::SignInThrottle,
 }
 
 impl Service {
@@ -103,6 +122,7 @@ impl Service {
     pub fn start(store: Arc<dyn Store>, settings: Settings, encode: hub::Encoder) -> Arc<Self> {
         let events = store.take_events();
         let limiter = ratelimit::RateLimiter::new(settings.post_rate_per_sec, settings.post_burst);
+        let settings_security = settings.security.clone();
         let metrics = Arc::new(metrics::Metrics::new());
         let hub = Hub::new(encode, settings.connection_queue, metrics.slow_consumer_drops.clone());
         let service = Arc::new(Self {
@@ -119,6 +139,10 @@ impl Service {
             archive: std::sync::OnceLock::new(),
             export_problem: std::sync::RwLock::new(None),
             export_lock: tokio::sync::Mutex::new(()),
+            instance: uuid::Uuid::new_v4().to_string(),
+            rooms: access::RoomCache::default(),
+            hashes: hasher::Hasher::start(settings_security.hash_concurrency, settings_security.hash_queue),
+            throttle: auth::new_throttle(&settings_security),
         });
         service.start_part_capture();
         if let Some(events) = events {

@@ -80,20 +80,35 @@ impl Service {
     ) -> ServiceResult<Vec<(InvitationRecord, RoomRecord)>> {
         Self::require_chat(caller)?;
         let mut out = vec![];
+        // Only rooms the caller may read: an invitation to a room they lost is withdrawn.
         for inv in self.store.invitations(caller.address(), after_id, limit).await? {
-            if let Ok((view, _)) = self.room_view(caller, &inv.room_id).await {
+            if let Ok((view, _)) = self.room_view(caller, &inv.room_id).await
+                && view.access.read
+            {
                 out.push((inv, view.room));
             }
         }
         Ok(out)
     }
 
-    /// Opens a live connection for the caller, watching the rooms they follow.
-    pub async fn connect(&self, caller: Caller) -> ServiceResult<(Arc<Conn>, mpsc::Receiver<Frame>)> {
+    /// Opens a live connection for the caller, signed in with `token`, watching the rooms they follow and may
+    /// still read. `marks_seen` is [`crate::Hub::marks`] as read before the caller was resolved.
+    pub async fn connect(
+        &self,
+        caller: Caller,
+        token: &str,
+        marks_seen: u64,
+    ) -> ServiceResult<(Arc<Conn>, mpsc::Receiver<Frame>)> {
         Self::require_chat(&caller)?;
         let follows = self.store.follows(caller.address()).await?;
-        let (conn, frames) = self.hub.connect(caller);
+        let mut readable = vec![];
         for room in follows {
+            if self.may_read_cached(&caller, &room).await? {
+                readable.push(room);
+            }
+        }
+        let (conn, frames) = self.hub.connect(caller, crate::auth::token_hash(token), marks_seen);
+        for room in readable {
             self.hub.watch(&conn, &room, true);
         }
         Ok((conn, frames))

@@ -9,7 +9,7 @@ use pchat_core::permissions::may_create_room;
 use pchat_core::{
     Access, Address, Description, Identity, Invitations, Name, Principal, Privacy, RoomAcl, RoomType, Scope, decide,
 };
-use pchat_store::{AddinRecord, CategoryRecord, ClusterEvent, RoomQuery, RoomRecord};
+use pchat_store::{AccessScope, AddinRecord, CategoryRecord, ClusterEvent, RoomQuery, RoomRecord};
 
 use crate::directory::require_admin;
 use crate::time::now_micros;
@@ -277,7 +277,7 @@ impl Service {
             vec![self.event("CATEGORY_CHANGED", None, caller.address(), c.name.clone(), details)]
         };
         self.audited(events, self.store.update_category(&c)).await?;
-        self.announce(ClusterEvent::CategoryChanged { category_id: c.id.clone() }).await;
+        self.changed_access(AccessScope::categories([c.id.clone()])).await;
         Ok(c)
     }
 
@@ -641,7 +641,19 @@ impl Service {
             )]
         };
         self.audited(events, self.store.update_room(&room)).await?;
-        self.announce(ClusterEvent::RoomChanged { room_id: room.id.clone() }).await;
+        // Users taken off a role list are named too, so that their invitations to the room are withdrawn even
+        // where they have not joined it.
+        let kept: BTreeSet<&Principal> = room.members.iter().chain(&room.managers).chain(&room.presenters).collect();
+        let removed_users =
+            old.members.iter().chain(&old.managers).chain(&old.presenters).filter(|p| !kept.contains(p)).filter_map(
+                |p| match p {
+                    Principal::User(a) => Some(a.to_string()),
+                    _ => None,
+                },
+            );
+        let scope =
+            AccessScope { rooms: vec![room.id.clone()], users: removed_users.collect(), ..AccessScope::default() };
+        self.changed_access(scope).await;
         self.invite(&category, &room, &invitees).await?;
         Ok(room)
     }
@@ -654,7 +666,7 @@ impl Service {
             vec![self.event("ROOM_DELETED", Some(&room.id), caller.address(), room.name.clone(), details)]
         };
         self.audited(events, self.store.delete_room(&room.id)).await?;
-        self.announce(ClusterEvent::RoomDeleted { room_id: room.id }).await;
+        self.changed_access(AccessScope::rooms([room.id])).await;
         Ok(())
     }
 

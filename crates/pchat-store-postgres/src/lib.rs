@@ -10,6 +10,7 @@ pub mod ha;
 mod listener;
 mod migrations;
 mod notify;
+mod sessions;
 mod store;
 
 pub use migrations::MigrationError;

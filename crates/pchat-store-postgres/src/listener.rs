@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
-use pchat_store::{MessageRecord, StoreEvent, StoreResult};
+use pchat_store::{AccessScope, ClusterEvent, MessageRecord, StoreEvent, StoreResult};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, NoTls};
 use tracing::{info, warn};
@@ -89,8 +89,10 @@ async fn listen(
         let _ = ready.send(Ok(()));
     } else {
         info!("listening for PostgreSQL notifications again; catching up");
-        // Anything may have changed while we were away.
-        if feed.send(StoreEvent::DirectoryChanged).is_err() {
+        // Anything may have changed while we were away, including who may read what: every connection is
+        // re-evaluated before any message caught up below is delivered.
+        let everyone = ClusterEvent::AccessChanged { origin: String::new(), scope: AccessScope::everyone() };
+        if feed.send(StoreEvent::DirectoryChanged).is_err() || feed.send(StoreEvent::Cluster(everyone)).is_err() {
             return Ok(());
         }
         let rooms: Vec<(String, i64)> = last.iter().map(|(r, s)| (r.clone(), *s)).collect();

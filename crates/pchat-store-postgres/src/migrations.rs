@@ -145,6 +145,20 @@ CREATE TABLE compliance_outbox (
 );
 CREATE TABLE compliance_config (scope TEXT PRIMARY KEY, json TEXT NOT NULL);
 "#,
+    // Sessions replace bare tokens. Tokens issued before had no expiry: their holders sign in again.
+    r#"
+DROP TABLE tokens;
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    address TEXT COLLATE "C" NOT NULL REFERENCES users(address) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL,
+    last_used_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    client TEXT NOT NULL
+);
+CREATE INDEX sessions_address ON sessions(address, created_at);
+"#,
 ];
 
 /// The compliance archive's schema: in the chat database or in a database of its own (`compliance.database_url`),

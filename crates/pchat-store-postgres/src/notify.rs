@@ -5,7 +5,7 @@
 //! U+001F; posting rejects control characters other than line breaks and tabs in every text field, so the
 //! separator cannot occur inside one.
 
-use pchat_store::{ClusterEvent, MessageRecord};
+use pchat_store::{AccessScope, ClusterEvent, MessageRecord};
 
 /// Committed messages.
 pub(crate) const MESSAGES: &str = "pchat_messages";
@@ -88,9 +88,7 @@ const LIST: char = '\u{1d}';
 pub(crate) fn encode_cluster(event: &ClusterEvent) -> Vec<String> {
     let fields = |parts: &[&str]| parts.join(&SEP.to_string());
     match event {
-        ClusterEvent::RoomChanged { room_id } => vec![fields(&["room_changed", room_id])],
-        ClusterEvent::RoomDeleted { room_id } => vec![fields(&["room_deleted", room_id])],
-        ClusterEvent::CategoryChanged { category_id } => vec![fields(&["category_changed", category_id])],
+        ClusterEvent::AccessChanged { origin, scope } => encode_access(origin, scope),
         ClusterEvent::RoomCleared { room_id, end_ts } => vec![fields(&["cleared", room_id, &end_ts.to_string()])],
         ClusterEvent::Invitation { id, address, room_id, created_at } => {
             vec![fields(&["invitation", &id.to_string(), address, room_id, &created_at.to_string()])]
@@ -115,6 +113,36 @@ pub(crate) fn encode_cluster(event: &ClusterEvent) -> Vec<String> {
     }
 }
 
+/// An access scope as one payload per part of its lists that fits: receivers take the union, so a scope may be
+/// split anywhere between names.
+fn encode_access(origin: &str, scope: &AccessScope) -> Vec<String> {
+    let head = ["access", origin, if scope.everyone { "1" } else { "0" }].join(&SEP.to_string());
+    let lists = [&scope.users, &scope.groups, &scope.rooms, &scope.categories];
+    // Room for the four lists after the head and their four separators.
+    let budget = MAX_PAYLOAD - head.len() - 4;
+    let mut payloads = vec![];
+    let mut current: [Vec<&str>; 4] = Default::default();
+    let mut used = 0;
+    for (which, list) in lists.iter().enumerate() {
+        for name in list.iter() {
+            if used > 0 && used + name.len() + 1 > budget {
+                payloads.push(std::mem::take(&mut current));
+                used = 0;
+            }
+            current[which].push(name);
+            used += name.len() + 1;
+        }
+    }
+    payloads.push(current);
+    payloads
+        .into_iter()
+        .map(|parts| {
+            let joined: Vec<String> = parts.iter().map(|p| p.join(&LIST.to_string())).collect();
+            format!("{head}{SEP}{}", joined.join(&SEP.to_string()))
+        })
+        .collect()
+}
+
 /// Joins ids into lists of at most `limit` bytes each (at least one list, possibly empty).
 fn chunks(ids: &[String], limit: usize) -> Vec<String> {
     let mut out = vec![String::new()];
@@ -137,9 +165,18 @@ pub(crate) fn decode_cluster(payload: &str) -> Option<ClusterEvent> {
     let mut f = payload.split(SEP);
     let list = |raw: &str| raw.split(LIST).filter(|i| !i.is_empty()).map(str::to_owned).collect::<Vec<_>>();
     let event = match f.next()? {
-        "room_changed" => ClusterEvent::RoomChanged { room_id: f.next()?.to_owned() },
-        "room_deleted" => ClusterEvent::RoomDeleted { room_id: f.next()?.to_owned() },
-        "category_changed" => ClusterEvent::CategoryChanged { category_id: f.next()?.to_owned() },
+        "access" => {
+            let origin = f.next()?.to_owned();
+            let everyone = f.next()? == "1";
+            let scope = AccessScope {
+                everyone,
+                users: list(f.next()?),
+                groups: list(f.next()?),
+                rooms: list(f.next()?),
+                categories: list(f.next()?),
+            };
+            ClusterEvent::AccessChanged { origin, scope }
+        }
         "cleared" => ClusterEvent::RoomCleared { room_id: f.next()?.to_owned(), end_ts: f.next()?.parse().ok()? },
         "invitation" => ClusterEvent::Invitation {
             id: f.next()?.parse().ok()?,
@@ -179,9 +216,17 @@ mod tests {
     #[test]
     fn cluster_events_round_trip_and_split() {
         let events = [
-            ClusterEvent::RoomChanged { room_id: "r".into() },
-            ClusterEvent::RoomDeleted { room_id: "r".into() },
-            ClusterEvent::CategoryChanged { category_id: "c".into() },
+            ClusterEvent::AccessChanged {
+                origin: "o".into(),
+                scope: AccessScope {
+                    everyone: false,
+                    users: vec!["a@example.com".into()],
+                    groups: vec!["g one".into()],
+                    rooms: vec!["r".into()],
+                    categories: vec!["c".into()],
+                },
+            },
+            ClusterEvent::AccessChanged { origin: "o".into(), scope: AccessScope::everyone() },
             ClusterEvent::RoomCleared { room_id: "r".into(), end_ts: -5 },
             ClusterEvent::Invitation { id: 3, address: "a@example.com".into(), room_id: "r".into(), created_at: 9 },
             ClusterEvent::Follow { address: "a@example.com".into(), room_id: "r".into(), follow: true },

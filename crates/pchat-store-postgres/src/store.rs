@@ -150,11 +150,11 @@ impl PgStore {
         pool.get().await.map_err(unavailable)
     }
 
-    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
+    pub(crate) async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
         self.client().await?.query(sql, params).await.map_err(unavailable)
     }
 
-    async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Option<Row>> {
+    pub(crate) async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Option<Row>> {
         self.client().await?.query_opt(sql, params).await.map_err(unavailable)
     }
 
@@ -170,7 +170,7 @@ impl PgStore {
     }
 
     /// A one-statement write; with compliance events pending, it and they commit in one transaction.
-    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+    pub(crate) async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
         self.execute_checked(sql, params, false).await
     }
 
@@ -266,7 +266,7 @@ pub(crate) async fn insert_events(tx: &tokio_postgres::Transaction<'_>, events: 
 }
 
 /// Commits a multi-statement write together with the compliance events pending for it.
-async fn commit_captured(tx: deadpool_postgres::Transaction<'_>) -> StoreResult<()> {
+pub(crate) async fn commit_captured(tx: deadpool_postgres::Transaction<'_>) -> StoreResult<()> {
     insert_events(&tx, &compliance::take_pending()).await?;
     tx.commit().await.map_err(unavailable)
 }
@@ -276,7 +276,7 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// A unique violation means a name is taken; anything else means the database failed.
-fn named(e: tokio_postgres::Error) -> StoreError {
+pub(crate) fn named(e: tokio_postgres::Error) -> StoreError {
     if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
         StoreError::NameTaken
     } else {
@@ -387,7 +387,7 @@ fn invitation_from_row(row: &Row) -> StoreResult<InvitationRecord> {
     Ok(InvitationRecord { id: col(row, 0)?, address: col(row, 1)?, room_id: col(row, 2)?, created_at: col(row, 3)? })
 }
 
-fn all<T>(rows: Vec<Row>, map: fn(&Row) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+pub(crate) fn all<T>(rows: Vec<Row>, map: fn(&Row) -> StoreResult<T>) -> StoreResult<Vec<T>> {
     rows.iter().map(map).collect()
 }
 
@@ -461,22 +461,6 @@ impl Store for PgStore {
         let rows = self.query("SELECT count(*) FROM users", &[]).await?;
         let n: i64 = rows.first().map(|r| col(r, 0)).transpose()?.unwrap_or(0);
         Ok(n as u64)
-    }
-
-    async fn create_token(&self, token_hash: &str, address: &str, created_at: i64) -> StoreResult<()> {
-        let sql = "INSERT INTO tokens (hash, address, created_at) VALUES ($1, $2, $3)";
-        self.execute(sql, &[&token_hash, &address, &created_at]).await.map(drop)
-    }
-
-    async fn token_user(&self, token_hash: &str) -> StoreResult<Option<String>> {
-        self.query_opt("SELECT address FROM tokens WHERE hash = $1", &[&token_hash])
-            .await?
-            .map(|r| col(&r, 0))
-            .transpose()
-    }
-
-    async fn delete_token(&self, token_hash: &str) -> StoreResult<()> {
-        self.execute("DELETE FROM tokens WHERE hash = $1", &[&token_hash]).await.map(drop)
     }
 
     async fn set_role(&self, address: &str, role: AdminRole, granted: bool) -> StoreResult<()> {
@@ -1074,5 +1058,13 @@ impl Store for PgStore {
         let sql = "SELECT id, address, room_id, created_at FROM invitations WHERE address = $1 AND id > $2 \
                    ORDER BY id LIMIT $3";
         all(self.query(sql, &[&address, &after_id, &i64::from(limit)]).await?, invitation_from_row)
+    }
+
+    async fn withdraw_invitations(&self, address: &str, room_ids: &[String]) -> StoreResult<Vec<InvitationRecord>> {
+        let sql = "DELETE FROM invitations WHERE address = $1 AND room_id = ANY($2) \
+                   RETURNING id, address, room_id, created_at";
+        let mut withdrawn = all(self.query(sql, &[&address, &room_ids]).await?, invitation_from_row)?;
+        withdrawn.sort_by_key(|i| i.id);
+        Ok(withdrawn)
     }
 }

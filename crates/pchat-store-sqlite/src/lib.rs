@@ -9,6 +9,7 @@
 mod archive;
 mod migrations;
 mod reader;
+mod sessions;
 mod store;
 mod writer;
 

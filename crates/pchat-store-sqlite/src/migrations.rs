@@ -137,6 +137,20 @@ CREATE TABLE compliance_outbox (
 );
 CREATE TABLE compliance_config (scope TEXT PRIMARY KEY, json TEXT NOT NULL);
 "#,
+    // Sessions replace bare tokens. Tokens issued before had no expiry: their holders sign in again.
+    r#"
+DROP TABLE tokens;
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    address TEXT NOT NULL REFERENCES users(address) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    client TEXT NOT NULL
+);
+CREATE INDEX sessions_address ON sessions(address, created_at);
+"#,
 ];
 
 /// The compliance archive's schema (`mgccomp.db`), migrated the same way.

@@ -56,7 +56,7 @@ impl SqliteStore {
         })
     }
 
-    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
@@ -75,7 +75,7 @@ impl SqliteStore {
         self.read(move |c| c.query_row(&sql, [key], map).optional().map_err(db)).await
     }
 
-    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    pub(crate) async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
@@ -117,7 +117,7 @@ pub(crate) fn unavailable(e: impl Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn db(e: rusqlite::Error) -> StoreError {
+pub(crate) fn db(e: rusqlite::Error) -> StoreError {
     unavailable(e)
 }
 
@@ -127,7 +127,7 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 }
 
 /// Maps a unique-constraint failure to `NameTaken`, anything else to `Unavailable`.
-fn named(e: rusqlite::Error) -> StoreError {
+pub(crate) fn named(e: rusqlite::Error) -> StoreError {
     if is_unique_violation(&e) { StoreError::NameTaken } else { db(e) }
 }
 
@@ -217,7 +217,7 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
     })
 }
 
-fn query_all<T>(
+pub(crate) fn query_all<T>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
@@ -324,32 +324,6 @@ impl Store for SqliteStore {
             c.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(db)
         })
         .await
-    }
-
-    async fn create_token(&self, token_hash: &str, address: &str, created_at: i64) -> StoreResult<()> {
-        let (hash, address) = (token_hash.to_owned(), address.to_owned());
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO tokens (hash, address, created_at) VALUES (?1, ?2, ?3)",
-                params![hash, address, created_at],
-            )
-            .map_err(db)
-            .map(drop)
-        })
-        .await
-    }
-
-    async fn token_user(&self, token_hash: &str) -> StoreResult<Option<String>> {
-        let hash = token_hash.to_owned();
-        self.read(move |c| {
-            c.query_row("SELECT address FROM tokens WHERE hash = ?1", [hash], |r| r.get(0)).optional().map_err(db)
-        })
-        .await
-    }
-
-    async fn delete_token(&self, token_hash: &str) -> StoreResult<()> {
-        let hash = token_hash.to_owned();
-        self.write(move |c| c.execute("DELETE FROM tokens WHERE hash = ?1", [hash]).map_err(db).map(drop)).await
     }
 
     async fn set_role(&self, address: &str, role: AdminRole, granted: bool) -> StoreResult<()> {
@@ -1225,6 +1199,24 @@ impl Store for SqliteStore {
                 params![address, after_id, limit],
                 |r| Ok(InvitationRecord { id: r.get(0)?, address: r.get(1)?, room_id: r.get(2)?, created_at: r.get(3)? }),
             )
+        })
+        .await
+    }
+
+    async fn withdraw_invitations(&self, address: &str, room_ids: &[String]) -> StoreResult<Vec<InvitationRecord>> {
+        let (address, room_ids) = (address.to_owned(), room_ids.to_vec());
+        self.write(move |c| {
+            let mut withdrawn = vec![];
+            for room_id in &room_ids {
+                withdrawn.extend(query_all(
+                    c,
+                    "DELETE FROM invitations WHERE address = ?1 AND room_id = ?2 RETURNING id, address, room_id, created_at",
+                    params![address, room_id],
+                    |r| Ok(InvitationRecord { id: r.get(0)?, address: r.get(1)?, room_id: r.get(2)?, created_at: r.get(3)? }),
+                )?);
+            }
+            withdrawn.sort_by_key(|i| i.id);
+            Ok(withdrawn)
         })
         .await
     }

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType};
 
 use crate::compliance::{ChainCheck, capture};
+use crate::sessions::{NEVER, SessionRecord};
 use crate::{
-    AddinRecord, AdminRole, Archive, ArchivedEvent, CategoryRecord, ClusterEvent, EventQuery, MessageFilter,
-    MessageRange, NewEvent, NewMessage, OutboxEvent, PresenceRecord, RoomQuery, RoomRecord, ServerRecord, Store,
-    StoreError, StoreEvent, UserRecord,
+    AccessScope, AddinRecord, AdminRole, Archive, ArchivedEvent, CategoryRecord, ClusterEvent, EventQuery,
+    MessageFilter, MessageRange, NewEvent, NewMessage, OutboxEvent, PresenceRecord, RoomQuery, RoomRecord,
+    ServerRecord, Store, StoreError, StoreEvent, UserRecord,
 };
 
 /// A store under test and whatever must live as long as it (a temporary directory, a database to drop).
@@ -29,7 +30,7 @@ pub struct Harness {
 macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::conformance_tests!(@each $make;
-            users, tokens_and_roles, groups_and_nesting, group_cycles_rejected, policies_and_configs,
+            users, tokens_and_roles, sessions_expire_and_end, groups_and_nesting, group_cycles_rejected, policies_and_configs,
             categories, rooms, addins, message_sequence_and_ranges, idempotent_append, unkept_messages,
             concurrent_appends_are_gap_free, events_in_commit_order, alter_and_clear, follows_and_read_marks,
             invitations, delete_room_takes_its_content, published_events_come_back, server_registry, imports_keep_everything,
@@ -132,12 +133,25 @@ pub async fn users(store: &Arc<dyn Store>) {
     assert!(matches!(store.delete_user("a@example.com").await, Err(StoreError::NotFound)));
 }
 
+fn session(id: &str, hash: &str, address: &str, created_at: i64, expires_at: i64) -> SessionRecord {
+    SessionRecord {
+        id: id.to_owned(),
+        token_hash: hash.to_owned(),
+        address: address.to_owned(),
+        created_at,
+        last_used_at: created_at,
+        expires_at,
+        client: "127.0.0.1 test".to_owned(),
+    }
+}
+
 pub async fn tokens_and_roles(store: &Arc<dyn Store>) {
     store.create_user(user("a@example.com")).await.unwrap();
-    store.create_token("h1", "a@example.com", 5).await.unwrap();
-    assert_eq!(store.token_user("h1").await.unwrap().as_deref(), Some("a@example.com"));
-    store.delete_token("h1").await.unwrap();
-    assert_eq!(store.token_user("h1").await.unwrap(), None);
+    store.create_session(&session("s1", "h1", "a@example.com", 5, 100)).await.unwrap();
+    assert_eq!(store.session("h1").await.unwrap().map(|s| s.address).as_deref(), Some("a@example.com"));
+    assert!(store.end_session("h1").await.unwrap().is_some());
+    assert_eq!(store.session("h1").await.unwrap(), None);
+    assert!(store.end_session("h1").await.unwrap().is_none(), "ending twice ends nothing");
     store.set_role("a@example.com", AdminRole::Admin, true).await.unwrap();
     store.set_role("a@example.com", AdminRole::Admin, true).await.unwrap();
     store.set_role("a@example.com", AdminRole::UserAdmin, true).await.unwrap();
@@ -149,10 +163,52 @@ pub async fn tokens_and_roles(store: &Arc<dyn Store>) {
     );
     store.set_role("a@example.com", AdminRole::Admin, false).await.unwrap();
     assert_eq!(store.list_roles().await.unwrap().len(), 1);
-    store.create_token("h2", "a@example.com", 5).await.unwrap();
+    store.create_session(&session("s2", "h2", "a@example.com", 5, 100)).await.unwrap();
     store.delete_user("a@example.com").await.unwrap();
-    assert_eq!(store.token_user("h2").await.unwrap(), None, "deleting a user revokes their tokens");
+    assert_eq!(store.session("h2").await.unwrap(), None, "deleting a user ends their sessions");
     assert!(store.list_roles().await.unwrap().is_empty(), "and their roles");
+}
+
+pub async fn sessions_expire_and_end(store: &Arc<dyn Store>) {
+    store.create_user(user("a@example.com")).await.unwrap();
+    store.create_user(user("b@example.com")).await.unwrap();
+    store.create_session(&session("s1", "h1", "a@example.com", 10, 1000)).await.unwrap();
+    store.create_session(&session("s2", "h2", "a@example.com", 20, 1000)).await.unwrap();
+    store.create_session(&session("s3", "h3", "a@example.com", 30, NEVER)).await.unwrap();
+    store.create_session(&session("s4", "h4", "b@example.com", 40, 1000)).await.unwrap();
+    assert!(
+        matches!(store.create_session(&session("s5", "h1", "b@example.com", 1, 2)).await, Err(StoreError::NameTaken)),
+        "a token hash is one session"
+    );
+
+    // Use moves forward only.
+    store.touch_session("h1", 500).await.unwrap();
+    store.touch_session("h1", 400).await.unwrap();
+    assert_eq!(store.session("h1").await.unwrap().unwrap().last_used_at, 500);
+    let ids: Vec<String> = store.sessions_of("a@example.com").await.unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, ["s3", "s2", "s1"], "newest first, only the user's own");
+
+    // By id, only the user's own session ends.
+    assert!(!store.end_session_by_id("b@example.com", "s2").await.unwrap());
+    assert!(store.end_session_by_id("a@example.com", "s2").await.unwrap());
+    assert!(store.session("h2").await.unwrap().is_none());
+
+    // A purge takes what ended or idled, never what never ends.
+    store.create_session(&session("s6", "h6", "a@example.com", 50, 60)).await.unwrap();
+    assert_eq!(store.purge_sessions(100, 0).await.unwrap(), 1, "s6 ended at 60");
+    assert_eq!(store.purge_sessions(100, 450).await.unwrap(), 1, "s4 was last used at 40");
+    assert!(store.session("h1").await.unwrap().is_some(), "s1 was used at 500");
+    assert!(store.session("h3").await.unwrap().is_some(), "s3 never ends");
+
+    // A password change ends the other sessions with it, atomically; an unknown user changes nothing.
+    store.create_session(&session("s7", "h7", "a@example.com", 60, 1000)).await.unwrap();
+    assert_eq!(store.set_password("a@example.com", "$argon2id$new", Some("h7")).await.unwrap(), 2);
+    assert_eq!(store.get_user("a@example.com").await.unwrap().unwrap().password_hash, "$argon2id$new");
+    let left: Vec<String> = store.sessions_of("a@example.com").await.unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(left, ["s7"]);
+    assert!(matches!(store.set_password("nobody@example.com", "$x", None).await, Err(StoreError::NotFound)));
+    assert_eq!(store.end_sessions("a@example.com", None).await.unwrap(), 1);
+    assert!(store.sessions_of("a@example.com").await.unwrap().is_empty());
 }
 
 pub async fn groups_and_nesting(store: &Arc<dyn Store>) {
@@ -445,6 +501,15 @@ pub async fn invitations(store: &Arc<dyn Store>) {
     assert!(mine[0].id < mine[1].id);
     let after = store.invitations("a@example.com", mine[0].id, 10).await.unwrap();
     assert_eq!(after, later);
+    // Withdrawing takes only that user's invitations to those rooms, and says which went.
+    let withdrawn = store.withdraw_invitations("a@example.com", &["r2".into(), "r9".into()]).await.unwrap();
+    assert_eq!(withdrawn, later);
+    assert_eq!(store.invitations("a@example.com", 0, 10).await.unwrap(), mine[..1]);
+    assert_eq!(store.invitations("b@example.com", 0, 10).await.unwrap().len(), 1);
+    assert!(store.withdraw_invitations("a@example.com", &["r2".into()]).await.unwrap().is_empty());
+    // A new invitation after a withdrawal gets a new, larger id.
+    let again = store.add_invitations("r2", &users[..1], 13).await.unwrap();
+    assert!(again[0].id > later[0].id);
 }
 
 pub async fn delete_room_takes_its_content(store: &Arc<dyn Store>) {
@@ -468,7 +533,17 @@ pub async fn delete_room_takes_its_content(store: &Arc<dyn Store>) {
 pub async fn published_events_come_back(store: &Arc<dyn Store>) {
     let mut events = store.take_events().expect("the event feed can be taken once");
     let sent = [
-        ClusterEvent::RoomChanged { room_id: "r1".into() },
+        ClusterEvent::AccessChanged {
+            origin: "server-a".into(),
+            scope: AccessScope {
+                everyone: false,
+                users: vec!["a@example.com".into()],
+                groups: vec!["Desk Heads".into(), "walled".into()],
+                rooms: vec!["r1".into()],
+                categories: vec!["c1".into()],
+            },
+        },
+        ClusterEvent::AccessChanged { origin: "server-a".into(), scope: AccessScope::everyone() },
         ClusterEvent::MessagesReplaced {
             room_id: "r1".into(),
             ids: vec!["a".into(), "b".into()],
@@ -499,6 +574,27 @@ pub async fn published_events_come_back(store: &Arc<dyn Store>) {
         }
     }
     assert_eq!(got, sent, "published events come back whole and in order");
+
+    // A scope naming thousands of users may arrive in several events; together they name everyone it named.
+    let users: Vec<String> = (0..3000).map(|i| format!("user{i:05}@example.com")).collect();
+    let big = AccessScope { users: users.clone(), rooms: vec!["r1".into()], ..AccessScope::default() };
+    store.publish(ClusterEvent::AccessChanged { origin: "server-b".into(), scope: big }).await.unwrap();
+    let mut seen_users: HashSet<String> = HashSet::new();
+    let mut seen_rooms: HashSet<String> = HashSet::new();
+    while seen_users.len() < users.len() {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await {
+            Ok(Some(StoreEvent::Cluster(ClusterEvent::AccessChanged { origin, scope }))) => {
+                assert_eq!(origin, "server-b");
+                assert!(!scope.everyone);
+                seen_users.extend(scope.users);
+                seen_rooms.extend(scope.rooms);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert_eq!(seen_users, users.into_iter().collect::<HashSet<_>>(), "every user of a large scope arrives");
+    assert_eq!(seen_rooms, HashSet::from(["r1".to_owned()]));
 }
 
 pub async fn server_registry(store: &Arc<dyn Store>) {

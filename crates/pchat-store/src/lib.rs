@@ -7,6 +7,7 @@ pub mod codec;
 pub mod compliance;
 pub mod conformance;
 mod records;
+pub mod sessions;
 
 use async_trait::async_trait;
 use pchat_core::{ChatConfig, ConfigScope, PolicyScope};
@@ -16,6 +17,7 @@ pub use compliance::{
     Archive, ArchivedEvent, EventQuery, ExportClaim, ExportCursor, ExportRequest, NewEvent, OutboxEvent,
 };
 pub use records::*;
+pub use sessions::{SessionRecord, Sessions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -43,7 +45,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The storage port. Every method is one atomic operation: it takes effect completely or not at all, and when it
 /// returns `Ok` for a write, the write is durable (committed under the backend's durability setting).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Sessions + Send + Sync + 'static {
     /// The feed of committed events, in commit order. Can be taken once; later calls return `None`.
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>>;
 
@@ -62,12 +64,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_user(&self, address: &str) -> StoreResult<Option<UserRecord>>;
     /// Users whose address or display name contains `query` (case-insensitive), ordered by address, after `after`.
     async fn search_users(&self, query: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<UserRecord>>;
-    /// Removes the user with their tokens, roles, group memberships, follows and read marks.
+    /// Removes the user with their sessions, roles, group memberships, follows and read marks.
     async fn delete_user(&self, address: &str) -> StoreResult<()>;
     async fn count_users(&self) -> StoreResult<u64>;
-    async fn create_token(&self, token_hash: &str, address: &str, created_at: i64) -> StoreResult<()>;
-    async fn token_user(&self, token_hash: &str) -> StoreResult<Option<String>>;
-    async fn delete_token(&self, token_hash: &str) -> StoreResult<()>;
     async fn set_role(&self, address: &str, role: AdminRole, granted: bool) -> StoreResult<()>;
     async fn list_roles(&self) -> StoreResult<Vec<(String, AdminRole)>>;
 
@@ -184,6 +183,8 @@ pub trait Store: Send + Sync + 'static {
         created_at: i64,
     ) -> StoreResult<Vec<InvitationRecord>>;
     async fn invitations(&self, address: &str, after_id: i64, limit: u32) -> StoreResult<Vec<InvitationRecord>>;
+    /// Deletes the user's invitations to these rooms; returns those deleted, by id.
+    async fn withdraw_invitations(&self, address: &str, room_ids: &[String]) -> StoreResult<Vec<InvitationRecord>>;
     /// Writes invitations with their ids (later invitations get larger ids still), for moving a deployment.
     async fn import_invitations(&self, invitations: &[InvitationRecord]) -> StoreResult<()>;
 }

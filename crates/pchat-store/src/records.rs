@@ -156,16 +156,13 @@ pub enum StoreEvent {
 /// changed; receivers read the current state, so applying one twice or late does no harm.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterEvent {
-    /// Properties or role lists changed (or the room was disabled or enabled).
-    RoomChanged {
-        room_id: String,
-    },
-    RoomDeleted {
-        room_id: String,
-    },
-    /// The category's scope may have narrowed.
-    CategoryChanged {
-        category_id: String,
+    /// Something that decides who may see or read rooms changed (directory, policy, roles, sessions, a category's
+    /// scope, a room's properties or role lists, a room's deletion). Every server re-evaluates the open
+    /// connections the scope designates; `origin` names the server process that made the change (it has applied
+    /// the event already, before answering the request).
+    AccessChanged {
+        origin: String,
+        scope: AccessScope,
     },
     MessagesRemoved {
         room_id: String,
@@ -203,6 +200,51 @@ pub enum ClusterEvent {
     ServerGone {
         server: String,
     },
+}
+
+/// Which open connections a change of access concerns. Receivers match it against what they hold in memory (the
+/// users and groups each connection's caller was resolved with, the rooms it joined or follows), so that applying
+/// it reads nothing: a change to one member of a group of 10,000 names that one member, not the group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessScope {
+    /// Every connection (a policy at global, site or pool scope; a lost notification connection).
+    pub everyone: bool,
+    /// Connections of these users (their policy, roles, sessions or direct group membership changed, or they
+    /// were removed from a room's role lists).
+    pub users: Vec<String>,
+    /// Connections whose caller belongs to one of these groups (the group was deleted, or these groups were
+    /// added to or removed from another group).
+    pub groups: Vec<String>,
+    /// Connections joined to or following these rooms (properties, role lists, category, deletion).
+    pub rooms: Vec<String>,
+    /// Connections joined to or following a room of these categories (scope, switches).
+    pub categories: Vec<String>,
+}
+
+impl AccessScope {
+    pub fn everyone() -> Self {
+        Self { everyone: true, ..Self::default() }
+    }
+
+    pub fn users(users: impl IntoIterator<Item = String>) -> Self {
+        Self { users: users.into_iter().collect(), ..Self::default() }
+    }
+
+    pub fn rooms(rooms: impl IntoIterator<Item = String>) -> Self {
+        Self { rooms: rooms.into_iter().collect(), ..Self::default() }
+    }
+
+    pub fn categories(categories: impl IntoIterator<Item = String>) -> Self {
+        Self { categories: categories.into_iter().collect(), ..Self::default() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.everyone
+            && self.users.is_empty()
+            && self.groups.is_empty()
+            && self.rooms.is_empty()
+            && self.categories.is_empty()
+    }
 }
 
 /// A user present in a room through one server of the pool (the pool-wide roster).

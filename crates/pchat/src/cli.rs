@@ -135,6 +135,16 @@ enum UserCmd {
     Remove {
         address: String,
     },
+    /// Sets a user's password; every session of the user ends (their open connections close).
+    SetPassword {
+        address: String,
+        #[arg(long, env = "PCHAT_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// Ends every session of a user (their open connections close).
+    EndSessions {
+        address: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -596,6 +606,15 @@ async fn user(c: &Client, out: &Output, cmd: UserCmd) -> anyhow::Result<()> {
         UserCmd::Remove { address } => {
             c.call(Method::DELETE, &format!("/api/v1/users/{}", segment(&address)), None).await?;
             out.done(&format!("removed {address}"));
+        }
+        UserCmd::SetPassword { address, password } => {
+            let path = format!("/api/v1/users/{}/password", segment(&address));
+            c.call(Method::PUT, &path, Some(json!({ "password": password }))).await?;
+            out.done(&format!("password of {address} set; their sessions ended"));
+        }
+        UserCmd::EndSessions { address } => {
+            c.call(Method::DELETE, &format!("/api/v1/users/{}/sessions", segment(&address)), None).await?;
+            out.done(&format!("every session of {address} ended"));
         }
     }
     Ok(())

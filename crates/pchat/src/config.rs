@@ -28,6 +28,7 @@ pub(crate) struct Config {
     pub(crate) storage: StorageConfig,
     pub(crate) tls: TlsConfig,
     pub(crate) limits: LimitsConfig,
+    pub(crate) security: SecurityConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -72,6 +73,35 @@ pub(crate) struct LimitsConfig {
     pub(crate) post_rate_per_sec: f64,
     pub(crate) post_burst: f64,
     pub(crate) connection_queue: usize,
+    /// A connection must send a request's headers within this many seconds; idle keep-alive connections close
+    /// after it too.
+    pub(crate) request_header_timeout_secs: u64,
+    /// Most open connections that have not made an authenticated request yet.
+    pub(crate) max_unauthenticated_connections: usize,
+    /// Seconds between WebSocket pings; a connection silent for two of them is closed.
+    pub(crate) ping_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct SecurityConfig {
+    /// A session unused this long ends; an open stream keeps it in use.
+    pub(crate) session_idle_timeout_secs: i64,
+    /// A session ends this long after sign-in, used or not.
+    pub(crate) session_lifetime_secs: i64,
+    /// Shortest new password.
+    pub(crate) min_password_chars: usize,
+    /// Password hashes (Argon2id, 19 MiB each) computed at once, and password checks allowed to wait for one.
+    pub(crate) password_hash_concurrency: usize,
+    pub(crate) password_hash_queue: usize,
+    /// Failed sign-ins before lockouts start: per account and client address, per address, per account.
+    pub(crate) sign_in_free_failures_per_account_and_address: u32,
+    pub(crate) sign_in_free_failures_per_address: u32,
+    pub(crate) sign_in_free_failures_per_account: u32,
+    /// The longest sign-in lockout.
+    pub(crate) sign_in_max_lockout_secs: u64,
+    /// Load balancers whose `X-Forwarded-For` names the client (for throttling and session descriptions).
+    pub(crate) trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Config {
@@ -89,6 +119,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -114,6 +145,45 @@ impl Default for LimitsConfig {
             post_rate_per_sec: 20.0,
             post_burst: 100.0,
             connection_queue: 1024,
+            request_header_timeout_secs: 20,
+            max_unauthenticated_connections: 1024,
+            ping_interval_secs: 30,
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        let service = pchat_service::SecuritySettings::default();
+        Self {
+            session_idle_timeout_secs: service.session_idle_timeout_secs,
+            session_lifetime_secs: service.session_lifetime_secs,
+            min_password_chars: service.min_password_chars,
+            password_hash_concurrency: service.hash_concurrency,
+            password_hash_queue: service.hash_queue,
+            sign_in_free_failures_per_account_and_address: service.sign_in.free_per_account_and_address,
+            sign_in_free_failures_per_address: service.sign_in.free_per_address,
+            sign_in_free_failures_per_account: service.sign_in.free_per_account,
+            sign_in_max_lockout_secs: service.sign_in.max_lockout_secs,
+            trusted_proxies: vec![],
+        }
+    }
+}
+
+impl SecurityConfig {
+    pub(crate) fn settings(&self) -> pchat_service::SecuritySettings {
+        pchat_service::SecuritySettings {
+            session_idle_timeout_secs: self.session_idle_timeout_secs,
+            session_lifetime_secs: self.session_lifetime_secs,
+            min_password_chars: self.min_password_chars,
+            hash_concurrency: self.password_hash_concurrency,
+            hash_queue: self.password_hash_queue,
+            sign_in: pchat_service::ThrottleSettings {
+                free_per_account_and_address: self.sign_in_free_failures_per_account_and_address,
+                free_per_address: self.sign_in_free_failures_per_address,
+                free_per_account: self.sign_in_free_failures_per_account,
+                max_lockout_secs: self.sign_in_max_lockout_secs,
+            },
         }
     }
 }
@@ -150,6 +220,29 @@ impl Config {
         }
         if !(l.post_rate_per_sec > 0.0 && l.post_burst >= 1.0) {
             bail!("limits.post_rate_per_sec must be positive and limits.post_burst at least 1");
+        }
+        if !(1..=3600).contains(&l.request_header_timeout_secs) || !(1..=3600).contains(&l.ping_interval_secs) {
+            bail!("limits.request_header_timeout_secs and limits.ping_interval_secs must be 1 to 3600");
+        }
+        if l.max_unauthenticated_connections == 0 {
+            bail!("limits.max_unauthenticated_connections must be positive");
+        }
+        let s = &self.security;
+        if s.session_idle_timeout_secs < 1 || s.session_lifetime_secs < 1 {
+            bail!("security.session_idle_timeout_secs and security.session_lifetime_secs must be at least 1");
+        }
+        if !(8..=1024).contains(&s.min_password_chars) {
+            bail!("security.min_password_chars must be 8 to 1024");
+        }
+        if !(1..=64).contains(&s.password_hash_concurrency) {
+            bail!("security.password_hash_concurrency must be 1 to 64");
+        }
+        if s.sign_in_free_failures_per_account_and_address == 0
+            || s.sign_in_free_failures_per_address == 0
+            || s.sign_in_free_failures_per_account == 0
+            || !(1..=86_400).contains(&s.sign_in_max_lockout_secs)
+        {
+            bail!("security.sign_in_free_failures_* must be positive and sign_in_max_lockout_secs 1 to 86400");
         }
         let postgres = |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
         if let Some(backup) = &self.database.backup_url
@@ -197,5 +290,11 @@ mod tests {
         assert!(Config::parse(&format!("{pool}[compliance]\ndatabase_url = \"sqlite:/x.db\"")).is_err());
         assert!(Config::parse(&format!("{pool}[compliance]\ndatabase_url = \"postgres://c/comp\"")).is_ok());
         assert!(Config::parse("[compliance]\ndatabase_url = \"mysql://c\"").is_err());
+        assert!(Config::parse("[security]\nmin_password_chars = 4").is_err());
+        assert!(Config::parse("[security]\nsession_idle_timeout_secs = 0").is_err());
+        assert!(Config::parse("[security]\ntrusted_proxies = [\"not an address\"]").is_err());
+        assert!(Config::parse("[limits]\nrequest_header_timeout_secs = 0").is_err());
+        let proxies = Config::parse("[security]\ntrusted_proxies = [\"10.0.0.1\", \"::1\"]").unwrap();
+        assert_eq!(proxies.security.trusted_proxies.len(), 2);
     }
 }

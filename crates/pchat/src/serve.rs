@@ -94,12 +94,14 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let service = Service::start(Arc::clone(&store), settings(&config)?, pchat_http::encoder(config.domain.clone()));
     service.set_archive(archive);
     let compliance_worker = service.start_compliance_worker();
+    let session_purge = tokio::spawn(purge_sessions(Arc::clone(&service)));
 
     let bootstrap_password = std::env::var("PCHAT_BOOTSTRAP_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
     if let Some((address, generated)) = service.bootstrap_admin(bootstrap_password).await? {
         match generated {
             Some(password) => println!(
-                "Created administrator {address} with password: {password}\n(shown once; change it or keep it safe)"
+                "Created administrator {address} with password: {password}\n(shown once; change it with \
+                 `pchat user set-password {address}` or PUT /api/v1/me/password)"
             ),
             None => {
                 info!(%address, "created the administrator with the password from PCHAT_BOOTSTRAP_ADMIN_PASSWORD")
@@ -129,6 +131,10 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             max_body_bytes: config.limits.max_body_bytes,
             max_ws_message_bytes: config.limits.max_ws_message_bytes,
             max_connections: config.limits.max_connections,
+            header_timeout: Duration::from_secs(config.limits.request_header_timeout_secs),
+            max_unauthenticated: config.limits.max_unauthenticated_connections,
+            trusted_proxies: config.security.trusted_proxies.clone(),
+            ping_interval: Duration::from_secs(config.limits.ping_interval_secs),
         },
         shutdown: stopped.clone(),
     };
@@ -143,6 +149,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     wait_for_signal().await;
     heartbeat.abort();
     compliance_worker.abort();
+    session_purge.abort();
     info!("shutting down: no new connections; finishing requests in flight");
     let _ = stop.send(true);
     match tokio::time::timeout(Duration::from_secs(20), server).await {
@@ -159,6 +166,19 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deletes ended sessions every hour, so that the sessions table does not grow without bound.
+async fn purge_sessions(service: Arc<Service>) {
+    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every_hour.tick().await;
+        match service.purge_sessions().await {
+            Ok(0) => {}
+            Ok(n) => info!(sessions = n, "deleted ended sessions"),
+            Err(e) => warn!(error = %e, "cannot delete ended sessions"),
+        }
+    }
+}
+
 /// What the service needs of the configuration.
 pub(crate) fn settings(config: &Config) -> anyhow::Result<Settings> {
     Ok(Settings {
@@ -168,6 +188,7 @@ pub(crate) fn settings(config: &Config) -> anyhow::Result<Settings> {
         post_rate_per_sec: config.limits.post_rate_per_sec,
         post_burst: config.limits.post_burst,
         connection_queue: config.limits.connection_queue,
+        security: config.security.settings(),
     })
 }
 

@@ -91,6 +91,14 @@ impl Server {
         }
     }
 
+    /// The server process's resident memory, in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().unwrap().id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
     }
@@ -167,6 +175,8 @@ pub struct Reply {
     pub status: StatusCode,
     pub body: Value,
     pub content_type: String,
+    /// The Retry-After header, in seconds.
+    pub retry_after: Option<u64>,
 }
 
 impl Reply {
@@ -219,6 +229,28 @@ impl Api {
         Self::reply(req.send().await.ok()?).await
     }
 
+    /// Sends a request with extra headers.
+    pub async fn call_with(&self, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Self::reply(req.send().await.unwrap()).await.unwrap()
+    }
+
+    /// A sign-in attempt, optionally as a client a trusted proxy names in `X-Forwarded-For`.
+    pub async fn try_sign_in(&self, user: &str, password: &str, forwarded_for: Option<&str>) -> Reply {
+        let headers: Vec<(&str, &str)> = forwarded_for.map(|f| ("x-forwarded-for", f)).into_iter().collect();
+        let body = json!({ "user": user, "password": password });
+        self.call_with(Method::POST, "/api/v1/sessions", Some(body), &headers).await
+    }
+
     /// Sends raw bytes with a content type (for malformed input).
     pub async fn raw(&self, method: Method, path: &str, body: Vec<u8>, content_type: &str) -> Reply {
         let mut req =
@@ -232,13 +264,14 @@ impl Api {
     async fn reply(resp: reqwest::Response) -> Option<Reply> {
         let status = resp.status();
         let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         let bytes = resp.bytes().await.ok()?;
         let body = if bytes.is_empty() {
             Value::Null
         } else {
             serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
-        Some(Reply { status, body, content_type })
+        Some(Reply { status, body, content_type, retry_after })
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -348,12 +381,43 @@ impl Ws {
 
     /// The next JSON frame; `None` when the server closed the stream (the close frame's code is returned too).
     pub async fn next_or_close(&mut self) -> Result<Value, Option<u16>> {
+        self.next_or_closed().await.map_err(|close| close.map(|(code, _)| code))
+    }
+
+    /// The next JSON frame, or the close frame's code and reason when the server closed the stream.
+    pub async fn next_or_closed(&mut self) -> Result<Value, Option<(u16, String)>> {
         loop {
             match tokio::time::timeout(WAIT, self.socket.next()).await.expect("timed out waiting for a frame") {
                 Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(t.as_str()).unwrap()),
-                Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(frame.map(|f| (u16::from(f.code), f.reason.as_str().to_owned())));
+                }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => return Err(None),
+            }
+        }
+    }
+
+    /// Every frame until the server closes the stream, and the close frame's code and reason.
+    pub async fn until_closed(&mut self) -> (Vec<Value>, Option<(u16, String)>) {
+        let mut frames = vec![];
+        loop {
+            match self.next_or_closed().await {
+                Ok(frame) => frames.push(frame),
+                Err(close) => return (frames, close),
+            }
+        }
+    }
+
+    /// Every frame up to and including the first for which `last` holds.
+    pub async fn until(&mut self, last: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut frames = vec![];
+        loop {
+            let frame = self.next().await;
+            let done = last(&frame);
+            frames.push(frame);
+            if done {
+                return frames;
             }
         }
     }

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod access;
 mod bad_input;
 mod cli;
 mod compliance;
@@ -15,5 +16,7 @@ mod harness;
 mod pgcluster;
 mod pool;
 mod postgres;
+mod secrecy;
+mod sessions;
 mod stream;
 mod tls;

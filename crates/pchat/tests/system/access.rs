@@ -1,0 +1,293 @@
+//! Access decisions hold on live connections: after an administrator's change is acknowledged, a user who may
+//! no longer read a room receives no frame of it. Each kind of change that can narrow access runs the same
+//! scenario on SQLite and across two servers of a PostgreSQL pool: Bob has the room `Deals` open (and `Lobby`,
+//! which he keeps), the change is made, then Alice posts a secret in `Deals` and a control message in `Lobby`.
+//! Everything Bob's connection receives up to the control message (or until it is closed) is checked.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{Api, PASSWORD, Server, World, Ws};
+use pchat_store_postgres::testing::TempDatabase;
+
+/// What a change does to the reader's connection.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// The room is left with this frame type; nothing of it follows.
+    Leaves(&'static str),
+    /// The connection is closed with this code and reason.
+    Closed(u16, &'static str),
+    /// The reader keeps the room (the change does not narrow their access).
+    Keeps,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    AddedToWalledGroup,
+    NestedGroupAddedToWalledGroup,
+    CategoryDeniesUser,
+    CategoryAllowedNarrowed,
+    RoomMadeClosed,
+    RemovedFromMembers,
+    RoomMovedOutOfScope,
+    RoomDisabled,
+    RoomDeleted,
+    UserPolicyDisabled,
+    GlobalPolicyDisabled,
+    SitePolicyDisabled,
+    PoolPolicyDisabled,
+    UserDeleted,
+    AdminRoleRevoked,
+    SessionsEnded,
+    /// The reader only follows `Deals` (activity), and is walled off.
+    FollowerWalledOff,
+}
+
+struct Scene {
+    w: World,
+    /// The server the reader is connected to (the same as `w.server` on SQLite, another one in a pool).
+    reader_server: Option<Server>,
+    deals: String,
+    lobby: String,
+    invited: String,
+    alice: Api,
+    _database: Option<TempDatabase>,
+}
+
+impl Scene {
+    async fn new(pool: bool) -> Self {
+        let (database, config) = if pool {
+            let (database, _) = TempDatabase::create().await;
+            let config = format!("[database]\nurl = \"{}\"\n", database.url());
+            (Some(database), config)
+        } else {
+            (None, String::new())
+        };
+        let w = World::with_config(&config).await;
+        let reader_server = if pool { Some(Server::start_with(&config).await) } else { None };
+        let admin = &w.admin;
+        admin.post("/api/v1/groups", json!({ "name": "walled" })).await.expect(201);
+        admin.post("/api/v1/groups", json!({ "name": "inner" })).await.expect(201);
+        admin
+            .patch("/api/v1/groups/inner", json!({ "members": { "add": ["bob@example.com", "carol@example.com"] } }))
+            .await
+            .expect(200);
+        let category = |name: &str, allowed: Value, denied: Value| {
+            json!({ "name": name, "allowed_members": allowed, "denied_members": denied,
+                    "creators": ["alice@example.com"], "invitations": true })
+        };
+        let id = |v: Value| v["id"].as_str().unwrap().to_owned();
+        let research = id(admin
+            .post("/api/v1/categories", category("Research", json!(["domain:example.com"]), json!(["group:walled"])))
+            .await
+            .expect(201));
+        let general = id(admin
+            .post("/api/v1/categories", category("General", json!(["domain:example.com"]), json!([])))
+            .await
+            .expect(201));
+        admin
+            .post("/api/v1/categories", category("Elsewhere", json!(["alice@example.com"]), json!([])))
+            .await
+            .expect(201);
+        let deals = w.room(&research, "Deals", json!({ "privacy": "open" })).await;
+        let lobby = w.room(&general, "Lobby", json!({ "privacy": "open" })).await;
+        let invited = w
+            .room(
+                &research,
+                "Invited",
+                json!({ "members": ["alice@example.com", "bob@example.com", "carol@example.com"] }),
+            )
+            .await;
+        let alice = w.user("alice@example.com").await;
+        Self { w, reader_server, deals, lobby, invited, alice, _database: database }
+    }
+
+    fn reader_server(&self) -> &Server {
+        self.reader_server.as_ref().unwrap_or(&self.w.server)
+    }
+
+    async fn post(&self, room: &str, text: &str) -> u16 {
+        self.alice.post(&format!("/api/v1/rooms/{room}/messages"), json!({ "text": text })).await.status.as_u16()
+    }
+
+    /// Prepares what a change needs before the reader connects.
+    async fn prepare(&self, change: Change) {
+        let admin = &self.w.admin;
+        match change {
+            Change::RemovedFromMembers => {
+                let body =
+                    json!({ "privacy": "closed", "members": { "replace": ["alice@example.com", "bob@example.com"] } });
+                admin.patch(&format!("/api/v1/rooms/{}", self.deals), body).await.expect(200);
+            }
+            Change::GlobalPolicyDisabled | Change::SitePolicyDisabled | Change::PoolPolicyDisabled => {
+                // Alice keeps chat through her own policy, so that she can still post the secret.
+                let body = json!({ "enable_persistent_chat": true });
+                admin.put("/api/v1/policies/user:alice@example.com", body).await.expect(200);
+            }
+            Change::AdminRoleRevoked => {
+                admin.post("/api/v1/admins", json!({ "user": "bob@example.com", "role": "admin" })).await.expect(201);
+            }
+            Change::FollowerWalledOff => {
+                let carol = self.w.user("carol@example.com").await;
+                carol.put(&format!("/api/v1/me/follows/{}", self.deals), json!({})).await.expect(204);
+            }
+            _ => {}
+        }
+    }
+
+    /// Makes the change as the administrator; returns once it is acknowledged.
+    async fn change(&self, change: Change, reader: &str) {
+        let admin = &self.w.admin;
+        let deals = format!("/api/v1/rooms/{}", self.deals);
+        let research = "/api/v1/categories/name:Research";
+        let add_to_walled = |member: &str| json!({ "members": { "add": [member] } });
+        let reply = match change {
+            Change::AddedToWalledGroup | Change::FollowerWalledOff => {
+                admin.patch("/api/v1/groups/walled", add_to_walled(reader)).await
+            }
+            Change::NestedGroupAddedToWalledGroup => {
+                admin.patch("/api/v1/groups/walled", add_to_walled("group:inner")).await
+            }
+            Change::CategoryDeniesUser => admin.patch(research, json!({ "denied_members": { "add": [reader] } })).await,
+            Change::CategoryAllowedNarrowed => {
+                admin.patch(research, json!({ "allowed_members": { "replace": ["alice@example.com"] } })).await
+            }
+            Change::RoomMadeClosed => {
+                let body = json!({ "privacy": "closed", "members": { "replace": ["alice@example.com"] } });
+                admin.patch(&deals, body).await
+            }
+            Change::RemovedFromMembers => admin.patch(&deals, json!({ "members": { "remove": [reader] } })).await,
+            Change::RoomMovedOutOfScope => admin.patch(&deals, json!({ "category": "name:Elsewhere" })).await,
+            Change::RoomDisabled => admin.patch(&deals, json!({ "disabled": true })).await,
+            Change::RoomDeleted => admin.delete(&deals).await,
+            Change::UserPolicyDisabled => {
+                admin.put(&format!("/api/v1/policies/user:{reader}"), json!({ "enable_persistent_chat": false })).await
+            }
+            Change::GlobalPolicyDisabled => {
+                admin.put("/api/v1/policies/global", json!({ "enable_persistent_chat": false })).await
+            }
+            Change::SitePolicyDisabled => {
+                admin.put("/api/v1/policies/site:default", json!({ "enable_persistent_chat": false })).await
+            }
+            Change::PoolPolicyDisabled => {
+                admin.put("/api/v1/policies/pool:default", json!({ "enable_persistent_chat": false })).await
+            }
+            Change::UserDeleted => admin.delete(&format!("/api/v1/users/{reader}")).await,
+            Change::AdminRoleRevoked => admin.delete(&format!("/api/v1/admins/{reader}/admin")).await,
+            Change::SessionsEnded => admin.delete(&format!("/api/v1/users/{reader}/sessions")).await,
+        };
+        assert!(reply.status.is_success(), "{change:?}: {} {}", reply.status, reply.body);
+    }
+}
+
+/// Runs one change and checks what the reader's connection receives afterwards.
+async fn wall_holds(pool: bool, change: Change, expect: Expect) {
+    let scene = Scene::new(pool).await;
+    scene.prepare(change).await;
+    let follower = matches!(change, Change::FollowerWalledOff);
+    let reader_address = if follower { "carol@example.com" } else { "bob@example.com" };
+    let reader = scene.reader_server().api(None).signed_in(reader_address, PASSWORD).await;
+    let mut ws = Ws::connect(&scene.reader_server().url, reader.token.as_deref().unwrap()).await;
+    if !follower {
+        ws.join(&scene.deals, None).await;
+    }
+    ws.join(&scene.lobby, None).await;
+
+    // Delivery works before the change: a message, or activity for the follower.
+    assert_eq!(scene.post(&scene.deals, "before the change").await, 201);
+    let kind = if follower { "activity" } else { "message" };
+    let before = ws.next_of(kind).await;
+    assert_eq!(room_of(&before), scene.deals, "{before}");
+
+    scene.change(change, reader_address).await;
+    // Alice's secret goes to Deals (refused where the room is gone or disabled), then the control message.
+    let secret = scene.post(&scene.deals, "secret deal terms").await;
+    assert_eq!(scene.post(&scene.lobby, "control").await, 201);
+
+    let is_control = |f: &Value| f["type"] == "message" && f["message"]["text"] == "control";
+    match expect {
+        Expect::Leaves(frame) => {
+            let frames = ws.until(is_control).await;
+            let left = frames.iter().position(|f| f["type"] == frame && room_of(f) == scene.deals);
+            assert!(left.is_some(), "{change:?}: no {frame} for Deals in {frames:?}");
+            let leaked: Vec<&Value> =
+                frames.iter().filter(|f| f != &&frames[left.unwrap()] && mentions(f, &scene.deals)).collect();
+            assert!(leaked.is_empty(), "{change:?}: frames of Deals after the change: {leaked:?}");
+            if matches!(change, Change::AddedToWalledGroup | Change::NestedGroupAddedToWalledGroup) {
+                let withdrawn = frames.iter().find(|f| f["type"] == "invitation_withdrawn");
+                assert_eq!(withdrawn.map(room_of), Some(scene.invited.clone()), "{frames:?}");
+                let listed = reader.get("/api/v1/me/invitations").await.expect(200);
+                assert_eq!(listed["items"], json!([]), "the withdrawn invitation is no longer listed");
+            }
+            // The room is not joined again by a new join, and posting is refused.
+            ws.send(json!({ "op": "join", "room": scene.deals })).await;
+            let answer = ws.next().await;
+            assert_eq!(answer["type"], "error", "{change:?}: {answer}");
+        }
+        Expect::Closed(code, reason) => {
+            let (frames, close) = ws.until_closed().await;
+            assert_eq!(close, Some((code, reason.to_owned())), "{change:?}: frames before the close: {frames:?}");
+            let leaked: Vec<&Value> = frames.iter().filter(|f| mentions(f, &scene.deals)).collect();
+            assert!(leaked.is_empty(), "{change:?}: frames of Deals after the change: {leaked:?}");
+        }
+        Expect::Keeps => {
+            assert_eq!(secret, 201);
+            let frames = ws.until(is_control).await;
+            assert!(
+                frames.iter().any(|f| f["type"] == "message" && f["message"]["text"] == "secret deal terms"),
+                "{change:?}: the reader lost a room they may still read: {frames:?}"
+            );
+            // The change itself took effect for the connection's user.
+            let status = reader.call(Method::GET, "/api/v1/admins", None).await.status.as_u16();
+            assert_eq!(status, 403, "{change:?}: the revoked role still works");
+        }
+    }
+}
+
+fn room_of(frame: &Value) -> String {
+    let room = if frame["message"].is_object() { &frame["message"]["room"] } else { &frame["room"] };
+    match room {
+        Value::String(s) => s.clone(),
+        Value::Object(r) => r["id"].as_str().unwrap_or_default().to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Whether a frame is about the room (a message, a room event, activity); withdrawing an invitation to it is not.
+fn mentions(frame: &Value, room: &str) -> bool {
+    frame["type"] != "invitation_withdrawn"
+        && (room_of(frame) == room || frame.to_string().contains("secret deal terms"))
+}
+
+macro_rules! access_cases {
+    ($($name:ident: $change:ident => $expect:expr;)*) => {
+        mod sqlite {
+            use super::*;
+            $(#[tokio::test] async fn $name() { wall_holds(false, Change::$change, $expect).await; })*
+        }
+        mod two_servers_on_postgresql {
+            use super::*;
+            $(#[tokio::test] async fn $name() { wall_holds(true, Change::$change, $expect).await; })*
+        }
+    };
+}
+
+access_cases! {
+    added_to_a_walled_group: AddedToWalledGroup => Expect::Leaves("removed_from_room");
+    a_nested_group_added_to_a_walled_group: NestedGroupAddedToWalledGroup => Expect::Leaves("removed_from_room");
+    a_category_denies_the_user: CategoryDeniesUser => Expect::Leaves("removed_from_room");
+    a_category_allows_fewer: CategoryAllowedNarrowed => Expect::Leaves("removed_from_room");
+    the_room_is_made_closed: RoomMadeClosed => Expect::Leaves("removed_from_room");
+    removed_from_the_members: RemovedFromMembers => Expect::Leaves("removed_from_room");
+    the_room_moves_out_of_scope: RoomMovedOutOfScope => Expect::Leaves("removed_from_room");
+    the_room_is_disabled: RoomDisabled => Expect::Leaves("room_disabled");
+    the_room_is_deleted: RoomDeleted => Expect::Leaves("room_deleted");
+    the_users_policy_disables_chat: UserPolicyDisabled => Expect::Closed(4403, "chat_disabled_by_policy");
+    the_global_policy_disables_chat: GlobalPolicyDisabled => Expect::Closed(4403, "chat_disabled_by_policy");
+    the_site_policy_disables_chat: SitePolicyDisabled => Expect::Closed(4403, "chat_disabled_by_policy");
+    the_pool_policy_disables_chat: PoolPolicyDisabled => Expect::Closed(4403, "chat_disabled_by_policy");
+    the_user_is_deleted: UserDeleted => Expect::Closed(4401, "user_deleted");
+    an_admin_role_is_revoked: AdminRoleRevoked => Expect::Keeps;
+    the_users_sessions_are_ended: SessionsEnded => Expect::Closed(4401, "session_ended");
+    a_follower_is_walled_off: FollowerWalledOff => Expect::Leaves("removed_from_room");
+}
