@@ -16,12 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 use tracing::debug;
@@ -58,9 +57,12 @@ pub async fn serve_connections(
     let limits = state.limits.clone();
     let app = router(state);
     let acceptor = tls.map(TlsAcceptor::from);
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
-    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
+    // Connections finish their requests in flight when told to stop; each holds a sender, so the receiver ends
+    // once they all have.
+    let (stop, stopping) = watch::channel(false);
+    let (alive, mut all_done) = mpsc::channel::<()>(1);
     let unauthenticated = Arc::new(Semaphore::new(limits.max_unauthenticated.max(1)));
     tokio::pin!(shutdown);
     loop {
@@ -86,12 +88,14 @@ pub async fn serve_connections(
             debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let connection = ConnectionState { unauthenticated: Arc::new(Mutex::new(Some(permit))) };
-        let (acceptor, app, builder, watcher) = (acceptor.clone(), app.clone(), builder.clone(), graceful.watcher());
+        let one =
+            Connection { peer, state: connection, app: app.clone(), builder: builder.clone(), stop: stopping.clone() };
+        let (acceptor, alive) = (acceptor.clone(), alive.clone());
         tokio::spawn(async move {
             let result = match acceptor {
-                None => serve_one(tcp, peer, connection, app, builder, watcher).await,
+                None => one.serve(tcp).await,
                 Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => serve_one(stream, peer, connection, app, builder, watcher).await,
+                    Ok(Ok(stream)) => one.serve(stream).await,
                     Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => return debug!(%peer, "TLS handshake timed out"),
                 },
@@ -99,31 +103,50 @@ pub async fn serve_connections(
             if let Err(e) = result {
                 debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(alive);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stop.send(true);
+    drop(alive);
+    let _ = all_done.recv().await;
     Ok(())
 }
 
-/// Serves one connection's requests, each carrying the peer address and the connection's state.
-async fn serve_one<I>(
-    io: I,
+/// One accepted connection and what serving it needs.
+struct Connection {
     peer: SocketAddr,
-    connection: ConnectionState,
+    state: ConnectionState,
     app: axum::Router,
-    builder: Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        request.extensions_mut().insert(connection.clone());
-        app.clone().call(request)
-    });
-    watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned()).await
+    builder: http1::Builder,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// Serves the connection's requests, each carrying the peer address and the connection's state; on shutdown,
+    /// lets the request in flight finish and closes.
+    async fn serve<I>(mut self, io: I) -> Result<(), hyper::Error>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (peer, state, app) = (self.peer, self.state, self.app);
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(state.clone());
+            app.clone().call(request)
+        });
+        let connection = self.builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+        tokio::pin!(connection);
+        let stopping = async move {
+            let _ = self.stop.wait_for(|stop| *stop).await;
+        };
+        tokio::select! {
+            result = connection.as_mut() => return result,
+            () = stopping => {}
+        }
+        connection.as_mut().graceful_shutdown();
+        connection.await
+    }
 }
 
 /// The peer of a request served by [`serve_connections`].

@@ -467,6 +467,20 @@ impl Ws {
     pub async fn close(mut self) {
         let _ = self.socket.close(None).await;
     }
+
+    /// Sends a close frame and returns whether the server answered with its own (within the wait).
+    pub async fn close_answered(mut self) -> bool {
+        if self.socket.send(Message::Close(None)).await.is_err() {
+            return false;
+        }
+        loop {
+            match tokio::time::timeout(WAIT, self.socket.next()).await {
+                Ok(Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_)) | None) | Err(_) => return false,
+            }
+        }
+    }
 }
 
 impl Api {

@@ -13,6 +13,7 @@ mod export;
 mod failover;
 mod flow;
 mod harness;
+mod hostile;
 mod pgcluster;
 mod pool;
 mod postgres;

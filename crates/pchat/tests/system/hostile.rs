@@ -1,0 +1,130 @@
+//! Hostile and broken clients: request headers sent slowly or not at all, idle keep-alive connections, too many
+//! connections that never authenticate, and stream peers that stop answering pings.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::{PASSWORD, World, Ws};
+
+const TIGHT: &str = "[limits]\nrequest_header_timeout_secs = 2\nmax_unauthenticated_connections = 8\nping_interval_secs = 1\npost_rate_per_sec = 100000.0\npost_burst = 100000.0\n";
+
+fn host_port(url: &str) -> String {
+    url.trim_start_matches("http://").to_owned()
+}
+
+/// Waits until the server closes the connection (reads return 0 or fail); returns how long that took.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the server kept the connection open for {limit:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_or_missing_headers_and_idle_keep_alive_connections_are_closed_in_bounded_time() {
+    let w = World::with_config(TIGHT).await;
+    let address = host_port(&w.server.url);
+
+    // One header byte every 300 ms: the headers never complete within the timeout.
+    let mut dribbling = TcpStream::connect(&address).await.unwrap();
+    dribbling.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let dribble = tokio::spawn(async move {
+        let started = Instant::now();
+        for byte in b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter().cycle() {
+            if dribbling.write_all(&[*byte]).await.is_err() {
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(started.elapsed() < Duration::from_secs(20), "still accepting header bytes after 20 s");
+        }
+        unreachable!()
+    });
+
+    // Partial headers, then nothing.
+    let mut stalled = TcpStream::connect(&address).await.unwrap();
+    stalled.write_all(b"GET /healthz HT").await.unwrap();
+    let stalled_after = closed_within(&mut stalled, Duration::from_secs(10)).await;
+
+    // A complete request, then the keep-alive connection is left idle.
+    let mut idle = TcpStream::connect(&address).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut answer = [0u8; 256];
+    let n = idle.read(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+    let idle_after = closed_within(&mut idle, Duration::from_secs(10)).await;
+
+    let dribbled_for = dribble.await.unwrap();
+    for (what, after) in
+        [("dribbling headers", dribbled_for), ("partial headers", stalled_after), ("idle keep-alive", idle_after)]
+    {
+        assert!(after < Duration::from_secs(6), "{what}: closed after {after:?}");
+    }
+    // The server is fine.
+    w.admin.get("/api/v1/me").await.expect(200);
+}
+
+#[tokio::test]
+async fn connections_that_never_authenticate_are_bounded() {
+    let w = World::with_config(TIGHT).await;
+    let address = host_port(&w.server.url);
+    // The test's own clients keep authenticated connections; these eight sockets say nothing.
+    let mut silent = vec![];
+    for _ in 0..8 {
+        silent.push(TcpStream::connect(&address).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The ninth is closed at once.
+    let mut refused = TcpStream::connect(&address).await.unwrap();
+    let _ = refused.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    closed_within(&mut refused, Duration::from_secs(1)).await;
+    // Authenticated clients are not affected: their connections left the bound with their first request.
+    w.admin.get("/api/v1/me").await.expect(200);
+    // Once the silent ones time out, new connections are accepted again.
+    for mut s in silent {
+        closed_within(&mut s, Duration::from_secs(10)).await;
+    }
+    let bob = w.server.api(None).signed_in("bob@example.com", PASSWORD).await;
+    bob.get("/api/v1/me").await.expect(200);
+}
+
+#[tokio::test]
+async fn a_stream_peer_that_stops_answering_pings_is_dropped_from_the_roster() {
+    let w = World::with_config(TIGHT).await;
+    let cat = w.category("C").await;
+    let room = w.room(&cat, "R", json!({ "privacy": "open" })).await;
+    let (alice, bob) = (w.user("alice@example.com").await, w.user("bob@example.com").await);
+    let mut watcher = w.ws(&alice).await;
+    watcher.join(&room, None).await;
+    let mut gone = w.ws(&bob).await;
+    gone.join(&room, None).await;
+    assert_eq!(watcher.next_of("participant_joined").await["user"]["address"], "bob@example.com");
+    // Bob's client freezes: it no longer reads, so it answers no ping. Alice keeps answering hers.
+    let started = Instant::now();
+    let left = watcher.next_of("participant_left").await;
+    assert_eq!(left["user"]["address"], "bob@example.com");
+    assert!(started.elapsed() < Duration::from_secs(5), "dropped after {:?}", started.elapsed());
+    let participants = alice.get(&format!("/api/v1/rooms/{room}/participants")).await.expect(200);
+    let names: Vec<&str> =
+        participants["participants"].as_array().unwrap().iter().map(|p| p["address"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alice@example.com"]);
+    drop(gone);
+}
+
+#[tokio::test]
+async fn a_clients_close_frame_is_answered_at_once() {
+    let w = World::new().await;
+    let bob = w.user("bob@example.com").await;
+    let ws: Ws = w.ws(&bob).await;
+    let started = Instant::now();
+    assert!(ws.close_answered().await, "the server did not answer the close frame");
+    assert!(started.elapsed() < Duration::from_secs(2), "closing took {:?}", started.elapsed());
+}
