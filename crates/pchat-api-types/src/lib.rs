@@ -218,6 +218,8 @@ pub struct Category {
     pub allowed_members: Vec<String>,
     pub denied_members: Vec<String>,
     pub creators: Vec<String>,
+    /// Moves on at every change; also the `ETag` (`"N"`), for `If-Match` on PATCH.
+    pub version: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -264,6 +266,8 @@ pub struct Room {
     pub presenters: Vec<String>,
     pub created_by: String,
     pub created_at: String,
+    /// Moves on at every change; also the `ETag` (`"N"`), for `If-Match` on PATCH.
+    pub version: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

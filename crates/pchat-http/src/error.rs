@@ -62,6 +62,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, codes::PAYLOAD_TOO_LARGE),
             ServiceError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED),
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
+            ServiceError::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, codes::CONFLICT),
             ServiceError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
             ServiceError::Unavailable(cause) => {
                 warn!(%cause, "storage unavailable");

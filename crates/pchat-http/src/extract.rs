@@ -150,6 +150,28 @@ pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
     (!token.is_empty()).then(|| token.to_owned())
 }
 
+/// `If-Match: "N"`: the version an edit was computed from (`*` or no header: any). A stale version makes the
+/// edit fail with 412 and change nothing.
+pub(crate) struct IfMatch(pub(crate) Option<i64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(axum::http::header::IF_MATCH) else { return Ok(Self(None)) };
+        let value = value.to_str().map(str::trim).unwrap_or("");
+        if value == "*" {
+            return Ok(Self(None));
+        }
+        value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(|v| Self(Some(v)))
+            .ok_or_else(|| ApiError::validation("If-Match", "must be an ETag of this object, like \"3\", or *"))
+    }
+}
+
 /// Query parameters, read by name so that each error names its parameter.
 pub(crate) struct QueryMap(pub(crate) HashMap<String, Vec<String>>);
 

@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::extract::{Auth, Json, QueryMap};
+use crate::extract::{Auth, IfMatch, Json, QueryMap};
 use crate::{AppState, account, stream, wire};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -30,6 +30,15 @@ fn ok<T: serde::Serialize>(value: &T) -> ApiResult<Response> {
 
 fn created<T: serde::Serialize>(value: &T) -> ApiResult<Response> {
     Ok(json(StatusCode::CREATED, value))
+}
+
+/// A JSON body with the object's version as its `ETag`.
+fn versioned<T: serde::Serialize>(status: StatusCode, value: &T, version: i64) -> ApiResult<Response> {
+    let mut response = json(status, value);
+    if let Ok(etag) = axum::http::HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(axum::http::header::ETAG, etag);
+    }
+    Ok(response)
 }
 
 fn no_content() -> ApiResult<Response> {
@@ -371,7 +380,8 @@ async fn create_category(
 
 #[utoipa::path(get, path = "/api/v1/categories/{id}", tag = "categories", summary = "A category", params(("id" = String, Path, description = "Category id or name:NAME")), responses((status = 200, body = Category), (status = 401, description = "Not signed in", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn get_category(State(s): State<AppState>, Auth(caller, _): Auth, Path(id): Path<String>) -> ApiResult<Response> {
-    ok(&wire::category(&s.service.get_category(&caller, &id).await?))
+    let category = s.service.get_category(&caller, &id).await?;
+    versioned(StatusCode::OK, &wire::category(&category), category.version)
 }
 
 #[utoipa::path(patch, path = "/api/v1/categories/{id}", tag = "categories", summary = "Change a category (admin)", params(("id" = String, Path, description = "Category id or name:NAME")), request_body = CategoryPatch, responses((status = 200, body = Category), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
@@ -379,9 +389,11 @@ async fn update_category(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
     Path(id): Path<String>,
+    IfMatch(version): IfMatch,
     Json(body): Json<api::CategoryPatch>,
 ) -> ApiResult<Response> {
-    ok(&wire::category(&s.service.update_category(&caller, &id, body).await?))
+    let category = s.service.update_category(&caller, &id, body, version).await?;
+    versioned(StatusCode::OK, &wire::category(&category), category.version)
 }
 
 #[utoipa::path(delete, path = "/api/v1/categories/{id}", tag = "categories", summary = "Delete an empty category (admin)", params(("id" = String, Path, description = "Category id or name:NAME")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
@@ -463,7 +475,7 @@ async fn create_room(
 #[utoipa::path(get, path = "/api/v1/rooms/{id}", tag = "rooms", summary = "A room", params(("id" = String, Path, description = "Room id or name:NAME")), responses((status = 200, body = Room), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
 async fn get_room(State(s): State<AppState>, Auth(caller, _): Auth, Path(id): Path<String>) -> ApiResult<Response> {
     let view = s.service.get_room(&caller, &id).await?;
-    ok(&wire::room(&s.service.settings().domain, &view.room))
+    versioned(StatusCode::OK, &wire::room(&s.service.settings().domain, &view.room), view.room.version)
 }
 
 #[utoipa::path(patch, path = "/api/v1/rooms/{id}", tag = "rooms", summary = "Change a room (managers and admins)", params(("id" = String, Path, description = "Room id or name:NAME")), request_body = RoomPatch, responses((status = 200, body = Room), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
@@ -471,10 +483,11 @@ async fn update_room(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
     Path(id): Path<String>,
+    IfMatch(version): IfMatch,
     Json(body): Json<api::RoomPatch>,
 ) -> ApiResult<Response> {
-    let room = s.service.update_room(&caller, &id, body).await?;
-    ok(&wire::room(&s.service.settings().domain, &room))
+    let room = s.service.update_room(&caller, &id, body, version).await?;
+    versioned(StatusCode::OK, &wire::room(&s.service.settings().domain, &room), room.version)
 }
 
 #[utoipa::path(delete, path = "/api/v1/rooms/{id}", tag = "rooms", summary = "Delete a room and its content (admin)", params(("id" = String, Path, description = "Room id or name:NAME")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]

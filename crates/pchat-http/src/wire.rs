@@ -25,6 +25,7 @@ pub fn category(c: &CategoryRecord) -> api::Category {
         allowed_members: strings(&c.allowed_members),
         denied_members: strings(&c.denied_members),
         creators: strings(&c.creators),
+        version: c.version,
     }
 }
 
@@ -45,6 +46,7 @@ pub fn room(domain: &str, r: &RoomRecord) -> api::Room {
         presenters: strings(&r.presenters),
         created_by: r.created_by.clone(),
         created_at: format_micros(r.created_at),
+        version: r.version,
     }
 }
 

@@ -29,6 +29,9 @@ pub enum ServiceError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     Conflict(String),
+    /// The object changed since the version the caller named (`If-Match`); nothing was written.
+    #[error("the object changed since the version given in If-Match; read it again")]
+    PreconditionFailed,
     #[error("service unavailable: {0}")]
     Unavailable(String),
     /// Too much work of this kind is in progress (password hashing); retry shortly.
@@ -67,6 +70,7 @@ impl From<StoreError> for ServiceError {
                 Self::validation("members", "a group cannot contain itself, directly or through nesting")
             }
             StoreError::RoomDisabled => Self::RoomDisabled,
+            StoreError::Conflict => Self::Conflict("changed concurrently; try again".into()),
             StoreError::Unavailable(m) => Self::Unavailable(m),
         }
     }

@@ -9,7 +9,7 @@ use pchat_core::permissions::may_create_room;
 use pchat_core::{
     Access, Address, Description, Identity, Invitations, Name, Principal, Privacy, RoomAcl, RoomType, Scope, decide,
 };
-use pchat_store::{AccessScope, AddinRecord, CategoryRecord, ClusterEvent, RoomQuery, RoomRecord};
+use pchat_store::{AccessScope, AddinRecord, CategoryRecord, ClusterEvent, RoomQuery, RoomRecord, StoreError};
 
 use crate::directory::require_admin;
 use crate::time::now_micros;
@@ -17,6 +17,9 @@ use serde_json::json;
 
 use crate::compliance::{addin_json, category_json, room_change_kind, room_json};
 use crate::{Caller, Service, ServiceError, ServiceResult};
+
+/// How often an edit is re-applied after losing a race before giving up (409).
+const MAX_EDIT_ATTEMPTS: usize = 16;
 
 /// A room together with what the caller may do with it.
 #[derive(Debug, Clone)]
@@ -212,6 +215,7 @@ impl Service {
             allowed_members: opt_list("allowed_members", input.allowed_members)?,
             denied_members: opt_list("denied_members", input.denied_members)?,
             creators: opt_list("creators", input.creators)?,
+            version: 1,
         };
         self.checked_principals("allowed_members", &record.allowed_members, None).await?;
         self.checked_principals("denied_members", &record.denied_members, None).await?;
@@ -239,15 +243,49 @@ impl Service {
         Ok(all.into_iter().filter(|c| caller.admin || scope_of(c).contains(&caller.identity)).collect())
     }
 
+    /// Changes a category: only the fields the patch names, applied to the category as it is when written. The
+    /// write is a compare-and-set on the category's version; when another change got in first, the patch is
+    /// applied again to the new state (so concurrent edits never undo each other), unless the caller named the
+    /// version it expects (`If-Match`), which then fails with `PreconditionFailed`.
     pub async fn update_category(
         &self,
         caller: &Caller,
         reference: &str,
         patch: api::CategoryPatch,
+        expected_version: Option<i64>,
     ) -> ServiceResult<CategoryRecord> {
         require_admin(caller)?;
-        let mut c = self.resolve_category(reference).await?;
-        let before = c.clone();
+        let mut reference = reference.to_owned();
+        for _ in 0..MAX_EDIT_ATTEMPTS {
+            let before = self.resolve_category(&reference).await?;
+            reference.clone_from(&before.id);
+            if expected_version.is_some_and(|v| v != before.version) {
+                return Err(ServiceError::PreconditionFailed);
+            }
+            let c = self.patched_category(&before, &patch).await?;
+            let events = || {
+                let details = json!({ "before": category_json(&before), "after": category_json(&c) });
+                vec![self.event("CATEGORY_CHANGED", None, caller.address(), c.name.clone(), details)]
+            };
+            match self.audited(events, self.store.update_category(&c)).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) if expected_version.is_none() => continue,
+                Err(StoreError::Conflict) => return Err(ServiceError::PreconditionFailed),
+                Err(e) => return Err(e.into()),
+            }
+            self.changed_access(AccessScope::categories([c.id.clone()])).await;
+            return Ok(CategoryRecord { version: c.version + 1, ..c });
+        }
+        Err(ServiceError::Conflict("the category keeps changing; try again".into()))
+    }
+
+    /// The category with the patch applied (validated), at the version it was computed from.
+    async fn patched_category(
+        &self,
+        before: &CategoryRecord,
+        patch: &api::CategoryPatch,
+    ) -> ServiceResult<CategoryRecord> {
+        let mut c = before.clone();
         if let Some(name) = &patch.name {
             c.name = Name::parse("name", name)?.into_string();
         }
@@ -272,12 +310,6 @@ impl Service {
             self.checked_principals("creators", &added, Some(&scope_of(&c))).await?;
             c.creators = list;
         }
-        let events = || {
-            let details = json!({ "before": category_json(&before), "after": category_json(&c) });
-            vec![self.event("CATEGORY_CHANGED", None, caller.address(), c.name.clone(), details)]
-        };
-        self.audited(events, self.store.update_category(&c)).await?;
-        self.changed_access(AccessScope::categories([c.id.clone()])).await;
         Ok(c)
     }
 
@@ -451,6 +483,7 @@ impl Service {
             presenters,
             created_by: caller.address().to_owned(),
             created_at: now_micros(),
+            version: 1,
         };
         let events = || {
             let details = json!({ "after": room_json(&room) });
@@ -545,19 +578,71 @@ impl Service {
         Ok((out, next))
     }
 
+    /// Changes a room: only the fields the patch names, applied to the room as it is when written (see
+    /// [`Service::update_category`] for the compare-and-set and `expected_version`).
     pub async fn update_room(
         &self,
         caller: &Caller,
         reference: &str,
         patch: api::RoomPatch,
+        expected_version: Option<i64>,
     ) -> ServiceResult<RoomRecord> {
-        let (view, old_category) = self.room_view(caller, reference).await?;
-        if !view.access.manage {
-            return Err(ServiceError::Forbidden("only the room's managers and administrators change it".into()));
+        let mut reference = reference.to_owned();
+        for _ in 0..MAX_EDIT_ATTEMPTS {
+            let (view, old_category) = self.room_view(caller, &reference).await?;
+            reference.clone_from(&view.room.id);
+            if !view.access.manage {
+                return Err(ServiceError::Forbidden("only the room's managers and administrators change it".into()));
+            }
+            if expected_version.is_some_and(|v| v != view.room.version) {
+                return Err(ServiceError::PreconditionFailed);
+            }
+            let old = view.room;
+            let (room, category, invitees) = self.patched_room(caller, &old, old_category, &patch).await?;
+            let events = || {
+                let details = json!({ "before": room_json(&old), "after": room_json(&room) });
+                let kind = room_change_kind(&old, &room);
+                vec![self.event(kind, Some(&room.id), caller.address(), room.name.clone(), details)]
+            };
+            match self.audited(events, self.store.update_room(&room)).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) if expected_version.is_none() => continue,
+                Err(StoreError::Conflict) => return Err(ServiceError::PreconditionFailed),
+                Err(e) => return Err(e.into()),
+            }
+            // Users taken off a role list are named too, so that their invitations to the room are withdrawn even
+            // where they have not joined it.
+            let kept: BTreeSet<&Principal> =
+                room.members.iter().chain(&room.managers).chain(&room.presenters).collect();
+            let removed_users = old
+                .members
+                .iter()
+                .chain(&old.managers)
+                .chain(&old.presenters)
+                .filter(|p| !kept.contains(p))
+                .filter_map(|p| match p {
+                    Principal::User(a) => Some(a.to_string()),
+                    _ => None,
+                });
+            let scope =
+                AccessScope { rooms: vec![room.id.clone()], users: removed_users.collect(), ..AccessScope::default() };
+            self.changed_access(scope).await;
+            self.invite(&category, &room, &invitees).await?;
+            return Ok(RoomRecord { version: room.version + 1, ..room });
         }
-        let old = view.room;
+        Err(ServiceError::Conflict("the room keeps changing; try again".into()))
+    }
+
+    /// The room with the patch applied (validated), its category afterwards, and who to invite.
+    async fn patched_room(
+        &self,
+        caller: &Caller,
+        old: &RoomRecord,
+        old_category: CategoryRecord,
+        patch: &api::RoomPatch,
+    ) -> ServiceResult<(RoomRecord, CategoryRecord, Vec<Principal>)> {
         let mut room = old.clone();
-        let mut category = old_category.clone();
+        let mut category = old_category;
         if let Some(target) = &patch.category {
             let target = self
                 .resolve_category(target)
@@ -630,32 +715,7 @@ impl Service {
             *list = new;
         }
         check_lists(room.privacy, room.room_type, &room.members, &room.presenters)?;
-        let events = || {
-            let details = json!({ "before": room_json(&old), "after": room_json(&room) });
-            vec![self.event(
-                room_change_kind(&old, &room),
-                Some(&room.id),
-                caller.address(),
-                room.name.clone(),
-                details,
-            )]
-        };
-        self.audited(events, self.store.update_room(&room)).await?;
-        // Users taken off a role list are named too, so that their invitations to the room are withdrawn even
-        // where they have not joined it.
-        let kept: BTreeSet<&Principal> = room.members.iter().chain(&room.managers).chain(&room.presenters).collect();
-        let removed_users =
-            old.members.iter().chain(&old.managers).chain(&old.presenters).filter(|p| !kept.contains(p)).filter_map(
-                |p| match p {
-                    Principal::User(a) => Some(a.to_string()),
-                    _ => None,
-                },
-            );
-        let scope =
-            AccessScope { rooms: vec![room.id.clone()], users: removed_users.collect(), ..AccessScope::default() };
-        self.changed_access(scope).await;
-        self.invite(&category, &room, &invitees).await?;
-        Ok(room)
+        Ok((room, category, invitees))
     }
 
     pub async fn delete_room(&self, caller: &Caller, reference: &str) -> ServiceResult<()> {

@@ -159,6 +159,11 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_address ON sessions(address, created_at);
 "#,
+    // Versions for compare-and-set edits: concurrent changes re-apply on the current row instead of undoing it.
+    r#"
+ALTER TABLE rooms ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
+ALTER TABLE categories ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
+"#,
 ];
 
 /// The compliance archive's schema: in the chat database or in a database of its own (`compliance.database_url`),

@@ -179,6 +179,29 @@ impl PgStore {
         self.execute_checked(sql, params, true).await.map(drop)
     }
 
+    /// Renames or deletes an add-in (`sql`, which must change one row). Rooms follow through the foreign key; their
+    /// versions move on in the same transaction, so that an edit made on the old view is re-applied.
+    async fn change_addin(&self, name: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        tx.execute("UPDATE rooms SET version = version + 1 WHERE addin = $1", &[&name]).await.map_err(unavailable)?;
+        if tx.execute(sql, params).await.map_err(named)? == 0 {
+            return Err(StoreError::NotFound); // Nothing changed: the transaction rolls back as it drops.
+        }
+        commit_captured(tx).await
+    }
+
+    /// The outcome of a versioned update: `NotFound` becomes `Conflict` when the row exists (its version moved on).
+    async fn versioned(&self, updated: StoreResult<()>, table: &str, id: &str) -> StoreResult<()> {
+        match updated {
+            Err(StoreError::NotFound) => {
+                let exists = self.query_opt(&format!("SELECT 1 FROM {table} WHERE id = $1"), &[&id]).await?.is_some();
+                Err(if exists { StoreError::Conflict } else { StoreError::NotFound })
+            }
+            other => other,
+        }
+    }
+
     async fn execute_checked(&self, sql: &str, params: &[&(dyn ToSql + Sync)], one: bool) -> StoreResult<u64> {
         let captured = compliance::take_pending();
         let mut client = self.client().await?;
@@ -324,7 +347,7 @@ fn user_from_row(row: &Row) -> StoreResult<UserRecord> {
 }
 
 const CATEGORY_COLUMNS: &str =
-    "id, name, description, file_upload, chat_history, invitations, allowed_members, denied_members, creators";
+    "id, name, description, file_upload, chat_history, invitations, allowed_members, denied_members, creators, version";
 
 fn category_from_row(row: &Row) -> StoreResult<CategoryRecord> {
     Ok(CategoryRecord {
@@ -337,11 +360,12 @@ fn category_from_row(row: &Row) -> StoreResult<CategoryRecord> {
         allowed_members: principals(row, 6)?,
         denied_members: principals(row, 7)?,
         creators: principals(row, 8)?,
+        version: col(row, 9)?,
     })
 }
 
 const ROOM_COLUMNS: &str = "id, name, description, category_id, privacy, room_type, invitations, disabled, addin, \
-                            members, managers, presenters, created_by, created_at";
+                            members, managers, presenters, created_by, created_at, version";
 
 fn room_from_row(row: &Row) -> StoreResult<RoomRecord> {
     Ok(RoomRecord {
@@ -359,6 +383,7 @@ fn room_from_row(row: &Row) -> StoreResult<RoomRecord> {
         presenters: principals(row, 11)?,
         created_by: col(row, 12)?,
         created_at: col(row, 13)?,
+        version: col(row, 14)?,
     })
 }
 
@@ -632,10 +657,11 @@ impl Store for PgStore {
     }
 
     async fn create_category(&self, k: &CategoryRecord) -> StoreResult<()> {
-        let sql = format!("INSERT INTO categories ({CATEGORY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+        let sql =
+            format!("INSERT INTO categories ({CATEGORY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
         let (allowed, denied, creators) =
             (join_principals(&k.allowed_members), join_principals(&k.denied_members), join_principals(&k.creators));
-        let params: [&(dyn ToSql + Sync); 9] = [
+        let params: [&(dyn ToSql + Sync); 10] = [
             &k.id,
             &k.name,
             &k.description,
@@ -645,6 +671,7 @@ impl Store for PgStore {
             &allowed,
             &denied,
             &creators,
+            &k.version,
         ];
         self.execute(&sql, &params).await.map(drop)
     }
@@ -668,10 +695,11 @@ impl Store for PgStore {
 
     async fn update_category(&self, k: &CategoryRecord) -> StoreResult<()> {
         let sql = "UPDATE categories SET name = $2, description = $3, file_upload = $4, chat_history = $5, \
-                   invitations = $6, allowed_members = $7, denied_members = $8, creators = $9 WHERE id = $1";
+                   invitations = $6, allowed_members = $7, denied_members = $8, creators = $9, version = version + 1 \
+                   WHERE id = $1 AND version = $10";
         let (allowed, denied, creators) =
             (join_principals(&k.allowed_members), join_principals(&k.denied_members), join_principals(&k.creators));
-        let params: [&(dyn ToSql + Sync); 9] = [
+        let params: [&(dyn ToSql + Sync); 10] = [
             &k.id,
             &k.name,
             &k.description,
@@ -681,8 +709,10 @@ impl Store for PgStore {
             &allowed,
             &denied,
             &creators,
+            &k.version,
         ];
-        self.execute_one(sql, &params).await
+        let updated = self.execute_one(sql, &params).await;
+        self.versioned(updated, "categories", &k.id).await
     }
 
     async fn delete_category(&self, id: &str) -> StoreResult<()> {
@@ -726,11 +756,12 @@ impl Store for PgStore {
     }
 
     async fn update_addin(&self, name: &str, a: &AddinRecord) -> StoreResult<()> {
-        self.execute_one("UPDATE addins SET name = $2, url = $3 WHERE name = $1", &[&name, &a.name, &a.url]).await
+        let sql = "UPDATE addins SET name = $2, url = $3 WHERE name = $1";
+        self.change_addin(name, sql, &[&name, &a.name, &a.url]).await
     }
 
     async fn delete_addin(&self, name: &str) -> StoreResult<()> {
-        self.execute_one("DELETE FROM addins WHERE name = $1", &[&name]).await
+        self.change_addin(name, "DELETE FROM addins WHERE name = $1", &[&name]).await
     }
 
     async fn create_room(&self, r: &RoomRecord) -> StoreResult<()> {
@@ -742,11 +773,11 @@ impl Store for PgStore {
             return Err(StoreError::NotFound);
         }
         let sql = format!(
-            "INSERT INTO rooms ({ROOM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            "INSERT INTO rooms ({ROOM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
         let (members, managers, presenters) =
             (join_principals(&r.members), join_principals(&r.managers), join_principals(&r.presenters));
-        let params: [&(dyn ToSql + Sync); 14] = [
+        let params: [&(dyn ToSql + Sync); 15] = [
             &r.id,
             &r.name,
             &r.description,
@@ -761,6 +792,7 @@ impl Store for PgStore {
             &presenters,
             &r.created_by,
             &r.created_at,
+            &r.version,
         ];
         tx.execute(&sql, &params).await.map_err(named)?;
         commit_captured(tx).await
@@ -787,11 +819,11 @@ impl Store for PgStore {
 
     async fn update_room(&self, r: &RoomRecord) -> StoreResult<()> {
         let sql = "UPDATE rooms SET name = $2, description = $3, category_id = $4, privacy = $5, room_type = $6, \
-                   invitations = $7, disabled = $8, addin = $9, members = $10, managers = $11, presenters = $12 \
-                   WHERE id = $1";
+                   invitations = $7, disabled = $8, addin = $9, members = $10, managers = $11, presenters = $12, \
+                   version = version + 1 WHERE id = $1 AND version = $13";
         let (members, managers, presenters) =
             (join_principals(&r.members), join_principals(&r.managers), join_principals(&r.presenters));
-        let params: [&(dyn ToSql + Sync); 12] = [
+        let params: [&(dyn ToSql + Sync); 13] = [
             &r.id,
             &r.name,
             &r.description,
@@ -804,8 +836,10 @@ impl Store for PgStore {
             &members,
             &managers,
             &presenters,
+            &r.version,
         ];
-        self.execute_one(sql, &params).await
+        let updated = self.execute_one(sql, &params).await;
+        self.versioned(updated, "rooms", &r.id).await
     }
 
     async fn delete_room(&self, id: &str) -> StoreResult<()> {

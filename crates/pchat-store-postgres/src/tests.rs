@@ -65,6 +65,7 @@ async fn two_servers_share_one_gap_free_sequence() {
         allowed_members: vec![],
         denied_members: vec![],
         creators: vec![],
+        version: 1,
     };
     first.create_category(&category).await.unwrap();
     let room = pchat_store::RoomRecord {
@@ -82,6 +83,7 @@ async fn two_servers_share_one_gap_free_sequence() {
         presenters: vec![],
         created_by: "x".into(),
         created_at: 0,
+        version: 1,
     };
     first.create_room(&room).await.unwrap();
     let mut tasks = vec![];

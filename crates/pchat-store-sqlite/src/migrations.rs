@@ -151,6 +151,11 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_address ON sessions(address, created_at);
 "#,
+    // Versions for compare-and-set edits: concurrent changes re-apply on the current row instead of undoing it.
+    r#"
+ALTER TABLE rooms ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE categories ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+"#,
 ];
 
 /// The compliance archive's schema (`mgccomp.db`), migrated the same way.

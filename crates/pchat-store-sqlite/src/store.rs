@@ -131,6 +131,19 @@ pub(crate) fn named(e: rusqlite::Error) -> StoreError {
     if is_unique_violation(&e) { StoreError::NameTaken } else { db(e) }
 }
 
+/// The outcome of a versioned update that changed `n` rows: `Conflict` when the row exists with another version.
+fn versioned(c: &Connection, table: &str, id: &str, n: usize) -> StoreResult<()> {
+    if n > 0 {
+        return Ok(());
+    }
+    let exists = c
+        .query_row(&format!("SELECT 1 FROM {table} WHERE id = ?1"), [id], |_| Ok(()))
+        .optional()
+        .map_err(db)?
+        .is_some();
+    Err(if exists { StoreError::Conflict } else { StoreError::NotFound })
+}
+
 fn changed_one(n: usize) -> StoreResult<()> {
     if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
@@ -145,7 +158,7 @@ fn split(raw: &str) -> rusqlite::Result<Vec<Principal>> {
 }
 
 const CATEGORY_COLUMNS: &str =
-    "id, name, description, file_upload, chat_history, invitations, allowed_members, denied_members, creators";
+    "id, name, description, file_upload, chat_history, invitations, allowed_members, denied_members, creators, version";
 
 fn category_from_row(row: &Row<'_>) -> rusqlite::Result<CategoryRecord> {
     Ok(CategoryRecord {
@@ -158,11 +171,12 @@ fn category_from_row(row: &Row<'_>) -> rusqlite::Result<CategoryRecord> {
         allowed_members: split(&row.get::<_, String>(6)?)?,
         denied_members: split(&row.get::<_, String>(7)?)?,
         creators: split(&row.get::<_, String>(8)?)?,
+        version: row.get(9)?,
     })
 }
 
 const ROOM_COLUMNS: &str = "id, name, description, category_id, privacy, room_type, invitations, disabled, addin, \
-                            members, managers, presenters, created_by, created_at";
+                            members, managers, presenters, created_by, created_at, version";
 
 fn word<T>(raw: String, parse: fn(&str, &str) -> Result<T, pchat_core::ValidationError>) -> rusqlite::Result<T> {
     parse("column", &raw).map_err(|e| rusqlite::Error::InvalidColumnType(0, e.to_string(), rusqlite::types::Type::Text))
@@ -184,6 +198,7 @@ fn room_from_row(row: &Row<'_>) -> rusqlite::Result<RoomRecord> {
         presenters: split(&row.get::<_, String>(11)?)?,
         created_by: row.get(12)?,
         created_at: row.get(13)?,
+        version: row.get(14)?,
     })
 }
 
@@ -550,7 +565,9 @@ impl Store for SqliteStore {
         let k = category.clone();
         self.write(move |c| {
             c.execute(
-                &format!("INSERT INTO categories ({CATEGORY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                &format!(
+                    "INSERT INTO categories ({CATEGORY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ),
                 params![
                     k.id,
                     k.name,
@@ -560,7 +577,8 @@ impl Store for SqliteStore {
                     k.invitations,
                     join(&k.allowed_members),
                     join(&k.denied_members),
-                    join(&k.creators)
+                    join(&k.creators),
+                    k.version
                 ],
             )
             .map_err(named)
@@ -590,7 +608,8 @@ impl Store for SqliteStore {
             let n = c
                 .execute(
                     "UPDATE categories SET name = ?2, description = ?3, file_upload = ?4, chat_history = ?5, invitations = ?6, \
-                     allowed_members = ?7, denied_members = ?8, creators = ?9 WHERE id = ?1",
+                     allowed_members = ?7, denied_members = ?8, creators = ?9, version = version + 1 \
+                     WHERE id = ?1 AND version = ?10",
                     params![
                         k.id,
                         k.name,
@@ -600,11 +619,12 @@ impl Store for SqliteStore {
                         k.invitations,
                         join(&k.allowed_members),
                         join(&k.denied_members),
-                        join(&k.creators)
+                        join(&k.creators),
+                        k.version
                     ],
                 )
                 .map_err(named)?;
-            changed_one(n)
+            versioned(c, "categories", &k.id, n)
         })
         .await
     }
@@ -644,6 +664,8 @@ impl Store for SqliteStore {
     async fn update_addin(&self, name: &str, addin: &AddinRecord) -> StoreResult<()> {
         let (name, a) = (name.to_owned(), addin.clone());
         self.write(move |c| {
+            c.execute("UPDATE rooms SET version = version + 1 WHERE addin = ?1", [&name]).map_err(db)?;
+            // Rooms follow the rename through the foreign key; their versions moved on above.
             let n = c
                 .execute("UPDATE addins SET name = ?2, url = ?3 WHERE name = ?1", [name, a.name, a.url])
                 .map_err(named)?;
@@ -654,7 +676,13 @@ impl Store for SqliteStore {
 
     async fn delete_addin(&self, name: &str) -> StoreResult<()> {
         let name = name.to_owned();
-        self.write(move |c| changed_one(c.execute("DELETE FROM addins WHERE name = ?1", [name]).map_err(db)?)).await
+        self.write(move |c| {
+            // Rooms lose the add-in through the foreign key; their versions move on, so that an edit made on the
+            // old view is re-applied.
+            c.execute("UPDATE rooms SET version = version + 1 WHERE addin = ?1", [&name]).map_err(db)?;
+            changed_one(c.execute("DELETE FROM addins WHERE name = ?1", [name]).map_err(db)?)
+        })
+        .await
     }
 
     async fn create_room(&self, room: &RoomRecord) -> StoreResult<()> {
@@ -665,7 +693,7 @@ impl Store for SqliteStore {
                 return Err(StoreError::NotFound);
             }
             c.execute(
-                &format!("INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+                &format!("INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
                 params![
                     r.id,
                     r.name,
@@ -680,7 +708,8 @@ impl Store for SqliteStore {
                     join(&r.managers),
                     join(&r.presenters),
                     r.created_by,
-                    r.created_at
+                    r.created_at,
+                    r.version
                 ],
             )
             .map_err(named)
@@ -718,7 +747,8 @@ impl Store for SqliteStore {
             let n = c
                 .execute(
                     "UPDATE rooms SET name = ?2, description = ?3, category_id = ?4, privacy = ?5, room_type = ?6, \
-                     invitations = ?7, disabled = ?8, addin = ?9, members = ?10, managers = ?11, presenters = ?12 WHERE id = ?1",
+                     invitations = ?7, disabled = ?8, addin = ?9, members = ?10, managers = ?11, presenters = ?12, \
+                     version = version + 1 WHERE id = ?1 AND version = ?13",
                     params![
                         r.id,
                         r.name,
@@ -731,11 +761,12 @@ impl Store for SqliteStore {
                         r.addin,
                         join(&r.members),
                         join(&r.managers),
-                        join(&r.presenters)
+                        join(&r.presenters),
+                        r.version
                     ],
                 )
                 .map_err(named)?;
-            changed_one(n)
+            versioned(c, "rooms", &r.id, n)
         })
         .await
     }

@@ -72,6 +72,7 @@ fn category(id: &str, name: &str) -> CategoryRecord {
         allowed_members: vec![p("*")],
         denied_members: vec![p("group:walled")],
         creators: vec![p("lead@example.com")],
+        version: 1,
     }
 }
 
@@ -91,6 +92,7 @@ fn room(id: &str, name: &str, category_id: &str) -> RoomRecord {
         presenters: vec![],
         created_by: "m@example.com".to_owned(),
         created_at: 42,
+        version: 1,
     }
 }
 
@@ -281,6 +283,13 @@ pub async fn categories(store: &Arc<dyn Store>) {
     renamed.file_upload = true;
     renamed.denied_members.clear();
     store.update_category(&renamed).await.unwrap();
+    renamed.version = 2;
+    assert_eq!(store.get_category("c1").await.unwrap(), Some(renamed.clone()));
+    // An update computed from an older version changes nothing.
+    let mut stale = renamed.clone();
+    stale.version = 1;
+    stale.description = "stale".into();
+    assert!(matches!(store.update_category(&stale).await, Err(StoreError::Conflict)));
     assert_eq!(store.get_category("c1").await.unwrap(), Some(renamed));
     store.create_room(&room("r1", "Room", "c1")).await.unwrap();
     assert!(matches!(store.delete_category("c1").await, Err(StoreError::CategoryNotEmpty)));
@@ -319,6 +328,12 @@ pub async fn rooms(store: &Arc<dyn Store>) {
     changed.presenters = vec![p("group:anchors")];
     changed.members.clear();
     store.update_room(&changed).await.unwrap();
+    let mut stale = changed.clone();
+    changed.version = 2;
+    assert_eq!(store.get_room("r1").await.unwrap(), Some(changed.clone()));
+    // An update computed from an older version changes nothing.
+    stale.disabled = false;
+    assert!(matches!(store.update_room(&stale).await, Err(StoreError::Conflict)));
     assert_eq!(store.get_room("r1").await.unwrap(), Some(changed));
     let mut ghost = r;
     ghost.id = "nope".into();
@@ -336,10 +351,15 @@ pub async fn addins(store: &Arc<dyn Store>) {
     store.create_room(&r).await.unwrap();
     let renamed = AddinRecord { name: "Tracker2".into(), url: "https://t2.example.com".into() };
     store.update_addin("Tracker", &renamed).await.unwrap();
-    assert_eq!(store.get_room("r1").await.unwrap().unwrap().addin.as_deref(), Some("Tracker2"));
+    let after_rename = store.get_room("r1").await.unwrap().unwrap();
+    assert_eq!(after_rename.addin.as_deref(), Some("Tracker2"));
+    assert_eq!(after_rename.version, 2, "a room's version moves on when its add-in is renamed");
     assert_eq!(store.list_addins().await.unwrap(), [renamed]);
     store.delete_addin("Tracker2").await.unwrap();
-    assert_eq!(store.get_room("r1").await.unwrap().unwrap().addin, None);
+    let after_delete = store.get_room("r1").await.unwrap().unwrap();
+    assert_eq!((after_delete.addin, after_delete.version), (None, 3));
+    // So an edit computed before the deletion cannot write the old add-in back.
+    assert!(matches!(store.update_room(&after_rename).await, Err(StoreError::Conflict)));
     assert!(matches!(store.delete_addin("Tracker2").await, Err(StoreError::NotFound)));
 }
 

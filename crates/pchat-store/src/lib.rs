@@ -35,6 +35,9 @@ pub enum StoreError {
     /// The room is disabled, so nothing may be posted to it.
     #[error("room disabled")]
     RoomDisabled,
+    /// The row changed since it was read (its version moved on); nothing was written.
+    #[error("changed concurrently")]
+    Conflict,
     /// The database cannot be reached or failed; the operation did not take effect.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -98,7 +101,8 @@ pub trait Store: Sessions + Send + Sync + 'static {
     async fn get_category(&self, id: &str) -> StoreResult<Option<CategoryRecord>>;
     async fn get_category_by_name(&self, name: &str) -> StoreResult<Option<CategoryRecord>>;
     async fn list_categories(&self) -> StoreResult<Vec<CategoryRecord>>;
-    /// Replaces the category with the same id; `NameTaken` if the new name belongs to another category.
+    /// Replaces the category with the same id if its version is still `category.version`, moving the version on;
+    /// `Conflict` if it changed since, `NameTaken` if the new name belongs to another category.
     async fn update_category(&self, category: &CategoryRecord) -> StoreResult<()>;
     async fn delete_category(&self, id: &str) -> StoreResult<()>;
 
@@ -117,7 +121,9 @@ pub trait Store: Sessions + Send + Sync + 'static {
     async fn get_room_by_name(&self, name: &str) -> StoreResult<Option<RoomRecord>>;
     /// Rooms ordered by name, starting after `query.after_name`.
     async fn list_rooms(&self, query: &RoomQuery) -> StoreResult<Vec<RoomRecord>>;
-    /// Replaces the room with the same id; `NameTaken` if the new name belongs to another room.
+    /// Replaces the room with the same id if its version is still `room.version`, moving the version on;
+    /// `Conflict` if it changed since (an add-in's rename or removal counts), `NameTaken` if the new name belongs
+    /// to another room.
     async fn update_room(&self, room: &RoomRecord) -> StoreResult<()>;
     /// Removes the room with its messages, follows, read marks, invitations and presence.
     async fn delete_room(&self, id: &str) -> StoreResult<()>;

@@ -45,6 +45,8 @@ pub struct CategoryRecord {
     pub allowed_members: Vec<Principal>,
     pub denied_members: Vec<Principal>,
     pub creators: Vec<Principal>,
+    /// Moves on at every change: an update names the version it was computed from (compare-and-set).
+    pub version: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,8 @@ pub struct RoomRecord {
     pub presenters: Vec<Principal>,
     pub created_by: String,
     pub created_at: i64,
+    /// Moves on at every change: an update names the version it was computed from (compare-and-set).
+    pub version: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

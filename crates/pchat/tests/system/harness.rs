@@ -177,6 +177,8 @@ pub struct Reply {
     pub content_type: String,
     /// The Retry-After header, in seconds.
     pub retry_after: Option<u64>,
+    /// The ETag header.
+    pub etag: Option<String>,
 }
 
 impl Reply {
@@ -265,13 +267,14 @@ impl Api {
         let status = resp.status();
         let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let bytes = resp.bytes().await.ok()?;
         let body = if bytes.is_empty() {
             Value::Null
         } else {
             serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
-        Some(Reply { status, body, content_type, retry_after })
+        Some(Reply { status, body, content_type, retry_after, etag })
     }
 
     pub async fn get(&self, path: &str) -> Reply {

@@ -17,6 +17,7 @@ mod hostile;
 mod pgcluster;
 mod pool;
 mod postgres;
+mod races;
 mod secrecy;
 mod sessions;
 mod stream;
