@@ -19,6 +19,8 @@ pub mod codes {
     pub const RATE_LIMITED: &str = "rate_limited";
     pub const CONFLICT: &str = "conflict";
     pub const UNAVAILABLE: &str = "unavailable";
+    /// The change would leave no administrator (revoking the last admin role, or deleting its holder).
+    pub const LAST_ADMINISTRATOR: &str = "last_administrator";
 }
 
 /// WebSocket close codes the server uses besides the standard ones (1001 going away, 1009 too big). The close

@@ -1,7 +1,7 @@
 //! Sign-in, sign-out, sessions and passwords: `POST/DELETE /api/v1/sessions…`, `/api/v1/me/sessions…`,
 //! `/api/v1/me/password`, and the user administrators' `/api/v1/users/{address}/sessions` and `…/password`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pchat_api_types::{
@@ -11,7 +11,7 @@ use pchat_service::SessionView;
 use pchat_service::records::{NEVER, SessionRecord};
 
 use crate::error::ApiError;
-use crate::extract::{Auth, Client, Json};
+use crate::extract::{Auth, Client, Json, Path};
 use crate::{AppState, wire};
 
 type ApiResult<T> = Result<T, ApiError>;

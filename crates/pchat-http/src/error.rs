@@ -63,6 +63,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED),
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
             ServiceError::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, codes::CONFLICT),
+            ServiceError::LastAdministrator => (StatusCode::CONFLICT, codes::LAST_ADMINISTRATOR),
             ServiceError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
             ServiceError::Unavailable(cause) => {
                 warn!(%cause, "storage unavailable");
@@ -99,4 +100,40 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The safety net: an error response that is not a problem document already (a rejection of an extractor pchat
+/// does not wrap, say) becomes one, with the code its status implies. The original text becomes the detail.
+pub(crate) async fn as_problem(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let code = match status {
+        StatusCode::UNAUTHORIZED => codes::UNAUTHENTICATED,
+        StatusCode::FORBIDDEN => codes::FORBIDDEN,
+        StatusCode::NOT_FOUND => codes::NOT_FOUND,
+        StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED => codes::CONFLICT,
+        StatusCode::PAYLOAD_TOO_LARGE => codes::PAYLOAD_TOO_LARGE,
+        StatusCode::TOO_MANY_REQUESTS => codes::RATE_LIMITED,
+        s if s.is_server_error() => codes::UNAVAILABLE,
+        _ => codes::VALIDATION_FAILED,
+    };
+    let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+    let detail = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text };
+    let mut problem = ApiError::new(status, code, detail);
+    if code == codes::VALIDATION_FAILED {
+        problem.field = Some("request".to_owned());
+    }
+    let mut response = problem.into_response();
+    if let Some(v) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
 }

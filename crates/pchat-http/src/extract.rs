@@ -172,6 +172,27 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     }
 }
 
+/// Path parameters; a path that does not decode (invalid percent-encoding or UTF-8) is a problem document, not
+/// axum's plain-text rejection.
+pub(crate) struct Path<T>(pub(crate) T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|rejection| {
+                ApiError::validation("path", format!("the path cannot be read: {}", rejection.body_text()))
+            })
+    }
+}
+
 /// Query parameters, read by name so that each error names its parameter.
 pub(crate) struct QueryMap(pub(crate) HashMap<String, Vec<String>>);
 
@@ -179,17 +200,20 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Ok(Self::parse(parts.uri.query().unwrap_or("")))
+        Self::parse(parts.uri.query().unwrap_or(""))
     }
 }
 
 impl QueryMap {
-    pub(crate) fn parse(query: &str) -> Self {
+    /// Decodes a query string; a name or value that is not UTF-8 once decoded is a validation error naming it.
+    pub(crate) fn parse(query: &str) -> Result<Self, ApiError> {
         let mut map: HashMap<String, Vec<String>> = HashMap::new();
         for (k, v) in form_urlencoded_pairs(query) {
-            map.entry(k).or_default().push(v);
+            let key = k.map_err(|_| ApiError::validation("query", "a parameter name is not valid UTF-8"))?;
+            let value = v.map_err(|_| ApiError::validation(&key, "is not valid UTF-8 once percent-decoded"))?;
+            map.entry(key).or_default().push(value);
         }
-        Self(map)
+        Ok(Self(map))
     }
 
     pub(crate) fn str(&self, name: &str) -> Option<&str> {
@@ -222,8 +246,9 @@ impl QueryMap {
     }
 }
 
-/// Splits and percent-decodes `a=b&c=d` (with `+` as space).
-fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
+/// Splits and percent-decodes `a=b&c=d` (with `+` as space); each part is an error if it is not UTF-8 once
+/// decoded.
+fn form_urlencoded_pairs(query: &str) -> Vec<(Result<String, ()>, Result<String, ()>)> {
     query
         .split('&')
         .filter(|s| !s.is_empty())
@@ -234,7 +259,7 @@ fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn percent_decode(raw: &str) -> String {
+fn percent_decode(raw: &str) -> Result<String, ()> {
     let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -253,7 +278,7 @@ fn percent_decode(raw: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).map_err(drop)
 }
 
 #[cfg(test)]
@@ -262,11 +287,14 @@ mod tests {
 
     #[test]
     fn decodes_queries() {
-        let pairs = form_urlencoded_pairs("q=a+b&name=%E2%9C%93&bad=%zz&x");
-        assert_eq!(pairs[0], ("q".into(), "a b".into()));
-        assert_eq!(pairs[1], ("name".into(), "✓".into()));
-        assert_eq!(pairs[2], ("bad".into(), "%zz".into()));
-        assert_eq!(pairs[3], ("x".into(), "".into()));
+        let pairs = form_urlencoded_pairs("q=a+b&name=%E2%9C%93&bad=%zz&x&broken=%FF");
+        assert_eq!(pairs[0], (Ok("q".into()), Ok("a b".into())));
+        assert_eq!(pairs[1], (Ok("name".into()), Ok("✓".into())));
+        assert_eq!(pairs[2], (Ok("bad".into()), Ok("%zz".into())));
+        assert_eq!(pairs[3], (Ok("x".into()), Ok("".into())));
+        assert_eq!(pairs[4], (Ok("broken".into()), Err(())));
+        let err = QueryMap::parse("limit=5&query=%C3%28").err().unwrap();
+        assert_eq!(err.field.as_deref(), Some("query"));
     }
 
     #[test]

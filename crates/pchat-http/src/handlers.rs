@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::extract::{Auth, IfMatch, Json, QueryMap};
+use crate::extract::{Auth, IfMatch, Json, Path, QueryMap};
 use crate::{AppState, account, stream, wire};
 
 type ApiResult<T> = Result<T, ApiError>;

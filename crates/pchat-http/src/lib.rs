@@ -65,7 +65,10 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
-    handlers::routes().layer(DefaultBodyLimit::max(body_limit)).with_state(state)
+    handlers::routes()
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(error::as_problem))
+        .with_state(state)
 }
 
 /// The frame encoder the hub uses: each live event is serialized once into a JSON text frame.

@@ -92,7 +92,7 @@ impl axum::extract::FromRequestParts<AppState> for StreamAuth {
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = match crate::extract::bearer(&parts.headers) {
             Some(t) => Some(t),
-            None => crate::extract::QueryMap::parse(parts.uri.query().unwrap_or("")).str("token").map(str::to_owned),
+            None => crate::extract::QueryMap::parse(parts.uri.query().unwrap_or(""))?.str("token").map(str::to_owned),
         };
         let token = token.filter(|t| !t.is_empty()).ok_or_else(ApiError::unauthenticated)?;
         let marks_seen = state.service.hub().marks();

@@ -204,6 +204,23 @@ impl Service {
         Ok(())
     }
 
+    /// Grants a role from the server's own host, without signing in (`pchat admin add` when no administrator can
+    /// sign in: the documented recovery). Recorded with `host` as the actor.
+    pub async fn grant_role_on_host(&self, host: &str, address: &str, role: &str) -> ServiceResult<()> {
+        let role =
+            AdminRole::parse(role).ok_or_else(|| ServiceError::validation("role", "must be admin or user_admin"))?;
+        let user =
+            self.get_user(address).await.map_err(|_| ServiceError::validation("user", format!("no user {address}")))?;
+        let actor = format!("host:{host}");
+        let events = || {
+            let details = json!({ "user": user.address, "role": role.as_str(), "on_host": true });
+            vec![self.event("ROLE_GRANTED", None, &actor, role.as_str(), details)]
+        };
+        self.directory_write(self.audited(events, self.store.set_role(&user.address, role, true))).await?;
+        self.changed_access(AccessScope::users([user.address])).await;
+        Ok(())
+    }
+
     pub async fn list_roles(&self, caller: &Caller) -> ServiceResult<Vec<api::RoleGrant>> {
         require_admin(caller)?;
         Ok(self

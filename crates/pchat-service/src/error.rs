@@ -29,6 +29,9 @@ pub enum ServiceError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     Conflict(String),
+    /// The change would leave the deployment without an administrator.
+    #[error("this would leave no administrator: grant the admin role to someone else first")]
+    LastAdministrator,
     /// The object changed since the version the caller named (`If-Match`); nothing was written.
     #[error("the object changed since the version given in If-Match; read it again")]
     PreconditionFailed,
@@ -71,6 +74,7 @@ impl From<StoreError> for ServiceError {
             }
             StoreError::RoomDisabled => Self::RoomDisabled,
             StoreError::Conflict => Self::Conflict("changed concurrently; try again".into()),
+            StoreError::LastAdministrator => Self::LastAdministrator,
             StoreError::Unavailable(m) => Self::Unavailable(m),
         }
     }

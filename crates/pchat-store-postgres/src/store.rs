@@ -288,6 +288,20 @@ pub(crate) async fn insert_events(tx: &tokio_postgres::Transaction<'_>, events: 
     tx.execute(&sql, &arrays.params()).await.map_err(unavailable).map(drop)
 }
 
+/// An arbitrary constant naming the lock that serializes taking the admin role away.
+const ADMINISTRATORS_LOCK: i64 = 0x7063_6861_7402;
+
+/// Refuses to take the admin role from `address` (by revoking it or deleting the user) when nobody else has it.
+/// Takes a transaction-scoped lock first, so two administrators revoking each other cannot both succeed.
+async fn keeps_an_administrator(tx: &deadpool_postgres::Transaction<'_>, address: &str) -> StoreResult<()> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ADMINISTRATORS_LOCK]).await.map_err(unavailable)?;
+    let sql = "SELECT count(*) FILTER (WHERE address = $1), count(*) FILTER (WHERE address <> $1) \
+               FROM roles WHERE role = 'admin'";
+    let row = tx.query_one(sql, &[&address]).await.map_err(unavailable)?;
+    let (is_admin, others): (i64, i64) = (col(&row, 0)?, col(&row, 1)?);
+    if is_admin > 0 && others == 0 { Err(StoreError::LastAdministrator) } else { Ok(()) }
+}
+
 /// Commits a multi-statement write together with the compliance events pending for it.
 pub(crate) async fn commit_captured(tx: deadpool_postgres::Transaction<'_>) -> StoreResult<()> {
     insert_events(&tx, &compliance::take_pending()).await?;
@@ -466,6 +480,7 @@ impl Store for PgStore {
     async fn delete_user(&self, address: &str) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;
+        keeps_an_administrator(&tx, address).await?;
         changed_one(tx.execute("DELETE FROM users WHERE address = $1", &[&address]).await.map_err(unavailable)?)?;
         let scope = format!("user:{address}");
         for sql in [
@@ -489,12 +504,20 @@ impl Store for PgStore {
     }
 
     async fn set_role(&self, address: &str, role: AdminRole, granted: bool) -> StoreResult<()> {
-        let sql = if granted {
-            "INSERT INTO roles (address, role) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-        } else {
-            "DELETE FROM roles WHERE address = $1 AND role = $2"
-        };
-        self.directory_execute(sql, &[&address, &role.as_str()]).await.map(drop)
+        if granted {
+            let sql = "INSERT INTO roles (address, role) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+            return self.directory_execute(sql, &[&address, &role.as_str()]).await.map(drop);
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        if role == AdminRole::Admin {
+            keeps_an_administrator(&tx, address).await?;
+        }
+        tx.execute("DELETE FROM roles WHERE address = $1 AND role = $2", &[&address, &role.as_str()])
+            .await
+            .map_err(unavailable)?;
+        announce_directory_change(&tx).await?;
+        commit_captured(tx).await
     }
 
     async fn list_roles(&self) -> StoreResult<Vec<(String, AdminRole)>> {

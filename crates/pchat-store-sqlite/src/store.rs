@@ -131,6 +131,19 @@ pub(crate) fn named(e: rusqlite::Error) -> StoreError {
     if is_unique_violation(&e) { StoreError::NameTaken } else { db(e) }
 }
 
+/// Refuses to take the admin role from `address` (by revoking it or deleting the user) when nobody else has it.
+/// Run inside the write, so two administrators revoking each other cannot both succeed.
+fn keeps_an_administrator(c: &Connection, address: &str) -> StoreResult<()> {
+    let (is_admin, others): (i64, i64) = c
+        .query_row(
+            "SELECT count(*) FILTER (WHERE address = ?1), count(*) FILTER (WHERE address <> ?1) FROM roles WHERE role = 'admin'",
+            [address],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(db)?;
+    if is_admin > 0 && others == 0 { Err(StoreError::LastAdministrator) } else { Ok(()) }
+}
+
 /// The outcome of a versioned update that changed `n` rows: `Conflict` when the row exists with another version.
 fn versioned(c: &Connection, table: &str, id: &str, n: usize) -> StoreResult<()> {
     if n > 0 {
@@ -316,6 +329,7 @@ impl Store for SqliteStore {
     async fn delete_user(&self, address: &str) -> StoreResult<()> {
         let address = address.to_owned();
         self.write(move |c| {
+            keeps_an_administrator(c, &address)?;
             let n = c.execute("DELETE FROM users WHERE address = ?1", [&address]).map_err(db)?;
             changed_one(n)?;
             let member = address.clone();
@@ -344,6 +358,9 @@ impl Store for SqliteStore {
     async fn set_role(&self, address: &str, role: AdminRole, granted: bool) -> StoreResult<()> {
         let address = address.to_owned();
         self.write(move |c| {
+            if !granted && role == AdminRole::Admin {
+                keeps_an_administrator(c, &address)?;
+            }
             let sql = if granted {
                 "INSERT OR IGNORE INTO roles (address, role) VALUES (?1, ?2)"
             } else {

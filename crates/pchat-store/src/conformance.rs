@@ -163,12 +163,33 @@ pub async fn tokens_and_roles(store: &Arc<dyn Store>) {
         roles,
         [("a@example.com".to_owned(), AdminRole::Admin), ("a@example.com".to_owned(), AdminRole::UserAdmin)]
     );
+    // The only administrator keeps the role: neither revoking it nor deleting its holder works.
+    assert!(matches!(
+        store.set_role("a@example.com", AdminRole::Admin, false).await,
+        Err(StoreError::LastAdministrator)
+    ));
+    assert!(matches!(store.delete_user("a@example.com").await, Err(StoreError::LastAdministrator)));
+    store.create_user(user("b@example.com")).await.unwrap();
+    store.set_role("b@example.com", AdminRole::Admin, true).await.unwrap();
     store.set_role("a@example.com", AdminRole::Admin, false).await.unwrap();
-    assert_eq!(store.list_roles().await.unwrap().len(), 1);
+    assert_eq!(store.list_roles().await.unwrap().len(), 2);
+    // Two administrators taking the role from each other at once: one of them keeps it.
+    store.set_role("a@example.com", AdminRole::Admin, true).await.unwrap();
+    let (x, y) = tokio::join!(
+        store.set_role("a@example.com", AdminRole::Admin, false),
+        store.set_role("b@example.com", AdminRole::Admin, false)
+    );
+    assert!(x.is_ok() != y.is_ok(), "exactly one revocation succeeds: {x:?} {y:?}");
+    let admins = store.list_roles().await.unwrap().into_iter().filter(|(_, r)| *r == AdminRole::Admin).count();
+    assert_eq!(admins, 1);
+    store.set_role("b@example.com", AdminRole::Admin, true).await.unwrap();
+    store.set_role("a@example.com", AdminRole::Admin, true).await.unwrap();
+    store.set_role("a@example.com", AdminRole::Admin, false).await.unwrap();
     store.create_session(&session("s2", "h2", "a@example.com", 5, 100)).await.unwrap();
     store.delete_user("a@example.com").await.unwrap();
     assert_eq!(store.session("h2").await.unwrap(), None, "deleting a user ends their sessions");
-    assert!(store.list_roles().await.unwrap().is_empty(), "and their roles");
+    let left: Vec<String> = store.list_roles().await.unwrap().into_iter().map(|(a, _)| a).collect();
+    assert_eq!(left, ["b@example.com"], "and their roles");
 }
 
 pub async fn sessions_expire_and_end(store: &Arc<dyn Store>) {

@@ -35,6 +35,9 @@ pub enum StoreError {
     /// The room is disabled, so nothing may be posted to it.
     #[error("room disabled")]
     RoomDisabled,
+    /// The change would leave no administrator (revoking the last admin role, or deleting its holder).
+    #[error("the last administrator cannot lose the role")]
+    LastAdministrator,
     /// The row changed since it was read (its version moved on); nothing was written.
     #[error("changed concurrently")]
     Conflict,
@@ -70,6 +73,7 @@ pub trait Store: Sessions + Send + Sync + 'static {
     /// Removes the user with their sessions, roles, group memberships, follows and read marks.
     async fn delete_user(&self, address: &str) -> StoreResult<()>;
     async fn count_users(&self) -> StoreResult<u64>;
+    /// Grants or revokes a role; `LastAdministrator` (and no change) for revoking the only admin role.
     async fn set_role(&self, address: &str, role: AdminRole, granted: bool) -> StoreResult<()>;
     async fn list_roles(&self) -> StoreResult<Vec<(String, AdminRole)>>;
 

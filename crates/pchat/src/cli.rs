@@ -101,11 +101,17 @@ pub(crate) struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 enum AdminCmd {
-    /// Grant a role (admin by default).
+    /// Grant a role (admin by default). On the server's host this also works when no administrator can sign in
+    /// (no `server.json` token, or `--on-host`): the role is granted in the database directly.
     Add {
         user: String,
         #[arg(long, default_value = "admin")]
         role: String,
+        /// Grant directly in the configured database instead of through the running server.
+        #[arg(long)]
+        on_host: bool,
+        #[command(flatten)]
+        server: crate::compliance::ServerConfig,
     },
     List,
     /// Revoke a role (admin by default).
@@ -483,6 +489,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compliance(crate::compliance::ComplianceCmd::Export(args)) => {
             return crate::compliance::export(args, cli.json).await;
         }
+        Command::Admin(AdminCmd::Add { user, role, on_host, server })
+            if on_host || (cli.url.is_none() && !server.has_local_access()) =>
+        {
+            let (_, service) = server.service().await?;
+            service.grant_role_on_host(&crate::serve::hostname(), &user, &role).await?;
+            Output { json: cli.json }.done(&format!("granted {role} to {user} (directly in the database)"));
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let data_dir = std::env::var_os("PCHAT_DATA_DIR").map(PathBuf::from);
@@ -577,7 +591,7 @@ fn cell(v: &Value) -> String {
 
 async fn admin(c: &Client, out: &Output, cmd: AdminCmd) -> anyhow::Result<()> {
     match cmd {
-        AdminCmd::Add { user, role } => {
+        AdminCmd::Add { user, role, .. } => {
             c.call(Method::POST, "/api/v1/admins", Some(json!({ "user": user, "role": role }))).await?;
             out.done(&format!("granted {role} to {user}"));
         }

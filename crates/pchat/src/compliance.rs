@@ -130,6 +130,15 @@ pub(crate) struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Whether a running server left local administration credentials (`server.json` with a token).
+    pub(crate) fn has_local_access(&self) -> bool {
+        let Ok(config) = self.load() else { return false };
+        std::fs::read_to_string(config.data_dir.join(crate::serve::LOCAL_ACCESS_FILE))
+            .ok()
+            .and_then(|text| serde_json::from_str::<crate::serve::LocalAccess>(&text).ok())
+            .is_some_and(|access| !access.token.is_empty())
+    }
+
     fn load(&self) -> anyhow::Result<Config> {
         let mut config = Config::load(self.config.as_ref())?;
         if let Some(dir) = &self.data_dir {
@@ -139,7 +148,7 @@ impl ServerConfig {
     }
 
     /// The service on the configured databases, with its archive.
-    async fn service(&self) -> anyhow::Result<(Config, std::sync::Arc<pchat_service::Service>)> {
+    pub(crate) async fn service(&self) -> anyhow::Result<(Config, std::sync::Arc<pchat_service::Service>)> {
         let config = self.load()?;
         let (store, archive) = crate::serve::open_databases(&config).await?;
         let service = pchat_service::Service::start(

@@ -193,7 +193,7 @@ pub(crate) fn settings(config: &Config) -> anyhow::Result<Settings> {
 }
 
 /// This machine's host name, for the default server name.
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())

@@ -456,3 +456,22 @@ async fn the_openapi_document_describes_every_endpoint_of_the_contract() {
         assert!(room[field].is_object(), "Room.{field} missing");
     }
 }
+
+#[tokio::test]
+async fn undecodable_paths_queries_and_other_rejections_are_problem_documents() {
+    let w = World::new().await;
+    let admin = &w.admin;
+    // A path segment that is not UTF-8 once decoded.
+    admin.get("/api/v1/rooms/%FF%FE").await.problem(400, "validation_failed", Some("path"));
+    admin.get("/api/v1/users/%C3%28").await.problem(400, "validation_failed", Some("path"));
+    // A query value that is not UTF-8 once decoded names its parameter.
+    admin.get("/api/v1/rooms?query=%FF").await.problem(400, "validation_failed", Some("query"));
+    admin.get("/api/v1/users?query=%C3%28&limit=5").await.problem(400, "validation_failed", Some("query"));
+    // A plain GET on the stream (no WebSocket upgrade) is refused as a problem document too.
+    let stream = admin.get("/api/v1/stream").await;
+    assert!(stream.status.is_client_error(), "{}", stream.status);
+    assert_eq!(stream.content_type, "application/problem+json", "{}", stream.body);
+    // Unknown paths and methods.
+    admin.get("/api/v1/nothing-here").await.problem(404, "not_found", None);
+    admin.call(Method::PUT, "/api/v1/me", None).await.problem(405, "validation_failed", None);
+}

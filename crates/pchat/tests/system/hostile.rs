@@ -128,3 +128,40 @@ async fn a_clients_close_frame_is_answered_at_once() {
     assert!(ws.close_answered().await, "the server did not answer the close frame");
     assert!(started.elapsed() < Duration::from_secs(2), "closing took {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn the_last_administrator_cannot_lock_everyone_out_and_the_host_can_recover() {
+    let mut w = World::new().await;
+    let me = crate::harness::ADMIN;
+    w.admin.delete(&format!("/api/v1/admins/{me}/admin")).await.problem(409, "last_administrator", None);
+    w.admin.delete(&format!("/api/v1/users/{me}")).await.problem(409, "last_administrator", None);
+    w.admin.get("/api/v1/admins").await.expect(200);
+    // With a second administrator, the first may step down.
+    w.admin.post("/api/v1/admins", json!({ "user": "bob@example.com", "role": "admin" })).await.expect(201);
+    let bob = w.user("bob@example.com").await;
+    w.admin.delete(&format!("/api/v1/admins/{me}/admin")).await.expect(204);
+    bob.delete("/api/v1/admins/bob@example.com/admin").await.problem(409, "last_administrator", None);
+
+    // Recovery on the server's host while it runs: grant the role in the database directly.
+    let out = w.server.cli(&["admin", "add", "carol@example.com", "--on-host"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let carol = w.user("carol@example.com").await;
+    carol.get("/api/v1/admins").await.expect(200);
+
+    // And with the server stopped (no server.json): `pchat admin add` falls back to the database by itself.
+    let status = w.server.terminate();
+    assert!(status.success());
+    let out = w.server.cli(&["admin", "add", "alice@example.com"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    w.server.restart().await;
+    let alice = w.server.api(None).signed_in("alice@example.com", PASSWORD).await;
+    let admins = alice.get("/api/v1/admins").await.expect(200);
+    let granted_on_host: Vec<&str> = admins["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["role"] == "admin")
+        .map(|g| g["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(granted_on_host, ["alice@example.com", "bob@example.com", "carol@example.com"]);
+}
