@@ -595,6 +595,26 @@ pub struct ComplianceEvent {
     pub hash: String,
 }
 
+/// An administrative action in the audit trail.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct AuditEvent {
+    /// Position in the trail.
+    pub id: i64,
+    /// `ROOM_CHANGED`, `ROLE_GRANTED`, `PASSWORD_CHANGED`, … (docs/compliance.md lists every kind).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub room: Option<String>,
+    /// Who acted (an address, or `host:NAME` for the recovery on the server's host).
+    pub user: String,
+    /// Server time (RFC 3339, microseconds).
+    pub ts: String,
+    /// What was acted on.
+    pub content: String,
+    /// Before and after values, and other facts of the action.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
 /// What a compliance export wrote.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ExportReport {

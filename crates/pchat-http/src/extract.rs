@@ -236,6 +236,42 @@ impl QueryMap {
             .transpose()
     }
 
+    /// The filters and page of an event list (compliance events, the audit trail): `from`, `to` (RFC 3339),
+    /// `room`, `user`, `type`, `limit` (1–1000, default 100) and `cursor`. Asks for one more than `limit`, which
+    /// is returned too, so that the caller can tell whether there is a next page.
+    pub(crate) fn event_query(&self) -> Result<(pchat_service::records::EventQuery, u32), ApiError> {
+        let time = |name: &str| {
+            self.str(name)
+                .map(|v| {
+                    pchat_service::time::parse_micros(name, v).map_err(|e| ApiError::validation(name, e.to_string()))
+                })
+                .transpose()
+        };
+        let max = pchat_service::compliance::MAX_EVENTS_PAGE;
+        let limit = match self.int("limit")? {
+            None => 100,
+            Some(n) if (1..=i64::from(max)).contains(&n) => n as u32,
+            Some(_) => return Err(ApiError::validation("limit", format!("must be between 1 and {max}"))),
+        };
+        let after_id = match self.str("cursor") {
+            Some(c) => pchat_service::decode_cursor(c)?
+                .parse()
+                .map_err(|_| ApiError::validation("cursor", "is not a cursor of this list"))?,
+            None => 0,
+        };
+        let query = pchat_service::records::EventQuery {
+            pool: None,
+            after_id,
+            from_ts: time("from")?,
+            to_ts: time("to")?,
+            room_id: self.str("room").map(str::to_owned),
+            actor: self.str("user").map(str::to_owned),
+            kind: self.str("type").map(str::to_owned),
+            limit: limit + 1,
+        };
+        Ok((query, limit))
+    }
+
     /// `limit`: default 50, 1–500.
     pub(crate) fn limit(&self) -> Result<u32, ApiError> {
         match self.int("limit")? {

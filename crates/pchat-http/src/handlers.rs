@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::extract::{Auth, IfMatch, Json, Path, QueryMap};
-use crate::{AppState, account, stream, wire};
+use crate::{AppState, account, audit, stream, wire};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -118,6 +118,7 @@ fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(set_active_servers))
         .routes(routes!(get_compliance_config, put_compliance_config))
         .routes(routes!(compliance_events))
+        .routes(routes!(audit::audit_events))
         .routes(routes!(verify_compliance))
         .routes(routes!(export_compliance))
         .split_for_parts()
@@ -641,32 +642,7 @@ async fn put_compliance_config(
 
 #[utoipa::path(get, path = "/api/v1/compliance/events", tag = "compliance", summary = "Archived compliance events, oldest first (admin)", params(("from" = Option<String>, Query, description = "RFC 3339 time, inclusive"), ("to" = Option<String>, Query, description = "RFC 3339 time, inclusive"), ("room" = Option<String>, Query, description = "room id"), ("user" = Option<String>, Query, description = "who acted"), ("type" = Option<String>, Query, description = "event type, e.g. CHAT"), ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, body = Page<ComplianceEvent>), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem)), security(("bearer" = [])))]
 async fn compliance_events(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
-    let time = |name: &str| {
-        q.str(name)
-            .map(|v| pchat_service::time::parse_micros(name, v).map_err(|e| ApiError::validation(name, e.to_string())))
-            .transpose()
-    };
-    let limit = match q.int("limit")? {
-        None => 100,
-        Some(n) if (1..=i64::from(pchat_service::compliance::MAX_EVENTS_PAGE)).contains(&n) => n as u32,
-        Some(_) => return Err(ApiError::validation("limit", "must be between 1 and 1000")),
-    };
-    let after_id = match q.str("cursor") {
-        Some(c) => {
-            decode_cursor(c)?.parse().map_err(|_| ApiError::validation("cursor", "is not a cursor of this list"))?
-        }
-        None => 0,
-    };
-    let query = pchat_service::records::EventQuery {
-        pool: None,
-        after_id,
-        from_ts: time("from")?,
-        to_ts: time("to")?,
-        room_id: q.str("room").map(str::to_owned),
-        actor: q.str("user").map(str::to_owned),
-        kind: q.str("type").map(str::to_owned),
-        limit: limit + 1,
-    };
+    let (query, limit) = q.event_query()?;
     let mut events = s.service.compliance_events(&caller, query).await?;
     let next = (events.len() > limit as usize).then(|| {
         events.truncate(limit as usize);

@@ -3,6 +3,7 @@
 //! [`wire`]. The crate receives a bound listener and a shutdown signal; it never handles signals itself.
 
 mod account;
+mod audit;
 mod error;
 mod extract;
 mod handlers;

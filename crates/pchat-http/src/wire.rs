@@ -132,3 +132,15 @@ pub fn compliance_event(e: &pchat_service::records::ArchivedEvent) -> api::Compl
         hash: e.hash.clone(),
     }
 }
+
+pub fn audit_event(r: &pchat_service::records::AuditRecord) -> api::AuditEvent {
+    api::AuditEvent {
+        id: r.id,
+        kind: r.event.kind.clone(),
+        room: r.event.room_id.clone(),
+        user: r.event.actor.clone(),
+        ts: format_micros(r.event.ts),
+        content: r.event.content.clone(),
+        details: serde_json::from_str(&r.event.details).unwrap_or_else(|_| r.event.details.clone().into()),
+    }
+}

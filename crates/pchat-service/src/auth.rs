@@ -223,12 +223,14 @@ impl Service {
 
     /// Ends one of the caller's own sessions by id.
     pub async fn end_my_session(&self, caller: &Caller, id: &str) -> ServiceResult<()> {
-        if !self.store.end_session_by_id(caller.address(), id).await? {
-            return Err(ServiceError::not_found("session"));
-        }
         let events =
             || vec![self.event("SESSION_ENDED", None, caller.address(), id, json!({ "user": caller.address() }))];
-        self.record(events).await?;
+        self.audited(events, self.store.end_session_by_id(caller.address(), id)).await.map_err(|e| {
+            match ServiceError::from(e) {
+                ServiceError::NotFound(_) => ServiceError::not_found("session"),
+                other => other,
+            }
+        })?;
         self.changed_access(AccessScope::users([caller.address().to_owned()])).await;
         Ok(())
     }

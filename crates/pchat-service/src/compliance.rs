@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use pchat_api_types as api;
 use pchat_core::Name;
-use pchat_store::compliance::{ChainCheck, capture};
+use pchat_store::compliance::{Captured, ChainCheck, capture};
 use pchat_store::{Archive, ArchivedEvent, EventQuery, NewEvent, StoreResult};
 use serde_json::{Value, json};
 use tracing::{error, warn};
@@ -102,6 +102,15 @@ pub fn writable(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::remove_file(probe)
 }
 
+/// Whether an event kind records an administrative action (kept in the audit trail whatever the compliance
+/// setting): everything but what users do in rooms (Lync's six kinds) and signing in.
+pub(crate) fn is_administrative(kind: &str) -> bool {
+    !matches!(
+        kind,
+        "JOIN" | "PART" | "CHAT" | "BACKCHAT" | "FILEUPLOAD" | "FILEDOWNLOAD" | "SIGN_IN" | "SIGN_IN_FAILED"
+    )
+}
+
 impl Service {
     /// The compliance configuration stored at a scope, or the defaults.
     pub async fn compliance_config(&self, caller: &Caller, scope: &str) -> ServiceResult<api::ComplianceConfiguration> {
@@ -146,11 +155,9 @@ impl Service {
         );
         let capturing = self.capturing().await || config.enabled;
         let write = self.store.put_compliance_config(&key, &json);
-        if capturing {
-            self.directory_write(self.audited_always(vec![event], write)).await?;
-        } else {
-            self.directory_write(write).await?;
-        }
+        let captured =
+            Captured { compliance: if capturing { vec![event.clone()] } else { vec![] }, audit: vec![event] };
+        self.directory_write(self.captured_write(captured, write)).await?;
         Ok(config)
     }
 
@@ -198,24 +205,31 @@ impl Service {
         }
     }
 
-    /// Runs a store write with the events that describe it; when compliance is on they are captured in the write's
-    /// own transaction.
+    /// Runs a store write with the events that describe it, in the write's own transaction: administrative
+    /// actions always go to the audit trail, and every event to the compliance outbox while capture is on.
     pub(crate) async fn audited<T>(
         &self,
         events: impl FnOnce() -> Vec<NewEvent>,
         write: impl Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
-        if self.capturing().await { self.audited_always(events(), write).await } else { write.await }
+        let events = events();
+        let audit = events.iter().filter(|e| is_administrative(&e.kind)).cloned().collect();
+        let compliance = if self.capturing().await { events } else { vec![] };
+        self.captured_write(Captured { compliance, audit }, write).await
     }
 
-    async fn audited_always<T>(
+    async fn captured_write<T>(
         &self,
-        events: Vec<NewEvent>,
+        captured: Captured,
         write: impl Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
-        let (result, left) = capture(events, write).await;
+        if captured.is_empty() {
+            return write.await;
+        }
+        let (result, left) = capture(captured, write).await;
         if result.is_ok() && !left.is_empty() {
-            error!(kinds = ?left.iter().map(|e| &e.kind).collect::<Vec<_>>(), "a write did not capture its compliance events");
+            let kinds: Vec<&String> = left.compliance.iter().chain(&left.audit).map(|e| &e.kind).collect();
+            error!(?kinds, "a write did not capture its compliance or audit events");
         }
         result
     }
@@ -352,6 +366,17 @@ impl Service {
 
     /// Archived events matching the query, oldest first (administrators); at most one more than
     /// [`MAX_EVENTS_PAGE`], so that a caller can tell whether another page follows.
+    /// The audit trail (administrators): administrative actions, oldest first.
+    pub async fn audit_events(
+        &self,
+        caller: &Caller,
+        mut query: EventQuery,
+    ) -> ServiceResult<Vec<pchat_store::AuditRecord>> {
+        require_admin(caller)?;
+        query.limit = query.limit.clamp(1, MAX_EVENTS_PAGE + 1);
+        Ok(self.store.audit_events(&query).await?)
+    }
+
     pub async fn compliance_events(&self, caller: &Caller, mut query: EventQuery) -> ServiceResult<Vec<ArchivedEvent>> {
         require_admin(caller)?;
         if query.limit == 0 {

@@ -44,8 +44,8 @@ pub mod records {
     /// `expires_at` of a session that ends only when revoked.
     pub use pchat_store::sessions::NEVER;
     pub use pchat_store::{
-        AddinRecord, ArchivedEvent, CategoryRecord, EventQuery, InvitationRecord, MessageRecord, RoomRecord,
-        SessionRecord, UserRecord,
+        AddinRecord, ArchivedEvent, AuditRecord, CategoryRecord, EventQuery, InvitationRecord, MessageRecord,
+        RoomRecord, SessionRecord, UserRecord,
     };
 }
 

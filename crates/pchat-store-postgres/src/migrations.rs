@@ -164,6 +164,19 @@ CREATE INDEX sessions_address ON sessions(address, created_at);
 ALTER TABLE rooms ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE categories ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
 "#,
+    // The audit trail of administrative actions, kept whether or not compliance capture is on.
+    r#"
+CREATE TABLE audit_log (
+    id BIGSERIAL PRIMARY KEY,
+    kind TEXT NOT NULL,
+    ts BIGINT NOT NULL,
+    room_id TEXT,
+    actor TEXT NOT NULL,
+    content TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE INDEX audit_log_ts ON audit_log(ts);
+"#,
 ];
 
 /// The compliance archive's schema: in the chat database or in a database of its own (`compliance.database_url`),

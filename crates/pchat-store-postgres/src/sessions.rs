@@ -51,9 +51,8 @@ impl Sessions for PgStore {
         rows.first().map(session_from_row).transpose()
     }
 
-    async fn end_session_by_id(&self, address: &str, id: &str) -> StoreResult<bool> {
-        let n = self.execute("DELETE FROM sessions WHERE address = $1 AND id = $2", &[&address, &id]).await?;
-        Ok(n > 0)
+    async fn end_session_by_id(&self, address: &str, id: &str) -> StoreResult<()> {
+        self.execute_one("DELETE FROM sessions WHERE address = $1 AND id = $2", &[&address, &id]).await
     }
 
     async fn end_sessions(&self, address: &str, keep: Option<&str>) -> StoreResult<u64> {

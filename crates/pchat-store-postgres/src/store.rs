@@ -10,9 +10,9 @@ use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, P
 use pchat_store::codec::{join_principals, like_pattern, split_principals};
 use pchat_store::compliance;
 use pchat_store::{
-    AddinRecord, AdminRole, Appended, CategoryRecord, ClusterEvent, InvitationRecord, MessageFilter, MessageRange,
-    MessageRecord, NewEvent, NewMessage, OutboxEvent, PresenceRecord, RoomQuery, RoomRecord, ServerRecord, Store,
-    StoreError, StoreEvent, StoreResult, UserRecord,
+    AddinRecord, AdminRole, Appended, Captured, CategoryRecord, ClusterEvent, EventQuery, InvitationRecord,
+    MessageFilter, MessageRange, MessageRecord, NewEvent, NewMessage, OutboxEvent, PresenceRecord, RoomQuery,
+    RoomRecord, ServerRecord, Store, StoreError, StoreEvent, StoreResult, UserRecord,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::types::{FromSql, ToSql};
@@ -175,7 +175,7 @@ impl PgStore {
     }
 
     /// As [`PgStore::execute`] for a statement that must change a row: `NotFound` (and nothing captured) if none.
-    async fn execute_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<()> {
+    pub(crate) async fn execute_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<()> {
         self.execute_checked(sql, params, true).await.map(drop)
     }
 
@@ -214,7 +214,7 @@ impl PgStore {
         if one && changed == 0 {
             return Err(StoreError::NotFound); // The transaction rolls back as it drops.
         }
-        insert_events(&tx, &captured).await?;
+        insert_captured(&tx, &captured).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(changed)
     }
@@ -277,6 +277,18 @@ pub(crate) fn event_array_args(first: usize) -> String {
     args.join(", ")
 }
 
+/// Inserts what a write captured: compliance events into the outbox, audit records into the audit trail (inside
+/// the caller's transaction).
+pub(crate) async fn insert_captured(tx: &tokio_postgres::Transaction<'_>, captured: &Captured) -> StoreResult<()> {
+    insert_events(tx, &captured.compliance).await?;
+    if captured.audit.is_empty() {
+        return Ok(());
+    }
+    let arrays = EventArrays::of(captured.audit.iter());
+    let sql = format!("INSERT INTO audit_log ({EVENT_COLUMNS}) SELECT * FROM unnest({})", event_array_args(1));
+    tx.execute(&sql, &arrays.params()).await.map_err(unavailable).map(drop)
+}
+
 /// Inserts captured compliance events into the outbox, inside the caller's transaction.
 pub(crate) async fn insert_events(tx: &tokio_postgres::Transaction<'_>, events: &[NewEvent]) -> StoreResult<()> {
     if events.is_empty() {
@@ -304,7 +316,7 @@ async fn keeps_an_administrator(tx: &deadpool_postgres::Transaction<'_>, address
 
 /// Commits a multi-statement write together with the compliance events pending for it.
 pub(crate) async fn commit_captured(tx: deadpool_postgres::Transaction<'_>) -> StoreResult<()> {
-    insert_events(&tx, &compliance::take_pending()).await?;
+    insert_captured(&tx, &compliance::take_pending()).await?;
     tx.commit().await.map_err(unavailable)
 }
 
@@ -1123,5 +1135,20 @@ impl Store for PgStore {
         let mut withdrawn = all(self.query(sql, &[&address, &room_ids]).await?, invitation_from_row)?;
         withdrawn.sort_by_key(|i| i.id);
         Ok(withdrawn)
+    }
+}
+
+#[async_trait]
+impl pchat_store::Audit for PgStore {
+    async fn audit_events(&self, q: &EventQuery) -> StoreResult<Vec<pchat_store::AuditRecord>> {
+        let sql = format!(
+            "SELECT id, {EVENT_COLUMNS} FROM audit_log WHERE id > $1 AND ($2::bigint IS NULL OR ts >= $2) \
+             AND ($3::bigint IS NULL OR ts <= $3) AND ($4::text IS NULL OR room_id = $4) \
+             AND ($5::text IS NULL OR actor = $5) AND ($6::text IS NULL OR kind = $6) ORDER BY id LIMIT $7"
+        );
+        let params: [&(dyn ToSql + Sync); 7] =
+            [&q.after_id, &q.from_ts, &q.to_ts, &q.room_id, &q.actor, &q.kind, &i64::from(q.limit)];
+        let rows = self.query(&sql, &params).await?;
+        rows.iter().map(|r| Ok(pchat_store::AuditRecord { id: col(r, 0)?, event: event_at(r, 1)? })).collect()
     }
 }

@@ -156,6 +156,19 @@ CREATE INDEX sessions_address ON sessions(address, created_at);
 ALTER TABLE rooms ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE categories ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
 "#,
+    // The audit trail of administrative actions, kept whether or not compliance capture is on.
+    r#"
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    room_id TEXT,
+    actor TEXT NOT NULL,
+    content TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE INDEX audit_log_ts ON audit_log(ts);
+"#,
 ];
 
 /// The compliance archive's schema (`mgccomp.db`), migrated the same way.

@@ -82,12 +82,12 @@ impl Sessions for SqliteStore {
         .await
     }
 
-    async fn end_session_by_id(&self, address: &str, id: &str) -> StoreResult<bool> {
+    async fn end_session_by_id(&self, address: &str, id: &str) -> StoreResult<()> {
         let (address, id) = (address.to_owned(), id.to_owned());
         self.write(move |c| {
             let n =
                 c.execute("DELETE FROM sessions WHERE address = ?1 AND id = ?2", params![address, id]).map_err(db)?;
-            Ok(n > 0)
+            if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
         })
         .await
     }

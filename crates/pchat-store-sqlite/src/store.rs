@@ -10,9 +10,9 @@ use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, P
 use pchat_store::codec::{self, like_pattern, now_micros};
 use pchat_store::compliance;
 use pchat_store::{
-    AddinRecord, AdminRole, Appended, CategoryRecord, ClusterEvent, InvitationRecord, MessageFilter, MessageRange,
-    MessageRecord, NewEvent, NewMessage, OutboxEvent, PresenceRecord, RoomQuery, RoomRecord, ServerRecord, Store,
-    StoreError, StoreEvent, StoreResult, UserRecord,
+    AddinRecord, AdminRole, Appended, Audit, AuditRecord, Captured, CategoryRecord, ClusterEvent, EventQuery,
+    InvitationRecord, MessageFilter, MessageRange, MessageRecord, NewEvent, NewMessage, OutboxEvent, PresenceRecord,
+    RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent, StoreResult, UserRecord,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::mpsc;
@@ -97,6 +97,22 @@ pub(crate) fn event_at(r: &Row<'_>, first: usize) -> rusqlite::Result<NewEvent> 
         content: r.get(first + 4)?,
         details: r.get(first + 5)?,
     })
+}
+
+/// Inserts what a write captured: compliance events into the outbox, audit records into the audit trail (inside
+/// the caller's transaction).
+pub(crate) fn insert_captured(conn: &Connection, captured: &Captured) -> StoreResult<()> {
+    insert_events(conn, &captured.compliance)?;
+    if captured.audit.is_empty() {
+        return Ok(());
+    }
+    let mut insert = conn
+        .prepare_cached(&format!("INSERT INTO audit_log ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"))
+        .map_err(db)?;
+    for e in &captured.audit {
+        insert.execute(params![e.kind, e.ts, e.room_id, e.actor, e.content, e.details]).map_err(db)?;
+    }
+    Ok(())
 }
 
 /// Inserts captured compliance events into the outbox (inside the caller's transaction).
@@ -1265,6 +1281,24 @@ impl Store for SqliteStore {
             }
             withdrawn.sort_by_key(|i| i.id);
             Ok(withdrawn)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Audit for SqliteStore {
+    async fn audit_events(&self, query: &EventQuery) -> StoreResult<Vec<AuditRecord>> {
+        let q = query.clone();
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT id, {EVENT_COLUMNS} FROM audit_log WHERE id > ?1 AND (?2 IS NULL OR ts >= ?2) \
+                 AND (?3 IS NULL OR ts <= ?3) AND (?4 IS NULL OR room_id = ?4) AND (?5 IS NULL OR actor = ?5) \
+                 AND (?6 IS NULL OR kind = ?6) ORDER BY id LIMIT ?7"
+            );
+            query_all(c, &sql, params![q.after_id, q.from_ts, q.to_ts, q.room_id, q.actor, q.kind, q.limit], |r| {
+                Ok(AuditRecord { id: r.get(0)?, event: event_at(r, 1)? })
+            })
         })
         .await
     }

@@ -90,7 +90,7 @@ impl Writer {
         let captured = pchat_store::compliance::take_pending();
         let write = move |conn: &Connection, events: &mut Vec<StoreEvent>| {
             let value = f(conn, events)?;
-            crate::store::insert_events(conn, &captured)?;
+            crate::store::insert_captured(conn, &captured)?;
             Ok(value)
         };
         let job = TypedJob { write: Some(Box::new(write) as WriteFn<T>), result: None, reply };

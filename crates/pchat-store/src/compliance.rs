@@ -201,30 +201,44 @@ impl ChainCheck {
     }
 }
 
-tokio::task_local! {
-    static PENDING: RefCell<Vec<NewEvent>>;
+/// What a write carries into its own transaction: compliance events (captured while compliance is on) and audit
+/// records of administrative actions (always). The backend takes both with [`take_pending`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Captured {
+    pub compliance: Vec<NewEvent>,
+    pub audit: Vec<NewEvent>,
 }
 
-/// Runs `write` with `events` pending: the backend inserts them in the write's own transaction. Returns the
-/// write's result and whatever it did not take (always empty when the backend captured them; the write failed
-/// or was not a write otherwise).
-pub async fn capture<F: Future>(events: Vec<NewEvent>, write: F) -> (F::Output, Vec<NewEvent>) {
+impl Captured {
+    /// Compliance events alone.
+    pub fn compliance(events: Vec<NewEvent>) -> Self {
+        Self { compliance: events, audit: vec![] }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.compliance.is_empty() && self.audit.is_empty()
+    }
+}
+
+tokio::task_local! {
+    static PENDING: RefCell<Captured>;
+}
+
+/// Runs `write` with `captured` pending: the backend inserts it in the write's own transaction. Returns the
+/// write's result and whatever it did not take (always empty when the backend captured it; the write failed or
+/// was not a write otherwise).
+pub async fn capture<F: Future>(captured: Captured, write: F) -> (F::Output, Captured) {
     PENDING
-        .scope(RefCell::new(events), async move {
+        .scope(RefCell::new(captured), async move {
             let output = write.await;
             (output, take_pending())
         })
         .await
 }
 
-/// The events pending for the current write (see [`capture`]); empty outside a capture.
-pub fn take_pending() -> Vec<NewEvent> {
+/// What is pending for the current write (see [`capture`]); empty outside a capture.
+pub fn take_pending() -> Captured {
     PENDING.try_with(|p| std::mem::take(&mut *p.borrow_mut())).unwrap_or_default()
-}
-
-/// Puts events back (a backend that took them but whose write then failed before its transaction began).
-pub fn restore_pending(events: Vec<NewEvent>) {
-    let _ = PENDING.try_with(|p| p.borrow_mut().extend(events));
 }
 
 /// The CHAT event of a newly appended message (`kept`: whether the room keeps history).
@@ -314,14 +328,15 @@ mod tests {
     #[tokio::test]
     async fn pending_events_are_taken_once_inside_a_capture() {
         let event = archived(1, "", "x").event;
-        let ((), left) = capture(vec![event.clone()], async {
-            assert_eq!(take_pending(), std::slice::from_ref(&event));
+        let both = Captured { compliance: vec![event.clone()], audit: vec![event.clone()] };
+        let ((), left) = capture(both.clone(), async {
+            assert_eq!(take_pending(), both);
             assert!(take_pending().is_empty());
         })
         .await;
         assert!(left.is_empty());
-        let ((), left) = capture(vec![event.clone()], async {}).await;
-        assert_eq!(left, [event]);
+        let ((), left) = capture(Captured::compliance(vec![event.clone()]), async {}).await;
+        assert_eq!(left.compliance, [event]);
         assert!(take_pending().is_empty(), "nothing pending outside a capture");
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType};
 
-use crate::compliance::{ChainCheck, capture};
+use crate::compliance::{Captured, ChainCheck, capture};
 use crate::sessions::{NEVER, SessionRecord};
 use crate::{
     AccessScope, AddinRecord, AdminRole, Archive, ArchivedEvent, CategoryRecord, ClusterEvent, EventQuery,
@@ -212,8 +212,8 @@ pub async fn sessions_expire_and_end(store: &Arc<dyn Store>) {
     assert_eq!(ids, ["s3", "s2", "s1"], "newest first, only the user's own");
 
     // By id, only the user's own session ends.
-    assert!(!store.end_session_by_id("b@example.com", "s2").await.unwrap());
-    assert!(store.end_session_by_id("a@example.com", "s2").await.unwrap());
+    assert!(matches!(store.end_session_by_id("b@example.com", "s2").await, Err(StoreError::NotFound)));
+    store.end_session_by_id("a@example.com", "s2").await.unwrap();
     assert!(store.session("h2").await.unwrap().is_none());
 
     // A purge takes what ended or idled, never what never ends.
@@ -706,21 +706,55 @@ fn event(kind: &str, content: &str) -> NewEvent {
 
 pub async fn compliance_capture_is_transactional(store: &Arc<dyn Store>) {
     with_room(store.as_ref()).await;
+    // Compliance and audit both, as an administrative action with capture on records.
+    let both = |kind: &str, content: &str| Captured {
+        compliance: vec![event(kind, content)],
+        audit: vec![event(kind, content)],
+    };
     // A write captures its events in its own transaction...
-    let changed = room("r1", "Renamed", "c1");
-    let (result, left) = capture(vec![event("ROOM_CHANGED", "renamed")], store.update_room(&changed)).await;
+    let mut changed = room("r1", "Renamed", "c1");
+    let (result, left) = capture(both("ROOM_CHANGED", "renamed"), store.update_room(&changed)).await;
     result.unwrap();
     assert!(left.is_empty(), "the backend took the events");
     // ...and a write that fails captures nothing.
     store.create_room(&room("r2", "Other", "c1")).await.unwrap();
     let clash = room("r2", "Renamed", "c1");
-    let (result, _) = capture(vec![event("ROOM_CHANGED", "clash")], store.update_room(&clash)).await;
+    let (result, _) = capture(both("ROOM_CHANGED", "clash"), store.update_room(&clash)).await;
     assert!(matches!(result, Err(StoreError::NameTaken)), "{result:?}");
+    changed.version = 1;
+    let (result, _) = capture(both("ROOM_CHANGED", "stale"), store.update_room(&changed)).await;
+    assert!(matches!(result, Err(StoreError::Conflict)), "{result:?}");
     // Other kinds of writes capture too: single statements and multi-statement transactions.
-    let (result, _) = capture(vec![event("POLICY_CHANGED", "on")], store.put_policy(&PolicyScope::Global, true)).await;
+    let (result, _) = capture(both("POLICY_CHANGED", "on"), store.put_policy(&PolicyScope::Global, true)).await;
     result.unwrap();
-    let (result, _) = capture(vec![event("ROOM_DELETED", "gone")], store.delete_room("r2")).await;
+    let (result, _) = capture(both("ROOM_DELETED", "gone"), store.delete_room("r2")).await;
     result.unwrap();
+    // With compliance off, administrative actions still reach the audit trail (and only it).
+    let audit_only = Captured { compliance: vec![], audit: vec![event("GROUP_CREATED", "audited only")] };
+    let (result, _) = capture(audit_only, store.create_group("g1")).await;
+    result.unwrap();
+    let audited: Vec<(String, String)> = store
+        .audit_events(&EventQuery { limit: 100, ..EventQuery::default() })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.event.kind, r.event.content))
+        .collect();
+    let expected = [
+        ("ROOM_CHANGED", "renamed"),
+        ("POLICY_CHANGED", "on"),
+        ("ROOM_DELETED", "gone"),
+        ("GROUP_CREATED", "audited only"),
+    ];
+    assert_eq!(audited, expected.map(|(k, c)| (k.to_owned(), c.to_owned())));
+    // The trail pages and filters like the compliance events.
+    let all = store.audit_events(&EventQuery { limit: 100, ..EventQuery::default() }).await.unwrap();
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    let page =
+        store.audit_events(&EventQuery { after_id: all[1].id, limit: 1, ..EventQuery::default() }).await.unwrap();
+    assert_eq!(page, all[2..3]);
+    let policy = EventQuery { kind: Some("POLICY_CHANGED".into()), limit: 10, ..EventQuery::default() };
+    assert_eq!(store.audit_events(&policy).await.unwrap(), all[1..2]);
     // A message with capture on brings its CHAT event; a retry with the same client_id does not.
     let mut m = post("r1", "m1", "hello", Some("k1"));
     m.capture = true;

@@ -3,6 +3,7 @@
 //! on its own, names conflicts with typed errors, and hands committed messages to [`Store::take_events`] in
 //! commit order, which is per-room `seq` order.
 
+pub mod audit;
 pub mod codec;
 pub mod compliance;
 pub mod conformance;
@@ -13,8 +14,9 @@ use async_trait::async_trait;
 use pchat_core::{ChatConfig, ConfigScope, PolicyScope};
 use tokio::sync::mpsc;
 
+pub use audit::{Audit, AuditRecord};
 pub use compliance::{
-    Archive, ArchivedEvent, EventQuery, ExportClaim, ExportCursor, ExportRequest, NewEvent, OutboxEvent,
+    Archive, ArchivedEvent, Captured, EventQuery, ExportClaim, ExportCursor, ExportRequest, NewEvent, OutboxEvent,
 };
 pub use records::*;
 pub use sessions::{SessionRecord, Sessions};
@@ -51,7 +53,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The storage port. Every method is one atomic operation: it takes effect completely or not at all, and when it
 /// returns `Ok` for a write, the write is durable (committed under the backend's durability setting).
 #[async_trait]
-pub trait Store: Sessions + Send + Sync + 'static {
+pub trait Store: Sessions + Audit + Send + Sync + 'static {
     /// The feed of committed events, in commit order. Can be taken once; later calls return `None`.
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>>;
 

@@ -39,8 +39,8 @@ pub trait Sessions: Send + Sync {
     async fn sessions_of(&self, address: &str) -> StoreResult<Vec<SessionRecord>>;
     /// Ends the session of a token hash; returns it if there was one.
     async fn end_session(&self, token_hash: &str) -> StoreResult<Option<SessionRecord>>;
-    /// Ends the user's session with public id `id`; false when the user has none with that id.
-    async fn end_session_by_id(&self, address: &str, id: &str) -> StoreResult<bool>;
+    /// Ends the user's session with public id `id`; `NotFound` (and nothing captured) when the user has none.
+    async fn end_session_by_id(&self, address: &str, id: &str) -> StoreResult<()>;
     /// Ends every session of the user except the one of `keep` (a token hash); returns how many ended.
     async fn end_sessions(&self, address: &str, keep: Option<&str>) -> StoreResult<u64>;
     /// Replaces the user's password hash and, in the same transaction, ends every session but `keep`; `NotFound`

@@ -73,6 +73,8 @@ enum Command {
     /// Compliance: configuration, archived events, verification, the worker.
     #[command(subcommand)]
     Compliance(crate::compliance::ComplianceCmd),
+    /// The audit trail of administrative actions (who, when, what, before and after), oldest first.
+    Audit(crate::compliance::EventsArgs),
     /// Synthetic transaction: two test users exchange a message through a room.
     Check(crate::check::CheckArgs),
 }
@@ -506,6 +508,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(_) | Command::Db(_) => unreachable!("handled above"),
         Command::Check(args) => return crate::check::run(&client, args, cli.json).await,
         Command::Compliance(cmd) => return crate::compliance::run(&client, cli.json, cmd).await,
+        Command::Audit(args) => {
+            let columns = ["/id", "/type", "/ts", "/user", "/room", "/content"];
+            out.table(&client.get(&format!("/api/v1/audit?{}", args.query())).await?, &columns);
+        }
         Command::Admin(cmd) => admin(&client, &out, cmd).await?,
         Command::User(cmd) => user(&client, &out, cmd).await?,
         Command::Group(cmd) => group(&client, &out, cmd).await?,

@@ -82,6 +82,21 @@ pub(crate) struct EventsArgs {
     limit: u32,
 }
 
+impl EventsArgs {
+    /// The filters as a query string of the events endpoints.
+    pub(crate) fn query(&self) -> String {
+        let mut query = vec![format!("limit={}", self.limit)];
+        for (key, value) in
+            [("from", &self.from), ("to", &self.to), ("room", &self.room), ("user", &self.user), ("type", &self.kind)]
+        {
+            if let Some(v) = value {
+                query.push(format!("{key}={}", segment(v)));
+            }
+        }
+        query.join("&")
+    }
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct ExportArgs {
     /// The directory to write into (created if missing).
@@ -161,7 +176,7 @@ impl ServerConfig {
     }
 }
 
-const EVENT_COLUMNS: &[&str] = &["/id", "/type", "/ts", "/user", "/room", "/content"];
+pub(crate) const EVENT_COLUMNS: &[&str] = &["/id", "/type", "/ts", "/user", "/room", "/content"];
 
 pub(crate) async fn run(c: &Client, json_out: bool, cmd: ComplianceCmd) -> anyhow::Result<ExitCode> {
     let out = crate::cli::Output { json: json_out };
@@ -203,15 +218,7 @@ pub(crate) async fn run(c: &Client, json_out: bool, cmd: ComplianceCmd) -> anyho
             out.object(&c.call(Method::PUT, &path, Some(Value::Object(body))).await?);
         }
         ComplianceCmd::Events(args) => {
-            let mut query = vec![format!("limit={}", args.limit)];
-            for (key, value) in
-                [("from", args.from), ("to", args.to), ("room", args.room), ("user", args.user), ("type", args.kind)]
-            {
-                if let Some(v) = value {
-                    query.push(format!("{key}={}", segment(&v)));
-                }
-            }
-            out.table(&c.get(&format!("/api/v1/compliance/events?{}", query.join("&"))).await?, EVENT_COLUMNS);
+            out.table(&c.get(&format!("/api/v1/compliance/events?{}", args.query())).await?, EVENT_COLUMNS);
         }
         ComplianceCmd::Verify => {
             let report = c.call(Method::POST, "/api/v1/compliance/verify", Some(json!({}))).await?;

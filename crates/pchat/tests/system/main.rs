@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod access;
+mod audit;
 mod bad_input;
 mod cli;
 mod compliance;
