@@ -631,4 +631,34 @@ pub struct VerifyReport {
     pub events_checked: u64,
     /// The first event whose hash or link does not match, if any.
     pub first_broken: Option<i64>,
+    /// Whether a chain key was used (`compliance.chain_key_file`): sealed events were checked with it.
+    #[serde(default)]
+    pub sealed: bool,
+    /// Witnesses kept outside the archive that were checked against it.
+    #[serde(default)]
+    pub witnesses_checked: u64,
+    /// What does not hold, for people: broken links, unsealed events after sealed ones, witnessed events that are
+    /// missing or rewritten. Empty when `ok`.
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+/// `POST /api/v1/compliance/verify` (optional body): further witnesses to check, e.g. the `*.chain.json` files of
+/// an export copy kept elsewhere.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    #[serde(default)]
+    pub witnesses: Vec<ChainWitness>,
+}
+
+/// A witnessed event of a pool's compliance chain (an export's `*.chain.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChainWitness {
+    pub pool: String,
+    pub id: i64,
+    pub hash: String,
+    #[serde(default)]
+    pub tag: Option<String>,
 }

@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::extract::{Auth, IfMatch, Json, Path, QueryMap};
+use crate::extract::{Auth, IfMatch, Json, OptionalJson, Path, QueryMap};
 use crate::{AppState, account, audit, stream, wire};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -651,9 +651,31 @@ async fn compliance_events(State(s): State<AppState>, Auth(caller, _): Auth, q: 
     page(events.iter().map(wire::compliance_event).collect(), next.flatten())
 }
 
-#[utoipa::path(post, path = "/api/v1/compliance/verify", tag = "compliance", summary = "Recompute the archive's hash chains and name the first broken event (admin)", responses((status = 200, body = VerifyReport), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem)), security(("bearer" = [])))]
-async fn verify_compliance(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
-    ok(&s.service.verify_archive(&caller).await?)
+#[utoipa::path(
+    post,
+    path = "/api/v1/compliance/verify",
+    tag = "compliance",
+    summary = "Recompute the archive's hash chains, check them against the witnesses kept outside the archive, and name what does not hold (admin)",
+    request_body(content = Option<VerifyRequest>, description = "Optional: further witnesses, e.g. an export copy's *.chain.json files"),
+    responses(
+        (status = 200, body = VerifyReport),
+        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+async fn verify_compliance(
+    State(s): State<AppState>,
+    Auth(caller, _): Auth,
+    OptionalJson(body): OptionalJson<api::VerifyRequest>,
+) -> ApiResult<Response> {
+    let extra = body
+        .witnesses
+        .into_iter()
+        .map(|w| pchat_service::witness::Witness { pool: w.pool, id: w.id, hash: w.hash, tag: w.tag })
+        .collect();
+    ok(&s.service.verify_archive(&caller, extra).await?)
 }
 
 #[utoipa::path(post, path = "/api/v1/compliance/export", tag = "compliance", summary = "Run the periodic compliance export now, whatever the interval (admin)", responses((status = 200, body = ExportReport), (status = 400, description = "No output directory configured", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem), (status = 503, description = "The output directory cannot be written; nothing was lost, the export is retried", body = Problem)), security(("bearer" = [])))]

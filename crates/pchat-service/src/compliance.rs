@@ -3,18 +3,20 @@
 //! queries. How capture stays transactional: `pchat_store::compliance`.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pchat_api_types as api;
 use pchat_core::Name;
-use pchat_store::compliance::{Captured, ChainCheck, capture};
+use pchat_store::compliance::{Captured, ChainCheck, ChainKey, capture, is_keyed};
 use pchat_store::{Archive, ArchivedEvent, EventQuery, NewEvent, StoreResult};
 use serde_json::{Value, json};
 use tracing::{error, warn};
 
 use crate::directory::require_admin;
 use crate::time::now_micros;
+use crate::witness::Witness;
 use crate::{Caller, Service, ServiceError, ServiceResult};
 
 /// Lync's RunInterval range: 1 minute to 30 days.
@@ -100,6 +102,13 @@ pub fn writable(dir: &std::path::Path) -> std::io::Result<()> {
     let probe = dir.join(format!(".pchat-write-test-{}", uuid::Uuid::new_v4()));
     std::fs::write(&probe, b"")?;
     std::fs::remove_file(probe)
+}
+
+/// The chain key and where this server records the chain's head.
+#[derive(Debug, Default)]
+pub(crate) struct ChainSeal {
+    key: Option<ChainKey>,
+    witness_file: Option<PathBuf>,
 }
 
 /// Whether an event kind records an administrative action (kept in the audit trail whatever the compliance
@@ -270,20 +279,88 @@ impl Service {
         self.archive.get().ok_or_else(|| ServiceError::Unavailable("no compliance archive is configured".into()))
     }
 
+    /// Gives the service the chain key (when `compliance.chain_key_file` is set) and the witness file it records
+    /// the chain's head in after every append.
+    pub fn set_chain_seal(&self, key: Option<ChainKey>, witness_file: Option<PathBuf>) {
+        let _ = self.seal.set(ChainSeal { key, witness_file });
+    }
+
+    fn chain_key(&self) -> Option<&ChainKey> {
+        self.seal.get().and_then(|s| s.key.as_ref())
+    }
+
+    pub(crate) fn chain_key_for_export(&self) -> Option<&ChainKey> {
+        self.chain_key()
+    }
+
     /// Moves one batch of captured events from the outbox into the archive; returns how many it moved. The
     /// archive skips what it already holds, and the outbox is cleared only after the archive committed, so a crash
-    /// anywhere neither loses nor duplicates an event; servers of a pool may run this concurrently.
+    /// anywhere neither loses nor duplicates an event; servers of a pool may run this concurrently. Events are
+    /// sealed with the chain key when one is configured; a server without the key refuses to extend a sealed
+    /// chain. The new head is recorded in this server's witness file.
     pub async fn archive_outbox(&self) -> ServiceResult<usize> {
         let archive = self.archive()?;
         let batch = self.store.outbox(BATCH).await?;
         if batch.is_empty() {
             return Ok(0);
         }
-        archive.append(self.settings.pool.as_str(), &batch).await?;
+        let pool = self.settings.pool.as_str();
+        let key = self.chain_key();
+        if key.is_none() && archive.chain_head(pool).await?.is_some_and(|(_, hash)| is_keyed(&hash)) {
+            return Err(ServiceError::Unavailable(
+                "the compliance archive is sealed with a chain key; configure compliance.chain_key_file on this server"
+                    .into(),
+            ));
+        }
+        archive.append(pool, &batch, key).await?;
         let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
         self.store.outbox_done(&ids).await?;
         self.metrics.compliance_archived.inc_by(ids.len() as u64);
+        self.record_witness(archive.as_ref(), pool).await;
         Ok(ids.len())
+    }
+
+    /// Writes the pool's chain head to this server's witness file; a failure is reported by /readyz, not fatal
+    /// (the events are archived).
+    async fn record_witness(&self, archive: &dyn Archive, pool: &str) {
+        let Some(path) = self.seal.get().and_then(|s| s.witness_file.clone()) else { return };
+        let result = match archive.chain_head(pool).await {
+            Ok(Some((id, hash))) => {
+                let witness = Witness::new(pool, id, &hash, self.chain_key());
+                tokio::task::spawn_blocking(move || {
+                    crate::witness::record_head(&path, witness).map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Ok(mut slot) = self.witness_problem.write() {
+            *slot = result.err();
+        }
+    }
+
+    /// With a chain key configured and capture on, makes sure the chain is sealed from now on even if nothing
+    /// happens: when the pool's newest event is not sealed yet, captures a `COMPLIANCE_CHAIN_SEALED` event, which
+    /// the worker archives sealed.
+    /// Returns true once there is nothing (more) to do: no key, or the chain's newest event is sealed.
+    pub async fn seal_chain(&self) -> ServiceResult<bool> {
+        if self.chain_key().is_none() {
+            return Ok(true);
+        }
+        if !self.capturing().await {
+            return Ok(false);
+        }
+        let head = self.archive()?.chain_head(self.settings.pool.as_str()).await?;
+        if head.as_ref().is_some_and(|(_, hash)| is_keyed(hash)) {
+            return Ok(true);
+        }
+        let details = json!({ "previous_head": head.map(|(id, hash)| json!({ "id": id, "hash": hash })) });
+        let event =
+            self.event("COMPLIANCE_CHAIN_SEALED", None, "", "the chain is sealed with a key from here on", details);
+        self.store.record_events(&[event]).await?;
+        Ok(false)
     }
 
     /// Runs the compliance worker until the service goes: drains the outbox into the archive (retrying with
@@ -293,12 +370,20 @@ impl Service {
     pub fn start_compliance_worker(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let service = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut sealed = false;
             let mut archive_backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
             let mut export_backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
             let mut next_export = Instant::now();
             let mut next_purge = Instant::now();
             loop {
                 let Some(s) = service.upgrade() else { return };
+                if !sealed {
+                    // With a chain key, the chain's newest event must be sealed, even when nothing else happens.
+                    sealed = s.seal_chain().await.unwrap_or_else(|e| {
+                        warn!(error = %e, "compliance worker: cannot mark the chain as sealed");
+                        false
+                    });
+                }
                 let pause = match s.archive_outbox().await {
                     Ok(n) if n as u32 == BATCH => Duration::ZERO,
                     Ok(_) => {
@@ -358,10 +443,34 @@ impl Service {
         Ok(purged)
     }
 
-    /// Recomputes every pool's hash chain (administrators).
-    pub async fn verify_archive(&self, caller: &Caller) -> ServiceResult<api::VerifyReport> {
+    /// Recomputes every pool's hash chain and checks it against the witnesses kept outside the archive: this
+    /// server's witness file, the export's `*.chain.json` files in the configured output directory, and any
+    /// `extra` ones the caller brings (copies of exports kept elsewhere). Administrators.
+    pub async fn verify_archive(&self, caller: &Caller, extra: Vec<Witness>) -> ServiceResult<api::VerifyReport> {
         require_admin(caller)?;
-        Ok(verify(self.archive()?.as_ref()).await?)
+        let mut witnesses: Vec<(String, Witness)> = vec![];
+        let mut problems = vec![];
+        if let Some(path) = self.seal.get().and_then(|s| s.witness_file.clone()) {
+            match crate::witness::read_witness_file(&path) {
+                Ok(found) => witnesses.extend(found),
+                Err(e) => problems.push(e),
+            }
+        }
+        let output_dir = self.compliance_in_force().await?.output_dir;
+        if !output_dir.is_empty() && Path::new(&output_dir).exists() {
+            match crate::witness::read_export_witnesses(Path::new(&output_dir)) {
+                Ok(found) => witnesses.extend(found),
+                Err(e) => problems.push(e),
+            }
+        }
+        witnesses.extend(extra.into_iter().map(|w| ("the request".to_owned(), w)));
+        let mut report = verify(self.archive()?.as_ref(), self.chain_key(), &witnesses).await?;
+        if !problems.is_empty() {
+            problems.append(&mut report.problems);
+            report.problems = problems;
+            report.ok = false;
+        }
+        Ok(report)
     }
 
     /// Archived events matching the query, oldest first (administrators); at most one more than
@@ -387,13 +496,23 @@ impl Service {
     }
 }
 
-/// Recomputes every pool's chain in an archive, naming the first event that does not match.
-pub async fn verify(archive: &dyn Archive) -> StoreResult<api::VerifyReport> {
+/// Recomputes every pool's chain in an archive, naming the first event that does not match, and checks each
+/// witness against it: the witnessed event must still be there with the witnessed hash (unless retention purged
+/// it), and with a chain key the witness must carry a valid tag and every pool's newest event must be sealed.
+pub async fn verify(
+    archive: &dyn Archive,
+    key: Option<&ChainKey>,
+    witnesses: &[(String, Witness)],
+) -> StoreResult<api::VerifyReport> {
     let mut checked = 0;
     let mut first_broken: Option<i64> = None;
+    let mut problems = vec![];
+    let mut anchors = std::collections::HashMap::new();
     for pool in archive.pools().await? {
         // Retention may have purged the oldest events: the first one left links to the anchor kept then.
-        let mut check = ChainCheck::from_anchor(archive.chain_anchor(&pool).await?);
+        let anchor = archive.chain_anchor(&pool).await?;
+        let mut check = ChainCheck::new(anchor.hash.clone(), key.cloned());
+        anchors.insert(pool.clone(), anchor);
         let mut after_id = 0;
         loop {
             let query =
@@ -408,9 +527,53 @@ pub async fn verify(archive: &dyn Archive) -> StoreResult<api::VerifyReport> {
         checked += check.checked;
         if let Some(id) = check.first_broken {
             first_broken = Some(first_broken.map_or(id, |f| f.min(id)));
+            problems.push(format!(
+                "pool {pool}: event {id} breaks the chain: {}",
+                check.problem.as_deref().unwrap_or("it does not match")
+            ));
+        } else if key.is_some() && check.head().is_some_and(|h| !is_keyed(h)) {
+            // A chain rebuilt without the key verifies as plain; with a key in force its newest event must be sealed.
+            problems.push(format!(
+                "pool {pool}: the newest event is not sealed although a chain key is configured (the chain was \
+                 rebuilt or extended without the key)"
+            ));
         }
     }
-    Ok(api::VerifyReport { ok: first_broken.is_none(), events_checked: checked, first_broken })
+    for (source, w) in witnesses {
+        if let Some(key) = key
+            && !w.tag_matches(key)
+        {
+            problems.push(format!(
+                "{source}: the witness of pool {} event {} is not signed with the chain key",
+                w.pool, w.id
+            ));
+            continue;
+        }
+        if anchors.get(&w.pool).is_some_and(|a| w.id <= a.purged_to) {
+            continue; // Purged by retention, which the anchor records.
+        }
+        let query = EventQuery { pool: Some(w.pool.clone()), after_id: w.id - 1, limit: 1, ..EventQuery::default() };
+        let found = archive.events(&query).await?.into_iter().next().filter(|e| e.id == w.id);
+        match found {
+            None => problems.push(format!(
+                "{source}: pool {} event {} is missing from the archive (events were deleted)",
+                w.pool, w.id
+            )),
+            Some(e) if e.hash != w.hash => problems.push(format!(
+                "{source}: pool {} event {} has another hash in the archive (the chain was rewritten)",
+                w.pool, w.id
+            )),
+            Some(_) => {}
+        }
+    }
+    Ok(api::VerifyReport {
+        ok: first_broken.is_none() && problems.is_empty(),
+        events_checked: checked,
+        first_broken,
+        sealed: key.is_some(),
+        witnesses_checked: witnesses.len() as u64,
+        problems,
+    })
 }
 
 fn principals(list: &[pchat_core::Principal]) -> Value {
@@ -509,7 +672,7 @@ mod tests {
         let archive = service.archive().unwrap();
         let left = archive.events(&EventQuery { limit: 100, ..Default::default() }).await.unwrap();
         assert_eq!(left.iter().map(|e| e.event.content.as_str()).collect::<Vec<_>>(), ["m3", "m4"]);
-        let report = verify(archive.as_ref()).await.unwrap();
+        let report = verify(archive.as_ref(), None, &[]).await.unwrap();
         assert_eq!((report.ok, report.events_checked), (true, 2));
 
         // An old event not exported yet stays until it is.

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
+use crate::witness::Witness;
 use pchat_store::ArchivedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -580,8 +581,16 @@ impl crate::Service {
         dir: &Path,
         options: &ExportOptions,
     ) -> crate::ServiceResult<Vec<String>> {
+        // A witness of the range's last event travels with the files (see `crate::witness`).
+        let witness = match (events.first(), events.last()) {
+            (Some(first), Some(last)) => {
+                Some(Witness::new(pool, last.id, &last.hash, self.chain_key_for_export()).export_file(first.id))
+            }
+            _ => None,
+        };
         let batch = self.batch(archive, pool, events).await?;
-        let files = render(&batch, options);
+        let mut files = render(&batch, options);
+        files.extend(witness);
         let dir = dir.to_owned();
         let names = files.iter().map(|f| f.name.clone()).collect();
         tokio::task::spawn_blocking(move || {
@@ -696,7 +705,12 @@ impl crate::Service {
     /// What is wrong but does not stop this server from serving (shown by /readyz).
     pub fn warnings(&self) -> Vec<String> {
         let problem = self.export_problem.read().ok().and_then(|p| p.clone());
-        problem.map(|p| format!("compliance export failing, retrying: {p}")).into_iter().collect()
+        let witness = self.witness_problem.read().ok().and_then(|p| p.clone());
+        problem
+            .map(|p| format!("compliance export failing, retrying: {p}"))
+            .into_iter()
+            .chain(witness.map(|p| format!("compliance witness file not written: {p}")))
+            .collect()
     }
 }
 

@@ -19,6 +19,7 @@ mod ratelimit;
 mod rooms;
 mod throttle;
 pub mod time;
+pub mod witness;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -114,6 +115,10 @@ pub struct Service {
     hashes: hasher::Hasher,
     /// Failed sign-ins, for throttling.
     throttle: throttle::SignInThrottle,
+    /// The compliance chain key and witness file ([`Service::set_chain_seal`]).
+    seal: std::sync::OnceLock<compliance::ChainSeal>,
+    /// Why the witness file could not be written, until it can.
+    witness_problem: std::sync::RwLock<Option<String>>,
 }
 
 impl Service {
@@ -143,6 +148,8 @@ impl Service {
             rooms: access::RoomCache::default(),
             hashes: hasher::Hasher::start(settings_security.hash_concurrency, settings_security.hash_queue),
             throttle: auth::new_throttle(&settings_security),
+            seal: std::sync::OnceLock::new(),
+            witness_problem: std::sync::RwLock::new(None),
         });
         service.start_part_capture();
         if let Some(events) = events {

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use deadpool_postgres::Object;
 use deadpool_postgres::Pool;
-use pchat_store::compliance::event_hash;
+use pchat_store::compliance::{ChainAnchor, ChainKey, event_hash};
 use pchat_store::{
     Archive, ArchivedEvent, EventQuery, ExportClaim, ExportCursor, ExportRequest, OutboxEvent, StoreResult,
 };
@@ -47,8 +47,8 @@ macro_rules! archive_on_client {
     ($type:ty) => {
         #[async_trait]
         impl Archive for $type {
-            async fn append(&self, pool: &str, events: &[OutboxEvent]) -> StoreResult<u64> {
-                append(&mut self.client().await?, pool, events).await
+            async fn append(&self, pool: &str, events: &[OutboxEvent], key: Option<&ChainKey>) -> StoreResult<u64> {
+                append(&mut self.client().await?, pool, events, key).await
             }
 
             async fn events(&self, query: &EventQuery) -> StoreResult<Vec<ArchivedEvent>> {
@@ -57,6 +57,10 @@ macro_rules! archive_on_client {
 
             async fn pools(&self) -> StoreResult<Vec<String>> {
                 pools(&self.client().await?).await
+            }
+
+            async fn chain_head(&self, pool: &str) -> StoreResult<Option<(i64, String)>> {
+                chain_head(&self.client().await?, pool).await
             }
 
             async fn claim_export(&self, request: &ExportRequest) -> StoreResult<Option<ExportClaim>> {
@@ -79,7 +83,7 @@ macro_rules! archive_on_client {
                 purge(&mut self.client().await?, pool, before_ts, max_id).await
             }
 
-            async fn chain_anchor(&self, pool: &str) -> StoreResult<String> {
+            async fn chain_anchor(&self, pool: &str) -> StoreResult<ChainAnchor> {
                 chain_anchor(&self.client().await?, pool).await
             }
         }
@@ -89,7 +93,7 @@ macro_rules! archive_on_client {
 archive_on_client!(PgArchive);
 archive_on_client!(PgStore);
 
-async fn append(client: &mut Object, pool: &str, events: &[OutboxEvent]) -> StoreResult<u64> {
+async fn append(client: &mut Object, pool: &str, events: &[OutboxEvent], key: Option<&ChainKey>) -> StoreResult<u64> {
     let tx = client.transaction().await.map_err(unavailable)?;
     tx.execute("INSERT INTO compliance_chain_head (pool, last_hash) VALUES ($1, '') ON CONFLICT DO NOTHING", &[&pool])
         .await
@@ -111,7 +115,7 @@ async fn append(client: &mut Object, pool: &str, events: &[OutboxEvent]) -> Stor
     let mut prevs = Vec::with_capacity(fresh.len());
     let mut hashes = Vec::with_capacity(fresh.len());
     for o in &fresh {
-        let hash = event_hash(pool, o.id, &o.event, &last);
+        let hash = event_hash(pool, o.id, &o.event, &last, key);
         prevs.push(std::mem::replace(&mut last, hash.clone()));
         hashes.push(hash);
     }
@@ -158,6 +162,12 @@ async fn events(client: &Object, q: &EventQuery) -> StoreResult<Vec<ArchivedEven
         .await
         .map_err(unavailable)?;
     rows.iter().map(archived_from_row).collect()
+}
+
+async fn chain_head(client: &Object, pool: &str) -> StoreResult<Option<(i64, String)>> {
+    let sql = "SELECT id, hash FROM compliance_archive WHERE pool = $1 ORDER BY id DESC LIMIT 1";
+    let row = client.query_opt(sql, &[&pool]).await.map_err(unavailable)?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
 async fn pools(client: &Object) -> StoreResult<Vec<String>> {
@@ -298,10 +308,10 @@ async fn purge(client: &mut Object, pool: &str, before_ts: i64, max_id: i64) -> 
     Ok(n)
 }
 
-async fn chain_anchor(client: &Object, pool: &str) -> StoreResult<String> {
+async fn chain_anchor(client: &Object, pool: &str) -> StoreResult<ChainAnchor> {
     let row = client
-        .query_opt("SELECT hash FROM compliance_chain_anchor WHERE pool = $1", &[&pool])
+        .query_opt("SELECT purged_to, hash FROM compliance_chain_anchor WHERE pool = $1", &[&pool])
         .await
         .map_err(unavailable)?;
-    Ok(row.map(|r| r.get(0)).unwrap_or_default())
+    Ok(row.map(|r| ChainAnchor { purged_to: r.get(0), hash: r.get(1) }).unwrap_or_default())
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use pchat_store::compliance::event_hash;
+use pchat_store::compliance::{ChainAnchor, ChainKey, event_hash};
 use pchat_store::{
     Archive, ArchivedEvent, EventQuery, ExportClaim, ExportCursor, ExportRequest, OutboxEvent, StoreError, StoreResult,
 };
@@ -56,8 +56,8 @@ fn archived_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ArchivedEvent> {
 
 #[async_trait]
 impl Archive for SqliteArchive {
-    async fn append(&self, pool: &str, events: &[OutboxEvent]) -> StoreResult<u64> {
-        let (pool, events) = (pool.to_owned(), events.to_vec());
+    async fn append(&self, pool: &str, events: &[OutboxEvent], key: Option<&ChainKey>) -> StoreResult<u64> {
+        let (pool, events, key) = (pool.to_owned(), events.to_vec(), key.cloned());
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut last: String = tx
@@ -75,7 +75,7 @@ impl Archive for SqliteArchive {
                     if seen.exists(params![pool, o.id])? {
                         continue;
                     }
-                    let hash = event_hash(&pool, o.id, &o.event, &last);
+                    let hash = event_hash(&pool, o.id, &o.event, &last, key.as_ref());
                     let e = &o.event;
                     insert.execute(params![
                         pool, o.id, last, hash, e.kind, e.ts, e.room_id, e.actor, e.content, e.details
@@ -109,6 +109,17 @@ impl Archive for SqliteArchive {
                 archived_from_row,
             )?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn chain_head(&self, pool: &str) -> StoreResult<Option<(i64, String)>> {
+        let pool = pool.to_owned();
+        self.with(move |conn| {
+            conn.query_row("SELECT id, hash FROM archive WHERE pool = ?1 ORDER BY id DESC LIMIT 1", [&pool], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
         })
         .await
     }
@@ -256,13 +267,15 @@ impl Archive for SqliteArchive {
         .await
     }
 
-    async fn chain_anchor(&self, pool: &str) -> StoreResult<String> {
+    async fn chain_anchor(&self, pool: &str) -> StoreResult<ChainAnchor> {
         let pool = pool.to_owned();
         self.with(move |conn| {
-            let hash = conn
-                .query_row("SELECT hash FROM chain_anchor WHERE pool = ?1", [&pool], |row| row.get(0))
+            let anchor = conn
+                .query_row("SELECT purged_to, hash FROM chain_anchor WHERE pool = ?1", [&pool], |row| {
+                    Ok(ChainAnchor { purged_to: row.get(0)?, hash: row.get(1)? })
+                })
                 .optional()?;
-            Ok(hash.unwrap_or_default())
+            Ok(anchor.unwrap_or_default())
         })
         .await
     }

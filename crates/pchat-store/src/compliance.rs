@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::future::Future;
 
 use async_trait::async_trait;
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::StoreResult;
@@ -78,12 +79,15 @@ pub struct EventQuery {
 #[async_trait]
 pub trait Archive: Send + Sync + 'static {
     /// Appends the events to the pool's chain in the order given, skipping any whose outbox id is archived
-    /// already; returns how many were appended. Concurrent callers for one pool are serialized.
-    async fn append(&self, pool: &str, events: &[OutboxEvent]) -> StoreResult<u64>;
+    /// already, sealed with `key` when one is given; returns how many were appended. Concurrent callers for one
+    /// pool are serialized.
+    async fn append(&self, pool: &str, events: &[OutboxEvent], key: Option<&ChainKey>) -> StoreResult<u64>;
     /// Archived events matching the query, oldest first.
     async fn events(&self, query: &EventQuery) -> StoreResult<Vec<ArchivedEvent>>;
     /// Every pool with archived events.
     async fn pools(&self) -> StoreResult<Vec<String>>;
+    /// The pool's newest archived event: its archive id and hash (`None` when the pool has none left).
+    async fn chain_head(&self, pool: &str) -> StoreResult<Option<(i64, String)>>;
 
     /// Claims the next range of a pool's events for export. A range claimed earlier and not finished is handed
     /// out again, unchanged and with its options, to its owner or, once its lease ran out, to anyone: a crash
@@ -101,8 +105,16 @@ pub trait Archive: Send + Sync + 'static {
     /// Retention: deletes the oldest events of a pool's chain, the prefix with `ts < before_ts` and
     /// `id <= max_id`, and keeps the hash of the last one deleted as the chain's anchor; returns how many.
     async fn purge(&self, pool: &str, before_ts: i64, max_id: i64) -> StoreResult<u64>;
-    /// The hash the pool's first remaining event must link to: empty unless events were purged.
-    async fn chain_anchor(&self, pool: &str) -> StoreResult<String>;
+    /// What retention purged of the pool's chain: the last purged archive id (0 when none) and its hash, which
+    /// the first remaining event must link to (empty when none).
+    async fn chain_anchor(&self, pool: &str) -> StoreResult<ChainAnchor>;
+}
+
+/// The start of a pool's chain after retention (see [`Archive::chain_anchor`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainAnchor {
+    pub purged_to: i64,
+    pub hash: String,
 }
 
 /// What an exporter asks [`Archive::claim_export`] for.
@@ -151,37 +163,108 @@ pub struct ExportCursor {
     pub pending_to: Option<i64>,
 }
 
-/// The hash of an archived event: SHA-256 over its fields, each length-prefixed, and the previous hash.
-pub fn event_hash(pool: &str, outbox_id: i64, event: &NewEvent, prev_hash: &str) -> String {
-    let mut h = Sha256::new();
-    let mut field = |bytes: &[u8]| {
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
-    field(pool.as_bytes());
-    field(&outbox_id.to_le_bytes());
-    field(event.kind.as_bytes());
-    field(&event.ts.to_le_bytes());
-    field(event.room_id.as_deref().unwrap_or("\u{0}").as_bytes());
-    field(event.actor.as_bytes());
-    field(event.content.as_bytes());
-    field(event.details.as_bytes());
-    field(prev_hash.as_bytes());
-    hex::encode(h.finalize())
+/// A secret that seals the archive's chain (`compliance.chain_key_file`): with it, event hashes are HMAC-SHA256
+/// tags that nobody without the key can recompute, so rebuilding the chain after editing it is detected.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChainKey(Vec<u8>);
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainKey(…)")
+    }
 }
 
-/// Walks a pool's chain: feed events in archive order; the first that does not chain is reported.
+impl ChainKey {
+    /// At least 32 bytes of secret (a key file's contents, trailing whitespace removed).
+    pub fn new(secret: &[u8]) -> Option<Self> {
+        let trimmed = secret.trim_ascii_end();
+        (trimmed.len() >= 32).then(|| Self(trimmed.to_vec()))
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC takes a key of any length.
+        match <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("HMAC accepts keys of every length"),
+        }
+    }
+
+    /// A tag over a witness of the chain's head (pool, archive id, hash), so that a forged witness is told apart.
+    pub fn witness_tag(&self, pool: &str, id: i64, hash: &str) -> String {
+        let mut mac = self.mac();
+        for field in [pool.as_bytes(), &id.to_le_bytes(), hash.as_bytes()] {
+            mac.update(&(field.len() as u64).to_le_bytes());
+            mac.update(field);
+        }
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// The prefix of keyed hashes; plain SHA-256 hashes are bare hex.
+pub const KEYED: &str = "k1:";
+
+/// Whether a stored hash is a keyed (HMAC) one.
+pub fn is_keyed(hash: &str) -> bool {
+    hash.starts_with(KEYED)
+}
+
+/// The hash of an archived event over its fields, each length-prefixed, and the previous hash: SHA-256 without a
+/// key, HMAC-SHA256 (prefixed [`KEYED`]) with one.
+pub fn event_hash(pool: &str, outbox_id: i64, event: &NewEvent, prev_hash: &str, key: Option<&ChainKey>) -> String {
+    let fields: [&[u8]; 9] = [
+        pool.as_bytes(),
+        &outbox_id.to_le_bytes(),
+        event.kind.as_bytes(),
+        &event.ts.to_le_bytes(),
+        event.room_id.as_deref().unwrap_or("\u{0}").as_bytes(),
+        event.actor.as_bytes(),
+        event.content.as_bytes(),
+        event.details.as_bytes(),
+        prev_hash.as_bytes(),
+    ];
+    match key {
+        None => {
+            let mut h = Sha256::new();
+            for field in fields {
+                Digest::update(&mut h, (field.len() as u64).to_le_bytes());
+                Digest::update(&mut h, field);
+            }
+            hex::encode(h.finalize())
+        }
+        Some(key) => {
+            let mut mac = key.mac();
+            for field in fields {
+                mac.update(&(field.len() as u64).to_le_bytes());
+                mac.update(field);
+            }
+            format!("{KEYED}{}", hex::encode(mac.finalize().into_bytes()))
+        }
+    }
+}
+
+/// Walks a pool's chain: feed events in archive order; the first that does not chain is reported. Keyed events
+/// are checked with the key; once the chain is keyed, a plain event after it is a break (someone without the key
+/// wrote it), and so is a keyed event when no key is at hand to check it.
 #[derive(Debug, Default)]
 pub struct ChainCheck {
     last_hash: Option<String>,
+    key: Option<ChainKey>,
     pub checked: u64,
     pub first_broken: Option<i64>,
+    /// Why the chain broke there.
+    pub problem: Option<String>,
 }
 
 impl ChainCheck {
-    /// A check of a chain whose first events were purged: the first remaining one must link to `anchor`.
-    pub fn from_anchor(anchor: String) -> Self {
-        Self { last_hash: (!anchor.is_empty()).then_some(anchor), ..Self::default() }
+    /// A check of a chain whose first events were purged (their last hash is `anchor`; empty when none were),
+    /// with the chain key if one is configured.
+    pub fn new(anchor: String, key: Option<ChainKey>) -> Self {
+        Self { last_hash: (!anchor.is_empty()).then_some(anchor), key, ..Self::default() }
+    }
+
+    /// The hash of the last event checked (or the anchor).
+    pub fn head(&self) -> Option<&str> {
+        self.last_hash.as_deref()
     }
 
     /// Checks the next event; returns false once the chain is broken (later events are not checked).
@@ -191,9 +274,26 @@ impl ChainCheck {
         }
         self.checked += 1;
         let expected_prev = self.last_hash.clone().unwrap_or_default();
-        let ok = e.prev_hash == expected_prev && e.hash == event_hash(&e.pool, e.outbox_id, &e.event, &e.prev_hash);
-        if !ok {
+        let problem = if e.prev_hash != expected_prev {
+            Some("it does not link to the event before it (an event was removed, inserted or reordered)")
+        } else if is_keyed(&e.hash) {
+            match &self.key {
+                None => Some("it is sealed with a chain key, and none is configured here to check it"),
+                Some(key) if e.hash != event_hash(&e.pool, e.outbox_id, &e.event, &e.prev_hash, Some(key)) => {
+                    Some("its seal does not match its content (edited, or sealed with another key)")
+                }
+                Some(_) => None,
+            }
+        } else if is_keyed(&expected_prev) {
+            Some("it is not sealed although the chain before it is (written without the key)")
+        } else if e.hash != event_hash(&e.pool, e.outbox_id, &e.event, &e.prev_hash, None) {
+            Some("its hash does not match its content (edited)")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
             self.first_broken = Some(e.id);
+            self.problem = Some(problem.to_owned());
             return false;
         }
         self.last_hash = Some(e.hash.clone());
@@ -291,7 +391,7 @@ mod tests {
             content: content.into(),
             details: "{}".into(),
         };
-        let hash = event_hash("p", id, &event, prev);
+        let hash = event_hash("p", id, &event, prev, None);
         ArchivedEvent { id, pool: "p".into(), outbox_id: id, event, prev_hash: prev.into(), hash }
     }
 
@@ -312,12 +412,26 @@ mod tests {
         }
         assert_eq!(check.first_broken, Some(2));
         // Recomputing the edited event's hash does not help: the next one no longer chains.
-        edited.hash = event_hash("p", 2, &edited.event, &edited.prev_hash);
+        edited.hash = event_hash("p", 2, &edited.event, &edited.prev_hash, None);
         let mut check = ChainCheck::default();
         for e in [&a, &edited, &c] {
             check.feed(e);
         }
         assert_eq!(check.first_broken, Some(3));
+    }
+
+    #[test]
+    fn keys_are_long_secrets_and_seal_differently() {
+        assert!(ChainKey::new(b"short").is_none());
+        assert!(ChainKey::new(&[b'x'; 31]).is_none());
+        let key = ChainKey::new(format!("{}\n", "k".repeat(32)).as_bytes()).unwrap();
+        assert_eq!(key, ChainKey::new("k".repeat(32).as_bytes()).unwrap(), "a trailing newline is not part of it");
+        assert_eq!(format!("{key:?}"), "ChainKey(…)", "the secret is never printed");
+        let e = archived(1, "", "one").event;
+        let sealed = event_hash("p", 1, &e, "", Some(&key));
+        assert!(is_keyed(&sealed) && sealed.len() == KEYED.len() + 64);
+        assert_ne!(sealed, event_hash("p", 1, &e, "", Some(&ChainKey::new(&[1u8; 32]).unwrap())));
+        assert_ne!(key.witness_tag("p", 1, &sealed), key.witness_tag("p", 2, &sealed));
     }
 
     #[test]

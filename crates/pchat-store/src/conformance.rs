@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType};
 
-use crate::compliance::{Captured, ChainCheck, capture};
+use crate::compliance::{Captured, ChainAnchor, ChainCheck, ChainKey, capture, is_keyed};
 use crate::sessions::{NEVER, SessionRecord};
 use crate::{
     AccessScope, AddinRecord, AdminRole, Archive, ArchivedEvent, CategoryRecord, ClusterEvent, EventQuery,
@@ -852,7 +852,7 @@ macro_rules! archive_conformance_tests {
     ($make:expr) => {
         $crate::archive_conformance_tests!(@each $make; archive_chains_each_event_once, archive_appends_serialize,
             archive_queries_filter, archive_export_claims_ranges, archive_principal_ids_are_stable,
-            archive_purge_keeps_the_chain_verifiable);
+            archive_purge_keeps_the_chain_verifiable, archive_keyed_chains);
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -894,11 +894,11 @@ fn assert_chains(events: &[ArchivedEvent]) {
 
 pub async fn archive_chains_each_event_once(archive: &Arc<dyn Archive>) {
     let first: Vec<_> = (1..=3).map(|i| outboxed(i, "CHAT", "r1", "a@example.com", i * 10)).collect();
-    assert_eq!(archive.append("emea", &first).await.unwrap(), 3);
-    assert_eq!(archive.append("apac", &[outboxed(1, "JOIN", "r9", "b@example.com", 5)]).await.unwrap(), 1);
+    assert_eq!(archive.append("emea", &first, None).await.unwrap(), 3);
+    assert_eq!(archive.append("apac", &[outboxed(1, "JOIN", "r9", "b@example.com", 5)], None).await.unwrap(), 1);
     // Offered again with one new event (a worker that died before clearing its outbox): only the new one lands.
     let again: Vec<_> = (2..=4).map(|i| outboxed(i, "CHAT", "r1", "a@example.com", i * 10)).collect();
-    assert_eq!(archive.append("emea", &again).await.unwrap(), 1);
+    assert_eq!(archive.append("emea", &again, None).await.unwrap(), 1);
     let emea = chain_of(archive, "emea").await;
     assert_eq!(emea.iter().map(|e| e.outbox_id).collect::<Vec<_>>(), [1, 2, 3, 4]);
     assert!(emea.windows(2).all(|w| w[0].id < w[1].id));
@@ -923,7 +923,7 @@ pub async fn archive_appends_serialize(archive: &Arc<dyn Archive>) {
                 let start = round * 10 + w * 3;
                 let batch: Vec<_> =
                     (start..start + 12).map(|i| outboxed(i + 1, "CHAT", "r", "a@example.com", i)).collect();
-                archive.append("p", &batch).await.unwrap();
+                archive.append("p", &batch, None).await.unwrap();
             }
         }));
     }
@@ -945,7 +945,7 @@ pub async fn archive_queries_filter(archive: &Arc<dyn Archive>) {
         outboxed(3, "CHAT", "r2", "b@example.com", 300),
         outboxed(4, "PART", "r1", "a@example.com", 400),
     ];
-    archive.append("p", &events).await.unwrap();
+    archive.append("p", &events, None).await.unwrap();
     let q = |f: fn(&mut EventQuery)| {
         let mut query = EventQuery { limit: 100, ..EventQuery::default() };
         f(&mut query);
@@ -987,8 +987,8 @@ fn export_request(owner: &str, now_ms: i64, max_events: u32, options: &str) -> c
 pub async fn archive_export_claims_ranges(archive: &Arc<dyn Archive>) {
     assert_eq!(archive.claim_export(&export_request("a", 100_000, 3, "{}")).await.unwrap(), None, "nothing yet");
     let events: Vec<_> = (1..=5).map(|i| outboxed(i, "CHAT", "r", "a@example.com", i)).collect();
-    archive.append("p", &events).await.unwrap();
-    archive.append("other", &events).await.unwrap();
+    archive.append("p", &events, None).await.unwrap();
+    archive.append("other", &events, None).await.unwrap();
     let ids: Vec<i64> = chain_of(archive, "p").await.iter().map(|e| e.id).collect();
 
     let first = archive.claim_export(&export_request("a", 100_000, 3, "{\"v\":1}")).await.unwrap().unwrap();
@@ -1032,20 +1032,63 @@ pub async fn archive_principal_ids_are_stable(archive: &Arc<dyn Archive>) {
 
 pub async fn archive_purge_keeps_the_chain_verifiable(archive: &Arc<dyn Archive>) {
     let events: Vec<_> = (1..=6).map(|i| outboxed(i, "CHAT", "r", "a@example.com", i * 100)).collect();
-    archive.append("p", &events).await.unwrap();
+    archive.append("p", &events, None).await.unwrap();
     let all = chain_of(archive, "p").await;
-    assert_eq!(archive.chain_anchor("p").await.unwrap(), "");
+    assert_eq!(archive.chain_anchor("p").await.unwrap(), ChainAnchor::default());
     // Older than ts 400, but no further than the fifth event: the first three go.
     assert_eq!(archive.purge("p", 400, all[4].id).await.unwrap(), 3);
-    assert_eq!(archive.chain_anchor("p").await.unwrap(), all[2].hash);
+    assert_eq!(
+        archive.chain_anchor("p").await.unwrap(),
+        ChainAnchor { purged_to: all[2].id, hash: all[2].hash.clone() }
+    );
     // Only up to an id (e.g. what was exported): the fourth goes, the fifth stays although older.
     assert_eq!(archive.purge("p", 10_000, all[3].id).await.unwrap(), 1);
     let left = chain_of(archive, "p").await;
     assert_eq!(left.iter().map(|e| e.outbox_id).collect::<Vec<_>>(), [5, 6]);
-    let mut check = ChainCheck::from_anchor(archive.chain_anchor("p").await.unwrap());
+    let mut check = ChainCheck::new(archive.chain_anchor("p").await.unwrap().hash, None);
     assert!(left.iter().all(|e| check.feed(e)), "the rest chains from the anchor");
     assert_eq!(archive.purge("p", 0, i64::MAX).await.unwrap(), 0, "nothing older");
     // A purge that skipped the anchor is caught: the first remaining event does not link to nothing.
     let mut check = ChainCheck::default();
     assert!(!check.feed(&left[0]));
+}
+
+pub async fn archive_keyed_chains(archive: &Arc<dyn Archive>) {
+    let key = ChainKey::new(&[7u8; 32]).unwrap();
+    let other = ChainKey::new(&[8u8; 32]).unwrap();
+    // Plain events first (before a key was configured), then sealed ones.
+    let plain: Vec<_> = (1..=2).map(|i| outboxed(i, "CHAT", "r", "a@example.com", i)).collect();
+    archive.append("p", &plain, None).await.unwrap();
+    let sealed: Vec<_> = (3..=4).map(|i| outboxed(i, "CHAT", "r", "a@example.com", i)).collect();
+    archive.append("p", &sealed, Some(&key)).await.unwrap();
+    let chain = chain_of(archive, "p").await;
+    assert_eq!(chain.iter().map(|e| is_keyed(&e.hash)).collect::<Vec<_>>(), [false, false, true, true]);
+    let check = |key: Option<ChainKey>, events: &[ArchivedEvent]| {
+        let mut check = ChainCheck::new(String::new(), key);
+        events.iter().all(|e| check.feed(e));
+        (check.first_broken, check.problem)
+    };
+    assert_eq!(check(Some(key.clone()), &chain), (None, None), "a keyed chain verifies with its key");
+    assert_eq!(archive.chain_head("p").await.unwrap(), Some((chain[3].id, chain[3].hash.clone())));
+    assert_eq!(archive.chain_head("nobody").await.unwrap(), None);
+    assert_eq!(check(None, &chain).0, Some(chain[2].id), "without the key a sealed event cannot be checked");
+    assert_eq!(check(Some(other), &chain).0, Some(chain[2].id), "nor with another key");
+    // Someone without the key appends: their plain event after sealed ones is a break.
+    archive.append("p", &[outboxed(5, "CHAT", "r", "mallory@example.com", 5)], None).await.unwrap();
+    let chain = chain_of(archive, "p").await;
+    let (broken, problem) = check(Some(key.clone()), &chain);
+    assert_eq!(broken, Some(chain[4].id));
+    assert!(problem.unwrap().contains("not sealed"));
+    // Rebuilding the whole chain without the key (recomputing plain hashes) does not verify as keyed either:
+    // the check flags the first plain event only if a sealed one came before, so callers also require the newest
+    // event of a keyed archive to be sealed (see the service's verify).
+    let mut rebuilt = chain.clone();
+    let mut prev = String::new();
+    for e in &mut rebuilt {
+        e.prev_hash = prev.clone();
+        e.hash = crate::compliance::event_hash(&e.pool, e.outbox_id, &e.event, &prev, None);
+        prev = e.hash.clone();
+    }
+    assert_eq!(check(Some(key), &rebuilt), (None, None));
+    assert!(!is_keyed(&rebuilt.last().unwrap().hash));
 }

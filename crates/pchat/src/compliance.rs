@@ -18,8 +18,13 @@ pub(crate) enum ComplianceCmd {
     Config(ConfigCmd),
     /// Archived events, oldest first.
     Events(EventsArgs),
-    /// Recompute the archive's hash chains; exits 1 and names the first broken event if one does not match.
-    Verify,
+    /// Recompute the archive's hash chains and check them against the witnesses kept outside the archive (this
+    /// server's witness file, the export's *.chain.json files); exits 1 and says what does not hold.
+    Verify {
+        /// Also check the *.chain.json witnesses in this directory (e.g. a copy of the export kept elsewhere).
+        #[arg(long)]
+        witness_dir: Vec<PathBuf>,
+    },
     /// Run the compliance worker alone (it also runs inside every `pchat serve`).
     Worker(WorkerArgs),
     /// Run the periodic export now, whatever the interval (into the configured output directory).
@@ -172,6 +177,7 @@ impl ServerConfig {
             pchat_http::encoder(config.domain.clone()),
         );
         service.set_archive(archive);
+        service.set_chain_seal(config.compliance.chain_key()?, Some(config.compliance.witness_path(&config.data_dir)));
         Ok((config, service))
     }
 }
@@ -220,8 +226,14 @@ pub(crate) async fn run(c: &Client, json_out: bool, cmd: ComplianceCmd) -> anyho
         ComplianceCmd::Events(args) => {
             out.table(&c.get(&format!("/api/v1/compliance/events?{}", args.query())).await?, EVENT_COLUMNS);
         }
-        ComplianceCmd::Verify => {
-            let report = c.call(Method::POST, "/api/v1/compliance/verify", Some(json!({}))).await?;
+        ComplianceCmd::Verify { witness_dir } => {
+            let mut witnesses = vec![];
+            for dir in &witness_dir {
+                let found = pchat_service::witness::read_export_witnesses(dir).map_err(anyhow::Error::msg)?;
+                witnesses.extend(found.into_iter().map(|(_, w)| w));
+            }
+            let body = json!({ "witnesses": witnesses });
+            let report = c.call(Method::POST, "/api/v1/compliance/verify", Some(body)).await?;
             out.object(&report);
             if report["ok"] != true {
                 return Ok(ExitCode::FAILURE);

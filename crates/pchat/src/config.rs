@@ -47,6 +47,43 @@ pub(crate) struct ComplianceConfig {
     /// directory on SQLite, the chat database itself on PostgreSQL); else `sqlite:PATH` or `postgres://…` (the
     /// same server as the chat database or another one; a pool must use PostgreSQL).
     pub(crate) database_url: String,
+    /// A file holding at least 32 bytes of secret that seals the archive's chain (HMAC); empty: plain SHA-256.
+    pub(crate) chain_key_file: String,
+    /// Where this server records the chain's head after every append; empty: `compliance-witness.json` in the
+    /// data directory.
+    pub(crate) witness_file: String,
+}
+
+impl ComplianceConfig {
+    /// The chain key, read from its file (refusing a short, unreadable or group- or world-readable one).
+    pub(crate) fn chain_key(&self) -> anyhow::Result<Option<pchat_store::compliance::ChainKey>> {
+        if self.chain_key_file.is_empty() {
+            return Ok(None);
+        }
+        let path = std::path::Path::new(&self.chain_key_file);
+        let secret =
+            std::fs::read(path).with_context(|| format!("cannot read compliance.chain_key_file {}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                bail!("compliance.chain_key_file {} must be readable by its owner only (chmod 600)", path.display());
+            }
+        }
+        pchat_store::compliance::ChainKey::new(&secret)
+            .map(Some)
+            .with_context(|| format!("compliance.chain_key_file {} must hold at least 32 bytes", path.display()))
+    }
+
+    /// This server's witness file.
+    pub(crate) fn witness_path(&self, data_dir: &std::path::Path) -> PathBuf {
+        if self.witness_file.is_empty() {
+            data_dir.join("compliance-witness.json")
+        } else {
+            PathBuf::from(&self.witness_file)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -93,6 +93,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let (store, archive) = open_databases(&config).await?;
     let service = Service::start(Arc::clone(&store), settings(&config)?, pchat_http::encoder(config.domain.clone()));
     service.set_archive(archive);
+    service.set_chain_seal(config.compliance.chain_key()?, Some(config.compliance.witness_path(&config.data_dir)));
     let compliance_worker = service.start_compliance_worker();
     let session_purge = tokio::spawn(purge_sessions(Arc::clone(&service)));
 

@@ -22,4 +22,5 @@ mod races;
 mod secrecy;
 mod sessions;
 mod stream;
+mod tamper;
 mod tls;
