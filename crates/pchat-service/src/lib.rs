@@ -177,9 +177,14 @@ impl Service {
         self.metrics.encode(self.hub.connection_count())
     }
 
-    /// Whether the database answers.
+    /// Whether the database answers and takes writes.
     pub async fn ready(&self) -> ServiceResult<()> {
         Ok(self.store.ping().await?)
+    }
+
+    /// Why this server can no longer work at all and should exit (its supervisor restarts it).
+    pub fn fatal(&self) -> Option<String> {
+        self.store.fatal()
     }
 
     /// The current directory generation: a caller resolved at an earlier generation may be out of date.

@@ -46,6 +46,11 @@ impl Durability {
     }
 }
 
+/// Whether the test failpoint `name` is set (`PCHAT_FAILPOINT`), for tests that break the writer on purpose.
+pub(crate) fn failpoint(name: &str) -> bool {
+    std::env::var("PCHAT_FAILPOINT").is_ok_and(|f| f == name)
+}
+
 /// Opens a connection with the settings every connection of this backend shares.
 fn open_connection(path: &Path, durability: Durability) -> rusqlite::Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path)?;

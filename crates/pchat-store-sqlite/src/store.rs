@@ -307,7 +307,12 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
+        self.writer.health().check()?;
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db)).await
+    }
+
+    fn fatal(&self) -> Option<String> {
+        self.writer.health().fatal()
     }
 
     async fn create_user(&self, user: UserRecord) -> StoreResult<()> {
@@ -400,7 +405,17 @@ impl Store for SqliteStore {
 
     async fn create_group(&self, name: &str) -> StoreResult<()> {
         let name = name.to_owned();
-        self.write(move |c| c.execute("INSERT INTO groups (name) VALUES (?1)", [name]).map_err(named).map(drop)).await
+        self.write(move |c| {
+            // Test failpoints: a write that panics, and a writer thread that dies after a write.
+            if name == "failpoint" && crate::failpoint("sqlite-write-panics") {
+                panic!("failpoint sqlite-write-panics");
+            }
+            if name == "failpoint" && crate::failpoint("sqlite-writer-dies") {
+                crate::writer::DIE.with(|die| die.set(true));
+            }
+            c.execute("INSERT INTO groups (name) VALUES (?1)", [name]).map_err(named).map(drop)
+        })
+        .await
     }
 
     async fn get_group(&self, name: &str) -> StoreResult<Option<Vec<String>>> {

@@ -5,7 +5,9 @@
 //! savepoint so that one failing write rolls back alone. After the commit it publishes the batch's events in
 //! order and answers every caller; if the commit fails, every write of the batch fails and no event is sent.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use pchat_store::{StoreError, StoreEvent, StoreResult};
@@ -23,6 +25,8 @@ trait Job: Send {
     fn run(&mut self, conn: &Connection, events: &mut Vec<StoreEvent>);
     /// Answers the caller: with the write's own result if the batch committed, otherwise with `commit_error`.
     fn finish(self: Box<Self>, commit_error: Option<&str>);
+    /// Whether the write failed in the database itself (I/O, a full disk), not for a reason of its own.
+    fn failed_in_database(&self) -> bool;
 }
 
 type WriteFn<T> = Box<dyn FnOnce(&Connection, &mut Vec<StoreEvent>) -> StoreResult<T> + Send>;
@@ -30,6 +34,7 @@ type WriteFn<T> = Box<dyn FnOnce(&Connection, &mut Vec<StoreEvent>) -> StoreResu
 struct TypedJob<T> {
     write: Option<WriteFn<T>>,
     result: Option<StoreResult<T>>,
+    failed_in_database: bool,
     reply: oneshot::Sender<StoreResult<T>>,
 }
 
@@ -41,7 +46,13 @@ impl<T: Send + 'static> Job for TypedJob<T> {
         let result = (|| {
             conn.execute_batch("SAVEPOINT job").map_err(crate::store::unavailable)?;
             let mut own_events = Vec::new();
-            match write(conn, &mut own_events) {
+            // A write that panics fails alone: its savepoint is rolled back and the writer carries on.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(conn, &mut own_events)))
+                .unwrap_or_else(|_| {
+                    error!("a database write panicked; it is rolled back and the writer carries on");
+                    Err(StoreError::Unavailable("the write failed unexpectedly".into()))
+                });
+            match outcome {
                 Ok(value) => {
                     conn.execute_batch("RELEASE job").map_err(crate::store::unavailable)?;
                     events.append(&mut own_events);
@@ -53,7 +64,12 @@ impl<T: Send + 'static> Job for TypedJob<T> {
                 }
             }
         })();
+        self.failed_in_database = matches!(result, Err(StoreError::Unavailable(_)));
         self.result = Some(result);
+    }
+
+    fn failed_in_database(&self) -> bool {
+        self.failed_in_database
     }
 
     fn finish(self: Box<Self>, commit_error: Option<&str>) {
@@ -70,14 +86,68 @@ impl<T: Send + 'static> Job for TypedJob<T> {
 #[derive(Clone)]
 pub(crate) struct Writer {
     queue: std_mpsc::Sender<Box<dyn Job>>,
+    health: Arc<Health>,
+}
+
+/// What the writer thread tells the rest of the store about itself.
+#[derive(Default)]
+pub(crate) struct Health {
+    /// False once the thread has ended (after a panic outside a write, say): nothing can be written any more.
+    stopped: AtomicBool,
+    /// Why the latest batch failed in the database (a full disk, an I/O error), until a batch succeeds.
+    failing: Mutex<Option<String>>,
+}
+
+impl Health {
+    /// Whether writes work: an error saying why not otherwise.
+    pub(crate) fn check(&self) -> StoreResult<()> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable("the database writer has stopped".into()));
+        }
+        match self.failing.lock().ok().and_then(|f| f.clone()) {
+            Some(why) => Err(StoreError::Unavailable(format!("writes are failing: {why}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Why the store can no longer work at all (the writer thread is gone).
+    pub(crate) fn fatal(&self) -> Option<String> {
+        self.stopped.load(Ordering::Acquire).then(|| "the SQLite writer thread has stopped".to_owned())
+    }
+
+    fn record(&self, failure: Option<String>) {
+        if let Ok(mut slot) = self.failing.lock() {
+            *slot = failure;
+        }
+    }
+}
+
+/// Marks the writer stopped however its thread ends (returning, or unwinding from a panic).
+struct StoppedOnDrop(Arc<Health>);
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::Release);
+        if thread::panicking() {
+            error!("the SQLite writer thread panicked: no write can be made any more");
+        }
+    }
 }
 
 impl Writer {
     /// Starts the writer thread on `conn`. It ends when every `Writer` handle is dropped.
     pub(crate) fn start(conn: Connection, events: mpsc::UnboundedSender<StoreEvent>) -> std::io::Result<Self> {
         let (queue, jobs) = std_mpsc::channel::<Box<dyn Job>>();
-        thread::Builder::new().name("pchat-sqlite-writer".into()).spawn(move || run(conn, jobs, events))?;
-        Ok(Self { queue })
+        let health = Arc::new(Health::default());
+        let thread_health = Arc::clone(&health);
+        thread::Builder::new()
+            .name("pchat-sqlite-writer".into())
+            .spawn(move || run(conn, jobs, events, thread_health))?;
+        Ok(Self { queue, health })
+    }
+
+    pub(crate) fn health(&self) -> &Health {
+        &self.health
     }
 
     pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
@@ -93,7 +163,8 @@ impl Writer {
             crate::store::insert_captured(conn, &captured)?;
             Ok(value)
         };
-        let job = TypedJob { write: Some(Box::new(write) as WriteFn<T>), result: None, reply };
+        let job =
+            TypedJob { write: Some(Box::new(write) as WriteFn<T>), result: None, failed_in_database: false, reply };
         self.queue
             .send(Box::new(job))
             .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
@@ -101,9 +172,17 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, jobs: std_mpsc::Receiver<Box<dyn Job>>, feed: mpsc::UnboundedSender<StoreEvent>) {
+fn run(
+    conn: Connection,
+    jobs: std_mpsc::Receiver<Box<dyn Job>>,
+    feed: mpsc::UnboundedSender<StoreEvent>,
+    health: Arc<Health>,
+) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut events = Vec::new();
+    // Declared after the batch, so dropped before it: the writer is marked stopped before any caller of the batch
+    // being written hears that its write failed.
+    let _stopped = StoppedOnDrop(Arc::clone(&health));
     while let Ok(first) = jobs.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -123,10 +202,22 @@ fn run(conn: Connection, jobs: std_mpsc::Receiver<Box<dyn Job>>, feed: mpsc::Unb
             let _ = feed.send(event);
         }
         let commit_error = outcome.err().map(|e| e.to_string());
+        let database_failure = commit_error.clone().or_else(|| {
+            batch.iter().any(|j| j.failed_in_database()).then(|| "a write failed in the database".to_owned())
+        });
+        health.record(database_failure);
+        if crate::failpoint("sqlite-writer-dies") && DIE.with(std::cell::Cell::get) {
+            panic!("failpoint sqlite-writer-dies");
+        }
         for job in batch.drain(..) {
             job.finish(commit_error.as_deref());
         }
     }
+}
+
+thread_local! {
+    /// Set by a write under the `sqlite-writer-dies` failpoint: the thread then panics outside any write.
+    pub(crate) static DIE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn commit_batch(conn: &Connection, batch: &mut [Box<dyn Job>], events: &mut Vec<StoreEvent>) -> rusqlite::Result<()> {

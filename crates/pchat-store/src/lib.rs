@@ -64,8 +64,14 @@ pub trait Store: Sessions + Audit + Send + Sync + 'static {
     /// pair (PostgreSQL, which moves to the backup after a failover).
     fn database_in_use(&self) -> &'static str;
 
-    /// Whether the database answers (for `/readyz`).
+    /// Whether the database answers and takes writes (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Why the store can no longer work at all, so that the server should exit for its supervisor to restart it
+    /// (the embedded store's writer thread is gone). `None` while it can.
+    fn fatal(&self) -> Option<String> {
+        None
+    }
 
     // Users, credentials and roles.
     async fn create_user(&self, user: UserRecord) -> StoreResult<()>;

@@ -147,7 +147,15 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         Some(tls) => tokio::spawn(pchat_http::serve_tls(listener, tls, state, until_stopped)),
         None => tokio::spawn(pchat_http::serve(listener, state, until_stopped)),
     };
-    wait_for_signal().await;
+    // A store that can no longer work at all (the SQLite writer thread died) makes the server exit non-zero, so
+    // that its supervisor restarts it, instead of answering requests whose every write fails.
+    let fatal = tokio::select! {
+        () = wait_for_signal() => None,
+        why = fatal_condition(Arc::clone(&service)) => Some(why),
+    };
+    if let Some(why) = &fatal {
+        tracing::error!(%why, "cannot go on; shutting down to be restarted");
+    }
     heartbeat.abort();
     compliance_worker.abort();
     session_purge.abort();
@@ -163,8 +171,22 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     revoke_local_access(&service, &config.data_dir).await;
+    if let Some(why) = fatal {
+        bail!("stopped because {why}");
+    }
     info!("stopped");
     Ok(())
+}
+
+/// Resolves when the service reports a condition it cannot recover from.
+async fn fatal_condition(service: Arc<Service>) -> String {
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        every.tick().await;
+        if let Some(why) = service.fatal() {
+            return why;
+        }
+    }
 }
 
 /// Deletes ended sessions every hour, so that the sessions table does not grow without bound.

@@ -34,8 +34,14 @@ impl Server {
 
     /// Starts a server whose config file is the base settings plus `extra` (TOML appended).
     pub async fn start_with(extra: &str) -> Self {
+        Self::start_custom(extra, &[], None).await
+    }
+
+    /// As [`Server::start_with`], with environment variables and, optionally, the data directory (and its log
+    /// beside it) somewhere given.
+    pub async fn start_custom(extra: &str, env: &[(&str, &str)], data_dir: Option<PathBuf>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
+        let data_dir = data_dir.unwrap_or_else(|| dir.path().join("data"));
         let config = dir.path().join("pchat.toml");
         // The test's settings first (top-level keys before any table), then the default limits unless it set them.
         let limits = if extra.contains("[limits]") { "" } else { BASE_LIMITS };
@@ -48,7 +54,7 @@ impl Server {
             config,
             url: String::new(),
             local_token: String::new(),
-            env: vec![],
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         };
         server.spawn().await;
         server

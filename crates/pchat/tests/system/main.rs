@@ -12,6 +12,7 @@ mod convert;
 mod crash;
 mod export;
 mod failover;
+mod failures;
 mod flow;
 mod harness;
 mod hostile;
