@@ -48,6 +48,46 @@ pub struct Problem {
     pub field: Option<String>,
 }
 
+/// Deserializes a nested object strictly: serde would also accept it as an array of its fields in order.
+pub fn object<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(de)?;
+    if !value.is_object() {
+        return Err(serde::de::Error::custom("must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(serde::de::Error::custom)
+}
+
+/// As [`object`], for an optional one (`null` is none).
+pub fn optional_object<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(de)?;
+    match value {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::Object(_) => serde_json::from_value(value).map(Some).map_err(serde::de::Error::custom),
+        _ => Err(serde::de::Error::custom("must be a JSON object or null")),
+    }
+}
+
+/// As [`object`], for a list of them.
+pub fn objects<'de, D, T>(de: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let items = Vec::<serde_json::Value>::deserialize(de)?;
+    if items.iter().any(|i| !i.is_object()) {
+        return Err(serde::de::Error::custom("every item must be a JSON object"));
+    }
+    items.into_iter().map(|i| serde_json::from_value(i).map_err(serde::de::Error::custom)).collect()
+}
+
 /// Deserializes a field that distinguishes "absent" (`None`) from "null" (`Some(None)`).
 pub fn double_option<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
 where
@@ -152,8 +192,20 @@ pub struct NewGroup {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupPatch {
-    #[serde(default)]
-    pub members: ListChange,
+    #[serde(default, deserialize_with = "object")]
+    pub members: GroupMemberChange,
+}
+
+/// A change of a group's members (users and `group:NAME`), in the list-modifier idiom.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMemberChange {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
@@ -245,8 +297,11 @@ pub struct CategoryPatch {
     pub file_upload: Option<bool>,
     pub chat_history: Option<bool>,
     pub invitations: Option<bool>,
+    #[serde(default, deserialize_with = "optional_object")]
     pub allowed_members: Option<ListChange>,
+    #[serde(default, deserialize_with = "optional_object")]
     pub denied_members: Option<ListChange>,
+    #[serde(default, deserialize_with = "optional_object")]
     pub creators: Option<ListChange>,
 }
 
@@ -304,8 +359,11 @@ pub struct RoomPatch {
     #[serde(default, deserialize_with = "double_option", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub addin: Option<Option<String>>,
+    #[serde(default, deserialize_with = "optional_object")]
     pub members: Option<ListChange>,
+    #[serde(default, deserialize_with = "optional_object")]
     pub managers: Option<ListChange>,
+    #[serde(default, deserialize_with = "optional_object")]
     pub presenters: Option<ListChange>,
 }
 
@@ -316,6 +374,7 @@ pub struct Participants {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Addin {
     pub name: String,
     pub url: String,
@@ -648,7 +707,7 @@ pub struct VerifyReport {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects")]
     pub witnesses: Vec<ChainWitness>,
 }
 

@@ -93,7 +93,7 @@ impl Address {
         let Some((local, domain)) = lower.split_once('@') else {
             return Err(ValidationError::new(field, "must be an address of the form user@domain"));
         };
-        if local.is_empty() || !local.chars().all(|c| c.is_alphanumeric() || "._-+'".contains(c)) {
+        if local.is_empty() || !local.chars().all(|c| c.is_ascii_alphanumeric() || "._-+'".contains(c)) {
             return Err(ValidationError::new(field, "has an invalid user part"));
         }
         validate_domain(field, domain)?;
@@ -125,7 +125,7 @@ pub fn validate_domain(field: &str, domain: &str) -> Result<(), ValidationError>
         && domain.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });

@@ -53,14 +53,26 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
         if empty {
             return Ok(Self(T::default()));
         }
-        Json::<T>::from_request(req, state).await.map(|Json(value)| Self(value))
+        // `null` stands for "no body" too.
+        let Json(value) = Json::<Option<T>>::from_request(req, state).await?;
+        Ok(Self(value.unwrap_or_default()))
     }
 }
 
-/// Parses JSON strictly, naming the field at fault.
+/// Parses JSON strictly, naming the field at fault. The body must be an object (or `null` where that is allowed);
+/// a number with an integral value is an integer wherever one is expected (`60.0` is `60`, as JSON Schema says).
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::validation("body", format!("malformed JSON: {e}"))
+        } else {
+            ApiError::validation("body", format!("invalid JSON: {e}"))
+        }
+    })?;
+    if !(value.is_object() || value.is_null()) {
+        return Err(ApiError::validation("body", "must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(integral(value)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         // A syntax error is the body's fault, not a field's.
@@ -82,6 +94,20 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         };
         ApiError::validation(&field, format!("invalid JSON: {message}"))
     })
+}
+
+/// Turns every floating-point number with an integral value (within the range of an i64) into an integer.
+fn integral(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && (-9.2e18..=9.2e18).contains(&f) => Value::from(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(integral).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, integral(v))).collect()),
+        other => other,
+    }
 }
 
 /// Extracts the name from serde's "unknown field `x`" message.

@@ -80,7 +80,7 @@ impl Modify for BearerScheme {
 }
 
 /// The API routes, each registered together with its OpenAPI description, and the document they form.
-fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+pub(crate) fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(account::sign_in))
         .routes(routes!(account::sign_out))
@@ -126,7 +126,9 @@ fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 pub(crate) fn routes() -> Router<AppState> {
     let (api, document) = api_routes();
-    let document = Bytes::from(document.to_pretty_json().unwrap_or_default());
+    let mut document = serde_json::to_value(&document).unwrap_or_default();
+    crate::openapi::finish(&mut document);
+    let document = Bytes::from(serde_json::to_vec_pretty(&document).unwrap_or_default());
     Router::new()
         .route("/", get(index))
         .route("/manage/", get(manage))
@@ -181,7 +183,14 @@ async fn metrics(State(s): State<AppState>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, content_type)], s.service.metrics_text()).into_response()
 }
 
-#[utoipa::path(get, path = "/api/v1/me", tag = "sessions", summary = "The caller, their chat enablement and roles", responses((status = 200, body = Me), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "sessions",
+    summary = "The caller, their chat enablement and roles",
+    responses((status = 200, body = Me)),
+    security(("bearer" = []))
+)]
 async fn me(Auth(caller, _): Auth) -> ApiResult<Response> {
     let mut roles = vec![];
     if caller.admin {
@@ -197,7 +206,19 @@ async fn me(Auth(caller, _): Auth) -> ApiResult<Response> {
     })
 }
 
-#[utoipa::path(get, path = "/api/v1/users", tag = "directory", summary = "Search users by address or display name", params(("query" = Option<String>, Query, description = "Text to look for"), ("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")), responses((status = 200, body = Page<User>), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "directory",
+    summary = "Search users by address or display name",
+    params(
+        ("query" = Option<String>, Query, description = "Text to look for"),
+        ("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")
+    ),
+    responses((status = 200, body = Page<User>)),
+    security(("bearer" = []))
+)]
 async fn search_users(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     let limit = q.limit()?;
     let after = q.str("cursor").map(decode_cursor).transpose()?;
@@ -209,7 +230,18 @@ async fn search_users(State(s): State<AppState>, Auth(caller, _): Auth, q: Query
     page(users.iter().map(wire::user).collect(), next.flatten())
 }
 
-#[utoipa::path(post, path = "/api/v1/users", tag = "directory", summary = "Create a user (user_admin)", request_body = NewUser, responses((status = 201, body = User), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "directory",
+    summary = "Create a user (user_admin)",
+    request_body = NewUser,
+    responses(
+        (status = 201, body = User),
+        (status = 409, description = "Name taken or category not empty", body = Problem)
+    ),
+    security(("bearer" = []))
+)]
 async fn create_user(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -218,12 +250,28 @@ async fn create_user(
     created(&wire::user(&s.service.create_user(&caller, body).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/users/{address}", tag = "directory", summary = "A user", params(("address" = String, Path, description = "User address")), responses((status = 200, body = User), (status = 401, description = "Not signed in", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{address}",
+    tag = "directory",
+    summary = "A user",
+    params(("address" = String, Path, description = "User address")),
+    responses((status = 200, body = User)),
+    security(("bearer" = []))
+)]
 async fn get_user(State(s): State<AppState>, Auth(_, _): Auth, Path(address): Path<String>) -> ApiResult<Response> {
     ok(&wire::user(&s.service.get_user(&address).await?))
 }
 
-#[utoipa::path(delete, path = "/api/v1/users/{address}", tag = "directory", summary = "Delete a user (user_admin)", params(("address" = String, Path, description = "User address")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{address}",
+    tag = "directory",
+    summary = "Delete a user (user_admin)",
+    params(("address" = String, Path, description = "User address")),
+    responses((status = 204)),
+    security(("bearer" = []))
+)]
 async fn delete_user(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -233,7 +281,15 @@ async fn delete_user(
     no_content()
 }
 
-#[utoipa::path(get, path = "/api/v1/users/{address}/effective-policy", tag = "policy", summary = "The policy in force for a user and where it comes from", params(("address" = String, Path, description = "User address")), responses((status = 200, body = EffectivePolicy), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{address}/effective-policy",
+    tag = "policy",
+    summary = "The policy in force for a user and where it comes from",
+    params(("address" = String, Path, description = "User address")),
+    responses((status = 200, body = EffectivePolicy)),
+    security(("bearer" = []))
+)]
 async fn effective_policy(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -242,13 +298,35 @@ async fn effective_policy(
     ok(&s.service.effective_policy(&caller, &address).await?)
 }
 
-#[utoipa::path(get, path = "/api/v1/groups", tag = "directory", summary = "All groups", params(("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")), responses((status = 200, body = Page<NewGroup>), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/groups",
+    tag = "directory",
+    summary = "All groups",
+    params(
+        ("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")
+    ),
+    responses((status = 200, body = Page<NewGroup>)),
+    security(("bearer" = []))
+)]
 async fn list_groups(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     let groups = s.service.list_groups(&caller).await?.into_iter().map(|name| api::NewGroup { name });
     paged(groups.collect(), |g| g.name.clone(), &q)
 }
 
-#[utoipa::path(post, path = "/api/v1/groups", tag = "directory", summary = "Create a group (user_admin)", request_body = NewGroup, responses((status = 201, body = Group), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/groups",
+    tag = "directory",
+    summary = "Create a group (user_admin)",
+    request_body = NewGroup,
+    responses(
+        (status = 201, body = Group),
+        (status = 409, description = "Name taken or category not empty", body = Problem)
+    ),
+    security(("bearer" = []))
+)]
 async fn create_group(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -257,12 +335,29 @@ async fn create_group(
     created(&s.service.create_group(&caller, body).await?)
 }
 
-#[utoipa::path(get, path = "/api/v1/groups/{name}", tag = "directory", summary = "A group and its direct members", params(("name" = String, Path, description = "Group name")), responses((status = 200, body = Group), (status = 401, description = "Not signed in", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/groups/{name}",
+    tag = "directory",
+    summary = "A group and its direct members",
+    params(("name" = String, Path, description = "Group name")),
+    responses((status = 200, body = Group)),
+    security(("bearer" = []))
+)]
 async fn get_group(State(s): State<AppState>, Auth(caller, _): Auth, Path(name): Path<String>) -> ApiResult<Response> {
     ok(&s.service.get_group(&caller, &name).await?)
 }
 
-#[utoipa::path(patch, path = "/api/v1/groups/{name}", tag = "directory", summary = "Add, remove or replace members (cycles rejected)", params(("name" = String, Path, description = "Group name")), request_body = GroupPatch, responses((status = 200, body = Group), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    patch,
+    path = "/api/v1/groups/{name}",
+    tag = "directory",
+    summary = "Add, remove or replace members (cycles rejected)",
+    params(("name" = String, Path, description = "Group name")),
+    request_body = GroupPatch,
+    responses((status = 200, body = Group)),
+    security(("bearer" = []))
+)]
 async fn update_group(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -272,7 +367,15 @@ async fn update_group(
     ok(&s.service.update_group(&caller, &name, body).await?)
 }
 
-#[utoipa::path(delete, path = "/api/v1/groups/{name}", tag = "directory", summary = "Delete a group (user_admin)", params(("name" = String, Path, description = "Group name")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    delete,
+    path = "/api/v1/groups/{name}",
+    tag = "directory",
+    summary = "Delete a group (user_admin)",
+    params(("name" = String, Path, description = "Group name")),
+    responses((status = 204)),
+    security(("bearer" = []))
+)]
 async fn delete_group(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -282,12 +385,31 @@ async fn delete_group(
     no_content()
 }
 
-#[utoipa::path(get, path = "/api/v1/admins", tag = "directory", summary = "Administrative role grants (admin)", params(("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")), responses((status = 200, body = Page<RoleGrant>), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/admins",
+    tag = "directory",
+    summary = "Administrative role grants (admin)",
+    params(
+        ("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")
+    ),
+    responses((status = 200, body = Page<RoleGrant>)),
+    security(("bearer" = []))
+)]
 async fn list_admins(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     paged(s.service.list_roles(&caller).await?, |g| format!("{}\n{}", g.user, g.role), &q)
 }
 
-#[utoipa::path(post, path = "/api/v1/admins", tag = "directory", summary = "Grant admin or user_admin (admin)", request_body = RoleGrant, responses((status = 201, body = RoleGrant), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/admins",
+    tag = "directory",
+    summary = "Grant admin or user_admin (admin)",
+    request_body = RoleGrant,
+    responses((status = 201, body = RoleGrant)),
+    security(("bearer" = []))
+)]
 async fn grant_admin(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -297,17 +419,38 @@ async fn grant_admin(
     created(&body)
 }
 
-#[utoipa::path(delete, path = "/api/v1/admins/{user}/{role}", tag = "directory", summary = "Revoke a role (admin)", params(("user" = String, Path, description = "User address"), ("role" = String, Path, description = "admin or user_admin")), responses((status = 204), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admins/{user}/{role}",
+    tag = "directory",
+    summary = "Revoke a role (admin)",
+    params(
+        ("user" = String, Path, description = "User address"),
+        ("role" = String, Path, description = "admin or user_admin")
+    ),
+    responses((status = 204)),
+    security(("bearer" = []))
+)]
 async fn revoke_admin(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
     Path((user, role)): Path<(String, String)>,
 ) -> ApiResult<Response> {
+    // The user is in the path here: one that does not exist is not found (in a grant's body it is invalid input).
+    s.service.get_user(&user).await?;
     s.service.set_role(&caller, &user, &role, false).await?;
     no_content()
 }
 
-#[utoipa::path(get, path = "/api/v1/policies/{scope}", tag = "policy", summary = "A scope's policy", params(("scope" = String, Path, description = "global, site:NAME, pool:NAME or user:ADDRESS")), responses((status = 200, body = Policy), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/policies/{scope}",
+    tag = "policy",
+    summary = "A scope's policy",
+    params(("scope" = String, Path, description = "global, site:NAME, pool:NAME or user:ADDRESS")),
+    responses((status = 200, body = Policy)),
+    security(("bearer" = []))
+)]
 async fn get_policy(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -316,7 +459,16 @@ async fn get_policy(
     ok(&s.service.get_policy(&caller, &scope).await?)
 }
 
-#[utoipa::path(put, path = "/api/v1/policies/{scope}", tag = "policy", summary = "Set a scope's policy (user_admin)", params(("scope" = String, Path, description = "global, site:NAME, pool:NAME or user:ADDRESS")), request_body = PolicyPut, responses((status = 200, body = Policy), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    put,
+    path = "/api/v1/policies/{scope}",
+    tag = "policy",
+    summary = "Set a scope's policy (user_admin)",
+    params(("scope" = String, Path, description = "global, site:NAME, pool:NAME or user:ADDRESS")),
+    request_body = PolicyPut,
+    responses((status = 200, body = Policy)),
+    security(("bearer" = []))
+)]
 async fn put_policy(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -326,7 +478,15 @@ async fn put_policy(
     ok(&s.service.put_policy(&caller, &scope, body).await?)
 }
 
-#[utoipa::path(delete, path = "/api/v1/policies/{scope}", tag = "policy", summary = "Remove a scope's policy; global resets to off", params(("scope" = String, Path, description = "global, site:NAME, pool:NAME or user:ADDRESS")), responses((status = 204), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    delete,
+    path = "/api/v1/policies/{scope}",
+    tag = "policy",
+    summary = "Remove a scope's policy; global resets to off",
+    params(("scope" = String, Path, description = "global, site:NAME, pool:NAME or user:ADDRESS")),
+    responses((status = 204)),
+    security(("bearer" = []))
+)]
 async fn delete_policy(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -336,7 +496,15 @@ async fn delete_policy(
     no_content()
 }
 
-#[utoipa::path(get, path = "/api/v1/configuration/{scope}", tag = "configuration", summary = "A scope's chat configuration (admin)", params(("scope" = String, Path, description = "global, site:NAME or pool:NAME")), responses((status = 200, body = Configuration), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/configuration/{scope}",
+    tag = "configuration",
+    summary = "A scope's chat configuration (admin)",
+    params(("scope" = String, Path, description = "global, site:NAME or pool:NAME")),
+    responses((status = 200, body = Configuration)),
+    security(("bearer" = []))
+)]
 async fn get_config(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -345,7 +513,16 @@ async fn get_config(
     ok(&s.service.get_configuration(&caller, &scope).await?)
 }
 
-#[utoipa::path(put, path = "/api/v1/configuration/{scope}", tag = "configuration", summary = "Store a scope's configuration; omitted fields take defaults (admin)", params(("scope" = String, Path, description = "global, site:NAME or pool:NAME")), request_body = ConfigurationPut, responses((status = 200, body = Configuration), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    put,
+    path = "/api/v1/configuration/{scope}",
+    tag = "configuration",
+    summary = "Store a scope's configuration; omitted fields take defaults (admin)",
+    params(("scope" = String, Path, description = "global, site:NAME or pool:NAME")),
+    request_body = ConfigurationPut,
+    responses((status = 200, body = Configuration)),
+    security(("bearer" = []))
+)]
 async fn put_config(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -355,7 +532,15 @@ async fn put_config(
     ok(&s.service.put_configuration(&caller, &scope, body).await?)
 }
 
-#[utoipa::path(delete, path = "/api/v1/configuration/{scope}", tag = "configuration", summary = "Remove a scope's configuration (admin)", params(("scope" = String, Path, description = "global, site:NAME or pool:NAME")), responses((status = 204), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    delete,
+    path = "/api/v1/configuration/{scope}",
+    tag = "configuration",
+    summary = "Remove a scope's configuration (admin)",
+    params(("scope" = String, Path, description = "global, site:NAME or pool:NAME")),
+    responses((status = 204)),
+    security(("bearer" = []))
+)]
 async fn delete_config(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -365,12 +550,34 @@ async fn delete_config(
     no_content()
 }
 
-#[utoipa::path(get, path = "/api/v1/categories", tag = "categories", summary = "Categories (admins: all; others: those in whose scope they are)", params(("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")), responses((status = 200, body = Page<Category>), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/categories",
+    tag = "categories",
+    summary = "Categories (admins: all; others: those in whose scope they are)",
+    params(
+        ("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")
+    ),
+    responses((status = 200, body = Page<Category>)),
+    security(("bearer" = []))
+)]
 async fn list_categories(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     paged(s.service.list_categories(&caller).await?.iter().map(wire::category).collect(), |c| c.name.clone(), &q)
 }
 
-#[utoipa::path(post, path = "/api/v1/categories", tag = "categories", summary = "Create a category (admin)", request_body = NewCategory, responses((status = 201, body = Category), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/categories",
+    tag = "categories",
+    summary = "Create a category (admin)",
+    request_body = NewCategory,
+    responses(
+        (status = 201, body = Category),
+        (status = 409, description = "Name taken or category not empty", body = Problem)
+    ),
+    security(("bearer" = []))
+)]
 async fn create_category(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -379,13 +586,33 @@ async fn create_category(
     created(&wire::category(&s.service.create_category(&caller, body).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/categories/{id}", tag = "categories", summary = "A category", params(("id" = String, Path, description = "Category id or name:NAME")), responses((status = 200, body = Category), (status = 401, description = "Not signed in", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/categories/{id}",
+    tag = "categories",
+    summary = "A category",
+    params(("id" = String, Path, description = "Category id or name:NAME")),
+    responses((status = 200, body = Category)),
+    security(("bearer" = []))
+)]
 async fn get_category(State(s): State<AppState>, Auth(caller, _): Auth, Path(id): Path<String>) -> ApiResult<Response> {
     let category = s.service.get_category(&caller, &id).await?;
     versioned(StatusCode::OK, &wire::category(&category), category.version)
 }
 
-#[utoipa::path(patch, path = "/api/v1/categories/{id}", tag = "categories", summary = "Change a category (admin)", params(("id" = String, Path, description = "Category id or name:NAME")), request_body = CategoryPatch, responses((status = 200, body = Category), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    patch,
+    path = "/api/v1/categories/{id}",
+    tag = "categories",
+    summary = "Change a category (admin)",
+    params(("id" = String, Path, description = "Category id or name:NAME")),
+    request_body = CategoryPatch,
+    responses(
+        (status = 200, body = Category),
+        (status = 409, description = "Name taken or category not empty", body = Problem)
+    ),
+    security(("bearer" = []))
+)]
 async fn update_category(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -397,7 +624,18 @@ async fn update_category(
     versioned(StatusCode::OK, &wire::category(&category), category.version)
 }
 
-#[utoipa::path(delete, path = "/api/v1/categories/{id}", tag = "categories", summary = "Delete an empty category (admin)", params(("id" = String, Path, description = "Category id or name:NAME")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    delete,
+    path = "/api/v1/categories/{id}",
+    tag = "categories",
+    summary = "Delete an empty category (admin)",
+    params(("id" = String, Path, description = "Category id or name:NAME")),
+    responses(
+        (status = 204),
+        (status = 409, description = "Name taken or category not empty", body = Problem)
+    ),
+    security(("bearer" = []))
+)]
 async fn delete_category(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -411,12 +649,34 @@ fn addin(a: &pchat_service::records::AddinRecord) -> api::Addin {
     api::Addin { name: a.name.clone(), url: a.url.clone() }
 }
 
-#[utoipa::path(get, path = "/api/v1/addins", tag = "addins", summary = "Registered add-ins", params(("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")), responses((status = 200, body = Page<Addin>), (status = 401, description = "Not signed in", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/addins",
+    tag = "addins",
+    summary = "Registered add-ins",
+    params(
+        ("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")
+    ),
+    responses((status = 200, body = Page<Addin>)),
+    security(("bearer" = []))
+)]
 async fn list_addins(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     paged(s.service.list_addins(&caller).await?.iter().map(addin).collect(), |a| a.name.clone(), &q)
 }
 
-#[utoipa::path(post, path = "/api/v1/addins", tag = "addins", summary = "Register an add-in (admin)", request_body = Addin, responses((status = 201, body = Addin), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/addins",
+    tag = "addins",
+    summary = "Register an add-in (admin)",
+    request_body = Addin,
+    responses(
+        (status = 201, body = Addin),
+        (status = 409, description = "Name taken or category not empty", body = Problem)
+    ),
+    security(("bearer" = []))
+)]
 async fn create_addin(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -425,12 +685,32 @@ async fn create_addin(
     created(&addin(&s.service.create_addin(&caller, body).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/addins/{name}", tag = "addins", summary = "An add-in", params(("name" = String, Path, description = "Add-in name")), responses((status = 200, body = Addin), (status = 401, description = "Not signed in", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/addins/{name}",
+    tag = "addins",
+    summary = "An add-in",
+    params(("name" = String, Path, description = "Add-in name")),
+    responses((status = 200, body = Addin)),
+    security(("bearer" = []))
+)]
 async fn get_addin(State(s): State<AppState>, Auth(caller, _): Auth, Path(name): Path<String>) -> ApiResult<Response> {
     ok(&addin(&s.service.get_addin(&caller, &name).await?))
 }
 
-#[utoipa::path(patch, path = "/api/v1/addins/{name}", tag = "addins", summary = "Change an add-in (admin)", params(("name" = String, Path, description = "Add-in name")), request_body = AddinPatch, responses((status = 200, body = Addin), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    patch,
+    path = "/api/v1/addins/{name}",
+    tag = "addins",
+    summary = "Change an add-in (admin)",
+    params(("name" = String, Path, description = "Add-in name")),
+    request_body = AddinPatch,
+    responses(
+        (status = 200, body = Addin),
+        (status = 409, description = "Name taken or category not empty", body = Problem)
+    ),
+    security(("bearer" = []))
+)]
 async fn update_addin(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -440,7 +720,15 @@ async fn update_addin(
     ok(&addin(&s.service.update_addin(&caller, &name, body).await?))
 }
 
-#[utoipa::path(delete, path = "/api/v1/addins/{name}", tag = "addins", summary = "Remove an add-in and unlink it from rooms (admin)", params(("name" = String, Path, description = "Add-in name")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    delete,
+    path = "/api/v1/addins/{name}",
+    tag = "addins",
+    summary = "Remove an add-in and unlink it from rooms (admin)",
+    params(("name" = String, Path, description = "Add-in name")),
+    responses((status = 204)),
+    security(("bearer" = []))
+)]
 async fn delete_addin(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -450,7 +738,22 @@ async fn delete_addin(
     no_content()
 }
 
-#[utoipa::path(get, path = "/api/v1/rooms", tag = "rooms", summary = "The room directory: rooms the caller may see", params(("query" = Option<String>, Query, description = "Text in the name"), ("category" = Option<String>, Query, description = "Category id or name:NAME"), ("search_description" = Option<bool>, Query, description = "Match the description too"), ("disabled" = Option<bool>, Query, description = "Only disabled or only enabled rooms"), ("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")), responses((status = 200, body = Page<Room>), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/rooms",
+    tag = "rooms",
+    summary = "The room directory: rooms the caller may see",
+    params(
+        ("query" = Option<String>, Query, description = "Text in the name"),
+        ("category" = Option<String>, Query, description = "Category id or name:NAME"),
+        ("search_description" = Option<bool>, Query, description = "Match the description too"),
+        ("disabled" = Option<bool>, Query, description = "Only disabled or only enabled rooms"),
+        ("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")
+    ),
+    responses((status = 200, body = Page<Room>)),
+    security(("bearer" = []))
+)]
 async fn list_rooms(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     let filter = RoomFilter {
         query: q.str("query").map(str::to_owned),
@@ -463,7 +766,18 @@ async fn list_rooms(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMa
     page(rooms.iter().map(|v| wire::room(domain, &v.room)).collect(), next)
 }
 
-#[utoipa::path(post, path = "/api/v1/rooms", tag = "rooms", summary = "Create a room (category creators and admins)", request_body = NewRoom, responses((status = 201, body = Room), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/rooms",
+    tag = "rooms",
+    summary = "Create a room (category creators and admins)",
+    request_body = NewRoom,
+    responses(
+        (status = 201, body = Room),
+        (status = 409, description = "Name taken or category not empty", body = Problem)
+    ),
+    security(("bearer" = []))
+)]
 async fn create_room(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -473,13 +787,33 @@ async fn create_room(
     created(&wire::room(&s.service.settings().domain, &room))
 }
 
-#[utoipa::path(get, path = "/api/v1/rooms/{id}", tag = "rooms", summary = "A room", params(("id" = String, Path, description = "Room id or name:NAME")), responses((status = 200, body = Room), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/rooms/{id}",
+    tag = "rooms",
+    summary = "A room",
+    params(("id" = String, Path, description = "Room id or name:NAME")),
+    responses((status = 200, body = Room)),
+    security(("bearer" = []))
+)]
 async fn get_room(State(s): State<AppState>, Auth(caller, _): Auth, Path(id): Path<String>) -> ApiResult<Response> {
     let view = s.service.get_room(&caller, &id).await?;
     versioned(StatusCode::OK, &wire::room(&s.service.settings().domain, &view.room), view.room.version)
 }
 
-#[utoipa::path(patch, path = "/api/v1/rooms/{id}", tag = "rooms", summary = "Change a room (managers and admins)", params(("id" = String, Path, description = "Room id or name:NAME")), request_body = RoomPatch, responses((status = 200, body = Room), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem), (status = 409, description = "Name taken or category not empty", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    patch,
+    path = "/api/v1/rooms/{id}",
+    tag = "rooms",
+    summary = "Change a room (managers and admins)",
+    params(("id" = String, Path, description = "Room id or name:NAME")),
+    request_body = RoomPatch,
+    responses(
+        (status = 200, body = Room),
+        (status = 409, description = "Name taken or category not empty", body = Problem)
+    ),
+    security(("bearer" = []))
+)]
 async fn update_room(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -491,20 +825,49 @@ async fn update_room(
     versioned(StatusCode::OK, &wire::room(&s.service.settings().domain, &room), room.version)
 }
 
-#[utoipa::path(delete, path = "/api/v1/rooms/{id}", tag = "rooms", summary = "Delete a room and its content (admin)", params(("id" = String, Path, description = "Room id or name:NAME")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    delete,
+    path = "/api/v1/rooms/{id}",
+    tag = "rooms",
+    summary = "Delete a room and its content (admin)",
+    params(("id" = String, Path, description = "Room id or name:NAME")),
+    responses((status = 204)),
+    security(("bearer" = []))
+)]
 async fn delete_room(State(s): State<AppState>, Auth(caller, _): Auth, Path(id): Path<String>) -> ApiResult<Response> {
     s.service.delete_room(&caller, &id).await?;
     no_content()
 }
 
-#[utoipa::path(get, path = "/api/v1/rooms/{id}/participants", tag = "rooms", summary = "Who is connected (suppressed above the participant update limit)", params(("id" = String, Path, description = "Room id or name:NAME")), responses((status = 200, body = Participants), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/rooms/{id}/participants",
+    tag = "rooms",
+    summary = "Who is connected (suppressed above the participant update limit)",
+    params(("id" = String, Path, description = "Room id or name:NAME")),
+    responses((status = 200, body = Participants)),
+    security(("bearer" = []))
+)]
 async fn participants(State(s): State<AppState>, Auth(caller, _): Auth, Path(id): Path<String>) -> ApiResult<Response> {
     let (list, suppressed) = s.service.participants(&caller, &id).await?;
     let participants = list.into_iter().map(|(address, display_name)| api::User { address, display_name }).collect();
     ok(&api::Participants { participants, suppressed })
 }
 
-#[utoipa::path(get, path = "/api/v1/rooms/{id}/messages", tag = "messages", summary = "History: the latest default_chat_history messages, or a page before/after a seq", params(("id" = String, Path, description = "Room id or name:NAME"), ("before_seq" = Option<i64>, Query, description = "Messages before this seq"), ("after_seq" = Option<i64>, Query, description = "Messages after this seq"), ("limit" = Option<u32>, Query, description = "Page size, 1-500")), responses((status = 200, body = Page<Message>), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/rooms/{id}/messages",
+    tag = "messages",
+    summary = "History: the latest default_chat_history messages, or a page before/after a seq",
+    params(
+        ("id" = String, Path, description = "Room id or name:NAME"),
+        ("before_seq" = Option<i64>, Query, description = "Messages before this seq"),
+        ("after_seq" = Option<i64>, Query, description = "Messages after this seq"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1-500")
+    ),
+    responses((status = 200, body = Page<Message>)),
+    security(("bearer" = []))
+)]
 async fn history(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -517,7 +880,21 @@ async fn history(
     page(items, None)
 }
 
-#[utoipa::path(post, path = "/api/v1/rooms/{id}/messages", tag = "messages", summary = "Post; answered after the durable commit", params(("id" = String, Path, description = "Room id or name:NAME")), request_body = PostMessage, responses((status = 201, description = "Posted", body = Message), (status = 200, description = "The original message of a repeated client_id", body = Message), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem), (status = 413, description = "Too large", body = Problem), (status = 429, description = "Posting too fast", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/rooms/{id}/messages",
+    tag = "messages",
+    summary = "Post; answered after the durable commit",
+    params(("id" = String, Path, description = "Room id or name:NAME")),
+    request_body = PostMessage,
+    responses(
+        (status = 201, description = "Posted", body = Message),
+        (status = 200, description = "The original message of a repeated client_id", body = Message),
+        (status = 413, description = "Too large", body = Problem),
+        (status = 429, description = "Posting too fast", body = Problem)
+    ),
+    security(("bearer" = []))
+)]
 async fn post_message(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -529,7 +906,16 @@ async fn post_message(
     Ok(json(status, &wire::message(&appended.message)))
 }
 
-#[utoipa::path(post, path = "/api/v1/rooms/{id}/clear", tag = "messages", summary = "Delete every message up to end_date (admin)", params(("id" = String, Path, description = "Room id or name:NAME")), request_body = ClearRoom, responses((status = 200, body = Cleared), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/rooms/{id}/clear",
+    tag = "messages",
+    summary = "Delete every message up to end_date (admin)",
+    params(("id" = String, Path, description = "Room id or name:NAME")),
+    request_body = ClearRoom,
+    responses((status = 200, body = Cleared)),
+    security(("bearer" = []))
+)]
 async fn clear_room(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -539,7 +925,16 @@ async fn clear_room(
     ok(&api::Cleared { removed: s.service.clear_room(&caller, &id, body).await? })
 }
 
-#[utoipa::path(post, path = "/api/v1/rooms/{id}/messages/remove", tag = "messages", summary = "Remove or replace messages by author, dates and keywords (admin)", params(("id" = String, Path, description = "Room id or name:NAME")), request_body = RemoveMessages, responses((status = 200, body = Affected), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/rooms/{id}/messages/remove",
+    tag = "messages",
+    summary = "Remove or replace messages by author, dates and keywords (admin)",
+    params(("id" = String, Path, description = "Room id or name:NAME")),
+    request_body = RemoveMessages,
+    responses((status = 200, body = Affected)),
+    security(("bearer" = []))
+)]
 async fn remove_messages(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -549,7 +944,18 @@ async fn remove_messages(
     ok(&api::Affected { affected: s.service.remove_messages(&caller, &id, body).await? })
 }
 
-#[utoipa::path(get, path = "/api/v1/me/rooms", tag = "me", summary = "Rooms the caller belongs to or follows, with unread counts", params(("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"), ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")), responses((status = 200, body = Page<MyRoom>), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/me/rooms",
+    tag = "me",
+    summary = "Rooms the caller belongs to or follows, with unread counts",
+    params(
+        ("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")
+    ),
+    responses((status = 200, body = Page<MyRoom>)),
+    security(("bearer" = []))
+)]
 async fn my_rooms(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     let domain = &s.service.settings().domain;
     let rooms: Vec<api::MyRoom> = s
@@ -567,19 +973,43 @@ async fn my_rooms(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap)
     paged(rooms, |r| r.room.name.clone(), &q)
 }
 
-#[utoipa::path(put, path = "/api/v1/me/follows/{room}", tag = "me", summary = "Follow a room", params(("room" = String, Path, description = "Room id or name:NAME")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    put,
+    path = "/api/v1/me/follows/{room}",
+    tag = "me",
+    summary = "Follow a room",
+    params(("room" = String, Path, description = "Room id or name:NAME")),
+    responses((status = 204)),
+    security(("bearer" = []))
+)]
 async fn follow(State(s): State<AppState>, Auth(caller, _): Auth, Path(room): Path<String>) -> ApiResult<Response> {
     s.service.set_follow(&caller, &room, true).await?;
     no_content()
 }
 
-#[utoipa::path(delete, path = "/api/v1/me/follows/{room}", tag = "me", summary = "Stop following a room", params(("room" = String, Path, description = "Room id or name:NAME")), responses((status = 204), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem), (status = 404, description = "No such object, or not visible to the caller", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    delete,
+    path = "/api/v1/me/follows/{room}",
+    tag = "me",
+    summary = "Stop following a room",
+    params(("room" = String, Path, description = "Room id or name:NAME")),
+    responses((status = 204)),
+    security(("bearer" = []))
+)]
 async fn unfollow(State(s): State<AppState>, Auth(caller, _): Auth, Path(room): Path<String>) -> ApiResult<Response> {
     s.service.set_follow(&caller, &room, false).await?;
     no_content()
 }
 
-#[utoipa::path(post, path = "/api/v1/me/read", tag = "me", summary = "Mark a room read up to a seq", request_body = MarkRead, responses((status = 204), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/me/read",
+    tag = "me",
+    summary = "Mark a room read up to a seq",
+    request_body = MarkRead,
+    responses((status = 204)),
+    security(("bearer" = []))
+)]
 async fn mark_read(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -589,7 +1019,18 @@ async fn mark_read(
     no_content()
 }
 
-#[utoipa::path(get, path = "/api/v1/me/invitations", tag = "me", summary = "Invitations after an id", params(("after" = Option<i64>, Query, description = "Only invitations with a larger id"), ("limit" = Option<u32>, Query, description = "Page size, 1-500")), responses((status = 200, body = Invitations), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed, or chat disabled by policy", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/me/invitations",
+    tag = "me",
+    summary = "Invitations after an id",
+    params(
+        ("after" = Option<i64>, Query, description = "Only invitations with a larger id"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1-500")
+    ),
+    responses((status = 200, body = Invitations)),
+    security(("bearer" = []))
+)]
 async fn invitations(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     let after = q.int("after")?.unwrap_or(0);
     let domain = &s.service.settings().domain;
@@ -607,12 +1048,27 @@ async fn invitations(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryM
     ok(&api::Invitations { items })
 }
 
-#[utoipa::path(get, path = "/api/v1/pool/servers", tag = "pool", summary = "The pool's servers: state, active, connections (admin)", responses((status = 200, body = Page<Server>), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/pool/servers",
+    tag = "pool",
+    summary = "The pool's servers: state, active, connections (admin)",
+    responses((status = 200, body = Page<Server>)),
+    security(("bearer" = []))
+)]
 async fn pool_servers(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
     page(s.service.pool_status(&caller).await?.iter().map(wire::server).collect(), None)
 }
 
-#[utoipa::path(patch, path = "/api/v1/pool/servers/active", tag = "pool", summary = "Choose which servers accept new connections (admin)", request_body = ActiveServers, responses((status = 200, body = Page<Server>), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    patch,
+    path = "/api/v1/pool/servers/active",
+    tag = "pool",
+    summary = "Choose which servers accept new connections (admin)",
+    request_body = ActiveServers,
+    responses((status = 200, body = Page<Server>)),
+    security(("bearer" = []))
+)]
 async fn set_active_servers(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -621,7 +1077,15 @@ async fn set_active_servers(
     page(s.service.set_active_servers(&caller, body).await?.iter().map(wire::server).collect(), None)
 }
 
-#[utoipa::path(get, path = "/api/v1/compliance/configuration/{scope}", tag = "compliance", summary = "A scope's compliance configuration (admin)", params(("scope" = String, Path, description = "global or pool:NAME")), responses((status = 200, body = ComplianceConfiguration), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/compliance/configuration/{scope}",
+    tag = "compliance",
+    summary = "A scope's compliance configuration (admin)",
+    params(("scope" = String, Path, description = "global or pool:NAME")),
+    responses((status = 200, body = ComplianceConfiguration)),
+    security(("bearer" = []))
+)]
 async fn get_compliance_config(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -630,7 +1094,16 @@ async fn get_compliance_config(
     ok(&s.service.compliance_config(&caller, &scope).await?)
 }
 
-#[utoipa::path(put, path = "/api/v1/compliance/configuration/{scope}", tag = "compliance", summary = "Store a scope's compliance configuration; invalid input keeps the previous one (admin)", params(("scope" = String, Path, description = "global or pool:NAME")), request_body = ComplianceConfiguration, responses((status = 200, body = ComplianceConfiguration), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    put,
+    path = "/api/v1/compliance/configuration/{scope}",
+    tag = "compliance",
+    summary = "Store a scope's compliance configuration; invalid input keeps the previous one (admin)",
+    params(("scope" = String, Path, description = "global or pool:NAME")),
+    request_body = ComplianceConfiguration,
+    responses((status = 200, body = ComplianceConfiguration)),
+    security(("bearer" = []))
+)]
 async fn put_compliance_config(
     State(s): State<AppState>,
     Auth(caller, _): Auth,
@@ -640,7 +1113,23 @@ async fn put_compliance_config(
     ok(&s.service.put_compliance_config(&caller, &scope, body).await?)
 }
 
-#[utoipa::path(get, path = "/api/v1/compliance/events", tag = "compliance", summary = "Archived compliance events, oldest first (admin)", params(("from" = Option<String>, Query, description = "RFC 3339 time, inclusive"), ("to" = Option<String>, Query, description = "RFC 3339 time, inclusive"), ("room" = Option<String>, Query, description = "room id"), ("user" = Option<String>, Query, description = "who acted"), ("type" = Option<String>, Query, description = "event type, e.g. CHAT"), ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, body = Page<ComplianceEvent>), (status = 400, description = "Invalid input", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/compliance/events",
+    tag = "compliance",
+    summary = "Archived compliance events, oldest first (admin)",
+    params(
+        ("from" = Option<String>, Query, description = "RFC 3339 time, inclusive"),
+        ("to" = Option<String>, Query, description = "RFC 3339 time, inclusive"),
+        ("room" = Option<String>, Query, description = "room id"),
+        ("user" = Option<String>, Query, description = "who acted"),
+        ("type" = Option<String>, Query, description = "event type, e.g. CHAT"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
+    ),
+    responses((status = 200, body = Page<ComplianceEvent>)),
+    security(("bearer" = []))
+)]
 async fn compliance_events(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     let (query, limit) = q.event_query()?;
     let mut events = s.service.compliance_events(&caller, query).await?;
@@ -678,7 +1167,18 @@ async fn verify_compliance(
     ok(&s.service.verify_archive(&caller, extra).await?)
 }
 
-#[utoipa::path(post, path = "/api/v1/compliance/export", tag = "compliance", summary = "Run the periodic compliance export now, whatever the interval (admin)", responses((status = 200, body = ExportReport), (status = 400, description = "No output directory configured", body = Problem), (status = 401, description = "Not signed in", body = Problem), (status = 403, description = "Not allowed", body = Problem), (status = 503, description = "The output directory cannot be written; nothing was lost, the export is retried", body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/compliance/export",
+    tag = "compliance",
+    summary = "Run the periodic compliance export now, whatever the interval (admin)",
+    responses(
+        (status = 200, body = ExportReport),
+        (status = 400, description = "No output directory configured", body = Problem),
+        (status = 503, description = "The output directory cannot be written; nothing was lost, the export is retried", body = Problem)
+    ),
+    security(("bearer" = []))
+)]
 async fn export_compliance(State(s): State<AppState>, Auth(caller, _): Auth) -> ApiResult<Response> {
     ok(&s.service.export_now(&caller).await?)
 }

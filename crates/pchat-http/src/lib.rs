@@ -7,6 +7,7 @@ mod audit;
 mod error;
 mod extract;
 mod handlers;
+mod openapi;
 mod stream;
 mod tls;
 pub mod wire;

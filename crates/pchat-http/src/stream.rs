@@ -58,21 +58,23 @@ pub(crate) async fn upgrade(State(state): State<AppState>, auth: StreamAuth, ws:
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, detail).into_response();
     }
     let max = state.limits.max_ws_message_bytes;
-    // The connection joins the hub only once the upgrade has happened, so a failed upgrade leaves nothing behind.
-    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |mut socket| async move {
-        let (conn, frames) = match state.service.connect(caller, &token, marks_seen).await {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = socket.send(service_error_frame(e, "connect")).await;
-                return;
-            }
-        };
-        let domain = state.service.settings().domain.clone();
-        let expires_at = session.expires_at;
-        let mut session = Session { state, conn, delivered: HashMap::new(), domain, expires_at };
-        session.run(socket, frames).await;
-        session.state.service.hub().disconnect(&session.conn);
-    })
+    // The connection joins the hub (with the rooms it follows) before the handshake is answered, so that whatever
+    // happens after the client sees 101 reaches it; a handshake that then fails takes it out again.
+    let (conn, frames) = match state.service.connect(caller, &token, marks_seen).await {
+        Ok(c) => c,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let (failed_conn, failed_state) = (Arc::clone(&conn), state.clone());
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_failed_upgrade(move |_| failed_state.service.hub().disconnect(&failed_conn))
+        .on_upgrade(move |socket| async move {
+            let domain = state.service.settings().domain.clone();
+            let expires_at = session.expires_at;
+            let mut session = Session { state, conn, delivered: HashMap::new(), domain, expires_at };
+            session.run(socket, frames).await;
+            session.state.service.hub().disconnect(&session.conn);
+        })
 }
 
 /// The stream's caller: its bearer token comes from the `Authorization` header, or from `?token=` for browsers'

@@ -552,7 +552,12 @@ pub async fn verify(
         if anchors.get(&w.pool).is_some_and(|a| w.id <= a.purged_to) {
             continue; // Purged by retention, which the anchor records.
         }
-        let query = EventQuery { pool: Some(w.pool.clone()), after_id: w.id - 1, limit: 1, ..EventQuery::default() };
+        let query = EventQuery {
+            pool: Some(w.pool.clone()),
+            after_id: w.id.saturating_sub(1),
+            limit: 1,
+            ..EventQuery::default()
+        };
         let found = archive.events(&query).await?.into_iter().next().filter(|e| e.id == w.id);
         match found {
             None => problems.push(format!(

@@ -84,9 +84,10 @@ pub fn encode_cursor(name: &str) -> String {
 }
 
 pub fn decode_cursor(raw: &str) -> ServiceResult<String> {
+    // Any well-formed cursor is accepted: one that names no item simply starts after where it would sort.
     hex::decode(raw)
         .ok()
-        .and_then(|b| String::from_utf8(b).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
         .ok_or_else(|| ServiceError::validation("cursor", "is not a cursor returned by this endpoint"))
 }
 
@@ -534,18 +535,18 @@ impl Service {
         if !caller.admin {
             Self::require_chat(caller)?;
         }
+        let mut after = cursor.map(decode_cursor).transpose()?;
+        // A category the caller cannot see (or that does not exist) matches no room.
         let category_id = match &filter.category {
-            Some(c) => Some(
-                self.get_category(caller, c)
-                    .await
-                    .map_err(|_| ServiceError::validation("category", format!("no category {c}")))?
-                    .id,
-            ),
+            Some(c) => match self.get_category(caller, c).await {
+                Ok(category) => Some(category.id),
+                Err(ServiceError::NotFound(_)) => return Ok((vec![], None)),
+                Err(e) => return Err(e),
+            },
             None => None,
         };
         let categories = self.store.list_categories().await?;
         let needle = filter.query.as_deref().map(str::to_lowercase).filter(|q| !q.is_empty());
-        let mut after = cursor.map(decode_cursor).transpose()?;
         let mut out = vec![];
         let mut more = false;
         'pages: loop {

@@ -165,3 +165,35 @@ async fn the_last_administrator_cannot_lock_everyone_out_and_the_host_can_recove
         .collect();
     assert_eq!(granted_on_host, ["alice@example.com", "bob@example.com", "carol@example.com"]);
 }
+
+#[tokio::test]
+async fn a_stream_handshake_abandoned_halfway_leaves_no_connection_behind() {
+    let w = World::new().await;
+    let bob = w.user("bob@example.com").await;
+    let address = host_port(&w.server.url);
+    for _ in 0..5 {
+        let mut tcp = TcpStream::connect(&address).await.unwrap();
+        let request = format!(
+            "GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            bob.token.as_deref().unwrap()
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        // Gone before reading the answer.
+        drop(tcp);
+    }
+    let mut connections = f64::NAN;
+    for _ in 0..100 {
+        let text = reqwest::get(format!("{}/metrics", w.server.url)).await.unwrap().text().await.unwrap();
+        connections = text
+            .lines()
+            .find_map(|l| l.strip_prefix("pchat_connections "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        if connections == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(connections, 0.0, "abandoned handshakes left connections in the hub");
+}
