@@ -200,6 +200,37 @@ async fn wall_holds(pool: bool, change: Change, expect: Expect) {
     assert_eq!(room_of(&before), scene.deals, "{before}");
 
     scene.change(change, reader_address).await;
+    let acknowledged = std::time::Instant::now();
+    // The reader's connection hears of it within a second, on whichever server it is (frames up to the removal
+    // or the close are kept for the checks below).
+    let mut early = vec![];
+    let mut closed = None;
+    if !matches!(expect, Expect::Keeps) {
+        loop {
+            let left = std::time::Duration::from_secs(1).saturating_sub(acknowledged.elapsed());
+            let frame = tokio::time::timeout(left, ws.next_or_closed())
+                .await
+                .unwrap_or_else(|_| panic!("{change:?}: nothing reached the connection within a second: {early:?}"));
+            match frame {
+                Ok(f) => {
+                    let done =
+                        matches!(expect, Expect::Leaves(kind) if f["type"] == kind && room_of(&f) == scene.deals);
+                    early.push(f);
+                    if done {
+                        break;
+                    }
+                }
+                Err(close) => {
+                    closed = Some(close);
+                    break;
+                }
+            }
+        }
+    }
+    if !matches!(expect, Expect::Keeps) {
+        let backend = if pool { "two PostgreSQL servers" } else { "SQLite" };
+        println!("{change:?} on {backend}: the connection heard after {:?}", acknowledged.elapsed());
+    }
     // Alice's secret goes to Deals (refused where the room is gone or disabled), then the control message.
     let secret = scene.post(&scene.deals, "secret deal terms").await;
     assert_eq!(scene.post(&scene.lobby, "control").await, 201);
@@ -207,7 +238,8 @@ async fn wall_holds(pool: bool, change: Change, expect: Expect) {
     let is_control = |f: &Value| f["type"] == "message" && f["message"]["text"] == "control";
     match expect {
         Expect::Leaves(frame) => {
-            let frames = ws.until(is_control).await;
+            let mut frames = early;
+            frames.extend(ws.until(is_control).await);
             let left = frames.iter().position(|f| f["type"] == frame && room_of(f) == scene.deals);
             assert!(left.is_some(), "{change:?}: no {frame} for Deals in {frames:?}");
             let leaked: Vec<&Value> =
@@ -225,7 +257,10 @@ async fn wall_holds(pool: bool, change: Change, expect: Expect) {
             assert_eq!(answer["type"], "error", "{change:?}: {answer}");
         }
         Expect::Closed(code, reason) => {
-            let (frames, close) = ws.until_closed().await;
+            let (frames, close) = match closed {
+                Some(close) => (early, close),
+                None => ws.until_closed().await,
+            };
             assert_eq!(close, Some((code, reason.to_owned())), "{change:?}: frames before the close: {frames:?}");
             let leaked: Vec<&Value> = frames.iter().filter(|f| mentions(f, &scene.deals)).collect();
             assert!(leaked.is_empty(), "{change:?}: frames of Deals after the change: {leaked:?}");
