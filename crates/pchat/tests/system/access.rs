@@ -326,3 +326,24 @@ access_cases! {
     the_users_sessions_are_ended: SessionsEnded => Expect::Closed(4401, "session_ended");
     a_follower_is_walled_off: FollowerWalledOff => Expect::Leaves("removed_from_room");
 }
+
+/// A room made an auditorium: its readers keep reading (and hear of the change), but posting is for presenters
+/// from the moment the change is acknowledged.
+#[tokio::test]
+async fn a_room_made_an_auditorium_stops_non_presenters_posting_at_once() {
+    let scene = Scene::new(false).await;
+    let bob = scene.w.user("bob@example.com").await;
+    let mut ws = scene.w.ws(&bob).await;
+    ws.join(&scene.deals, None).await;
+    let body = json!({ "type": "auditorium", "presenters": { "add": ["alice@example.com"] } });
+    scene.w.admin.patch(&format!("/api/v1/rooms/{}", scene.deals), body).await.expect(200);
+    ws.send(json!({ "op": "post", "room": scene.deals, "text": "may I?", "client_id": "bob-1" })).await;
+    let frames = ws.until(|f| f["type"] == "error" || f["type"] == "ack").await;
+    let updated = frames.iter().find(|f| f["type"] == "room_updated").expect("the reader hears of the change");
+    assert_eq!(updated["room"]["type"], "auditorium");
+    let last = frames.last().unwrap();
+    assert_eq!((last["type"].as_str(), last["code"].as_str()), (Some("error"), Some("forbidden")), "{frames:?}");
+    // Reading goes on: the presenter's post arrives.
+    assert_eq!(scene.post(&scene.deals, "from the stage").await, 201);
+    assert_eq!(ws.next_of("message").await["message"]["text"], "from the stage");
+}
