@@ -6,6 +6,7 @@ pub mod names;
 pub mod permissions;
 pub mod principal;
 pub mod room;
+pub mod text;
 
 pub use config::{ChatConfig, ConfigScope, PolicyScope};
 pub use names::{Address, Description, Name, ValidationError};

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 use crate::notify;
+use crate::search::Postings;
 use crate::store::{InUse, MESSAGE_COLUMNS, insert_events, message_from_row, unavailable};
 
 /// The most appends committed together.
@@ -66,16 +67,17 @@ async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<Vec<Stor
     let mut results: Vec<Option<StoreResult<Appended>>> = messages.iter().map(|_| None).collect();
     let mut notices: Vec<String> = Vec::new();
     let mut captured: Vec<NewEvent> = Vec::new();
+    let mut postings = Postings::default();
     for (room, indexes) in by_room {
         let row = tx
-            .query_opt("SELECT disabled, last_seq, last_ts FROM rooms WHERE id = $1 FOR UPDATE", &[&room])
+            .query_opt("SELECT disabled, last_seq, last_ts, num FROM rooms WHERE id = $1 FOR UPDATE", &[&room])
             .await
             .map_err(unavailable)?;
         let Some(row) = row else {
             indexes.iter().for_each(|&i| results[i] = Some(Err(StoreError::NotFound)));
             continue;
         };
-        let (disabled, mut seq, last_ts): (bool, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        let (disabled, mut seq, last_ts, num): (bool, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
         if disabled {
             indexes.iter().for_each(|&i| results[i] = Some(Err(StoreError::RoomDisabled)));
             continue;
@@ -117,6 +119,7 @@ async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<Vec<Stor
                 known.insert(c.clone(), record.clone());
             }
             if m.keep {
+                postings.add_message(num, &record);
                 new_rows.push(record.clone());
             }
             notices.push(notify::encode(&record));
@@ -139,6 +142,7 @@ async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<Vec<Stor
             .await
             .map_err(unavailable)?;
     }
+    postings.insert(&tx).await?;
     insert_events(&tx, &captured).await?;
     tx.commit().await.map_err(unavailable)?;
     Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable("not run".into())))).collect())

@@ -10,6 +10,7 @@ pub mod ha;
 mod listener;
 mod migrations;
 mod notify;
+mod search;
 mod sessions;
 mod store;
 

@@ -20,6 +20,7 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::appender::{self, AppendJob};
 use crate::ha::{self, Pair, Role};
+use crate::search::{self, Postings};
 use crate::{listener, migrations, notify};
 
 /// Connections kept open per server.
@@ -878,8 +879,18 @@ impl Store for PgStore {
     }
 
     async fn delete_room(&self, id: &str) -> StoreResult<()> {
-        let sql = "WITH gone AS (DELETE FROM presence WHERE room_id = $1) DELETE FROM rooms WHERE id = $1";
-        self.execute_one(sql, &[&id]).await
+        let captured = compliance::take_pending();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        // The room's row lock keeps posts out while its postings go.
+        if tx.query_opt("SELECT 1 FROM rooms WHERE id = $1 FOR UPDATE", &[&id]).await.map_err(unavailable)?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        search::unindex_room(&tx, id, None).await?;
+        tx.execute("DELETE FROM presence WHERE room_id = $1", &[&id]).await.map_err(unavailable)?;
+        changed_one(tx.execute("DELETE FROM rooms WHERE id = $1", &[&id]).await.map_err(unavailable)?)?;
+        insert_captured(&tx, &captured).await?;
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn append_message(&self, message: NewMessage) -> StoreResult<Appended> {
@@ -933,6 +944,10 @@ impl Store for PgStore {
                 [&ids, &rooms, &seqs, &authors, &times, &texts, &titles, &alerts, &client_ids, &replaced];
             tx.execute(&sql, &params).await.map_err(named)?;
         }
+        let num = search::room_num(&tx, room_id).await?.ok_or(StoreError::NotFound)?;
+        let mut postings = Postings::default();
+        messages.iter().for_each(|m| postings.add_message(num, m));
+        postings.insert(&tx).await?;
         let last_ts = messages.iter().map(|m| m.ts).max().unwrap_or(0);
         let sql = "UPDATE rooms SET last_seq = greatest(last_seq, $2), last_ts = greatest(last_ts, $3) WHERE id = $1";
         changed_one(tx.execute(sql, &[&room_id, &last_seq, &last_ts]).await.map_err(unavailable)?)?;
@@ -953,17 +968,46 @@ impl Store for PgStore {
     }
 
     async fn alter_messages(&self, room_id: &str, ids: &[String], replacement: Option<&str>) -> StoreResult<u64> {
-        match replacement {
+        let captured = compliance::take_pending();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let Some(num) = search::room_num(&tx, room_id).await? else { return Ok(0) };
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND id = ANY($2) FOR UPDATE");
+        let before = all(tx.query(&sql, &[&room_id, &ids]).await.map_err(unavailable)?, message_from_row)?;
+        let (mut gone, mut added) = (Postings::default(), Postings::default());
+        for m in &before {
+            gone.add_message(num, m);
+            if let Some(text) = replacement {
+                added.add(num, m.ts, m.seq, text, m.story_title.as_deref());
+            }
+        }
+        gone.delete(&tx).await?;
+        added.insert(&tx).await?;
+        let changed = match replacement {
             Some(text) => {
                 let sql = "UPDATE messages SET text = $3, replaced = true WHERE room_id = $1 AND id = ANY($2)";
-                self.execute(sql, &[&room_id, &ids, &text]).await
+                tx.execute(sql, &[&room_id, &ids, &text]).await
             }
-            None => self.execute("DELETE FROM messages WHERE room_id = $1 AND id = ANY($2)", &[&room_id, &ids]).await,
+            None => tx.execute("DELETE FROM messages WHERE room_id = $1 AND id = ANY($2)", &[&room_id, &ids]).await,
         }
+        .map_err(unavailable)?;
+        insert_captured(&tx, &captured).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(changed)
     }
 
     async fn clear_room(&self, room_id: &str, end_ts: i64) -> StoreResult<u64> {
-        self.execute("DELETE FROM messages WHERE room_id = $1 AND ts <= $2", &[&room_id, &end_ts]).await
+        let captured = compliance::take_pending();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        // The room's row lock keeps posts (and their postings) out until the clear commits.
+        tx.query_opt("SELECT 1 FROM rooms WHERE id = $1 FOR UPDATE", &[&room_id]).await.map_err(unavailable)?;
+        search::unindex_room(&tx, room_id, Some(end_ts)).await?;
+        let sql = "DELETE FROM messages WHERE room_id = $1 AND ts <= $2";
+        let removed = tx.execute(sql, &[&room_id, &end_ts]).await.map_err(unavailable)?;
+        insert_captured(&tx, &captured).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(removed)
     }
 
     async fn register_server(&self, r: &ServerRecord) -> StoreResult<bool> {

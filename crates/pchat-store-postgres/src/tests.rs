@@ -148,3 +148,18 @@ fn redacts_passwords() {
     assert_eq!(super::redact("postgres://u:secret@db:5432/mgc"), "postgres://u:***@db:5432/mgc");
     assert_eq!(super::redact("postgres://db/mgc"), "postgres://db/mgc");
 }
+
+/// A database whose index is missing or was built by another tokenizer is indexed again when a server connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_search_index_is_rebuilt_when_it_is_stale() {
+    let (database, config) = TempDatabase::create().await;
+    {
+        let store = PgStore::connect_with(config.clone(), database.name.clone()).await.unwrap();
+        pchat_store::conformance::with_history(&store).await;
+    }
+    let (client, connection) = config.connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.batch_execute("DELETE FROM search_postings; UPDATE search_meta SET tokenizer = 0;").await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(PgStore::connect_with(config, database.name.clone()).await.unwrap());
+    pchat_store::conformance::finds_history(&store).await;
+}

@@ -9,6 +9,7 @@
 mod archive;
 mod migrations;
 mod reader;
+mod search;
 mod sessions;
 mod store;
 mod writer;
@@ -107,5 +108,21 @@ mod tests {
         drop(conn);
         let err = SqliteStore::open(&path, Durability::Full).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("newer"), "{err}");
+    }
+
+    /// A database whose index is missing or was built by another tokenizer is indexed again when it opens.
+    #[tokio::test]
+    async fn the_search_index_is_rebuilt_when_it_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mgc.db");
+        {
+            let store = SqliteStore::open(&path, Durability::Full).unwrap();
+            pchat_store::conformance::with_history(&store).await;
+        }
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("DELETE FROM search_postings; UPDATE search_meta SET tokenizer = 0;").unwrap();
+        drop(conn);
+        let store: Arc<dyn pchat_store::Store> = Arc::new(SqliteStore::open(&path, Durability::Full).unwrap());
+        pchat_store::conformance::finds_history(&store).await;
     }
 }

@@ -169,6 +169,23 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_ts ON audit_log(ts);
 "#,
+    // History search: rooms get a small stable number, and the inverted index lists (term, ts, room, seq) per
+    // distinct term of each kept message. `search_meta` names the tokenizer that built it; 0 means not yet built
+    // (the store builds it when it opens).
+    r#"
+ALTER TABLE rooms ADD COLUMN num INTEGER;
+UPDATE rooms SET num = rowid;
+CREATE UNIQUE INDEX rooms_num ON rooms(num);
+CREATE TABLE search_postings (
+    term TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    room_num INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (term, ts, room_num, seq)
+) WITHOUT ROWID;
+CREATE TABLE search_meta (tokenizer INTEGER NOT NULL);
+INSERT INTO search_meta (tokenizer) VALUES (0);
+"#,
 ];
 
 /// The compliance archive's schema (`mgccomp.db`), migrated the same way.

@@ -18,6 +18,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::mpsc;
 
 use crate::reader::Readers;
+use crate::search::{Posting, index, room_num, unindex, unindex_room};
 use crate::writer::Writer;
 use crate::{Durability, migrations, open_connection};
 
@@ -45,7 +46,8 @@ impl SqliteStore {
         let shown = path.display().to_string();
         let mut conn =
             open_connection(path, durability).map_err(|source| OpenError::Open { path: shown.clone(), source })?;
-        migrations::apply(&mut conn).map_err(|source| OpenError::Migrate { path: shown, source })?;
+        migrations::apply(&mut conn).map_err(|source| OpenError::Migrate { path: shown.clone(), source })?;
+        crate::search::rebuild_if_needed(&conn).map_err(|source| OpenError::Open { path: shown, source })?;
         let (feed, events) = mpsc::unbounded_channel();
         let writer = Writer::start(conn, feed.clone())?;
         Ok(Self {
@@ -233,7 +235,7 @@ fn room_from_row(row: &Row<'_>) -> rusqlite::Result<RoomRecord> {
 
 const MESSAGE_COLUMNS: &str = "id, room_id, seq, author, ts, text, story_title, alert, client_id, replaced";
 
-fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
+pub(crate) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     Ok(MessageRecord {
         id: row.get(0)?,
         room_id: row.get(1)?,
@@ -741,7 +743,10 @@ impl Store for SqliteStore {
                 return Err(StoreError::NotFound);
             }
             c.execute(
-                &format!("INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
+                &format!(
+                    "INSERT INTO rooms ({ROOM_COLUMNS}, num) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+                     ?13, ?14, ?15, (SELECT coalesce(max(num), 0) + 1 FROM rooms))"
+                ),
                 params![
                     r.id,
                     r.name,
@@ -823,6 +828,7 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.write(move |c| {
             c.execute("DELETE FROM presence WHERE room_id = ?1", [&id]).map_err(db)?;
+            unindex_room(c, &id, None)?;
             changed_one(c.execute("DELETE FROM rooms WHERE id = ?1", [&id]).map_err(db)?)
         })
         .await
@@ -837,12 +843,15 @@ impl Store for SqliteStore {
                     return Ok(Appended { message: original, created: false });
                 }
                 let room = c
-                    .query_row("SELECT disabled, last_seq, last_ts FROM rooms WHERE id = ?1", [&message.room_id], |r| {
-                        Ok((r.get::<_, bool>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    .prepare_cached("SELECT disabled, last_seq, last_ts, num FROM rooms WHERE id = ?1")
+                    .and_then(|mut s| {
+                        s.query_row([&message.room_id], |r| {
+                            Ok((r.get::<_, bool>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+                        })
+                        .optional()
                     })
-                    .optional()
                     .map_err(db)?;
-                let Some((disabled, last_seq, last_ts)) = room else { return Err(StoreError::NotFound) };
+                let Some((disabled, last_seq, last_ts, num)) = room else { return Err(StoreError::NotFound) };
                 if disabled {
                     return Err(StoreError::RoomDisabled);
                 }
@@ -882,6 +891,8 @@ impl Store for SqliteStore {
                         ])
                     })
                     .map_err(db)?;
+                    let (text, title) = (&record.text, record.story_title.as_deref());
+                    index(c, &Posting { room_num: num, ts: record.ts, seq: record.seq, text, title })?;
                 }
                 if message.capture {
                     insert_events(c, &[compliance::chat_event(&record, message.keep)])?;
@@ -936,9 +947,12 @@ impl Store for SqliteStore {
                     "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
                 ))
                 .map_err(db)?;
+            let num = room_num(c, &room_id)?.ok_or(StoreError::NotFound)?;
             let mut last_ts = 0;
             for m in &messages {
                 last_ts = last_ts.max(m.ts);
+                let title = m.story_title.as_deref();
+                index(c, &Posting { room_num: num, ts: m.ts, seq: m.seq, text: &m.text, title })?;
                 insert
                     .execute(params![
                         m.id,
@@ -995,13 +1009,33 @@ impl Store for SqliteStore {
     async fn alter_messages(&self, room_id: &str, ids: &[String], replacement: Option<&str>) -> StoreResult<u64> {
         let (room_id, ids, replacement) = (room_id.to_owned(), ids.to_vec(), replacement.map(str::to_owned));
         self.write(move |c| {
+            let Some(num) = room_num(c, &room_id)? else { return Ok(0) };
             let mut changed = 0;
             for id in &ids {
+                let found = c
+                    .prepare_cached("SELECT seq, ts, text, story_title FROM messages WHERE room_id = ?1 AND id = ?2")
+                    .and_then(|mut s| {
+                        s.query_row(params![room_id, id], |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, i64>(1)?,
+                                r.get::<_, String>(2)?,
+                                r.get::<_, Option<String>>(3)?,
+                            ))
+                        })
+                        .optional()
+                    })
+                    .map_err(db)?;
+                let Some((seq, ts, old, title)) = found else { continue };
+                unindex(c, &Posting { room_num: num, ts, seq, text: &old, title: title.as_deref() })?;
                 changed += match &replacement {
-                    Some(text) => c.execute(
-                        "UPDATE messages SET text = ?3, replaced = 1 WHERE room_id = ?1 AND id = ?2",
-                        params![room_id, id, text],
-                    ),
+                    Some(text) => {
+                        index(c, &Posting { room_num: num, ts, seq, text, title: title.as_deref() })?;
+                        c.execute(
+                            "UPDATE messages SET text = ?3, replaced = 1 WHERE room_id = ?1 AND id = ?2",
+                            params![room_id, id, text],
+                        )
+                    }
                     None => c.execute("DELETE FROM messages WHERE room_id = ?1 AND id = ?2", params![room_id, id]),
                 }
                 .map_err(db)? as u64;
@@ -1014,6 +1048,7 @@ impl Store for SqliteStore {
     async fn clear_room(&self, room_id: &str, end_ts: i64) -> StoreResult<u64> {
         let room_id = room_id.to_owned();
         self.write(move |c| {
+            unindex_room(c, &room_id, Some(end_ts))?;
             c.execute("DELETE FROM messages WHERE room_id = ?1 AND ts <= ?2", params![room_id, end_ts])
                 .map(|n| n as u64)
                 .map_err(db)

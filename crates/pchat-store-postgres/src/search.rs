@@ -1,0 +1,206 @@
+//! The search index on PostgreSQL: `search_postings (term, ts, room_num, seq)` with that primary key, the same
+//! index as on SQLite. Postings are written and deleted with arrays (`unnest`) in the transaction that changes the
+//! messages; an index built by another tokenizer version is rebuilt under the migration lock.
+
+use async_trait::async_trait;
+use pchat_core::text::{TOKENIZER_VERSION, index_terms};
+use pchat_store::{Found, MessageRecord, Scan, ScanPage, Search, SearchFilter, SearchKey, StoreResult};
+use tokio_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+use tracing::info;
+
+use crate::store::{PgStore, col, message_from_row, unavailable};
+
+/// Postings sent to the database in one statement at most.
+const CHUNK: usize = 50_000;
+
+/// Postings to add or remove, as the arrays one statement takes.
+#[derive(Debug, Default)]
+pub(crate) struct Postings {
+    terms: Vec<String>,
+    times: Vec<i64>,
+    rooms: Vec<i64>,
+    seqs: Vec<i64>,
+}
+
+impl Postings {
+    /// The postings of one message.
+    pub(crate) fn add(&mut self, room_num: i64, ts: i64, seq: i64, text: &str, title: Option<&str>) {
+        for term in index_terms(text, title) {
+            self.terms.push(term);
+            self.times.push(ts);
+            self.rooms.push(room_num);
+            self.seqs.push(seq);
+        }
+    }
+
+    pub(crate) fn add_message(&mut self, room_num: i64, m: &MessageRecord) {
+        self.add(room_num, m.ts, m.seq, &m.text, m.story_title.as_deref());
+    }
+
+    pub(crate) async fn insert(&self, tx: &Transaction<'_>) -> StoreResult<()> {
+        self.each_chunk(
+            tx,
+            "INSERT INTO search_postings (term, ts, room_num, seq) SELECT * FROM unnest($1::text[], \
+             $2::bigint[], $3::bigint[], $4::bigint[]) ON CONFLICT DO NOTHING",
+        )
+        .await
+    }
+
+    pub(crate) async fn delete(&self, tx: &Transaction<'_>) -> StoreResult<()> {
+        self.each_chunk(
+            tx,
+            "DELETE FROM search_postings p USING unnest($1::text[], $2::bigint[], $3::bigint[], \
+             $4::bigint[]) AS d(term, ts, room_num, seq) WHERE p.term = d.term AND p.ts = d.ts \
+             AND p.room_num = d.room_num AND p.seq = d.seq",
+        )
+        .await
+    }
+
+    async fn each_chunk(&self, tx: &Transaction<'_>, sql: &str) -> StoreResult<()> {
+        let mut start = 0;
+        while start < self.terms.len() {
+            let end = (start + CHUNK).min(self.terms.len());
+            let (terms, times, rooms, seqs) =
+                (&self.terms[start..end], &self.times[start..end], &self.rooms[start..end], &self.seqs[start..end]);
+            tx.execute(sql, &[&terms, &times, &rooms, &seqs]).await.map_err(unavailable)?;
+            start = end;
+        }
+        Ok(())
+    }
+}
+
+/// The number of the room with this id, locking nothing (`None` if there is no such room).
+pub(crate) async fn room_num(tx: &Transaction<'_>, room_id: &str) -> StoreResult<Option<i64>> {
+    let row = tx.query_opt("SELECT num FROM rooms WHERE id = $1", &[&room_id]).await.map_err(unavailable)?;
+    row.map(|r| col(&r, 0)).transpose()
+}
+
+/// Removes the postings of the room's messages up to `end_ts` (all for `None`); call before deleting them.
+pub(crate) async fn unindex_room(tx: &Transaction<'_>, room_id: &str, end_ts: Option<i64>) -> StoreResult<()> {
+    let Some(num) = room_num(tx, room_id).await? else { return Ok(()) };
+    let sql = "SELECT seq, ts, text, story_title FROM messages WHERE room_id = $1 AND ($2::bigint IS NULL OR ts <= $2)";
+    let mut postings = Postings::default();
+    for row in tx.query(sql, &[&room_id, &end_ts]).await.map_err(unavailable)? {
+        let title: Option<String> = col(&row, 3)?;
+        postings.add(num, col(&row, 1)?, col(&row, 0)?, &col::<String>(&row, 2)?, title.as_deref());
+    }
+    postings.delete(tx).await
+}
+
+/// Rebuilds the index when another tokenizer version (or none) built it. Runs under the migration lock.
+pub(crate) async fn rebuild_if_needed(tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+    let built: i64 = tx.query_one("SELECT tokenizer FROM search_meta", &[]).await?.get(0);
+    if built == TOKENIZER_VERSION {
+        return Ok(());
+    }
+    let messages: i64 = tx.query_one("SELECT count(*) FROM messages", &[]).await?.get(0);
+    info!(messages, from = built, to = TOKENIZER_VERSION, "building the search index");
+    tx.batch_execute("DELETE FROM search_postings").await?;
+    let select = "SELECT r.num, m.seq, m.ts, m.text, m.story_title, m.room_id FROM messages m \
+                  JOIN rooms r ON r.id = m.room_id WHERE (m.room_id, m.seq) > ($1, $2) ORDER BY m.room_id, m.seq LIMIT 5000";
+    let insert = "INSERT INTO search_postings (term, ts, room_num, seq) SELECT * FROM unnest($1::text[], \
+                  $2::bigint[], $3::bigint[], $4::bigint[]) ON CONFLICT DO NOTHING";
+    let (mut room, mut seq) = (String::new(), i64::MIN);
+    loop {
+        let rows = tx.query(select, &[&room, &seq]).await?;
+        let Some(last) = rows.last() else { break };
+        (room, seq) = (last.get(5), last.get(1));
+        let mut p = Postings::default();
+        for row in &rows {
+            let (text, title): (String, Option<String>) = (row.get(3), row.get(4));
+            p.add(row.get(0), row.get(2), row.get(1), &text, title.as_deref());
+        }
+        tx.execute(insert, &[&p.terms, &p.times, &p.rooms, &p.seqs]).await?;
+    }
+    tx.execute("UPDATE search_meta SET tokenizer = $1", &[&TOKENIZER_VERSION]).await?;
+    info!(messages, "search index built");
+    Ok(())
+}
+
+/// The conditions on postings `p` shared by counts and scans: `$2` from, `$3` to, `$4` room ids (or NULL).
+const FILTER: &str = "p.ts >= $2 AND p.ts <= $3 AND ($4::text[] IS NULL OR p.room_num = ANY (ARRAY( \
+                      SELECT num FROM rooms WHERE id = ANY ($4::text[]))))";
+
+fn filter_params(f: &SearchFilter) -> (i64, i64, Option<Vec<String>>) {
+    (f.from_ts.unwrap_or(i64::MIN), f.to_ts.unwrap_or(i64::MAX), f.rooms.clone())
+}
+
+#[async_trait]
+impl Search for PgStore {
+    async fn term_counts(&self, terms: &[String], filter: &SearchFilter, cap: u32) -> StoreResult<Vec<u64>> {
+        let (from, to, rooms) = filter_params(filter);
+        let sql = format!(
+            "SELECT t.i, (SELECT count(*) FROM (SELECT 1 FROM search_postings p WHERE p.term = t.term AND {FILTER} \
+             LIMIT $5) x) FROM unnest($1::text[]) WITH ORDINALITY AS t(term, i) ORDER BY t.i"
+        );
+        let terms = terms.to_vec();
+        let rows = self.query(&sql, &[&terms, &from, &to, &rooms, &i64::from(cap)]).await?;
+        rows.iter().map(|r| col::<i64>(r, 1).map(|n| n as u64)).collect()
+    }
+
+    async fn scan(&self, scan: &Scan<'_>) -> StoreResult<ScanPage> {
+        let (from, to, rooms) = filter_params(scan.filter);
+        let before = scan.before.unwrap_or(SearchKey { ts: i64::MAX, room: i64::MAX, seq: i64::MAX });
+        let mut client = self.client().await?;
+        let tx = client.build_transaction().read_only(true).start().await.map_err(unavailable)?;
+        let sql = format!(
+            "SELECT p.ts, p.room_num, p.seq FROM search_postings p WHERE p.term = $1 AND {FILTER} \
+             AND (p.ts, p.room_num, p.seq) < ($5, $6, $7) \
+             ORDER BY p.ts DESC, p.room_num DESC, p.seq DESC OFFSET $8 LIMIT 1"
+        );
+        let offset = i64::from(scan.window.max(1) - 1);
+        let params: [&(dyn ToSql + Sync); 8] =
+            [&scan.driver, &from, &to, &rooms, &before.ts, &before.room, &before.seq, &offset];
+        let last = tx
+            .query_opt(&sql, &params)
+            .await
+            .map_err(unavailable)?
+            .map(|r| {
+                Ok::<_, pchat_store::StoreError>(SearchKey { ts: col(&r, 0)?, room: col(&r, 1)?, seq: col(&r, 2)? })
+            })
+            .transpose()?;
+        let floor = last.unwrap_or(SearchKey { ts: i64::MIN, room: i64::MIN, seq: i64::MIN });
+        let mut sql = format!(
+            "SELECT m.id, m.room_id, m.seq, m.author, m.ts, m.text, m.story_title, m.alert, m.client_id, \
+             m.replaced, p.ts, p.room_num, p.seq FROM search_postings p \
+             JOIN rooms r ON r.num = p.room_num JOIN messages m ON m.room_id = r.id AND m.seq = p.seq \
+             WHERE p.term = $1 AND {FILTER} AND (p.ts, p.room_num, p.seq) < ($5, $6, $7) \
+             AND (p.ts, p.room_num, p.seq) >= ($8, $9, $10) AND ($11::text IS NULL OR m.author = $11)"
+        );
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &scan.driver,
+            &from,
+            &to,
+            &rooms,
+            &before.ts,
+            &before.room,
+            &before.seq,
+            &floor.ts,
+            &floor.room,
+            &floor.seq,
+            &scan.filter.author,
+        ];
+        for other in scan.others {
+            params.push(other);
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM search_postings o WHERE o.term = ${} AND o.ts = p.ts \
+                 AND o.room_num = p.room_num AND o.seq = p.seq)",
+                params.len()
+            ));
+        }
+        sql.push_str(" ORDER BY p.ts DESC, p.room_num DESC, p.seq DESC");
+        let rows = tx.query(&sql, &params).await.map_err(unavailable)?;
+        let hits = rows
+            .iter()
+            .map(|r| {
+                Ok(Found {
+                    message: message_from_row(r)?,
+                    key: SearchKey { ts: col(r, 10)?, room: col(r, 11)?, seq: col(r, 12)? },
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(ScanPage { hits, last })
+    }
+}
