@@ -421,6 +421,46 @@ pub struct Cleared {
     pub removed: u64,
 }
 
+/// A room as search results name it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct RoomRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// Where a query matched in a highlight: Unicode character (scalar value) offsets, `start` inclusive, `end`
+/// exclusive.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct TextRange {
+    pub start: u32,
+    pub end: u32,
+}
+
+/// One message found by a search.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct SearchHit {
+    pub message: Message,
+    pub room: RoomRef,
+    /// A piece of the message around the match (at most about 200 characters, on one line, with "…" where it was
+    /// cut).
+    pub highlight: String,
+    /// Where the query matched in `highlight`.
+    pub highlight_ranges: Vec<TextRange>,
+    /// What the highlight was taken from: `text`, or `story_title` when only the title matched.
+    pub highlight_field: String,
+}
+
+/// A page of search results, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct SearchResults {
+    pub items: Vec<SearchHit>,
+    /// Where the next page starts; `null` when there is nothing more. A page can hold fewer than `limit` results
+    /// and still have a next page: a search stops after a bounded amount of work and says where to go on.
+    pub next_cursor: Option<String>,
+    /// About how many messages match in all (exact when all of them are in a first page without a next one).
+    pub total_estimate: u64,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveMessages {

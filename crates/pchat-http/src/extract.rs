@@ -263,6 +263,11 @@ impl QueryMap {
         self.0.get(name).and_then(|v| v.first()).map(String::as_str)
     }
 
+    /// Every value of a repeated parameter.
+    pub(crate) fn all(&self, name: &str) -> Vec<String> {
+        self.0.get(name).cloned().unwrap_or_default()
+    }
+
     pub(crate) fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
         self.str(name)
             .map(|v| v.parse::<i64>().map_err(|_| ApiError::validation(name, "must be an integer")))

@@ -119,6 +119,7 @@ pub(crate) fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(get_compliance_config, put_compliance_config))
         .routes(routes!(compliance_events))
         .routes(routes!(audit::audit_events))
+        .routes(routes!(crate::search::search))
         .routes(routes!(verify_compliance))
         .routes(routes!(export_compliance))
         .split_for_parts()

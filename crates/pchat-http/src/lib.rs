@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod handlers;
 mod openapi;
+mod search;
 mod stream;
 mod tls;
 pub mod wire;

@@ -53,6 +53,8 @@ pub(crate) const MESSAGE_TEXT: &str =
     r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$";
 /// A cursor of a list ordered by name: hex pairs.
 pub(crate) const NAME_CURSOR: &str = r"^([0-9a-f]{2})*$";
+/// A cursor of search results (and a topic feed's matches): `ts.room.seq` of the last result.
+pub(crate) const SEARCH_CURSOR: &str = r"^-?[0-9]{1,18}\.-?[0-9]{1,18}\.-?[0-9]{1,18}$";
 /// A cursor of a list ordered by numeric id: the hex of its decimal digits.
 pub(crate) const ID_CURSOR: &str = r"^(3[0-9]){1,18}$";
 
@@ -352,13 +354,17 @@ fn finish_parameter(path: &str, param: &mut Value) {
     let name = param.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
     let location = param.get("in").and_then(Value::as_str).unwrap_or_default().to_owned();
     let events = path.ends_with("/events") || path.ends_with("/audit");
+    let found = path == "/api/v1/search" || path.starts_with("/api/v1/me/feeds/");
     let constraint = match (location.as_str(), name.as_str()) {
         ("query", "limit") if events => json!({ "type": "integer", "minimum": 1, "maximum": 1000 }),
         ("query", "limit") => json!({ "type": "integer", "minimum": 1, "maximum": 500 }),
         ("query", "cursor") if events || path.ends_with("/invitations") => {
             json!({ "type": "string", "pattern": ID_CURSOR })
         }
+        ("query", "cursor") if found => json!({ "type": "string", "pattern": SEARCH_CURSOR }),
         ("query", "cursor") => json!({ "type": "string", "pattern": NAME_CURSOR }),
+        ("query", "match") => json!({ "type": "string", "enum": ["all", "any", "exact"] }),
+        ("query", "author") => json!({ "type": "string", "pattern": ADDRESS, "maxLength": 256 }),
         ("query", "from" | "to") => json!({ "type": "string", "format": "date-time" }),
         ("path", "scope") if path.contains("/policies/") => json!({ "type": "string", "pattern": POLICY_SCOPE }),
         ("path", "scope") if path.contains("/compliance/") => json!({ "type": "string", "pattern": COMPLIANCE_SCOPE }),

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pool;
 mod ratelimit;
 mod rooms;
+mod search;
 mod throttle;
 pub mod time;
 pub mod witness;
@@ -38,6 +39,7 @@ pub use me::MyRoom;
 pub use messages::{DEFAULT_REPLACEMENT, History, Joined, MAX_PAGE};
 pub use rooms::RoomFilter;
 pub use rooms::{RoomView, decode_cursor, encode_cursor};
+pub use search::{HighlightField, MAX_SEARCH_ROOMS, SearchHit, SearchInput, SearchResults};
 pub use throttle::ThrottleSettings;
 
 /// The store records the service returns, for front ends to convert into their wire shapes.

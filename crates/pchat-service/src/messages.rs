@@ -87,7 +87,7 @@ impl Service {
     }
 
     /// The BACKCHAT event of a history read (none when nothing was read).
-    fn backchat(
+    pub(crate) fn backchat(
         &self,
         user: &str,
         room_id: &str,

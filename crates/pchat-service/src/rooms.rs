@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use pchat_api_types as api;
 use pchat_core::config::is_http_url;
 use pchat_core::permissions::may_create_room;
+use pchat_core::text::fold;
 use pchat_core::{
     Access, Address, Description, Identity, Invitations, Name, Principal, Privacy, RoomAcl, RoomType, Scope, decide,
 };
@@ -546,7 +547,9 @@ impl Service {
             None => None,
         };
         let categories = self.store.list_categories().await?;
-        let needle = filter.query.as_deref().map(str::to_lowercase).filter(|q| !q.is_empty());
+        // Case- and accent-insensitive substring matching, with the search tokenizer's folding (so a Chinese,
+        // Japanese or Korean name is found by any part of it).
+        let needle = filter.query.as_deref().map(|q| fold(q.trim())).filter(|q| !q.is_empty());
         let mut out = vec![];
         let mut more = false;
         'pages: loop {
@@ -560,8 +563,8 @@ impl Service {
                 };
                 let access = access_to(caller, category, &room);
                 let matches = needle.as_ref().is_none_or(|n| {
-                    room.name.to_lowercase().contains(n)
-                        || (filter.search_description && room.description.to_lowercase().contains(n))
+                    fold(&room.name).contains(n.as_str())
+                        || (filter.search_description && fold(&room.description).contains(n.as_str()))
                 });
                 if access.see && matches && filter.disabled.is_none_or(|d| d == room.disabled) {
                     if out.len() == limit as usize {

@@ -166,7 +166,7 @@ impl Search for PgStore {
              m.replaced, p.ts, p.room_num, p.seq FROM search_postings p \
              JOIN rooms r ON r.num = p.room_num JOIN messages m ON m.room_id = r.id AND m.seq = p.seq \
              WHERE p.term = $1 AND {FILTER} AND (p.ts, p.room_num, p.seq) < ($5, $6, $7) \
-             AND (p.ts, p.room_num, p.seq) >= ($8, $9, $10) AND ($11::text IS NULL OR m.author = $11)"
+             AND (p.ts, p.room_num, p.seq) >= ($8, $9, $10) AND ($11::text[] IS NULL OR m.author = ANY ($11::text[]))"
         );
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![
             &scan.driver,
@@ -179,7 +179,7 @@ impl Search for PgStore {
             &floor.ts,
             &floor.room,
             &floor.seq,
-            &scan.filter.author,
+            &scan.filter.authors,
         ];
         for other in scan.others {
             params.push(other);

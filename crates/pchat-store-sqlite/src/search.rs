@@ -145,7 +145,7 @@ impl Search for SqliteStore {
     async fn scan(&self, scan: &Scan<'_>) -> StoreResult<ScanPage> {
         let (driver, others, window) = (scan.driver.to_owned(), scan.others.to_vec(), scan.window);
         let (from, to, rooms) = filter_params(scan.filter);
-        let author = scan.filter.author.clone();
+        let authors = scan.filter.authors.as_deref().map(json_strings);
         let before = scan.before.unwrap_or(SearchKey { ts: i64::MAX, room: i64::MAX, seq: i64::MAX });
         self.read(move |c| {
             let tx = c.unchecked_transaction().map_err(db)?;
@@ -170,7 +170,7 @@ impl Search for SqliteStore {
                  m.replaced, p.ts, p.room_num, p.seq FROM search_postings p \
                  JOIN rooms r ON r.num = p.room_num JOIN messages m ON m.room_id = r.id AND m.seq = p.seq \
                  WHERE p.term = ?1 AND {FILTER} AND (p.ts, p.room_num, p.seq) < (?5, ?6, ?7) \
-                 AND (p.ts, p.room_num, p.seq) >= (?8, ?9, ?10) AND (?11 IS NULL OR m.author = ?11)"
+                 AND (p.ts, p.room_num, p.seq) >= (?8, ?9, ?10) AND (?11 IS NULL OR m.author IN (SELECT value FROM json_each(?11)))"
             );
             let mut values: Vec<Box<dyn rusqlite::ToSql>> = vec![
                 Box::new(driver),
@@ -183,7 +183,7 @@ impl Search for SqliteStore {
                 Box::new(floor.ts),
                 Box::new(floor.room),
                 Box::new(floor.seq),
-                Box::new(author),
+                Box::new(authors),
             ];
             for other in others {
                 values.push(Box::new(other));

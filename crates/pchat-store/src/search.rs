@@ -53,7 +53,8 @@ impl SearchKey {
 pub struct SearchFilter {
     /// Only these rooms (ids); `None`: every room.
     pub rooms: Option<Vec<String>>,
-    pub author: Option<String>,
+    /// Only messages by these authors; `None`: anyone.
+    pub authors: Option<Vec<String>>,
     /// Inclusive bounds on the message time.
     pub from_ts: Option<i64>,
     pub to_ts: Option<i64>,
@@ -83,7 +84,7 @@ pub struct Found {
 /// What one scan found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanPage {
-    /// Messages holding every term and written by the filter's author, newest first.
+    /// Messages holding every term and written by one of the filter's authors, newest first.
     pub hits: Vec<Found>,
     /// The last posting examined when the window was full (more may follow it); `None` when the postings ran out.
     pub last: Option<SearchKey>,
@@ -95,7 +96,7 @@ pub trait Search: Send + Sync {
     /// How many messages within the filter's rooms and times hold each term, counting at most `cap`.
     async fn term_counts(&self, terms: &[String], filter: &SearchFilter, cap: u32) -> StoreResult<Vec<u64>>;
     /// Examines up to `scan.window` postings of `scan.driver` and returns the messages that also hold every
-    /// other term and match the filter's author.
+    /// other term and are by one of the filter's authors.
     async fn scan(&self, scan: &Scan<'_>) -> StoreResult<ScanPage>;
 }
 

@@ -386,6 +386,31 @@ enum MessageCmd {
         #[arg(long)]
         replace: Option<String>,
     },
+    /// Search history in every room you may read (administrators: disabled rooms too), newest first.
+    Search {
+        /// The words to find.
+        query: String,
+        /// all (every word), any (one word) or exact (the phrase).
+        #[arg(long = "match", default_value = "all", value_parser = ["all", "any", "exact"])]
+        match_mode: String,
+        #[arg(long)]
+        case_sensitive: bool,
+        #[arg(long)]
+        author: Option<String>,
+        /// RFC 3339 time, inclusive.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        /// A room to search (id or name); repeat for several.
+        #[arg(long)]
+        room: Vec<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Continue after the page that printed this cursor.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -860,17 +885,43 @@ async fn room(c: &Client, out: &Output, cmd: RoomCmd) -> anyhow::Result<()> {
 }
 
 async fn message(c: &Client, out: &Output, cmd: MessageCmd) -> anyhow::Result<()> {
-    let MessageCmd::Remove { room, author, start_date, end_date, keywords, match_mode, case_sensitive, replace } = cmd;
-    let mut body = Map::new();
-    insert_opt(&mut body, "author", author);
-    insert_opt(&mut body, "start_date", start_date);
-    insert_opt(&mut body, "end_date", end_date);
-    insert_opt(&mut body, "keywords", keywords);
-    insert_opt(&mut body, "replace_with", replace);
-    body.insert("match".into(), json!(match_mode));
-    body.insert("case_sensitive".into(), json!(case_sensitive));
-    let path = format!("/api/v1/rooms/{}/messages/remove", reference(&room));
-    out.object(&c.call(Method::POST, &path, Some(Value::Object(body))).await?);
+    match cmd {
+        MessageCmd::Remove { room, author, start_date, end_date, keywords, match_mode, case_sensitive, replace } => {
+            let mut body = Map::new();
+            insert_opt(&mut body, "author", author);
+            insert_opt(&mut body, "start_date", start_date);
+            insert_opt(&mut body, "end_date", end_date);
+            insert_opt(&mut body, "keywords", keywords);
+            insert_opt(&mut body, "replace_with", replace);
+            body.insert("match".into(), json!(match_mode));
+            body.insert("case_sensitive".into(), json!(case_sensitive));
+            let path = format!("/api/v1/rooms/{}/messages/remove", reference(&room));
+            out.object(&c.call(Method::POST, &path, Some(Value::Object(body))).await?);
+        }
+        MessageCmd::Search { query, match_mode, case_sensitive, author, from, to, room, limit, cursor } => {
+            let mut params = vec![
+                format!("q={}", segment(&query)),
+                format!("match={match_mode}"),
+                format!("case_sensitive={case_sensitive}"),
+                format!("limit={limit}"),
+            ];
+            for (key, value) in [("author", author), ("from", from), ("to", to), ("cursor", cursor)] {
+                if let Some(v) = value {
+                    params.push(format!("{key}={}", segment(&v)));
+                }
+            }
+            params.extend(room.iter().map(|r| format!("room={}", reference(r))));
+            let found = c.get(&format!("/api/v1/search?{}", params.join("&"))).await?;
+            out.table(&found, &["/message/ts", "/room/name", "/message/author", "/highlight"]);
+            if !out.json {
+                let estimate = found["total_estimate"].as_u64().unwrap_or(0);
+                match found["next_cursor"].as_str() {
+                    Some(next) => println!("about {estimate} in all; more with --cursor {next}"),
+                    None => println!("{estimate} in all"),
+                }
+            }
+        }
+    }
     Ok(())
 }
 

@@ -96,7 +96,7 @@ pub async fn search_table(store: &Arc<dyn Store>) {
     with_history(store.as_ref()).await;
     use MatchMode::{All, Any, Exact};
     let rooms = |r: &[&str]| SearchFilter { rooms: Some(r.iter().map(|s| s.to_string()).collect()), ..every() };
-    let author = |a: &str| SearchFilter { author: Some(a.to_owned()), ..every() };
+    let authors = |a: &[&str]| SearchFilter { authors: Some(a.iter().map(|s| s.to_string()).collect()), ..every() };
     let dates = SearchFilter { from_ts: Some(1_500), to_ts: Some(8_000), ..every() };
     let cases: Vec<(&str, MatchMode, bool, SearchFilter, &[&str])> = vec![
         ("bonds", All, false, every(), &["m9", "m8", "m2", "m10", "m1"]),
@@ -119,7 +119,9 @@ pub async fn search_table(store: &Arc<dyn Store>) {
         ("テスト", All, false, every(), &["m6"]),
         ("회의", All, false, every(), &["m7"]),
         ("대학", All, false, every(), &[]),
-        ("bonds", All, false, author("bob@example.com"), &["m2", "m10"]),
+        ("bonds", All, false, authors(&["bob@example.com"]), &["m2", "m10"]),
+        ("bonds", All, false, authors(&["bob@example.com", "alice@example.com"]), &["m9", "m2", "m10", "m1"]),
+        ("bonds", All, false, authors(&[]), &[]),
         ("bonds", All, false, dates, &["m8", "m2", "m10"]),
         ("bonds", All, false, rooms(&["r2"]), &["m10"]),
         ("bonds", All, false, rooms(&["r1", "r3"]), &["m9", "m8", "m2", "m1"]),

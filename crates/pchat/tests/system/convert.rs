@@ -49,6 +49,15 @@ async fn an_embedded_installation_moves_into_postgresql_with_everything() {
     bob.put(&format!("/api/v1/me/follows/{open}"), json!({})).await.expect(204);
     bob.post("/api/v1/me/read", json!({ "room": room, "seq": 12 })).await.expect(204);
     let history = alice.all_messages(&room).await;
+    // Search results, to compare with the converted deployment's (the index is rebuilt by the import).
+    let searches = ["q=m12", "q=m1%20m2%20m3&match=any", "q=%5Bx%5D", "q=m29"];
+    let mut found = vec![];
+    for q in searches {
+        found.push(alice.get(&format!("/api/v1/search?{q}")).await.expect(200));
+    }
+    assert_eq!(found[0]["items"].as_array().unwrap().len(), 1);
+    assert_eq!(found[1]["items"].as_array().unwrap().len(), 2, "m3 was replaced");
+    assert_eq!(found[3]["items"].as_array().unwrap().len(), 0, "m29 was removed");
     let bob_rooms = bob.get("/api/v1/me/rooms").await.expect(200);
     let invitations = bob.get("/api/v1/me/invitations").await.expect(200);
     let rooms = w.admin.get("/api/v1/rooms").await.expect(200);
@@ -96,6 +105,9 @@ async fn an_embedded_installation_moves_into_postgresql_with_everything() {
     let alice = pg.api(None).signed_in("alice@example.com", PASSWORD).await;
     let bob = pg.api(None).signed_in("bob@example.com", PASSWORD).await;
     assert_eq!(alice.all_messages(&room).await, history);
+    for (q, before) in searches.iter().zip(&found) {
+        assert_eq!(&alice.get(&format!("/api/v1/search?{q}")).await.expect(200), before, "search {q}");
+    }
     assert_eq!(bob.get("/api/v1/me/rooms").await.expect(200), bob_rooms);
     assert_eq!(bob.get("/api/v1/me/invitations").await.expect(200), invitations);
     let next =

@@ -20,6 +20,7 @@ mod pgcluster;
 mod pool;
 mod postgres;
 mod races;
+mod search;
 mod secrecy;
 mod sessions;
 mod stream;

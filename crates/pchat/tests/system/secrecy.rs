@@ -29,6 +29,7 @@ const PROBES: &[Probe] = &[
     Probe::Http("PUT", "/api/v1/me/follows/{room}", Some("{}")),
     Probe::Http("DELETE", "/api/v1/me/follows/{room}", None),
     Probe::Http("POST", "/api/v1/me/read", Some(r#"{"room": "{room}", "seq": 1}"#)),
+    Probe::Http("GET", "/api/v1/search?q=classified&room={room}", None),
     Probe::Stream(r#"{"op": "join", "room": "{room}"}"#),
     Probe::Stream(r#"{"op": "join", "room": "{room}", "after_seq": 0}"#),
     Probe::Stream(r#"{"op": "part", "room": "{room}"}"#),
