@@ -21,6 +21,8 @@ pub mod codes {
     pub const UNAVAILABLE: &str = "unavailable";
     /// The change would leave no administrator (revoking the last admin role, or deleting its holder).
     pub const LAST_ADMINISTRATOR: &str = "last_administrator";
+    /// A per-user limit is reached (at most 100 topic feeds).
+    pub const LIMIT_REACHED: &str = "limit_reached";
 }
 
 /// WebSocket close codes the server uses besides the standard ones (1001 going away, 1009 too big). The close
@@ -450,6 +452,49 @@ pub struct SearchHit {
     pub highlight_field: String,
 }
 
+/// A topic feed: a saved search that notifies its owner live (`feed_match`) when a new message matches.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Feed {
+    pub id: String,
+    pub name: String,
+    pub keywords: String,
+    /// `all`, `any` or `exact`, as for search.
+    #[serde(rename = "match")]
+    pub match_: String,
+    pub case_sensitive: bool,
+    /// Only messages by these users; empty: anyone.
+    pub authors: Vec<String>,
+    /// Only messages in these rooms (ids); empty: every room the owner may read.
+    pub rooms: Vec<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewFeed {
+    pub name: String,
+    pub keywords: String,
+    #[serde(rename = "match")]
+    pub match_: Option<String>,
+    pub case_sensitive: Option<bool>,
+    pub authors: Option<Vec<String>>,
+    /// Room ids or `name:NAME`; stored as ids.
+    pub rooms: Option<Vec<String>>,
+}
+
+/// A change to a topic feed: the fields given replace the feed's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedPatch {
+    pub name: Option<String>,
+    pub keywords: Option<String>,
+    #[serde(rename = "match")]
+    pub match_: Option<String>,
+    pub case_sensitive: Option<bool>,
+    pub authors: Option<Vec<String>>,
+    pub rooms: Option<Vec<String>>,
+}
+
 /// A page of search results, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct SearchResults {
@@ -593,6 +638,16 @@ pub enum ServerFrame {
     InvitationWithdrawn {
         id: i64,
         room: String,
+    },
+    /// A new message matched one of the user's topic feeds (in a room they may read).
+    FeedMatch {
+        feed: String,
+        feed_name: String,
+        message: Message,
+        room: RoomRef,
+        highlight: String,
+        highlight_ranges: Vec<TextRange>,
+        highlight_field: String,
     },
     Error {
         code: String,

@@ -64,6 +64,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
             ServiceError::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, codes::CONFLICT),
             ServiceError::LastAdministrator => (StatusCode::CONFLICT, codes::LAST_ADMINISTRATOR),
+            ServiceError::LimitReached(_) => (StatusCode::CONFLICT, codes::LIMIT_REACHED),
             ServiceError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
             ServiceError::Unavailable(cause) => {
                 warn!(%cause, "storage unavailable");

@@ -18,17 +18,17 @@ use crate::error::ApiError;
 use crate::extract::{Auth, IfMatch, Json, OptionalJson, Path, QueryMap};
 use crate::{AppState, account, audit, stream, wire};
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
     (status, axum::Json(value)).into_response()
 }
 
-fn ok<T: serde::Serialize>(value: &T) -> ApiResult<Response> {
+pub(crate) fn ok<T: serde::Serialize>(value: &T) -> ApiResult<Response> {
     Ok(json(StatusCode::OK, value))
 }
 
-fn created<T: serde::Serialize>(value: &T) -> ApiResult<Response> {
+pub(crate) fn created<T: serde::Serialize>(value: &T) -> ApiResult<Response> {
     Ok(json(StatusCode::CREATED, value))
 }
 
@@ -41,16 +41,20 @@ fn versioned<T: serde::Serialize>(status: StatusCode, value: &T, version: i64) -
     Ok(response)
 }
 
-fn no_content() -> ApiResult<Response> {
+pub(crate) fn no_content() -> ApiResult<Response> {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn page<T: serde::Serialize>(items: Vec<T>, next_cursor: Option<String>) -> ApiResult<Response> {
+pub(crate) fn page<T: serde::Serialize>(items: Vec<T>, next_cursor: Option<String>) -> ApiResult<Response> {
     ok(&api::Page { items, next_cursor })
 }
 
 /// Pages a list already sorted by `key`: items after the `cursor`'s key, at most `limit` of them.
-fn paged<T: serde::Serialize>(items: Vec<T>, key: impl Fn(&T) -> String, q: &QueryMap) -> ApiResult<Response> {
+pub(crate) fn paged<T: serde::Serialize>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> String,
+    q: &QueryMap,
+) -> ApiResult<Response> {
     let limit = q.limit()? as usize;
     let after = q.str("cursor").map(decode_cursor).transpose()?;
     let mut rest: Vec<T> = items.into_iter().filter(|i| after.as_ref().is_none_or(|a| key(i) > *a)).collect();
@@ -120,6 +124,9 @@ pub(crate) fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(compliance_events))
         .routes(routes!(audit::audit_events))
         .routes(routes!(crate::search::search))
+        .routes(routes!(crate::feeds::list_feeds, crate::feeds::create_feed))
+        .routes(routes!(crate::feeds::get_feed, crate::feeds::update_feed, crate::feeds::delete_feed))
+        .routes(routes!(crate::feeds::feed_messages))
         .routes(routes!(verify_compliance))
         .routes(routes!(export_compliance))
         .split_for_parts()

@@ -6,6 +6,7 @@ mod account;
 mod audit;
 mod error;
 mod extract;
+mod feeds;
 mod handlers;
 mod openapi;
 mod search;

@@ -56,20 +56,21 @@ pub(crate) async fn search(
 
 /// The wire form of a page of results (search, and a topic feed's past matches).
 pub(crate) fn results_page(results: pchat_service::SearchResults) -> SearchResults {
-    let items = results
-        .hits
-        .into_iter()
-        .map(|hit| SearchHit {
-            message: wire::message(&hit.message),
-            room: RoomRef { id: hit.message.room_id.clone(), name: hit.room_name },
-            highlight: hit.highlight,
-            highlight_ranges: hit
-                .highlight_ranges
-                .iter()
-                .map(|&(start, end)| TextRange { start: start as u32, end: end as u32 })
-                .collect(),
-            highlight_field: hit.highlight_field.as_str().to_owned(),
-        })
-        .collect();
+    let items = results.hits.into_iter().map(hit).collect();
     SearchResults { items, next_cursor: results.next_cursor, total_estimate: results.total_estimate }
+}
+
+/// The wire form of one result (also of a `feed_match` frame's contents).
+pub(crate) fn hit(hit: pchat_service::SearchHit) -> SearchHit {
+    SearchHit {
+        message: wire::message(&hit.message),
+        room: RoomRef { id: hit.message.room_id.clone(), name: hit.room_name },
+        highlight: hit.highlight,
+        highlight_ranges: hit
+            .highlight_ranges
+            .iter()
+            .map(|&(start, end)| TextRange { start: start as u32, end: end as u32 })
+            .collect(),
+        highlight_field: hit.highlight_field.as_str().to_owned(),
+    }
 }

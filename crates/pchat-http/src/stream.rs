@@ -272,7 +272,11 @@ impl Session {
             if self.conn.review_pending() && !self.review(sink).await {
                 return false;
             }
-            if self.accept(&frame) {
+            let allowed = match &frame.kind {
+                FrameKind::Feed(room) => self.state.service.may_send_feed_match(&self.conn, room).await,
+                _ => self.accept(&frame),
+            };
+            if allowed {
                 if sink.feed(text(frame.bytes)).await.is_err() {
                     return false;
                 }
@@ -302,6 +306,7 @@ impl Session {
                 !self.delivered.contains_key(room.as_ref()) && self.conn.is_watching(room.as_ref())
             }
             FrameKind::User => true,
+            FrameKind::Feed(_) => false,
         }
     }
 

@@ -102,6 +102,18 @@ pub fn encode_event(domain: &str, event: &LiveEvent) -> Bytes {
         LiveEvent::InvitationWithdrawn { id, room } => {
             api::ServerFrame::InvitationWithdrawn { id: *id, room: room.clone() }
         }
+        LiveEvent::FeedMatch { feed, feed_name, hit } => {
+            let hit = crate::search::hit(hit.clone());
+            api::ServerFrame::FeedMatch {
+                feed: feed.clone(),
+                feed_name: feed_name.clone(),
+                message: hit.message,
+                room: hit.room,
+                highlight: hit.highlight,
+                highlight_ranges: hit.highlight_ranges,
+                highlight_field: hit.highlight_field,
+            }
+        }
     };
     frame(&frame_value)
 }

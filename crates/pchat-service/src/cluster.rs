@@ -36,6 +36,8 @@ impl Service {
                 }
             }
             ClusterEvent::Follow { address, room_id, follow } => self.hub.set_watch(&address, &room_id, follow),
+            ClusterEvent::FeedsChanged { owner: Some(owner) } => self.reload_feeds(&owner).await,
+            ClusterEvent::FeedsChanged { owner: None } => self.reload_all_feeds().await,
             // This server's own presence is in its roster already.
             ClusterEvent::Presence { server, room_id, address, display_name, present } => {
                 if !self.is_this_server(&server) {

@@ -29,6 +29,9 @@ pub enum ServiceError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     Conflict(String),
+    /// A per-user limit is reached (topic feeds); nothing was written.
+    #[error("{0}")]
+    LimitReached(String),
     /// The change would leave the deployment without an administrator.
     #[error("this would leave no administrator: grant the admin role to someone else first")]
     LastAdministrator,
@@ -75,6 +78,7 @@ impl From<StoreError> for ServiceError {
             StoreError::RoomDisabled => Self::RoomDisabled,
             StoreError::Conflict => Self::Conflict("changed concurrently; try again".into()),
             StoreError::LastAdministrator => Self::LastAdministrator,
+            StoreError::LimitReached => Self::LimitReached("a limit is reached".into()),
             StoreError::Unavailable(m) => Self::Unavailable(m),
         }
     }

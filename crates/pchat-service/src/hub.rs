@@ -73,6 +73,12 @@ pub enum LiveEvent {
         id: i64,
         room: String,
     },
+    /// A new message matched one of the user's topic feeds.
+    FeedMatch {
+        feed: String,
+        feed_name: String,
+        hit: crate::SearchHit,
+    },
 }
 
 impl LiveEvent {
@@ -82,6 +88,7 @@ impl LiveEvent {
             Self::Message(m) => Some(&m.room_id),
             Self::RoomUpdated(r) => Some(&r.id),
             Self::Invitation { .. } => None,
+            Self::FeedMatch { hit, .. } => Some(&hit.message.room_id),
             Self::RoomDisabled { room }
             | Self::RoomDeleted { room }
             | Self::RemovedFromRoom { room }
@@ -119,6 +126,8 @@ pub enum FrameKind {
     Activity(Arc<str>),
     /// Addressed to the user (invitations).
     User,
+    /// A topic feed's match in a room: written only while the user may read the room.
+    Feed(Arc<str>),
 }
 
 /// One queued frame for a connection.
@@ -239,7 +248,7 @@ impl Conn {
         self.review_requested.notify_one();
     }
 
-    fn push(&self, frame: Frame) -> bool {
+    pub(crate) fn push(&self, frame: Frame) -> bool {
         self.queue.try_send(frame).is_ok()
     }
 }
@@ -726,7 +735,12 @@ impl Hub {
         }
     }
 
-    fn user_conns(&self, address: &str) -> Vec<Arc<Conn>> {
+    /// Encodes an event once, for pushing to several connections.
+    pub(crate) fn encode(&self, event: &LiveEvent) -> Bytes {
+        (self.encode)(event)
+    }
+
+    pub(crate) fn user_conns(&self, address: &str) -> Vec<Arc<Conn>> {
         self.users
             .lock()
             .ok()

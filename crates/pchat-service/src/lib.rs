@@ -9,6 +9,7 @@ pub mod compliance;
 mod directory;
 mod error;
 pub mod export;
+mod feeds;
 mod hasher;
 pub mod hub;
 mod me;
@@ -34,6 +35,7 @@ use tracing::warn;
 pub use access::{CloseReason, Review};
 pub use auth::{ClientInfo, SecuritySettings, SessionView};
 pub use error::{ServiceError, ServiceResult};
+pub use feeds::{MAX_FEED_AUTHORS, MAX_FEEDS};
 pub use hub::{Conn, Frame, FrameKind, Hub, LiveEvent, MessageMeta};
 pub use me::MyRoom;
 pub use messages::{DEFAULT_REPLACEMENT, History, Joined, MAX_PAGE};
@@ -47,8 +49,8 @@ pub mod records {
     /// `expires_at` of a session that ends only when revoked.
     pub use pchat_store::sessions::NEVER;
     pub use pchat_store::{
-        AddinRecord, ArchivedEvent, AuditRecord, CategoryRecord, EventQuery, InvitationRecord, MessageRecord,
-        RoomRecord, SessionRecord, UserRecord,
+        AddinRecord, ArchivedEvent, AuditRecord, CategoryRecord, EventQuery, FeedRecord, InvitationRecord,
+        MessageRecord, RoomRecord, SessionRecord, UserRecord,
     };
 }
 
@@ -121,6 +123,10 @@ pub struct Service {
     seal: std::sync::OnceLock<compliance::ChainSeal>,
     /// Why the witness file could not be written, until it can.
     witness_problem: std::sync::RwLock<Option<String>>,
+    /// Every topic feed, for matching new messages.
+    feeds: feeds::FeedMatcher,
+    /// Committed messages waiting to be matched against the topic feeds.
+    feed_queue: std::sync::OnceLock<mpsc::UnboundedSender<pchat_store::MessageRecord>>,
 }
 
 impl Service {
@@ -152,8 +158,11 @@ impl Service {
             throttle: auth::new_throttle(&settings_security),
             seal: std::sync::OnceLock::new(),
             witness_problem: std::sync::RwLock::new(None),
+            feeds: feeds::FeedMatcher::default(),
+            feed_queue: std::sync::OnceLock::new(),
         });
         service.start_part_capture();
+        let _ = service.feed_queue.set(service.start_feed_matching());
         if let Some(events) = events {
             tokio::spawn(dispatch(Arc::downgrade(&service), events));
         } else {
@@ -215,7 +224,14 @@ async fn dispatch(service: std::sync::Weak<Service>, mut events: mpsc::Unbounded
             return;
         };
         match event {
-            StoreEvent::MessagePosted(message) => service.hub.publish_message(&message),
+            StoreEvent::MessagePosted(message) => {
+                service.hub.publish_message(&message);
+                if !service.feeds.is_empty()
+                    && let Some(queue) = service.feed_queue.get()
+                {
+                    let _ = queue.send(message);
+                }
+            }
             StoreEvent::DirectoryChanged => {
                 service.generation.fetch_add(1, Ordering::AcqRel);
             }

@@ -101,7 +101,7 @@ impl Service {
         {
             return Err(ServiceError::validation("from", "must not be after to"));
         }
-        let rooms = self.named_rooms(caller, &input.rooms).await?;
+        let rooms = self.named_rooms(caller, "room", &input.rooms).await?;
         let after = input
             .cursor
             .as_deref()
@@ -116,9 +116,14 @@ impl Service {
 
     /// Checks the rooms a search names: each must exist and be readable by the caller (as for reading history),
     /// at most [`MAX_SEARCH_ROOMS`]; returns their ids, each once.
-    pub(crate) async fn named_rooms(&self, caller: &Caller, references: &[String]) -> ServiceResult<Vec<String>> {
+    pub(crate) async fn named_rooms(
+        &self,
+        caller: &Caller,
+        field: &str,
+        references: &[String],
+    ) -> ServiceResult<Vec<String>> {
         if references.len() > MAX_SEARCH_ROOMS {
-            return Err(ServiceError::validation("room", format!("at most {MAX_SEARCH_ROOMS} rooms")));
+            return Err(ServiceError::validation(field, format!("at most {MAX_SEARCH_ROOMS} rooms")));
         }
         let mut ids: Vec<String> = Vec::new();
         for reference in references {
@@ -220,7 +225,7 @@ fn searchable(caller: &Caller, category: &CategoryRecord, room: &RoomRecord) -> 
 }
 
 /// A hit with its highlight: around the match in the text, else in the story title.
-fn highlighted(query: &TextQuery, message: MessageRecord, room_name: String) -> SearchHit {
+pub(crate) fn highlighted(query: &TextQuery, message: MessageRecord, room_name: String) -> SearchHit {
     let in_text = query.ranges(&message.text);
     let (field, source, ranges) = match (&message.story_title, in_text.is_empty()) {
         (Some(title), true) if !query.ranges(title).is_empty() => {

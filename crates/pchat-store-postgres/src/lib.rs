@@ -6,6 +6,7 @@
 
 mod appender;
 mod archive;
+mod feeds;
 pub mod ha;
 mod listener;
 mod migrations;

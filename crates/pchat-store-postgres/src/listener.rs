@@ -92,7 +92,11 @@ async fn listen(
         // Anything may have changed while we were away, including who may read what: every connection is
         // re-evaluated before any message caught up below is delivered.
         let everyone = ClusterEvent::AccessChanged { origin: String::new(), scope: AccessScope::everyone() };
-        if feed.send(StoreEvent::DirectoryChanged).is_err() || feed.send(StoreEvent::Cluster(everyone)).is_err() {
+        let feeds = ClusterEvent::FeedsChanged { owner: None };
+        if feed.send(StoreEvent::DirectoryChanged).is_err()
+            || feed.send(StoreEvent::Cluster(everyone)).is_err()
+            || feed.send(StoreEvent::Cluster(feeds)).is_err()
+        {
             return Ok(());
         }
         let rooms: Vec<(String, i64)> = last.iter().map(|(r, s)| (r.clone(), *s)).collect();

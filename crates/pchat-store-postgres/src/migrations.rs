@@ -193,6 +193,21 @@ CREATE TABLE search_postings (
 CREATE TABLE search_meta (tokenizer BIGINT NOT NULL);
 INSERT INTO search_meta (tokenizer) VALUES (0);
 "#,
+    // Topic feeds: saved searches, at most 100 per user (enforced by the store), gone with their user.
+    r#"
+CREATE TABLE feeds (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL REFERENCES users(address) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    keywords TEXT NOT NULL,
+    match_mode TEXT NOT NULL,
+    case_sensitive BOOLEAN NOT NULL,
+    authors TEXT NOT NULL,
+    rooms TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    UNIQUE (owner, name)
+);
+"#,
 ];
 
 /// The compliance archive's schema: in the chat database or in a database of its own (`compliance.database_url`),

@@ -101,6 +101,7 @@ pub(crate) fn encode_cluster(event: &ClusterEvent) -> Vec<String> {
             vec![fields(&["presence", server, room_id, address, if *present { "1" } else { "0" }, display_name])]
         }
         ClusterEvent::ServerGone { server } => vec![fields(&["server_gone", server])],
+        ClusterEvent::FeedsChanged { owner } => vec![fields(&["feeds", owner.as_deref().unwrap_or("")])],
         ClusterEvent::MessagesRemoved { room_id, ids } => {
             let head = fields(&["removed", room_id]);
             chunks(ids, MAX_PAYLOAD - head.len() - 1).into_iter().map(|list| format!("{head}{SEP}{list}")).collect()
@@ -197,6 +198,7 @@ pub(crate) fn decode_cluster(payload: &str) -> Option<ClusterEvent> {
             display_name: f.collect::<Vec<_>>().join(&SEP.to_string()),
         },
         "server_gone" => ClusterEvent::ServerGone { server: f.next()?.to_owned() },
+        "feeds" => ClusterEvent::FeedsChanged { owner: Some(f.next()?.to_owned()).filter(|o| !o.is_empty()) },
         "removed" => ClusterEvent::MessagesRemoved { room_id: f.next()?.to_owned(), ids: list(f.next()?) },
         "replaced" => {
             let room_id = f.next()?.to_owned();

@@ -338,7 +338,7 @@ async fn announce_directory_change(tx: &tokio_postgres::Transaction<'_>) -> Stor
     tx.execute("SELECT pg_notify($1, '')", &[&notify::DIRECTORY]).await.map_err(unavailable).map(drop)
 }
 
-fn changed_one(n: u64) -> StoreResult<()> {
+pub(crate) fn changed_one(n: u64) -> StoreResult<()> {
     if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 

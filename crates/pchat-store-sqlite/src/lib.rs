@@ -7,6 +7,7 @@
 //! Reads run on a small pool of WAL reader connections on blocking threads and never wait for the writer.
 
 mod archive;
+mod feeds;
 mod migrations;
 mod reader;
 mod search;

@@ -186,6 +186,21 @@ CREATE TABLE search_postings (
 CREATE TABLE search_meta (tokenizer INTEGER NOT NULL);
 INSERT INTO search_meta (tokenizer) VALUES (0);
 "#,
+    // Topic feeds: saved searches, at most 100 per user (enforced by the store), gone with their user.
+    r#"
+CREATE TABLE feeds (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL REFERENCES users(address) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    keywords TEXT NOT NULL,
+    match_mode TEXT NOT NULL,
+    case_sensitive INTEGER NOT NULL,
+    authors TEXT NOT NULL,
+    rooms TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (owner, name)
+);
+"#,
 ];
 
 /// The compliance archive's schema (`mgccomp.db`), migrated the same way.

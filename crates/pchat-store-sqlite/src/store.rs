@@ -175,7 +175,7 @@ fn versioned(c: &Connection, table: &str, id: &str, n: usize) -> StoreResult<()>
     Err(if exists { StoreError::Conflict } else { StoreError::NotFound })
 }
 
-fn changed_one(n: usize) -> StoreResult<()> {
+pub(crate) fn changed_one(n: usize) -> StoreResult<()> {
     if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 

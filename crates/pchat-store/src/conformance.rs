@@ -18,7 +18,9 @@ use crate::{
     ServerRecord, Store, StoreError, StoreEvent, UserRecord,
 };
 
+mod feed_cases;
 mod search_cases;
+pub use feed_cases::{feeds_are_kept_per_owner, the_feed_limit_holds_under_concurrent_creations};
 pub use search_cases::{finds_history, search_follows_history, search_table, with_history};
 
 /// A store under test and whatever must live as long as it (a temporary directory, a database to drop).
@@ -37,7 +39,8 @@ macro_rules! conformance_tests {
             categories, rooms, addins, message_sequence_and_ranges, idempotent_append, unkept_messages,
             concurrent_appends_are_gap_free, events_in_commit_order, alter_and_clear, follows_and_read_marks,
             invitations, delete_room_takes_its_content, published_events_come_back, server_registry, imports_keep_everything,
-            pool_wide_presence, compliance_capture_is_transactional, search_table, search_follows_history);
+            pool_wide_presence, compliance_capture_is_transactional, search_table, search_follows_history,
+            feeds_are_kept_per_owner, the_feed_limit_holds_under_concurrent_creations);
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
         $(

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod codec;
 pub mod compliance;
 pub mod conformance;
+pub mod feeds;
 mod records;
 pub mod search;
 pub mod sessions;
@@ -19,6 +20,7 @@ pub use audit::{Audit, AuditRecord};
 pub use compliance::{
     Archive, ArchivedEvent, Captured, EventQuery, ExportClaim, ExportCursor, ExportRequest, NewEvent, OutboxEvent,
 };
+pub use feeds::{FeedRecord, Feeds};
 pub use records::*;
 pub use search::{Found, Scan, ScanPage, Search, SearchFilter, SearchKey};
 pub use sessions::{SessionRecord, Sessions};
@@ -42,6 +44,9 @@ pub enum StoreError {
     /// The change would leave no administrator (revoking the last admin role, or deleting its holder).
     #[error("the last administrator cannot lose the role")]
     LastAdministrator,
+    /// A per-owner limit (topic feeds per user) is reached; nothing was written.
+    #[error("limit reached")]
+    LimitReached,
     /// The row changed since it was read (its version moved on); nothing was written.
     #[error("changed concurrently")]
     Conflict,
@@ -55,7 +60,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The storage port. Every method is one atomic operation: it takes effect completely or not at all, and when it
 /// returns `Ok` for a write, the write is durable (committed under the backend's durability setting).
 #[async_trait]
-pub trait Store: Sessions + Audit + Search + Send + Sync + 'static {
+pub trait Store: Sessions + Audit + Search + Feeds + Send + Sync + 'static {
     /// The feed of committed events, in commit order. Can be taken once; later calls return `None`.
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>>;
 

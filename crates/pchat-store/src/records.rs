@@ -172,6 +172,10 @@ pub enum ClusterEvent {
         room_id: String,
         ids: Vec<String>,
     },
+    /// A user's topic feeds changed (`None`: anyone's may have, after missed notifications): servers reload them.
+    FeedsChanged {
+        owner: Option<String>,
+    },
     MessagesReplaced {
         room_id: String,
         ids: Vec<String>,

@@ -13,6 +13,7 @@ mod crash;
 mod export;
 mod failover;
 mod failures;
+mod feeds;
 mod flow;
 mod harness;
 mod hostile;
