@@ -401,6 +401,36 @@ pub struct Message {
     pub alert: bool,
     pub client_id: Option<String>,
     pub replaced: bool,
+    /// The file this message announces (present only on such messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<MessageFile>,
+}
+
+/// A file as the message announcing it describes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct MessageFile {
+    pub id: String,
+    pub name: String,
+    pub size: i64,
+    pub content_type: String,
+}
+
+/// A stored file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct FileInfo {
+    pub id: String,
+    pub name: String,
+    pub size: i64,
+    pub content_type: String,
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
+}
+
+/// An upload's answer: the file and the message announcing it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct FileUploaded {
+    pub file: FileInfo,
+    pub message: Message,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

@@ -9,9 +9,10 @@
 //! marks of other scripts (the kana voicing marks, Thai vowels, Indic matras) are kept. Case-sensitive matching
 //! only applies the compatibility normalisation (NFKC), so `Café` matches `Café` and not `cafe`.
 //!
-//! The index stores **terms**, always in the folded form: every word (its first [`MAX_TERM_CHARS`] characters)
-//! and every pair of joined characters (bigrams), so that any string of two or more Chinese, Japanese or Korean
-//! characters is found wherever it occurs, inside longer runs and next to Latin text. Terms select candidates;
+//! The index stores **terms**, always in the folded form: every word (its first [`MAX_TERM_CHARS`] characters),
+//! every pair of adjacent words (so that a phrase of common words is looked up as a rare term), and every pair of
+//! joined characters (bigrams), so that any string of two or more Chinese, Japanese or Korean characters is found
+//! wherever it occurs, inside longer runs and next to Latin text. Terms select candidates;
 //! [`TextQuery::matches`] then decides on the message's own text, so case sensitivity, exact phrases and strings
 //! longer than two characters are exact, not approximations.
 
@@ -21,7 +22,7 @@ use unicode_normalization::char::is_combining_mark;
 use crate::ValidationError;
 
 /// Changes whenever the terms produced for a text change: indexes built by another version are rebuilt.
-pub const TOKENIZER_VERSION: i64 = 1;
+pub const TOKENIZER_VERSION: i64 = 2;
 /// Longest term stored in the index, in characters (longer words are indexed by their start and matched whole).
 pub const MAX_TERM_CHARS: usize = 32;
 /// Longest search query, in characters.
@@ -174,11 +175,13 @@ pub fn units(text: &str, folding: Folding) -> Vec<Unit> {
     out
 }
 
-/// The index terms of a unit sequence, appended to `out`: words (cut to [`MAX_TERM_CHARS`]) and joined pairs.
+/// The index terms of a unit sequence, appended to `out`: words (cut to [`MAX_TERM_CHARS`]), pairs of adjacent
+/// words (`"buy bonds"`: a phrase of common words is then a rare term), and joined pairs of spaceless characters.
 fn terms_of(units: &[Unit], out: &mut Vec<String>) {
     for (i, unit) in units.iter().enumerate() {
+        let next = units.get(i + 1);
         if unit.spaceless {
-            if let Some(next) = units.get(i + 1)
+            if let Some(next) = next
                 && next.spaceless
                 && next.joined
             {
@@ -186,8 +189,27 @@ fn terms_of(units: &[Unit], out: &mut Vec<String>) {
             }
         } else {
             out.push(term(&unit.text));
+            if let Some(next) = next.filter(|n| !n.spaceless) {
+                out.push(format!("{} {}", term(&unit.text), term(&next.text)));
+            }
         }
     }
+}
+
+/// The terms a query needs to look up for a sequence of units: as [`terms_of`], but a word next to another word
+/// is looked up only through their pair (which holds both), so that common words do not drive the search.
+fn query_terms(units: &[Unit]) -> Vec<String> {
+    let mut all = Vec::new();
+    terms_of(units, &mut all);
+    let paired = |i: usize| {
+        let word = |j: usize| units.get(j).is_some_and(|u| !u.spaceless);
+        word(i) && ((i > 0 && word(i - 1)) || word(i + 1))
+    };
+    let covered: Vec<String> = (0..units.len()).filter(|&i| paired(i)).map(|i| term(&units[i].text)).collect();
+    let mut out: Vec<String> = all.into_iter().filter(|t| t.contains(' ') || !covered.contains(t)).collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 fn term(word: &str) -> String {
@@ -275,13 +297,8 @@ impl TextQuery {
             return Err(ValidationError::new(field, "must not contain control characters"));
         }
         let folding = if case_sensitive { Folding::Sensitive } else { Folding::Insensitive };
-        let word = |raw: &str| {
-            let mut terms = Vec::new();
-            terms_of(&units(raw, Folding::Insensitive), &mut terms);
-            terms.sort_unstable();
-            terms.dedup();
-            QueryWord { units: units(raw, folding), terms }
-        };
+        let word =
+            |raw: &str| QueryWord { units: units(raw, folding), terms: query_terms(&units(raw, Folding::Insensitive)) };
         let words: Vec<QueryWord> = q.split_whitespace().map(word).filter(|w| !w.units.is_empty()).collect();
         if words.is_empty() {
             return Err(ValidationError::new(field, "must contain a letter or a digit to search for"));
@@ -449,6 +466,11 @@ mod tests {
         assert_eq!(index_terms("我去中国 iPhone手机", Some("Buy")), ["buy", "iphone", "中国", "去中", "我去", "手机"]);
         // A lone character of a spaceless script gives no term; a long word is cut.
         assert_eq!(index_terms("我 a", None), ["a"]);
+        // Adjacent words are also a term together.
+        assert_eq!(index_terms("We buy, Bonds", None), ["bonds", "buy", "buy bonds", "we", "we buy"]);
+        // A phrase looks its words up through their pairs; a lone word by itself.
+        assert_eq!(q("we buy bonds", MatchMode::Exact, false).alternatives(), [vec!["buy bonds", "we buy"]]);
+        assert_eq!(q("bonds 北京", MatchMode::Exact, false).alternatives(), [vec!["bonds", "北京"]]);
         let long = "x".repeat(40);
         assert_eq!(index_terms(&long, None), ["x".repeat(MAX_TERM_CHARS)]);
     }

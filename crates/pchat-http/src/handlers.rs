@@ -127,6 +127,8 @@ pub(crate) fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::feeds::list_feeds, crate::feeds::create_feed))
         .routes(routes!(crate::feeds::get_feed, crate::feeds::update_feed, crate::feeds::delete_feed))
         .routes(routes!(crate::feeds::feed_messages))
+        .routes(routes!(crate::files::upload))
+        .routes(routes!(crate::files::download))
         .routes(routes!(verify_compliance))
         .routes(routes!(export_compliance))
         .split_for_parts()

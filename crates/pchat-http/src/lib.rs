@@ -7,6 +7,7 @@ mod audit;
 mod error;
 mod extract;
 mod feeds;
+mod files;
 mod handlers;
 mod openapi;
 mod search;

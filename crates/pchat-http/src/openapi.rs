@@ -51,6 +51,8 @@ pub(crate) const OPTIONAL_HTTP_URL: &str = r"^\s*(https?://[^/?#\s\x00-\x1f\x7f-
 /// so it is not in the schema: over it, 413.)
 pub(crate) const MESSAGE_TEXT: &str =
     r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$";
+/// An uploaded file's name: no path separators or control characters, a character other than dots and spaces.
+pub(crate) const FILE_NAME: &str = r"^[^/\\\x00-\x1f\x7f-\x9f]*[^\s./\\\x00-\x1f\x7f-\x9f][^/\\\x00-\x1f\x7f-\x9f]*$";
 /// A cursor of a list ordered by name: hex pairs.
 pub(crate) const NAME_CURSOR: &str = r"^([0-9a-f]{2})*$";
 /// A cursor of search results (and a topic feed's matches): `ts.room.seq` of the last result.
@@ -380,6 +382,9 @@ fn finish_parameter(path: &str, param: &mut Value) {
         ("query", "cursor") if found => json!({ "type": "string", "pattern": SEARCH_CURSOR }),
         ("query", "cursor") => json!({ "type": "string", "pattern": NAME_CURSOR }),
         ("query", "match") => json!({ "type": "string", "enum": ["all", "any", "exact"] }),
+        ("query", "name") if path.ends_with("/files") => {
+            json!({ "type": "string", "pattern": FILE_NAME, "minLength": 1, "maxLength": 255 })
+        }
         ("query", "author") => json!({ "type": "string", "pattern": ADDRESS, "maxLength": 256 }),
         ("query", "from" | "to") => json!({ "type": "string", "format": "date-time" }),
         ("path", "scope") if path.contains("/policies/") => json!({ "type": "string", "pattern": POLICY_SCOPE }),

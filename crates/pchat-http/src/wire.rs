@@ -62,6 +62,12 @@ pub fn message(m: &MessageRecord) -> api::Message {
         alert: m.alert,
         client_id: m.client_id.clone(),
         replaced: m.replaced,
+        file: m.file.as_ref().map(|f| api::MessageFile {
+            id: f.id.clone(),
+            name: f.name.clone(),
+            size: f.size,
+            content_type: f.content_type.clone(),
+        }),
     }
 }
 

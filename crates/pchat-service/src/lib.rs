@@ -10,6 +10,7 @@ mod directory;
 mod error;
 pub mod export;
 mod feeds;
+pub mod files;
 mod hasher;
 pub mod hub;
 mod me;
@@ -127,6 +128,8 @@ pub struct Service {
     feeds: feeds::FeedMatcher,
     /// Committed messages waiting to be matched against the topic feeds.
     feed_queue: std::sync::OnceLock<mpsc::UnboundedSender<pchat_store::MessageRecord>>,
+    /// Where files posted in rooms are kept ([`Service::set_file_store`]).
+    file_store: std::sync::OnceLock<Arc<dyn object_store::ObjectStore>>,
 }
 
 impl Service {
@@ -160,7 +163,9 @@ impl Service {
             witness_problem: std::sync::RwLock::new(None),
             feeds: feeds::FeedMatcher::default(),
             feed_queue: std::sync::OnceLock::new(),
+            file_store: std::sync::OnceLock::new(),
         });
+        service.start_file_sweeper();
         service.start_part_capture();
         let _ = service.feed_queue.set(service.start_feed_matching());
         if let Some(events) = events {

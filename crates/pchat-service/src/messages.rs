@@ -150,6 +150,7 @@ impl Service {
                 client_id: input.client_id,
                 keep: category.chat_history,
                 capture: self.capturing().await,
+                file: None,
             })
             .await?;
         self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
@@ -224,6 +225,7 @@ impl Service {
             vec![self.event("ROOM_CLEARED", Some(&room.id), caller.address(), input.end_date.clone(), details)]
         };
         let removed = self.audited(events, self.store.clear_room(&room.id, end_ts)).await?;
+        self.sweep_room_files(&room.id).await;
         self.announce(ClusterEvent::RoomCleared { room_id: room.id, end_ts }).await;
         Ok(removed)
     }
@@ -280,6 +282,9 @@ impl Service {
             vec![self.event(kind, Some(&room.id), caller.address(), content, details)]
         };
         let affected = self.audited(events, self.store.alter_messages(&room.id, &ids, replacement.as_deref())).await?;
+        if chosen.iter().any(|m| m.file.is_some()) {
+            self.sweep_room_files(&room.id).await;
+        }
         let event = match replacement {
             Some(text) => ClusterEvent::MessagesReplaced { room_id: room.id, ids, text },
             None => ClusterEvent::MessagesRemoved { room_id: room.id, ids },

@@ -730,7 +730,8 @@ impl Service {
             vec![self.event("ROOM_DELETED", Some(&room.id), caller.address(), room.name.clone(), details)]
         };
         self.audited(events, self.store.delete_room(&room.id)).await?;
-        self.changed_access(AccessScope::rooms([room.id])).await;
+        self.changed_access(AccessScope::rooms([room.id.clone()])).await;
+        self.sweep_room_files(&room.id).await;
         Ok(())
     }
 

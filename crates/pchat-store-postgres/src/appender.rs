@@ -113,7 +113,20 @@ async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<Vec<Stor
                 alert: m.alert,
                 client_id: m.client_id.clone(),
                 replaced: false,
+                file: m.file.as_ref().map(|f| f.meta.clone()),
             };
+            if let Some(f) = &m.file {
+                let sql = "UPDATE files SET ready = true, message_id = $3, size = $4, sha256 = $5 \
+                           WHERE id = $1 AND room_id = $2 AND NOT ready";
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                    [&f.meta.id, &room, &record.id, &f.meta.size, &f.sha256];
+                if tx.execute(sql, &params).await.map_err(unavailable)? == 0 {
+                    // The upload's record is gone (its room was deleted, or it was swept): nothing is posted.
+                    seq -= 1;
+                    results[i] = Some(Err(StoreError::NotFound));
+                    continue;
+                }
+            }
             if let Some(c) = &m.client_id {
                 // A retry within the same batch gets this message too.
                 known.insert(c.clone(), record.clone());
@@ -124,7 +137,7 @@ async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<Vec<Stor
             }
             notices.push(notify::encode(&record));
             if m.capture {
-                captured.push(compliance::chat_event(&record, m.keep));
+                captured.push(compliance::posted_event(&record, m.file.as_ref(), m.keep));
             }
             results[i] = Some(Ok(Appended { message: record, created: true }));
         }
@@ -157,11 +170,12 @@ async fn insert_messages(tx: &tokio_postgres::Transaction<'_>, room: &str, rows:
     let titles: Vec<Option<&str>> = rows.iter().map(|r| r.story_title.as_deref()).collect();
     let alerts: Vec<bool> = rows.iter().map(|r| r.alert).collect();
     let client_ids: Vec<Option<&str>> = rows.iter().map(|r| r.client_id.as_deref()).collect();
+    let files: Vec<Option<String>> = rows.iter().map(|r| r.file.as_ref().map(|f| f.encode())).collect();
     tx.execute(
-        "INSERT INTO messages (room_id, id, seq, author, ts, text, story_title, alert, client_id) \
+        "INSERT INTO messages (room_id, id, seq, author, ts, text, story_title, alert, client_id, file) \
          SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], \
-         $8::bool[], $9::text[])",
-        &[&room, &ids, &seqs, &authors, &times, &texts, &titles, &alerts, &client_ids],
+         $8::bool[], $9::text[], $10::text[])",
+        &[&room, &ids, &seqs, &authors, &times, &texts, &titles, &alerts, &client_ids, &files],
     )
     .await
     .map_err(unavailable)?;

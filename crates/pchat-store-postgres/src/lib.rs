@@ -7,6 +7,7 @@
 mod appender;
 mod archive;
 mod feeds;
+mod files;
 pub mod ha;
 mod listener;
 mod migrations;

@@ -161,7 +161,7 @@ async fn on_message(
     notice: Notice,
 ) -> StoreResult<bool> {
     let (room, seq, message) = match notice {
-        Notice::Message(m) => (m.room_id.clone(), m.seq, Some(m)),
+        Notice::Message(m) => (m.room_id.clone(), m.seq, Some(*m)),
         Notice::Reference { room_id, seq } => (room_id, seq, None),
     };
     let previous = last.get(&room).copied();

@@ -208,6 +208,26 @@ CREATE TABLE feeds (
     UNIQUE (owner, name)
 );
 "#,
+    // Files in rooms: a record per stored object (pending until the message announcing it is posted), and the
+    // announcing message's copy of what it announces.
+    r#"
+ALTER TABLE messages ADD COLUMN file TEXT;
+CREATE TABLE files (
+    id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    content_type TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    uploader TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    message_id TEXT,
+    ready BOOLEAN NOT NULL
+);
+CREATE INDEX files_room ON files(room_id, created_at);
+CREATE INDEX files_message ON files(message_id);
+CREATE INDEX files_pending ON files(ready, created_at);
+"#,
 ];
 
 /// The compliance archive's schema: in the chat database or in a database of its own (`compliance.database_url`),

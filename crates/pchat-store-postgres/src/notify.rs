@@ -22,7 +22,7 @@ const MAX_PAYLOAD: usize = 7900;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Notice {
-    Message(MessageRecord),
+    Message(Box<MessageRecord>),
     /// A message too large to travel whole: read it from the table.
     Reference {
         room_id: String,
@@ -31,6 +31,7 @@ pub(crate) enum Notice {
 }
 
 pub(crate) fn encode(m: &MessageRecord) -> String {
+    let file = m.file.as_ref().map(pchat_store::FileMeta::encode);
     let whole = [
         "m",
         &m.room_id,
@@ -42,6 +43,7 @@ pub(crate) fn encode(m: &MessageRecord) -> String {
         if m.replaced { "1" } else { "0" },
         m.client_id.as_deref().unwrap_or(NONE),
         m.story_title.as_deref().unwrap_or(NONE),
+        file.as_deref().unwrap_or(NONE),
         &m.text,
     ]
     .join(&SEP.to_string());
@@ -49,7 +51,7 @@ pub(crate) fn encode(m: &MessageRecord) -> String {
 }
 
 pub(crate) fn decode(payload: &str) -> Option<Notice> {
-    let mut fields = payload.splitn(11, SEP);
+    let mut fields = payload.splitn(12, SEP);
     match fields.next()? {
         "r" => Some(Notice::Reference { room_id: fields.next()?.to_owned(), seq: fields.next()?.parse().ok()? }),
         "m" => {
@@ -63,8 +65,12 @@ pub(crate) fn decode(payload: &str) -> Option<Notice> {
             let optional = |f: &str| (f != NONE).then(|| f.to_owned());
             let client_id = optional(fields.next()?);
             let story_title = optional(fields.next()?);
+            let file = match fields.next()? {
+                NONE => None,
+                raw => Some(pchat_store::FileMeta::decode(raw)?),
+            };
             let text = fields.next()?.to_owned();
-            Some(Notice::Message(MessageRecord {
+            Some(Notice::Message(Box::new(MessageRecord {
                 id,
                 room_id,
                 seq,
@@ -75,7 +81,8 @@ pub(crate) fn decode(payload: &str) -> Option<Notice> {
                 alert,
                 client_id,
                 replaced,
-            }))
+                file,
+            })))
         }
         _ => None,
     }
@@ -263,6 +270,7 @@ mod tests {
             alert: true,
             client_id: client_id.map(str::to_owned),
             replaced: false,
+            file: None,
         }
     }
 
@@ -272,8 +280,17 @@ mod tests {
             message("hello\nworld\twith tabs", Some("c-1"), Some("Title")),
             message("", None, None),
             message("ünïcødé 中文", None, Some("t")),
+            MessageRecord {
+                file: Some(pchat_store::FileMeta {
+                    id: "f1".into(),
+                    name: "report 2026.pdf".into(),
+                    size: 12_345,
+                    content_type: "application/pdf".into(),
+                }),
+                ..message("report 2026.pdf", None, None)
+            },
         ] {
-            assert_eq!(decode(&encode(&m)), Some(Notice::Message(m)));
+            assert_eq!(decode(&encode(&m)), Some(Notice::Message(Box::new(m))));
         }
     }
 

@@ -163,7 +163,7 @@ impl Search for PgStore {
         let floor = last.unwrap_or(SearchKey { ts: i64::MIN, room: i64::MIN, seq: i64::MIN });
         let mut sql = format!(
             "SELECT m.id, m.room_id, m.seq, m.author, m.ts, m.text, m.story_title, m.alert, m.client_id, \
-             m.replaced, p.ts, p.room_num, p.seq FROM search_postings p \
+             m.replaced, m.file, p.ts, p.room_num, p.seq FROM search_postings p \
              JOIN rooms r ON r.num = p.room_num JOIN messages m ON m.room_id = r.id AND m.seq = p.seq \
              WHERE p.term = $1 AND {FILTER} AND (p.ts, p.room_num, p.seq) < ($5, $6, $7) \
              AND (p.ts, p.room_num, p.seq) >= ($8, $9, $10) AND ($11::text[] IS NULL OR m.author = ANY ($11::text[]))"
@@ -196,7 +196,7 @@ impl Search for PgStore {
             .map(|r| {
                 Ok(Found {
                     message: message_from_row(r)?,
-                    key: SearchKey { ts: col(r, 10)?, room: col(r, 11)?, seq: col(r, 12)? },
+                    key: SearchKey { ts: col(r, 11)?, room: col(r, 12)?, seq: col(r, 13)? },
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;

@@ -414,7 +414,8 @@ fn room_from_row(row: &Row) -> StoreResult<RoomRecord> {
     })
 }
 
-pub(crate) const MESSAGE_COLUMNS: &str = "id, room_id, seq, author, ts, text, story_title, alert, client_id, replaced";
+pub(crate) const MESSAGE_COLUMNS: &str =
+    "id, room_id, seq, author, ts, text, story_title, alert, client_id, replaced, file";
 
 pub(crate) fn message_from_row(row: &Row) -> StoreResult<MessageRecord> {
     Ok(MessageRecord {
@@ -428,6 +429,7 @@ pub(crate) fn message_from_row(row: &Row) -> StoreResult<MessageRecord> {
         alert: col(row, 7)?,
         client_id: col(row, 8)?,
         replaced: col(row, 9)?,
+        file: col::<Option<String>>(row, 10)?.as_deref().and_then(pchat_store::FileMeta::decode),
     })
 }
 
@@ -927,7 +929,7 @@ impl Store for PgStore {
         let tx = client.transaction().await.map_err(unavailable)?;
         let sql = format!(
             "INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], \
-             $4::text[], $5::bigint[], $6::text[], $7::text[], $8::bool[], $9::text[], $10::bool[])"
+             $4::text[], $5::bigint[], $6::text[], $7::text[], $8::bool[], $9::text[], $10::bool[], $11::text[])"
         );
         for chunk in messages.chunks(5_000) {
             let ids: Vec<&str> = chunk.iter().map(|m| m.id.as_str()).collect();
@@ -940,8 +942,9 @@ impl Store for PgStore {
             let alerts: Vec<bool> = chunk.iter().map(|m| m.alert).collect();
             let client_ids: Vec<Option<&str>> = chunk.iter().map(|m| m.client_id.as_deref()).collect();
             let replaced: Vec<bool> = chunk.iter().map(|m| m.replaced).collect();
-            let params: [&(dyn ToSql + Sync); 10] =
-                [&ids, &rooms, &seqs, &authors, &times, &texts, &titles, &alerts, &client_ids, &replaced];
+            let files: Vec<Option<String>> = chunk.iter().map(|m| m.file.as_ref().map(|f| f.encode())).collect();
+            let params: [&(dyn ToSql + Sync); 11] =
+                [&ids, &rooms, &seqs, &authors, &times, &texts, &titles, &alerts, &client_ids, &replaced, &files];
             tx.execute(&sql, &params).await.map_err(named)?;
         }
         let num = search::room_num(&tx, room_id).await?.ok_or(StoreError::NotFound)?;
@@ -983,9 +986,13 @@ impl Store for PgStore {
         }
         gone.delete(&tx).await?;
         added.insert(&tx).await?;
+        // A removed or replaced message takes the file it announced with it.
+        let sql = "DELETE FROM files WHERE room_id = $1 AND message_id = ANY($2)";
+        tx.execute(sql, &[&room_id, &ids]).await.map_err(unavailable)?;
         let changed = match replacement {
             Some(text) => {
-                let sql = "UPDATE messages SET text = $3, replaced = true WHERE room_id = $1 AND id = ANY($2)";
+                let sql =
+                    "UPDATE messages SET text = $3, replaced = true, file = NULL WHERE room_id = $1 AND id = ANY($2)";
                 tx.execute(sql, &[&room_id, &ids, &text]).await
             }
             None => tx.execute("DELETE FROM messages WHERE room_id = $1 AND id = ANY($2)", &[&room_id, &ids]).await,
@@ -1003,6 +1010,9 @@ impl Store for PgStore {
         // The room's row lock keeps posts (and their postings) out until the clear commits.
         tx.query_opt("SELECT 1 FROM rooms WHERE id = $1 FOR UPDATE", &[&room_id]).await.map_err(unavailable)?;
         search::unindex_room(&tx, room_id, Some(end_ts)).await?;
+        let sql = "DELETE FROM files WHERE room_id = $1 AND message_id IN \
+                   (SELECT id FROM messages WHERE room_id = $1 AND ts <= $2)";
+        tx.execute(sql, &[&room_id, &end_ts]).await.map_err(unavailable)?;
         let sql = "DELETE FROM messages WHERE room_id = $1 AND ts <= $2";
         let removed = tx.execute(sql, &[&room_id, &end_ts]).await.map_err(unavailable)?;
         insert_captured(&tx, &captured).await?;

@@ -104,6 +104,7 @@ async fn two_servers_share_one_gap_free_sequence() {
                         client_id: Some(id),
                         keep: true,
                         capture: false,
+                        file: None,
                     };
                     seqs.push(store.append_message(message).await.unwrap().message.seq);
                 }

@@ -8,6 +8,7 @@
 
 mod archive;
 mod feeds;
+mod files;
 mod migrations;
 mod reader;
 mod search;

@@ -201,6 +201,26 @@ CREATE TABLE feeds (
     UNIQUE (owner, name)
 );
 "#,
+    // Files in rooms: a record per stored object (pending until the message announcing it is posted), and the
+    // announcing message's copy of what it announces.
+    r#"
+ALTER TABLE messages ADD COLUMN file TEXT;
+CREATE TABLE files (
+    id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    uploader TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    message_id TEXT,
+    ready INTEGER NOT NULL
+);
+CREATE INDEX files_room ON files(room_id, created_at);
+CREATE INDEX files_message ON files(message_id);
+CREATE INDEX files_pending ON files(ready, created_at);
+"#,
 ];
 
 /// The compliance archive's schema (`mgccomp.db`), migrated the same way.

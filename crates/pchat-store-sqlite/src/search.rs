@@ -167,7 +167,7 @@ impl Search for SqliteStore {
             let floor = last.unwrap_or(SearchKey { ts: i64::MIN, room: i64::MIN, seq: i64::MIN });
             let mut sql = format!(
                 "SELECT m.id, m.room_id, m.seq, m.author, m.ts, m.text, m.story_title, m.alert, m.client_id, \
-                 m.replaced, p.ts, p.room_num, p.seq FROM search_postings p \
+                 m.replaced, m.file, p.ts, p.room_num, p.seq FROM search_postings p \
                  JOIN rooms r ON r.num = p.room_num JOIN messages m ON m.room_id = r.id AND m.seq = p.seq \
                  WHERE p.term = ?1 AND {FILTER} AND (p.ts, p.room_num, p.seq) < (?5, ?6, ?7) \
                  AND (p.ts, p.room_num, p.seq) >= (?8, ?9, ?10) AND (?11 IS NULL OR m.author IN (SELECT value FROM json_each(?11)))"
@@ -197,7 +197,7 @@ impl Search for SqliteStore {
             let hits = query_all(&tx, &sql, rusqlite::params_from_iter(values.iter().map(|v| &**v)), |r| {
                 Ok(Found {
                     message: message_from_row(r)?,
-                    key: SearchKey { ts: r.get(10)?, room: r.get(11)?, seq: r.get(12)? },
+                    key: SearchKey { ts: r.get(11)?, room: r.get(12)?, seq: r.get(13)? },
                 })
             })?;
             tx.commit().map_err(db)?;

@@ -10,7 +10,7 @@ use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, P
 use pchat_store::codec::{self, like_pattern, now_micros};
 use pchat_store::compliance;
 use pchat_store::{
-    AddinRecord, AdminRole, Appended, Audit, AuditRecord, Captured, CategoryRecord, ClusterEvent, EventQuery,
+    AddinRecord, AdminRole, Appended, Audit, AuditRecord, Captured, CategoryRecord, ClusterEvent, EventQuery, FileMeta,
     InvitationRecord, MessageFilter, MessageRange, MessageRecord, NewEvent, NewMessage, OutboxEvent, PresenceRecord,
     RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent, StoreResult, UserRecord,
 };
@@ -46,6 +46,10 @@ impl SqliteStore {
         let shown = path.display().to_string();
         let mut conn =
             open_connection(path, durability).map_err(|source| OpenError::Open { path: shown.clone(), source })?;
+        // The writer inserts search postings at places spread over the index: a larger page cache keeps the index's
+        // upper levels and hot pages in memory (64 MiB; readers keep SQLite's default).
+        conn.pragma_update(None, "cache_size", -65_536)
+            .map_err(|source| OpenError::Open { path: shown.clone(), source })?;
         migrations::apply(&mut conn).map_err(|source| OpenError::Migrate { path: shown.clone(), source })?;
         crate::search::rebuild_if_needed(&conn).map_err(|source| OpenError::Open { path: shown, source })?;
         let (feed, events) = mpsc::unbounded_channel();
@@ -233,7 +237,8 @@ fn room_from_row(row: &Row<'_>) -> rusqlite::Result<RoomRecord> {
     })
 }
 
-const MESSAGE_COLUMNS: &str = "id, room_id, seq, author, ts, text, story_title, alert, client_id, replaced";
+pub(crate) const MESSAGE_COLUMNS: &str =
+    "id, room_id, seq, author, ts, text, story_title, alert, client_id, replaced, file";
 
 pub(crate) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     Ok(MessageRecord {
@@ -247,6 +252,7 @@ pub(crate) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord>
         alert: row.get(7)?,
         client_id: row.get(8)?,
         replaced: row.get(9)?,
+        file: row.get::<_, Option<String>>(10)?.as_deref().and_then(FileMeta::decode),
     })
 }
 
@@ -872,10 +878,23 @@ impl Store for SqliteStore {
                     alert: message.alert,
                     client_id: message.client_id,
                     replaced: false,
+                    file: message.file.as_ref().map(|f| f.meta.clone()),
                 };
+                if let Some(f) = &message.file {
+                    let ready = c
+                        .prepare_cached(
+                            "UPDATE files SET ready = 1, message_id = ?3, size = ?4, sha256 = ?5 \
+                             WHERE id = ?1 AND room_id = ?2 AND ready = 0",
+                        )
+                        .and_then(|mut s| {
+                            s.execute(params![f.meta.id, record.room_id, record.id, f.meta.size, f.sha256])
+                        })
+                        .map_err(db)?;
+                    changed_one(ready)?;
+                }
                 if message.keep {
                     c.prepare_cached(&format!(
-                        "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)"
+                        "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10)"
                     ))
                     .and_then(|mut s| {
                         s.execute(params![
@@ -887,7 +906,8 @@ impl Store for SqliteStore {
                             record.text,
                             record.story_title,
                             record.alert,
-                            record.client_id
+                            record.client_id,
+                            record.file.as_ref().map(FileMeta::encode)
                         ])
                     })
                     .map_err(db)?;
@@ -895,7 +915,7 @@ impl Store for SqliteStore {
                     index(c, &Posting { room_num: num, ts: record.ts, seq: record.seq, text, title })?;
                 }
                 if message.capture {
-                    insert_events(c, &[compliance::chat_event(&record, message.keep)])?;
+                    insert_events(c, &[compliance::posted_event(&record, message.file.as_ref(), message.keep)])?;
                 }
                 events.push(StoreEvent::MessagePosted(record.clone()));
                 Ok(Appended { message: record, created: true })
@@ -944,7 +964,7 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let mut insert = c
                 .prepare_cached(&format!(
-                    "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                    "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                 ))
                 .map_err(db)?;
             let num = room_num(c, &room_id)?.ok_or(StoreError::NotFound)?;
@@ -964,7 +984,8 @@ impl Store for SqliteStore {
                         m.story_title,
                         m.alert,
                         m.client_id,
-                        m.replaced
+                        m.replaced,
+                        m.file.as_ref().map(FileMeta::encode)
                     ])
                     .map_err(named)?;
             }
@@ -1028,11 +1049,14 @@ impl Store for SqliteStore {
                     .map_err(db)?;
                 let Some((seq, ts, old, title)) = found else { continue };
                 unindex(c, &Posting { room_num: num, ts, seq, text: &old, title: title.as_deref() })?;
+                // A removed or replaced message takes the file it announced with it.
+                c.execute("DELETE FROM files WHERE message_id = ?1 AND room_id = ?2", params![id, room_id])
+                    .map_err(db)?;
                 changed += match &replacement {
                     Some(text) => {
                         index(c, &Posting { room_num: num, ts, seq, text, title: title.as_deref() })?;
                         c.execute(
-                            "UPDATE messages SET text = ?3, replaced = 1 WHERE room_id = ?1 AND id = ?2",
+                            "UPDATE messages SET text = ?3, replaced = 1, file = NULL WHERE room_id = ?1 AND id = ?2",
                             params![room_id, id, text],
                         )
                     }
@@ -1049,6 +1073,12 @@ impl Store for SqliteStore {
         let room_id = room_id.to_owned();
         self.write(move |c| {
             unindex_room(c, &room_id, Some(end_ts))?;
+            c.execute(
+                "DELETE FROM files WHERE room_id = ?1 AND message_id IN \
+                 (SELECT id FROM messages WHERE room_id = ?1 AND ts <= ?2)",
+                params![room_id, end_ts],
+            )
+            .map_err(db)?;
             c.execute("DELETE FROM messages WHERE room_id = ?1 AND ts <= ?2", params![room_id, end_ts])
                 .map(|n| n as u64)
                 .map_err(db)

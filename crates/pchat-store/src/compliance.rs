@@ -342,6 +342,14 @@ pub fn take_pending() -> Captured {
 }
 
 /// The CHAT event of a newly appended message (`kept`: whether the room keeps history).
+/// The event a posted message is captured as: CHAT, or FILEUPLOAD for a message announcing an upload.
+pub fn posted_event(m: &crate::MessageRecord, file: Option<&crate::AttachedFile>, kept: bool) -> NewEvent {
+    match file {
+        Some(f) => file_event("FILEUPLOAD", &m.room_id, &m.author, m.ts, &f.meta, Some(&f.sha256), Some(&m.id)),
+        None => chat_event(m, kept),
+    }
+}
+
 pub fn chat_event(m: &crate::MessageRecord, kept: bool) -> NewEvent {
     let title = m.story_title.as_deref().map(json_string).unwrap_or_else(|| "null".into());
     NewEvent {
@@ -355,6 +363,38 @@ pub fn chat_event(m: &crate::MessageRecord, kept: bool) -> NewEvent {
             json_string(&m.id),
             m.seq,
             m.alert
+        ),
+    }
+}
+
+/// A FILEUPLOAD or FILEDOWNLOAD event: the content is the stored file name (the file's id with the extension of
+/// its name), as Lync's compliance output names files; the details carry what the `.ATTACH` manifest lists.
+pub fn file_event(
+    kind: &str,
+    room_id: &str,
+    actor: &str,
+    ts: i64,
+    file: &crate::FileMeta,
+    sha256: Option<&str>,
+    message_id: Option<&str>,
+) -> NewEvent {
+    let extension = std::path::Path::new(&file.name).extension().and_then(|e| e.to_str()).unwrap_or("");
+    let stored = if extension.is_empty() { file.id.clone() } else { format!("{}.{extension}", file.id) };
+    let opt = |v: Option<&str>| v.map(json_string).unwrap_or_else(|| "null".into());
+    NewEvent {
+        kind: kind.to_owned(),
+        ts,
+        room_id: Some(room_id.to_owned()),
+        actor: actor.to_owned(),
+        content: stored,
+        details: format!(
+            "{{\"file_id\":{},\"name\":{},\"size\":{},\"content_type\":{},\"sha256\":{},\"message_id\":{}}}",
+            json_string(&file.id),
+            json_string(&file.name),
+            file.size,
+            json_string(&file.content_type),
+            opt(sha256),
+            opt(message_id)
         ),
     }
 }

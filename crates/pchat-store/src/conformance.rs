@@ -19,6 +19,8 @@ use crate::{
 };
 
 mod feed_cases;
+mod file_cases;
+pub use file_cases::files_become_ready_with_their_message_and_go_with_it;
 mod search_cases;
 pub use feed_cases::{feeds_are_kept_per_owner, the_feed_limit_holds_under_concurrent_creations};
 pub use search_cases::{finds_history, search_follows_history, search_table, with_history};
@@ -40,7 +42,8 @@ macro_rules! conformance_tests {
             concurrent_appends_are_gap_free, events_in_commit_order, alter_and_clear, follows_and_read_marks,
             invitations, delete_room_takes_its_content, published_events_come_back, server_registry, imports_keep_everything,
             pool_wide_presence, compliance_capture_is_transactional, search_table, search_follows_history,
-            feeds_are_kept_per_owner, the_feed_limit_holds_under_concurrent_creations);
+            feeds_are_kept_per_owner, the_feed_limit_holds_under_concurrent_creations,
+            files_become_ready_with_their_message_and_go_with_it);
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -113,6 +116,7 @@ fn post(room_id: &str, id: &str, text: &str, client_id: Option<&str>) -> NewMess
         client_id: client_id.map(str::to_owned),
         keep: true,
         capture: false,
+        file: None,
     }
 }
 
@@ -820,6 +824,7 @@ pub async fn imports_keep_everything(store: &Arc<dyn Store>) {
         alert: seq == 3,
         client_id: Some(format!("c{seq}")),
         replaced,
+        file: None,
     };
     // seq 4 and 5 were removed at the source: the counter still says 5.
     let imported = vec![message(1, false), message(2, true), message(3, false)];

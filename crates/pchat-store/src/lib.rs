@@ -8,6 +8,7 @@ pub mod codec;
 pub mod compliance;
 pub mod conformance;
 pub mod feeds;
+pub mod files;
 mod records;
 pub mod search;
 pub mod sessions;
@@ -21,6 +22,7 @@ pub use compliance::{
     Archive, ArchivedEvent, Captured, EventQuery, ExportClaim, ExportCursor, ExportRequest, NewEvent, OutboxEvent,
 };
 pub use feeds::{FeedRecord, Feeds};
+pub use files::{FileRecord, Files};
 pub use records::*;
 pub use search::{Found, Scan, ScanPage, Search, SearchFilter, SearchKey};
 pub use sessions::{SessionRecord, Sessions};
@@ -60,7 +62,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The storage port. Every method is one atomic operation: it takes effect completely or not at all, and when it
 /// returns `Ok` for a write, the write is durable (committed under the backend's durability setting).
 #[async_trait]
-pub trait Store: Sessions + Audit + Search + Feeds + Send + Sync + 'static {
+pub trait Store: Sessions + Audit + Search + Feeds + Files + Send + Sync + 'static {
     /// The feed of committed events, in commit order. Can be taken once; later calls return `None`.
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>>;
 

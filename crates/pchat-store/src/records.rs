@@ -95,8 +95,47 @@ pub struct NewMessage {
     /// False when the room's category has chat history off: the message gets a `seq` and is delivered live,
     /// but is not kept.
     pub keep: bool,
-    /// Capture a CHAT compliance event with the message, in the same transaction (compliance enabled).
+    /// Capture a CHAT compliance event with the message, in the same transaction (compliance enabled); a
+    /// FILEUPLOAD event for a message announcing a file.
     pub capture: bool,
+    /// The uploaded file the message announces: its pending file record becomes ready in the same transaction
+    /// (`NotFound` if that record is gone).
+    pub file: Option<AttachedFile>,
+}
+
+/// A file as a message announces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMeta {
+    pub id: String,
+    pub name: String,
+    pub size: i64,
+    pub content_type: String,
+}
+
+impl FileMeta {
+    /// One line per field (a file name holds no line break): how messages store it.
+    pub fn encode(&self) -> String {
+        format!("{}\n{}\n{}\n{}", self.id, self.name, self.size, self.content_type)
+    }
+
+    pub fn decode(raw: &str) -> Option<Self> {
+        let mut lines = raw.split('\n');
+        let meta = Self {
+            id: lines.next()?.to_owned(),
+            name: lines.next()?.to_owned(),
+            size: lines.next()?.parse().ok()?,
+            content_type: lines.next()?.to_owned(),
+        };
+        lines.next().is_none().then_some(meta)
+    }
+}
+
+/// A finished upload, attached to the message that announces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedFile {
+    pub meta: FileMeta,
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +150,8 @@ pub struct MessageRecord {
     pub alert: bool,
     pub client_id: Option<String>,
     pub replaced: bool,
+    /// The file the message announces (its `text` is the file's name).
+    pub file: Option<FileMeta>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/corpus.rs"]
+mod corpus;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -53,6 +56,14 @@ struct Args {
     /// Enable compliance capture (every post also captures its CHAT event; the worker archives them).
     #[arg(long)]
     compliance: bool,
+    /// Topic feeds defined before the runs, spread over the bench users (at most 100 each): keywords are a word of
+    /// middling frequency (half), a rare word (four in ten) or two words (one in ten).
+    #[arg(long, default_value_t = 0)]
+    feeds: usize,
+    /// Words per posted message in the throughput run, drawn from the generated corpus (one message in ten in
+    /// Chinese); 0 posts the short fixed text of earlier runs.
+    #[arg(long, default_value_t = 0)]
+    words: usize,
     /// SQLite `synchronous` setting: full or normal.
     #[arg(long, default_value = "full")]
     synchronous: String,
@@ -83,7 +94,15 @@ impl Drop for Server {
 async fn start(args: &Args, database_url: Option<&str>) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("pchat.toml");
-    let database = database_url.map(|u| format!("[database]\nurl = \"{u}\"\n")).unwrap_or_default();
+    // A pool's servers share one file store (a directory beside the first server's here).
+    let database = database_url
+        .map(|u| {
+            format!(
+                "[database]\nurl = \"{u}\"\n[files]\ndirectory = \"{}\"\nshared_directory = true\n",
+                std::env::temp_dir().join("pchat-bench-files").display()
+            )
+        })
+        .unwrap_or_default();
     std::fs::write(
         &config,
         format!(
@@ -238,12 +257,43 @@ async fn join(ws: &mut Socket, room: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Creates `n` topic feeds spread over `users` bench users.
+async fn create_feeds(server: &Server, users: usize, n: usize) -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let corpus = corpus::Corpus::new(&mut rng);
+    let per_user = n.div_ceil(users).min(100);
+    let mut made = 0;
+    for u in 0..users {
+        let api = Api::sign_in(&server.url, &format!("bench-{u}@example.com")).await?;
+        for f in 0..per_user {
+            if made == n {
+                return Ok(());
+            }
+            let roll = rng.gen_range(0..10);
+            let keywords = match roll {
+                0..=4 => corpus.word_of_class(1, &mut rng).to_owned(),
+                5..=8 => corpus.word_of_class(2, &mut rng).to_owned(),
+                _ => format!("{} {}", corpus.word_of_class(1, &mut rng), corpus.word_of_class(2, &mut rng)),
+            };
+            let body = json!({ "name": format!("feed {f}"), "keywords": keywords });
+            api.send(reqwest::Method::POST, "/api/v1/me/feeds", body).await?;
+            made += 1;
+        }
+    }
+    if made < n {
+        bail!("only {made} feeds fit on {users} users (100 each)");
+    }
+    Ok(())
+}
+
 /// W writers post as fast as their acks come back; returns (acknowledged posts, seconds, per-post latencies in ms).
 async fn throughput(
     servers: &[Server],
     room: &str,
     writers: usize,
     seconds: u64,
+    words: usize,
 ) -> anyhow::Result<(u64, f64, Vec<f64>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
@@ -253,12 +303,19 @@ async fn throughput(
         let mut ws = api.ws().await?;
         let (room, stop, count) = (room.to_owned(), Arc::clone(&stop), Arc::clone(&count));
         tasks.push(tokio::spawn(async move {
+            use rand::SeedableRng;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64);
+            let corpus = (words > 0).then(|| corpus::Corpus::new(&mut rng));
             let mut latencies = vec![];
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let client_id = format!("w{w}-{n}");
+                let text = match &corpus {
+                    Some(c) => c.message_of(words, &mut rng),
+                    None => format!("throughput {client_id}"),
+                };
                 let sent = Instant::now();
-                let op = json!({ "op": "post", "room": room, "text": format!("throughput {client_id}"), "client_id": client_id });
+                let op = json!({ "op": "post", "room": room, "text": text, "client_id": client_id });
                 ws.send(Message::text(op.to_string())).await?;
                 loop {
                     let f = next_json(&mut ws).await?;
@@ -395,7 +452,14 @@ async fn main() -> anyhow::Result<()> {
     };
     backend.push_str(if args.compliance { ", compliance on" } else { ", compliance off" });
 
-    let (posts, secs, post_latencies) = throughput(&servers, &room, args.writers, args.seconds).await?;
+    if args.feeds > 0 {
+        create_feeds(&servers[0], args.clients.max(args.writers) + 1, args.feeds).await?;
+        backend.push_str(&format!(", {} topic feeds", args.feeds));
+    }
+    if args.words > 0 {
+        backend.push_str(&format!(", {}-word messages", args.words));
+    }
+    let (posts, secs, post_latencies) = throughput(&servers, &room, args.writers, args.seconds, args.words).await?;
     let rate = posts as f64 / secs;
     let post_line = format!(
         "durable posts/s, {} writers over WebSocket ({backend}): {:.0} posts/s ({posts} in {secs:.1} s); ack latency {}",

@@ -26,6 +26,7 @@ pub(crate) struct Config {
     pub(crate) database: DatabaseConfig,
     pub(crate) compliance: ComplianceConfig,
     pub(crate) storage: StorageConfig,
+    pub(crate) files: FilesConfig,
     pub(crate) tls: TlsConfig,
     pub(crate) limits: LimitsConfig,
     pub(crate) security: SecurityConfig,
@@ -93,6 +94,42 @@ pub(crate) struct StorageConfig {
     pub(crate) synchronous: String,
 }
 
+/// Where files posted in rooms are kept.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct FilesConfig {
+    /// A directory; empty (default): `files` in the data directory. Not used when `s3_bucket` is set.
+    pub(crate) directory: String,
+    /// The directory is shared by every server of the pool (an NFS or SMB mount): required for a directory on a
+    /// pool (a PostgreSQL database).
+    pub(crate) shared_directory: bool,
+    /// An S3-compatible bucket instead of a directory.
+    pub(crate) s3_bucket: String,
+    /// The S3 endpoint (a MinIO, Ceph or other S3-compatible server); empty: AWS.
+    pub(crate) s3_endpoint: String,
+    pub(crate) s3_region: String,
+    /// Credentials; empty: from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, …).
+    pub(crate) s3_access_key_id: String,
+    pub(crate) s3_secret_access_key: String,
+    /// Allow a plain `http://` endpoint (a local server on a trusted network).
+    pub(crate) s3_allow_http: bool,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            directory: String::new(),
+            shared_directory: false,
+            s3_bucket: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            s3_allow_http: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct TlsConfig {
@@ -154,6 +191,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             compliance: ComplianceConfig::default(),
             storage: StorageConfig::default(),
+            files: FilesConfig::default(),
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
             security: SecurityConfig::default(),

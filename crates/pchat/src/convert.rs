@@ -68,6 +68,7 @@ pub(crate) async fn run(args: ConvertArgs, json_out: bool) -> anyhow::Result<Exi
         bail!("the target already holds data ({}); convert only into an empty database", what.join(", "));
     }
     copy(source.as_ref(), target.as_ref()).await?;
+    let (files, bytes) = file_totals(source.as_ref()).await?;
     let after = inventory(target.as_ref()).await?;
     let ok = after == before;
     let kinds: Vec<_> = before
@@ -78,8 +79,14 @@ pub(crate) async fn run(args: ConvertArgs, json_out: bool) -> anyhow::Result<Exi
             json!({ "kind": kind, "source": n, "target": m, "sha256": digest.0, "match": *n == m && *digest == target_digest })
         })
         .collect();
+    let blobs = format!(
+        "the records of {files} file(s) ({bytes} bytes) were copied, not their content: copy the source's file store \
+         (by default the files directory in its data directory; objects under rooms/ROOM/FILE) into the target's \
+         before starting servers on it, e.g. rsync -a DATA_DIR/files/ SHARED_DIR/ or aws s3 sync DATA_DIR/files \
+         s3://BUCKET/"
+    );
     if json_out {
-        println!("{}", json!({ "ok": ok, "kinds": kinds }));
+        println!("{}", json!({ "ok": ok, "kinds": kinds, "files": { "count": files, "bytes": bytes, "note": blobs } }));
     } else {
         println!("{:<14} {:>9} {:>9}  {:<64}  match", "kind", "source", "target", "sha256 (source)");
         for k in &kinds {
@@ -96,8 +103,23 @@ pub(crate) async fn run(args: ConvertArgs, json_out: bool) -> anyhow::Result<Exi
             "{}",
             if ok { "converted and verified" } else { "VERIFICATION FAILED: the target differs from the source" }
         );
+        if files > 0 {
+            println!("{blobs}");
+        }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// How many files the store's records name, and their total size.
+async fn file_totals(store: &dyn Store) -> anyhow::Result<(u64, u64)> {
+    let mut totals = (0, 0);
+    for room in all_rooms(store).await? {
+        for f in store.room_files(&room.id).await? {
+            totals.0 += 1;
+            totals.1 += f.size.max(0) as u64;
+        }
+    }
+    Ok(totals)
 }
 
 async fn all_users(store: &dyn Store) -> anyhow::Result<Vec<UserRecord>> {
@@ -158,6 +180,7 @@ async fn inventory(store: &dyn Store) -> anyhow::Result<Inventory> {
             store.read_marks(&u.address).await?.iter().map(|(r, s)| format!("{} {r} {s}", u.address)),
         );
         t.add_each("invitations", all_invitations(store, &u.address).await?.iter().map(|i| format!("{i:?}")));
+        t.add_each("feeds", store.list_feeds(&u.address).await?.iter().map(|f| format!("{f:?}")));
     }
     t.add_each("roles", store.list_roles().await?.iter().map(|(a, r)| format!("{a} {}", r.as_str())));
     for g in store.list_groups().await? {
@@ -170,6 +193,7 @@ async fn inventory(store: &dyn Store) -> anyhow::Result<Inventory> {
     for room in all_rooms(store).await? {
         t.add("rooms", &format!("{room:?} last_seq={}", store.last_seq(&room.id).await?));
         t.add_each("messages", all_messages(store, &room.id).await?.iter().map(|m| format!("{m:?}")));
+        t.add_each("files", store.room_files(&room.id).await?.iter().map(|f| format!("{f:?}")));
     }
     Ok(t.finish())
 }
@@ -218,6 +242,9 @@ async fn copy(from: &dyn Store, to: &dyn Store) -> anyhow::Result<()> {
         to.import_messages(&room.id, &messages, from.last_seq(&room.id).await?)
             .await
             .with_context(|| format!("history of room {}", room.name))?;
+        to.import_files(&from.room_files(&room.id).await?)
+            .await
+            .with_context(|| format!("files of room {}", room.name))?;
     }
     let mut invitations = vec![];
     for u in &users {
@@ -228,6 +255,11 @@ async fn copy(from: &dyn Store, to: &dyn Store) -> anyhow::Result<()> {
             to.mark_read(&u.address, &room, seq).await?;
         }
         invitations.extend(all_invitations(from, &u.address).await?);
+        for feed in from.list_feeds(&u.address).await? {
+            to.create_feed(&feed, u32::MAX)
+                .await
+                .with_context(|| format!("topic feed {} of {}", feed.name, u.address))?;
+        }
     }
     invitations.sort_by_key(|i| i.id);
     to.import_invitations(&invitations).await?;

@@ -64,6 +64,38 @@ pub(crate) async fn open_databases(config: &Config) -> anyhow::Result<(Arc<dyn S
     Ok((store, archive))
 }
 
+/// Opens the file store: an S3-compatible bucket, or a directory (by default `files` in the data directory). A pool
+/// (PostgreSQL) must use a store every server sees: a bucket, or a directory the operator declares shared.
+pub(crate) fn open_file_store(config: &Config) -> anyhow::Result<Arc<dyn object_store::ObjectStore>> {
+    let files = &config.files;
+    if !files.s3_bucket.is_empty() {
+        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&files.s3_bucket)
+            .with_region(&files.s3_region)
+            .with_allow_http(files.s3_allow_http);
+        if !files.s3_endpoint.is_empty() {
+            builder = builder.with_endpoint(&files.s3_endpoint).with_virtual_hosted_style_request(false);
+        }
+        if !files.s3_access_key_id.is_empty() {
+            builder =
+                builder.with_access_key_id(&files.s3_access_key_id).with_secret_access_key(&files.s3_secret_access_key);
+        }
+        let store = builder.build().with_context(|| format!("cannot use the S3 bucket {}", files.s3_bucket))?;
+        return Ok(Arc::new(store));
+    }
+    if is_postgres(&config.database.url) && !files.shared_directory {
+        bail!(
+            "a pool on PostgreSQL needs a file store every server sees: set [files] s3_bucket, or a directory that \
+             every server mounts with shared_directory = true"
+        );
+    }
+    let dir = if files.directory.is_empty() { config.data_dir.join("files") } else { PathBuf::from(&files.directory) };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the file store {}", dir.display()))?;
+    let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+        .with_context(|| format!("cannot use the file store {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
+
 fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
@@ -91,8 +123,10 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let (store, archive) = open_databases(&config).await?;
+    let objects = open_file_store(&config)?;
     let service = Service::start(Arc::clone(&store), settings(&config)?, pchat_http::encoder(config.domain.clone()));
     service.set_archive(archive);
+    service.set_file_store(objects);
     service.set_chain_seal(config.compliance.chain_key()?, Some(config.compliance.witness_path(&config.data_dir)));
     let compliance_worker = service.start_compliance_worker();
     let session_purge = tokio::spawn(purge_sessions(Arc::clone(&service)));

@@ -48,6 +48,7 @@ pub async fn with_history(store: &dyn Store) {
                 alert: false,
                 client_id: None,
                 replaced: false,
+                file: None,
             })
             .collect();
         let last = messages.len() as i64;

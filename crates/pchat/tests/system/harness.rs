@@ -16,6 +16,19 @@ pub const PASSWORD: &str = "password-1234";
 /// Settings every test server gets; rate limits are raised so that bursts are not throttled unless a test asks.
 const BASE_LIMITS: &str = "[limits]\npost_rate_per_sec = 100000.0\npost_burst = 100000.0\n";
 
+/// A pool (a PostgreSQL database) needs a shared file store: unless the test set one, the servers of one database
+/// share a directory named after it, as servers sharing a mount would.
+fn shared_files(extra: &str) -> String {
+    if extra.contains("[files]") {
+        return String::new();
+    }
+    let Some(start) = extra.find("postgres://") else { return String::new() };
+    let url = extra[start..].split('"').next().unwrap_or_default();
+    let database = url.rsplit('/').next().unwrap_or("pool").split('?').next().unwrap_or("pool");
+    let dir = std::env::temp_dir().join(format!("pchat-files-{database}"));
+    format!("\n[files]\ndirectory = \"{}\"\nshared_directory = true\n", dir.display())
+}
+
 pub struct Server {
     child: Option<Child>,
     _dir: tempfile::TempDir,
@@ -45,7 +58,8 @@ impl Server {
         let config = dir.path().join("pchat.toml");
         // The test's settings first (top-level keys before any table), then the default limits unless it set them.
         let limits = if extra.contains("[limits]") { "" } else { BASE_LIMITS };
-        let text = format!("domain = \"example.com\"\n{extra}\n{limits}");
+        let files = shared_files(extra);
+        let text = format!("domain = \"example.com\"\n{extra}\n{limits}{files}");
         std::fs::write(&config, text).unwrap();
         let mut server = Self {
             child: None,
@@ -98,6 +112,10 @@ impl Server {
     }
 
     /// The server process's resident memory, in KiB (from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     pub fn rss_kib(&self) -> u64 {
         let pid = self.child.as_ref().unwrap().id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -14,6 +14,7 @@ mod export;
 mod failover;
 mod failures;
 mod feeds;
+mod files;
 mod flow;
 mod harness;
 mod hostile;
