@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use pchat_core::text::{TOKENIZER_VERSION, index_terms};
-use pchat_store::{Found, MessageRecord, Scan, ScanPage, Search, SearchFilter, SearchKey, StoreResult};
+use pchat_store::{Found, MessageRecord, Scan, ScanPage, Search, SearchFilter, SearchKey, StoreResult, TermCount};
 use tokio_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use tracing::info;
@@ -118,9 +118,11 @@ pub(crate) async fn rebuild_if_needed(tx: &Transaction<'_>) -> Result<(), tokio_
     Ok(())
 }
 
-/// The conditions on postings `p` shared by counts and scans: `$2` from, `$3` to, `$4` room ids (or NULL).
-const FILTER: &str = "p.ts >= $2 AND p.ts <= $3 AND ($4::text[] IS NULL OR p.room_num = ANY (ARRAY( \
-                      SELECT num FROM rooms WHERE id = ANY ($4::text[]))))";
+/// The conditions on postings `p` shared by counts and scans: `$2` from, `$3` to.
+const TIMES: &str = "p.ts >= $2 AND p.ts <= $3";
+/// And `$4` room ids (or NULL for every room).
+const ROOMS: &str =
+    "($4::text[] IS NULL OR p.room_num = ANY (ARRAY(SELECT num FROM rooms WHERE id = ANY ($4::text[]))))";
 
 fn filter_params(f: &SearchFilter) -> (i64, i64, Option<Vec<String>>) {
     (f.from_ts.unwrap_or(i64::MIN), f.to_ts.unwrap_or(i64::MAX), f.rooms.clone())
@@ -128,30 +130,36 @@ fn filter_params(f: &SearchFilter) -> (i64, i64, Option<Vec<String>>) {
 
 #[async_trait]
 impl Search for PgStore {
-    async fn term_counts(&self, terms: &[String], filter: &SearchFilter, cap: u32) -> StoreResult<Vec<u64>> {
+    async fn term_counts(&self, terms: &[String], filter: &SearchFilter, cap: u32) -> StoreResult<Vec<TermCount>> {
         let (from, to, rooms) = filter_params(filter);
         let sql = format!(
-            "SELECT t.i, (SELECT count(*) FROM (SELECT 1 FROM search_postings p WHERE p.term = t.term AND {FILTER} \
-             LIMIT $5) x) FROM unnest($1::text[]) WITH ORDINALITY AS t(term, i) ORDER BY t.i"
+            "SELECT t.i, c.postings, c.in_rooms FROM unnest($1::text[]) WITH ORDINALITY AS t(term, i) \
+             CROSS JOIN LATERAL (SELECT count(*) AS postings, count(*) FILTER (WHERE {ROOMS}) AS in_rooms \
+             FROM (SELECT p.room_num FROM search_postings p WHERE p.term = t.term AND {TIMES} LIMIT $5) p) c \
+             ORDER BY t.i"
         );
         let terms = terms.to_vec();
         let rows = self.query(&sql, &[&terms, &from, &to, &rooms, &i64::from(cap)]).await?;
-        rows.iter().map(|r| col::<i64>(r, 1).map(|n| n as u64)).collect()
+        rows.iter()
+            .map(|r| Ok(TermCount { postings: col::<i64>(r, 1)? as u64, in_rooms: col::<i64>(r, 2)? as u64 }))
+            .collect()
     }
 
     async fn scan(&self, scan: &Scan<'_>) -> StoreResult<ScanPage> {
         let (from, to, rooms) = filter_params(scan.filter);
         let before = scan.before.unwrap_or(SearchKey { ts: i64::MAX, room: i64::MAX, seq: i64::MAX });
+        // The tightest time bounds go in the plain `ts` range, which bounds the index walk (as on SQLite).
+        let upper = to.min(before.ts);
         let mut client = self.client().await?;
         let tx = client.build_transaction().read_only(true).start().await.map_err(unavailable)?;
         let sql = format!(
-            "SELECT p.ts, p.room_num, p.seq FROM search_postings p WHERE p.term = $1 AND {FILTER} \
-             AND (p.ts, p.room_num, p.seq) < ($5, $6, $7) \
-             ORDER BY p.ts DESC, p.room_num DESC, p.seq DESC OFFSET $8 LIMIT 1"
+            "SELECT p.ts, p.room_num, p.seq FROM search_postings p WHERE p.term = $1 AND {TIMES} \
+             AND (p.ts, p.room_num, p.seq) < ($4, $5, $6) \
+             ORDER BY p.ts DESC, p.room_num DESC, p.seq DESC OFFSET $7 LIMIT 1"
         );
         let offset = i64::from(scan.window.max(1) - 1);
-        let params: [&(dyn ToSql + Sync); 8] =
-            [&scan.driver, &from, &to, &rooms, &before.ts, &before.room, &before.seq, &offset];
+        let params: [&(dyn ToSql + Sync); 7] =
+            [&scan.driver, &from, &upper, &before.ts, &before.room, &before.seq, &offset];
         let last = tx
             .query_opt(&sql, &params)
             .await
@@ -161,17 +169,18 @@ impl Search for PgStore {
             })
             .transpose()?;
         let floor = last.unwrap_or(SearchKey { ts: i64::MIN, room: i64::MIN, seq: i64::MIN });
+        let lower = from.max(floor.ts);
         let mut sql = format!(
             "SELECT m.id, m.room_id, m.seq, m.author, m.ts, m.text, m.story_title, m.alert, m.client_id, \
              m.replaced, m.file, p.ts, p.room_num, p.seq FROM search_postings p \
              JOIN rooms r ON r.num = p.room_num JOIN messages m ON m.room_id = r.id AND m.seq = p.seq \
-             WHERE p.term = $1 AND {FILTER} AND (p.ts, p.room_num, p.seq) < ($5, $6, $7) \
+             WHERE p.term = $1 AND {TIMES} AND {ROOMS} AND (p.ts, p.room_num, p.seq) < ($5, $6, $7) \
              AND (p.ts, p.room_num, p.seq) >= ($8, $9, $10) AND ($11::text[] IS NULL OR m.author = ANY ($11::text[]))"
         );
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![
             &scan.driver,
-            &from,
-            &to,
+            &lower,
+            &upper,
             &rooms,
             &before.ts,
             &before.room,

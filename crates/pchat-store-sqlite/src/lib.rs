@@ -94,6 +94,67 @@ mod tests {
         pchat_store::archive_conformance_tests!(fresh_archive());
     }
 
+    /// Appends queue their postings until the batch commits; a replacement batched behind an append of the same
+    /// message must still leave the index holding exactly the postings of the text that stands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postings_of_appends_follow_the_writes_batched_with_them() {
+        use pchat_store::{NewMessage, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mgc.db");
+        let store = Arc::new(SqliteStore::open(&path, Durability::Full).unwrap());
+        pchat_store::conformance::with_history(store.as_ref()).await;
+        // A slow write first, so that every pair below queues behind it and commits in one batch.
+        let slow = {
+            let s = Arc::clone(&store);
+            tokio::spawn(async move {
+                s.write(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    Ok(())
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut pairs = vec![];
+        for i in 0..100 {
+            let s = Arc::clone(&store);
+            pairs.push(tokio::spawn(async move {
+                let id = format!("x{i}");
+                let message = NewMessage {
+                    id: id.clone(),
+                    room_id: "r3".into(),
+                    author: "alice@example.com".into(),
+                    text: "alpha".into(),
+                    story_title: None,
+                    alert: false,
+                    client_id: None,
+                    keep: true,
+                    capture: false,
+                    file: None,
+                };
+                let replacement = async {
+                    tokio::task::yield_now().await;
+                    s.alter_messages("r3", std::slice::from_ref(&id), Some(if i % 2 == 0 { "beta" } else { "alpha" }))
+                        .await
+                };
+                let (appended, altered) = tokio::join!(s.append_message(message), replacement);
+                appended.unwrap();
+                (i % 2 == 0 && altered.unwrap() == 1) as i64
+            }));
+        }
+        slow.await.unwrap().unwrap();
+        let mut replaced = 0;
+        for pair in pairs {
+            replaced += pair.await.unwrap();
+        }
+        assert!(replaced > 0, "no replacement ran after its append");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let count = |term: &str| -> i64 {
+            conn.query_row("SELECT count(*) FROM search_postings WHERE term = ?1", [term], |r| r.get(0)).unwrap()
+        };
+        assert_eq!((count("alpha"), count("beta")), (100 - replaced, replaced));
+    }
+
     #[tokio::test]
     async fn reopens_with_data_and_refuses_newer_schema() {
         let dir = tempfile::tempdir().unwrap();

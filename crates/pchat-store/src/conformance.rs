@@ -23,7 +23,9 @@ mod file_cases;
 pub use file_cases::files_become_ready_with_their_message_and_go_with_it;
 mod search_cases;
 pub use feed_cases::{feeds_are_kept_per_owner, the_feed_limit_holds_under_concurrent_creations};
-pub use search_cases::{finds_history, search_follows_history, search_table, with_history};
+pub use search_cases::{
+    finds_history, search_follows_history, search_in_few_rooms_of_a_common_word, search_table, with_history,
+};
 
 /// A store under test and whatever must live as long as it (a temporary directory, a database to drop).
 pub struct Harness {
@@ -42,6 +44,7 @@ macro_rules! conformance_tests {
             concurrent_appends_are_gap_free, events_in_commit_order, alter_and_clear, follows_and_read_marks,
             invitations, delete_room_takes_its_content, published_events_come_back, server_registry, imports_keep_everything,
             pool_wide_presence, compliance_capture_is_transactional, search_table, search_follows_history,
+            search_in_few_rooms_of_a_common_word,
             feeds_are_kept_per_owner, the_feed_limit_holds_under_concurrent_creations,
             files_become_ready_with_their_message_and_go_with_it);
     };

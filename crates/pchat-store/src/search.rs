@@ -7,6 +7,10 @@
 //! does the rest the same way for every backend: it drives each alternative of the query from its rarest term,
 //! merges alternatives newest first, tests each candidate with [`TextQuery::matches`] on the message's own text,
 //! and stops after a bounded amount of work with a cursor to continue.
+//!
+//! Work is bounded in postings of a term within the filter's times, whatever the filter's rooms: counts look at
+//! most [`COUNT_CAP`] of them and windows are measured in them, so a caller who reads few rooms never makes a
+//! request walk every posting of a common word to find the few in their rooms.
 
 use std::collections::VecDeque;
 
@@ -17,6 +21,15 @@ use crate::{MessageRecord, StoreResult};
 
 /// Counts of term postings stop here (they choose the rarest term and feed estimates).
 pub const COUNT_CAP: u32 = 10_000;
+
+/// What [`Search::term_counts`] found for one term.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TermCount {
+    /// Postings of the term within the filter's times (any room), counted up to the cap.
+    pub postings: u64,
+    /// How many of those counted postings are in the filter's rooms.
+    pub in_rooms: u64,
+}
 /// Most postings one search request examines before it answers with what it found and a cursor.
 pub const SCAN_BUDGET: u32 = 40_000;
 /// The largest window one scan examines.
@@ -70,7 +83,8 @@ pub struct Scan<'a> {
     pub filter: &'a SearchFilter,
     /// Only postings sorting strictly after this key (older).
     pub before: Option<SearchKey>,
-    /// Most postings of `driver` (within the filter's rooms and times) to examine.
+    /// Most postings of `driver` within the filter's times (in any room) to examine; those in the filter's rooms
+    /// are the candidates.
     pub window: u32,
 }
 
@@ -93,10 +107,11 @@ pub struct ScanPage {
 /// The search index of history.
 #[async_trait]
 pub trait Search: Send + Sync {
-    /// How many messages within the filter's rooms and times hold each term, counting at most `cap`.
-    async fn term_counts(&self, terms: &[String], filter: &SearchFilter, cap: u32) -> StoreResult<Vec<u64>>;
-    /// Examines up to `scan.window` postings of `scan.driver` and returns the messages that also hold every
-    /// other term and are by one of the filter's authors.
+    /// For each term: its postings within the filter's times (at most `cap` of them, in the backend's order) and
+    /// how many of those are in the filter's rooms.
+    async fn term_counts(&self, terms: &[String], filter: &SearchFilter, cap: u32) -> StoreResult<Vec<TermCount>>;
+    /// Examines up to `scan.window` postings of `scan.driver` within the filter's times and returns the messages
+    /// among them in the filter's rooms that also hold every other term and are by one of the filter's authors.
     async fn scan(&self, scan: &Scan<'_>) -> StoreResult<ScanPage>;
 }
 
@@ -116,8 +131,8 @@ pub struct SearchPage {
     pub found: Vec<Found>,
     /// Where the next page starts; `None` when there is nothing more.
     pub next: Option<SearchKey>,
-    /// About how many messages match in all (exact when every one fitted in a first page), at most
-    /// [`COUNT_CAP`] per alternative of the query.
+    /// About how many messages match in all (exact when every one fitted in a first page), from at most
+    /// [`COUNT_CAP`] postings per alternative of the query.
     pub total_estimate: u64,
 }
 
@@ -125,6 +140,7 @@ pub struct SearchPage {
 struct Walk {
     driver: String,
     others: Vec<String>,
+    /// The driver's postings within the filter's times (up to the cap), as the estimate's base.
     driver_count: u64,
     started: bool,
     /// The last posting examined so far (once started).
@@ -167,23 +183,28 @@ pub async fn search<S: Search + ?Sized>(index: &S, request: &SearchRequest<'_>) 
     terms.sort_unstable();
     terms.dedup();
     let counts = index.term_counts(&terms, &request.filter, COUNT_CAP).await?;
-    let count_of = |t: &String| terms.binary_search(t).ok().map_or(0, |i| counts[i]);
-    let first_window = (request.limit.saturating_mul(2)).clamp(64, MAX_WINDOW);
+    let count_of = |t: &String| terms.binary_search(t).ok().map_or(TermCount::default(), |i| counts[i]);
     let mut walks: Vec<Walk> = alternatives
         .into_iter()
         .filter_map(|mut alternative| {
-            // The rarest term drives (ties go to the longest, usually the most selective).
-            alternative.sort_by_key(|t| (count_of(t), std::cmp::Reverse(t.chars().count())));
+            // The rarest term drives: the work of a walk is in its driver's postings. Ties go to the one with
+            // fewest in the filter's rooms, then to the longest (usually the most selective).
+            alternative.sort_by_key(|t| {
+                let c = count_of(t);
+                (c.postings, c.in_rooms, std::cmp::Reverse(t.chars().count()))
+            });
             let driver = alternative.first()?.clone();
-            let driver_count = count_of(&driver);
+            let count = count_of(&driver);
+            // Nothing to find: no postings at all, or every one counted and none in the filter's rooms.
+            let empty = count.in_rooms == 0 && count.postings < u64::from(COUNT_CAP);
             Some(Walk {
                 others: alternative[1..].to_vec(),
                 driver,
-                driver_count,
+                driver_count: if empty { 0 } else { count.postings },
                 started: false,
                 frontier: request.after,
-                exhausted: driver_count == 0,
-                window: first_window,
+                exhausted: empty,
+                window: first_window(request.limit, count),
                 pending: VecDeque::new(),
             })
         })
@@ -254,6 +275,14 @@ pub async fn search<S: Search + ?Sized>(index: &S, request: &SearchRequest<'_>) 
             None => walk.exhausted = true,
         }
     }
+}
+
+/// The first window of a walk: enough postings of its driver to hold about twice the page in the filter's rooms
+/// (a caller reading a tenth of the rooms starts with ten times the postings), so one scan usually fills a page.
+fn first_window(limit: u32, driver: TermCount) -> u32 {
+    let wanted = u64::from(limit.saturating_mul(2));
+    let postings = wanted.saturating_mul(driver.postings.max(1)) / driver.in_rooms.max(1);
+    u32::try_from(postings).unwrap_or(MAX_WINDOW).clamp(64, MAX_WINDOW)
 }
 
 /// Results gathered so far, and how much work it took.

@@ -40,6 +40,10 @@ struct Args {
     queries: usize,
     #[arg(long)]
     postgres: bool,
+    /// Keep the generated SQLite history in this directory and reuse it when it is already there (same
+    /// --messages and --rooms), so query runs can be repeated without importing again.
+    #[arg(long, conflicts_with = "postgres")]
+    dir: Option<PathBuf>,
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/RESULTS.md"))]
     out: PathBuf,
     #[arg(long, hide = true)]
@@ -166,7 +170,7 @@ struct Samples {
 }
 
 async fn import(
-    store: &dyn Store,
+    store: Option<&dyn Store>,
     corpus: &corpus::Corpus,
     rooms: &[String],
     messages: usize,
@@ -208,7 +212,9 @@ async fn import(
                 file: None,
             });
         }
-        store.import_messages(room, &batch, per_room as i64).await?;
+        if let Some(store) = store {
+            store.import_messages(room, &batch, per_room as i64).await?;
+        }
     }
     Ok(samples)
 }
@@ -249,21 +255,32 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut rng = StdRng::seed_from_u64(7);
     let corpus = corpus::Corpus::new(&mut rng);
-    let dir = tempfile::tempdir()?;
+    let temp = tempfile::tempdir()?;
+    let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_owned());
+    std::fs::create_dir_all(&dir)?;
     let database =
         if args.postgres { Some(pchat_store_postgres::testing::TempDatabase::create().await.0) } else { None };
     let url = database.as_ref().map(|d| d.url());
-    let server = start(&args.server, dir.path(), url.as_deref())?;
-    let rooms = setup(&server, args.rooms).await?;
-    drop(server);
+    // A kept history (--dir) names its rooms in this file once its import has finished.
+    let imported = dir.join(format!("imported-{}-{}.json", args.messages, args.rooms));
+    let reused: Option<Vec<String>> = std::fs::read(&imported).ok().map(|b| serde_json::from_slice(&b)).transpose()?;
+    let rooms = match &reused {
+        Some(rooms) => rooms.clone(),
+        None => {
+            let server = start(&args.server, &dir, url.as_deref())?;
+            setup(&server, args.rooms).await?
+        }
+    };
 
     let started = Instant::now();
     let (samples, size_line) = match &url {
         None => {
-            let path = dir.path().join("data").join("mgc.db");
+            let path = dir.join("data").join("mgc.db");
             let store = pchat_store_sqlite::SqliteStore::open(&path, pchat_store_sqlite::Durability::Normal)?;
-            let samples = import(&store, &corpus, &rooms, args.messages, &mut rng).await?;
+            let target: Option<&dyn Store> = if reused.is_some() { None } else { Some(&store) };
+            let samples = import(target, &corpus, &rooms, args.messages, &mut rng).await?;
             drop(store);
+            std::fs::write(&imported, serde_json::to_vec(&rooms)?)?;
             let conn = rusqlite::Connection::open(&path)?;
             let postings: i64 = conn.query_row("SELECT count(*) FROM search_postings", [], |r| r.get(0))?;
             let bytes: Option<i64> =
@@ -283,7 +300,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(url) => {
             let store = pchat_store_postgres::PgStore::connect(url).await?;
-            let samples = import(&store, &corpus, &rooms, args.messages, &mut rng).await?;
+            let samples = import(Some(&store), &corpus, &rooms, args.messages, &mut rng).await?;
             drop(store);
             let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
             tokio::spawn(connection);
@@ -309,15 +326,22 @@ async fn main() -> anyhow::Result<()> {
     };
     let import_secs = started.elapsed().as_secs_f64();
     let backend = if args.postgres { "PostgreSQL" } else { "SQLite" };
-    let import_line = format!(
-        "search index ({backend}): {} messages in {} rooms imported and indexed in {import_secs:.0} s ({:.0} messages/s); {size_line}",
-        args.messages,
-        args.rooms,
-        args.messages as f64 / import_secs
-    );
+    let import_line = if reused.is_some() {
+        format!(
+            "search index ({backend}): {} messages in {} rooms (imported earlier); {size_line}",
+            args.messages, args.rooms
+        )
+    } else {
+        format!(
+            "search index ({backend}): {} messages in {} rooms imported and indexed in {import_secs:.0} s ({:.0} messages/s); {size_line}",
+            args.messages,
+            args.rooms,
+            args.messages as f64 / import_secs
+        )
+    };
     println!("{import_line}");
 
-    let server = start(&args.server, dir.path(), url.as_deref())?;
+    let server = start(&args.server, &dir, url.as_deref())?;
     let mut lines = vec![import_line];
     for user in ["wide", "narrow"] {
         let api = Api::sign_in(&server.url, &format!("{user}@example.com")).await?;

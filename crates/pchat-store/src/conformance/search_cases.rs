@@ -180,3 +180,60 @@ pub async fn finds_history(store: &Arc<dyn Store>) {
     assert_eq!(ids(store, "bonds", MatchMode::All, false, every(), 50).await, ["m9", "m8", "m2", "m10", "m1"]);
     assert_eq!(ids(store, "北京", MatchMode::All, false, every(), 50).await, ["m4", "m11"]);
 }
+
+/// A caller who reads a quiet room finds its messages holding a word that is common elsewhere, with work bounded
+/// in postings: pages may be short before the end, but together they hold every match once, newest first.
+pub async fn search_in_few_rooms_of_a_common_word(store: &Arc<dyn Store>) {
+    store.create_category(&category("c1", "Cat")).await.unwrap();
+    // More than a count looks at on either side of the quiet messages, whichever way a backend counts.
+    let busy = 2 * (crate::search::COUNT_CAP as i64 + 1_000);
+    let message = |room: &str, seq: i64, ts: i64, text: &str| MessageRecord {
+        id: format!("{room}-{seq}"),
+        room_id: room.to_owned(),
+        seq,
+        author: "alice@example.com".into(),
+        ts,
+        text: text.to_owned(),
+        story_title: None,
+        alert: false,
+        client_id: None,
+        replaced: false,
+        file: None,
+    };
+    store.create_room(&room("quiet", "Quiet", "c1")).await.unwrap();
+    let quiet: Vec<MessageRecord> =
+        (1..=3).map(|seq| message("quiet", seq, busy + seq, &format!("common rare note {seq}"))).collect();
+    store.import_messages("quiet", &quiet, 3).await.unwrap();
+    // Half older and half newer than the quiet messages.
+    store.create_room(&room("busy", "Busy", "c1")).await.unwrap();
+    let many: Vec<MessageRecord> = (1..=busy)
+        .map(|seq| message("busy", seq, if seq <= busy / 2 { seq } else { 2 * busy + seq }, "common chatter"))
+        .collect();
+    store.import_messages("busy", &many, busy).await.unwrap();
+
+    let only_quiet = SearchFilter { rooms: Some(vec!["quiet".into()]), ..every() };
+    for (q, limit) in [("common", 2), ("common", 50), ("common rare", 50), ("rare", 1)] {
+        let query = TextQuery::parse("q", q, MatchMode::All, false).unwrap();
+        let (mut found, mut after, mut pages) = (Vec::<String>::new(), None, 0);
+        loop {
+            let request = SearchRequest { query: &query, filter: only_quiet.clone(), after, limit };
+            let page = search(store.as_ref(), &request).await.unwrap();
+            pages += 1;
+            assert!(page.found.len() <= limit as usize && pages < 50, "{q}: page {pages}");
+            found.extend(page.found.iter().map(|f| f.message.id.clone()));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(found, ["quiet-3", "quiet-2", "quiet-1"], "{q} limit {limit}");
+    }
+    // Without the filter the newest matches come first, a full page with more to follow.
+    let query = TextQuery::parse("q", "common", MatchMode::All, false).unwrap();
+    let page = search(store.as_ref(), &SearchRequest { query: &query, filter: every(), after: None, limit: 50 })
+        .await
+        .unwrap();
+    assert_eq!(page.found.len(), 50);
+    assert_eq!(page.found[0].message.id, format!("busy-{busy}"));
+    assert!(page.next.is_some() && page.total_estimate >= 50);
+}
