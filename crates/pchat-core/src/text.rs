@@ -112,16 +112,26 @@ fn fold_cluster(cluster: &[char], folding: Folding, out: &mut String) {
 pub fn fold(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
+    for (start, end) in clusters(&chars) {
+        fold_cluster(&chars[start..end], Folding::Insensitive, &mut out);
+    }
+    out
+}
+
+/// The `(start, end)` character ranges of a base character and the combining marks after it.
+fn clusters(chars: &[char]) -> impl Iterator<Item = (usize, usize)> + '_ {
     let mut i = 0;
-    while i < chars.len() {
+    std::iter::from_fn(move || {
+        if i >= chars.len() {
+            return None;
+        }
         let start = i;
         i += 1;
         while i < chars.len() && is_combining_mark(chars[i]) {
             i += 1;
         }
-        fold_cluster(&chars[start..i], Folding::Insensitive, &mut out);
-    }
-    out
+        Some((start, i))
+    })
 }
 
 /// Cuts text into units (see the module documentation).
@@ -132,13 +142,7 @@ pub fn units(text: &str, folding: Folding) -> Vec<Unit> {
     // Whether the last unit pushed is spaceless and nothing has come between it and the current position.
     let mut in_run = false;
     let mut folded = String::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let start = i;
-        i += 1;
-        while i < chars.len() && is_combining_mark(chars[i]) {
-            i += 1;
-        }
+    for (start, i) in clusters(&chars) {
         folded.clear();
         fold_cluster(&chars[start..i], folding, &mut folded);
         for c in folded.chars() {
