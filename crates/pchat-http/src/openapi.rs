@@ -317,8 +317,15 @@ fn merge_into_string_schema(target: &mut Value, constraint: Value) {
         }
     }
     if let (Some(target), Some(constraint)) = (target.as_object_mut(), constraint.as_object()) {
+        // An optional field typed `["string", "null"]` keeps accepting null (absent) under an enum, which
+        // otherwise would exclude it.
+        let nullable = target.get("type").and_then(Value::as_array).is_some_and(|t| t.contains(&json!("null")));
         for (k, v) in constraint {
-            target.insert(k.clone(), v.clone());
+            let mut v = v.clone();
+            if let (true, "enum", Some(words)) = (nullable, k.as_str(), v.as_array_mut()) {
+                words.push(Value::Null);
+            }
+            target.insert(k.clone(), v);
         }
     }
 }
@@ -412,6 +419,19 @@ mod tests {
                 "{schema}.{property} is not in the document"
             );
         }
+    }
+
+    #[test]
+    fn optional_enum_fields_accept_null_and_required_ones_do_not() {
+        let (_, document) = crate::handlers::api_routes();
+        let mut doc = serde_json::to_value(&document).unwrap();
+        finish(&mut doc);
+        for (schema, property) in [("FeedPatch", "match"), ("NewFeed", "match"), ("RoomPatch", "privacy")] {
+            let words = &doc["components"]["schemas"][schema]["properties"][property]["enum"];
+            assert!(words.as_array().unwrap().contains(&Value::Null), "{schema}.{property}: {words}");
+        }
+        let role = &doc["components"]["schemas"]["RoleGrant"]["properties"]["role"]["enum"];
+        assert!(!role.as_array().unwrap().contains(&Value::Null), "{role}");
     }
 
     #[test]
