@@ -7,6 +7,7 @@
 //! Reads run on a small pool of WAL reader connections on blocking threads and never wait for the writer.
 
 mod archive;
+mod backlog;
 mod feeds;
 mod files;
 mod migrations;
@@ -148,6 +149,11 @@ mod tests {
             replaced += pair.await.unwrap();
         }
         assert!(replaced > 0, "no replacement ran after its append");
+        // A write that touches the index first puts the backlog into it; one that does not can never touch it.
+        let refused = store.write(|c| crate::search::unindex_room(c, "r3", None)).await;
+        assert!(matches!(refused, Err(pchat_store::StoreError::Unavailable(_))), "{refused:?}");
+        store.write_indexed(|_| Ok(())).await.unwrap();
+        assert!(store.backlog().load().is_empty());
         let conn = rusqlite::Connection::open(&path).unwrap();
         let count = |term: &str| -> i64 {
             conn.query_row("SELECT count(*) FROM search_postings WHERE term = ?1", [term], |r| r.get(0)).unwrap()
@@ -171,6 +177,115 @@ mod tests {
         drop(conn);
         let err = SqliteStore::open(&path, Durability::Full).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("newer"), "{err}");
+    }
+
+    fn new_message(id: String, room: &str, text: String) -> pchat_store::NewMessage {
+        pchat_store::NewMessage {
+            id,
+            room_id: room.into(),
+            author: "alice@example.com".into(),
+            text,
+            story_title: None,
+            alert: false,
+            client_id: None,
+            keep: true,
+            capture: false,
+            file: None,
+        }
+    }
+
+    /// Every result of a search, `limit` per page, as message ids.
+    async fn found(store: &SqliteStore, q: &str, mode: pchat_core::text::MatchMode, limit: u32) -> Vec<String> {
+        use pchat_store::search::{SearchRequest, search};
+        let query = pchat_core::text::TextQuery::parse("q", q, mode, false).unwrap();
+        let (mut ids, mut after) = (Vec::new(), None);
+        loop {
+            let request = SearchRequest { query: &query, filter: Default::default(), after, limit };
+            let page = search(store, &request).await.unwrap();
+            ids.extend(page.found.into_iter().map(|f| f.message.id));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return ids,
+            }
+        }
+    }
+
+    /// Appended messages are found while their postings are in the writer's backlog, at every stage of its merge
+    /// into the index (tests merge in chunks of 7 postings, so a message's terms are split between the index and
+    /// the backlog), by every kind of query, each exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn searches_see_the_backlog_at_every_stage_of_its_merge() {
+        use pchat_core::text::MatchMode;
+        use pchat_store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("mgc.db"), Durability::Full).unwrap());
+        pchat_store::conformance::with_history(store.as_ref()).await;
+        let appends: Vec<_> = (0..80)
+            .map(|i| {
+                let s = Arc::clone(&store);
+                let text =
+                    if i % 2 == 0 { format!("alpha beta gamma zeta n{i}") } else { format!("alpha delta zeta n{i}") };
+                tokio::spawn(async move { s.append_message(new_message(format!("x{i}"), "r3", text)).await })
+            })
+            .collect();
+        for append in appends {
+            append.await.unwrap().unwrap();
+        }
+        let (mut with_backlog, mut rounds) = (0, 0);
+        loop {
+            let backlog = !store.backlog().load().is_empty();
+            // The rarest term drives; the merge goes in term order, so `zeta` is often still in the backlog when
+            // `gamma` is in the index.
+            let all = found(&store, "gamma zeta alpha", MatchMode::All, 7).await;
+            assert_eq!(all.len(), 40, "{all:?}");
+            let mut unique = all.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), 40);
+            assert_eq!(found(&store, "gamma delta", MatchMode::Any, 50).await.len(), 80);
+            assert_eq!(found(&store, "beta gamma", MatchMode::Exact, 50).await.len(), 40);
+            assert_eq!(found(&store, "n17", MatchMode::All, 50).await, ["x17"]);
+            rounds += 1;
+            if backlog {
+                with_backlog += 1;
+            } else {
+                break;
+            }
+            assert!(rounds < 10_000, "the backlog is never merged");
+        }
+        assert!(with_backlog > 0, "every search ran after the merge: the test proves nothing");
+        let conn = rusqlite::Connection::open(dir.path().join("mgc.db")).unwrap();
+        let pending: i64 = conn.query_row("SELECT count(*) FROM search_pending", [], |r| r.get(0)).unwrap();
+        assert_eq!(pending, 0, "merged messages stay pending");
+    }
+
+    /// Postings still in the backlog when pchat stops without writing it out (a crash) are rebuilt from
+    /// `search_pending` when the database opens.
+    #[tokio::test]
+    async fn messages_a_crash_left_unmerged_are_indexed_when_the_database_opens() {
+        use pchat_core::text::MatchMode;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mgc.db");
+        {
+            let store = SqliteStore::open(&path, Durability::Full).unwrap();
+            pchat_store::conformance::with_history(&store).await;
+        }
+        // What a crash leaves: the message and its pending row committed, its postings only in memory.
+        let conn = open_connection(&path, Durability::Full).unwrap();
+        conn.execute_batch(
+            "INSERT INTO messages (id, room_id, seq, author, ts, text, alert, replaced) \
+             VALUES ('m99', 'r3', 2, 'alice@example.com', 9999, 'zebra crossing', 0, 0); \
+             INSERT INTO search_pending (room_num, seq) SELECT num, 2 FROM rooms WHERE id = 'r3';",
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path, Durability::Full).unwrap();
+        assert!(store.backlog().load().is_empty());
+        assert_eq!(found(&store, "zebra", MatchMode::All, 50).await, ["m99"]);
+        assert_eq!(found(&store, "zebra crossing", MatchMode::Exact, 50).await, ["m99"]);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let pending: i64 = conn.query_row("SELECT count(*) FROM search_pending", [], |r| r.get(0)).unwrap();
+        assert_eq!(pending, 0);
     }
 
     /// A database whose index is missing or was built by another tokenizer is indexed again when it opens.

@@ -221,6 +221,13 @@ CREATE INDEX files_room ON files(room_id, created_at);
 CREATE INDEX files_message ON files(message_id);
 CREATE INDEX files_pending ON files(ready, created_at);
 "#,
+    // The search index's backlog: messages appended whose postings are still held in memory by the writer, to be
+    // merged into `search_postings` in term order (see `backlog.rs`); indexed again when the database opens
+    // after a crash. Ids never go back (AUTOINCREMENT), so a merge deleting the rows up to its last id cannot
+    // take rows of later appends even after the table was emptied.
+    r#"
+CREATE TABLE search_pending (id INTEGER PRIMARY KEY AUTOINCREMENT, room_num INTEGER NOT NULL, seq INTEGER NOT NULL);
+"#,
 ];
 
 /// The compliance archive's schema (`mgccomp.db`), migrated the same way.

@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::mpsc;
 
 use crate::reader::Readers;
-use crate::search::{Posting, defer_index, index, room_num, unindex, unindex_room};
+use crate::search::{Posting, index, room_num, unindex, unindex_room};
 use crate::writer::Writer;
 use crate::{Durability, migrations, open_connection};
 
@@ -58,6 +58,7 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", 100_000)
             .map_err(|source| OpenError::Open { path: shown.clone(), source })?;
         migrations::apply(&mut conn).map_err(|source| OpenError::Migrate { path: shown.clone(), source })?;
+        crate::backlog::recover(&conn).map_err(|source| OpenError::Open { path: shown.clone(), source })?;
         crate::search::rebuild_if_needed(&conn).map_err(|source| OpenError::Open { path: shown, source })?;
         let (feed, events) = mpsc::unbounded_channel();
         let writer = Writer::start(conn, feed.clone())?;
@@ -78,6 +79,15 @@ impl SqliteStore {
         self.writer.write(move |conn, _| f(conn)).await
     }
 
+    /// A write that reads, writes or deletes search postings: it runs with the whole backlog in the index.
+    pub(crate) async fn write_indexed<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.writer.write_indexed(move |conn, _| f(conn)).await
+    }
+
     /// The row `sql` (with one `?1` parameter) selects for `key`, mapped by `map`, if there is one.
     async fn one<T: Send + 'static>(
         &self,
@@ -87,6 +97,11 @@ impl SqliteStore {
     ) -> StoreResult<Option<T>> {
         let key = key.to_owned();
         self.read(move |c| c.query_row(&sql, [key], map).optional().map_err(db)).await
+    }
+
+    /// The search postings committed and not yet merged into the index.
+    pub(crate) fn backlog(&self) -> &crate::backlog::Published {
+        self.writer.backlog()
     }
 
     pub(crate) async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -836,7 +851,7 @@ impl Store for SqliteStore {
 
     async fn delete_room(&self, id: &str) -> StoreResult<()> {
         let id = id.to_owned();
-        self.write(move |c| {
+        self.write_indexed(move |c| {
             c.execute("DELETE FROM presence WHERE room_id = ?1", [&id]).map_err(db)?;
             unindex_room(c, &id, None)?;
             changed_one(c.execute("DELETE FROM rooms WHERE id = ?1", [&id]).map_err(db)?)
@@ -845,6 +860,12 @@ impl Store for SqliteStore {
     }
 
     async fn append_message(&self, message: NewMessage) -> StoreResult<Appended> {
+        // Tokenized here, off the writer thread.
+        let terms = if message.keep {
+            pchat_core::text::index_terms(&message.text, message.story_title.as_deref())
+        } else {
+            vec![]
+        };
         self.writer
             .append(move |c, events| {
                 if let Some(client_id) = &message.client_id
@@ -913,8 +934,7 @@ impl Store for SqliteStore {
                         ])
                     })
                     .map_err(db)?;
-                    let (text, title) = (&record.text, record.story_title.as_deref());
-                    defer_index(&Posting { room_num: num, ts: record.ts, seq: record.seq, text, title });
+                    crate::backlog::defer(c, num, record.ts, record.seq, terms).map_err(db)?;
                 }
                 if message.capture {
                     insert_events(c, &[compliance::posted_event(&record, message.file.as_ref(), message.keep)])?;
@@ -963,7 +983,7 @@ impl Store for SqliteStore {
 
     async fn import_messages(&self, room_id: &str, messages: &[MessageRecord], last_seq: i64) -> StoreResult<()> {
         let (room_id, messages) = (room_id.to_owned(), messages.to_vec());
-        self.write(move |c| {
+        self.write_indexed(move |c| {
             let mut insert = c
                 .prepare_cached(&format!(
                     "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
@@ -1031,7 +1051,7 @@ impl Store for SqliteStore {
 
     async fn alter_messages(&self, room_id: &str, ids: &[String], replacement: Option<&str>) -> StoreResult<u64> {
         let (room_id, ids, replacement) = (room_id.to_owned(), ids.to_vec(), replacement.map(str::to_owned));
-        self.write(move |c| {
+        self.write_indexed(move |c| {
             let Some(num) = room_num(c, &room_id)? else { return Ok(0) };
             let mut changed = 0;
             for id in &ids {
@@ -1073,7 +1093,7 @@ impl Store for SqliteStore {
 
     async fn clear_room(&self, room_id: &str, end_ts: i64) -> StoreResult<u64> {
         let room_id = room_id.to_owned();
-        self.write(move |c| {
+        self.write_indexed(move |c| {
             unindex_room(c, &room_id, Some(end_ts))?;
             c.execute(
                 "DELETE FROM files WHERE room_id = ?1 AND message_id IN \

@@ -15,6 +15,8 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
+use crate::backlog::{Backlog, Change};
+
 /// The most writes committed together. Large enough that commit cost is shared, small enough that one batch
 /// does not hold the lock for long.
 const MAX_BATCH: usize = 512;
@@ -27,8 +29,30 @@ trait Job: Send {
     fn finish(self: Box<Self>, commit_error: Option<&str>);
     /// Whether the write failed in the database itself (I/O, a full disk), not for a reason of its own.
     fn failed_in_database(&self) -> bool;
-    /// Whether the write only queues search postings (an append) rather than reading or deleting them.
-    fn defers_postings(&self) -> bool;
+    /// What the write does with search postings.
+    fn postings(&self) -> Postings;
+}
+
+/// What a write does with search postings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Postings {
+    /// Nothing.
+    Untouched,
+    /// Queues some ([`crate::backlog::defer`]): an append.
+    Defers,
+    /// Reads, writes or deletes them in the index: it runs after the whole backlog is in the index.
+    Indexes,
+}
+
+thread_local! {
+    /// Whether the write running on the writer thread may touch the index (see [`index_complete`]).
+    static INDEXES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the running write was submitted with [`Writer::write_indexed`], after the backlog went into the index:
+/// only such a write may read, write or delete postings, or it would miss those still in the backlog.
+pub(crate) fn index_complete() -> bool {
+    INDEXES.get()
 }
 
 type WriteFn<T> = Box<dyn FnOnce(&Connection, &mut Vec<StoreEvent>) -> StoreResult<T> + Send>;
@@ -37,7 +61,7 @@ struct TypedJob<T> {
     write: Option<WriteFn<T>>,
     result: Option<StoreResult<T>>,
     failed_in_database: bool,
-    defers_postings: bool,
+    postings: Postings,
     reply: oneshot::Sender<StoreResult<T>>,
 }
 
@@ -46,7 +70,7 @@ impl<T: Send + 'static> Job for TypedJob<T> {
         let Some(write) = self.write.take() else {
             return;
         };
-        let deferred = crate::search::deferred_mark();
+        let deferred = crate::backlog::deferred_mark();
         let result = (|| {
             // Kept prepared: every write runs these (preparing them each time showed in profiles).
             run_cached(conn, "SAVEPOINT job")?;
@@ -64,7 +88,7 @@ impl<T: Send + 'static> Job for TypedJob<T> {
                     Ok(value)
                 }
                 Err(e) => {
-                    crate::search::forget_deferred_after(deferred);
+                    crate::backlog::forget_deferred_after(deferred);
                     conn.execute_batch("ROLLBACK TO job; RELEASE job").map_err(crate::store::unavailable)?;
                     Err(e)
                 }
@@ -78,8 +102,8 @@ impl<T: Send + 'static> Job for TypedJob<T> {
         self.failed_in_database
     }
 
-    fn defers_postings(&self) -> bool {
-        self.defers_postings
+    fn postings(&self) -> Postings {
+        self.postings
     }
 
     fn finish(self: Box<Self>, commit_error: Option<&str>) {
@@ -97,6 +121,8 @@ impl<T: Send + 'static> Job for TypedJob<T> {
 pub(crate) struct Writer {
     queue: std_mpsc::Sender<Box<dyn Job>>,
     health: Arc<Health>,
+    /// The search postings not yet merged into the index, for readers.
+    backlog: crate::backlog::Published,
 }
 
 /// What the writer thread tells the rest of the store about itself.
@@ -154,10 +180,17 @@ impl Writer {
         let (queue, jobs) = std_mpsc::channel::<Box<dyn Job>>();
         let health = Arc::new(Health::default());
         let thread_health = Arc::clone(&health);
+        let backlog = crate::backlog::Published::default();
+        let owned = Backlog::new(backlog.clone());
         thread::Builder::new()
             .name("pchat-sqlite-writer".into())
-            .spawn(move || run(conn, jobs, events, thread_health))?;
-        Ok(Self { queue, health })
+            .spawn(move || run(conn, jobs, events, thread_health, owned))?;
+        Ok(Self { queue, health, backlog })
+    }
+
+    /// The search postings committed and not yet merged into the index.
+    pub(crate) fn backlog(&self) -> &crate::backlog::Published {
+        &self.backlog
     }
 
     pub(crate) fn health(&self) -> &Health {
@@ -202,19 +235,28 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection, &mut Vec<StoreEvent>) -> StoreResult<T> + Send + 'static,
     {
-        self.submit(f, false).await
+        self.submit(f, Postings::Untouched).await
     }
 
-    /// A write that may queue search postings ([`crate::search::defer_index`]) and must not read or delete any.
+    /// A write that reads, writes or deletes search postings in the index.
+    pub(crate) async fn write_indexed<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut Vec<StoreEvent>) -> StoreResult<T> + Send + 'static,
+    {
+        self.submit(f, Postings::Indexes).await
+    }
+
+    /// A write that may queue search postings ([`crate::backlog::defer`]) and must not read or delete any.
     pub(crate) async fn append<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, &mut Vec<StoreEvent>) -> StoreResult<T> + Send + 'static,
     {
-        self.submit(f, true).await
+        self.submit(f, Postings::Defers).await
     }
 
-    async fn submit<T, F>(&self, f: F, defers_postings: bool) -> StoreResult<T>
+    async fn submit<T, F>(&self, f: F, postings: Postings) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, &mut Vec<StoreEvent>) -> StoreResult<T> + Send + 'static,
@@ -231,7 +273,7 @@ impl Writer {
             write: Some(Box::new(write) as WriteFn<T>),
             result: None,
             failed_in_database: false,
-            defers_postings,
+            postings,
             reply,
         };
         self.queue
@@ -246,26 +288,42 @@ fn run(
     jobs: std_mpsc::Receiver<Box<dyn Job>>,
     feed: mpsc::UnboundedSender<StoreEvent>,
     health: Arc<Health>,
+    mut backlog: Backlog,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut events = Vec::new();
     // Declared after the batch, so dropped before it: the writer is marked stopped before any caller of the batch
     // being written hears that its write failed.
     let _stopped = StoppedOnDrop(Arc::clone(&health));
-    while let Ok(first) = jobs.recv() {
-        batch.push(first);
+    loop {
+        // With postings to merge, a writer left idle merges them (a batch of no writes).
+        match backlog.idle_timeout() {
+            None => match jobs.recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            },
+            Some(wait) => match jobs.recv_timeout(wait) {
+                Ok(job) => batch.push(job),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        }
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
-        let outcome = commit_batch(&conn, &mut batch, &mut events);
-        if let Err(e) = &outcome {
-            error!(error = %e, writes = batch.len(), "sqlite batch failed to commit");
-            crate::search::forget_deferred_after(0);
-            let _ = conn.execute_batch("ROLLBACK");
-            events.clear();
+        let mut change = Change::default();
+        let outcome = commit_batch(&conn, &mut batch, &mut events, &backlog, &mut change);
+        match &outcome {
+            Ok(()) => backlog.apply(change),
+            Err(e) => {
+                error!(error = %e, writes = batch.len(), "sqlite batch failed to commit");
+                crate::backlog::forget_deferred_after(0);
+                let _ = conn.execute_batch("ROLLBACK");
+                events.clear();
+            }
         }
         for event in events.drain(..) {
             // Nobody listening (tests, CLI tools) is fine.
@@ -276,11 +334,28 @@ fn run(
             batch.iter().any(|j| j.failed_in_database()).then(|| "a write failed in the database".to_owned())
         });
         health.record(database_failure);
+        if batch.is_empty() && commit_error.is_some() {
+            // A merge of the backlog failed (a full disk, say): try again later rather than at once.
+            thread::sleep(std::time::Duration::from_secs(1));
+        }
         if crate::failpoint("sqlite-writer-dies") && DIE.with(std::cell::Cell::get) {
             panic!("failpoint sqlite-writer-dies");
         }
         for job in batch.drain(..) {
             job.finish(commit_error.as_deref());
+        }
+    }
+    // Every handle is gone (the store is closing): the backlog goes into the index now rather than being indexed
+    // again at the next start.
+    if !backlog.is_empty() {
+        let mut change = Change::default();
+        let flushed = conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .and_then(|()| backlog.flush_all(&conn, &mut change))
+            .and_then(|()| conn.execute_batch("COMMIT"));
+        if let Err(e) = flushed {
+            error!(error = %e, "could not write the search backlog at shutdown; it is indexed at the next start");
+            let _ = conn.execute_batch("ROLLBACK");
         }
     }
 }
@@ -290,14 +365,23 @@ thread_local! {
     pub(crate) static DIE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-fn commit_batch(conn: &Connection, batch: &mut [Box<dyn Job>], events: &mut Vec<StoreEvent>) -> rusqlite::Result<()> {
+fn commit_batch(
+    conn: &Connection,
+    batch: &mut [Box<dyn Job>],
+    events: &mut Vec<StoreEvent>,
+    backlog: &Backlog,
+    change: &mut Change,
+) -> rusqlite::Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
-        if !job.defers_postings() {
-            crate::search::flush_deferred(conn)?;
+        let indexes = job.postings() == Postings::Indexes;
+        if indexes {
+            backlog.flush_all(conn, change)?;
         }
+        INDEXES.set(indexes);
         job.run(conn, events);
+        INDEXES.set(false);
     }
-    crate::search::flush_deferred(conn)?;
+    backlog.end_batch(conn, change)?;
     conn.execute_batch("COMMIT")
 }

@@ -64,6 +64,10 @@ struct Args {
     /// Chinese); 0 posts the short fixed text of earlier runs.
     #[arg(long, default_value_t = 0)]
     words: usize,
+    /// Start the (SQLite) server on a copy of the databases in DIR/data — a history kept by the search benchmark's
+    /// `--dir` — so that posts go into a database that already holds it.
+    #[arg(long, conflicts_with = "postgres")]
+    history: Option<PathBuf>,
     /// SQLite `synchronous` setting: full or normal.
     #[arg(long, default_value = "full")]
     synchronous: String,
@@ -111,6 +115,15 @@ async fn start(args: &Args, database_url: Option<&str>) -> anyhow::Result<Server
         ),
     )?;
     let data = dir.path().join("data");
+    if let Some(history) = &args.history {
+        std::fs::create_dir_all(&data)?;
+        for entry in std::fs::read_dir(history.join("data"))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "db") {
+                std::fs::copy(&path, data.join(path.file_name().unwrap_or_default()))?;
+            }
+        }
+    }
     let child = Command::new(&args.server)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
@@ -458,6 +471,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.words > 0 {
         backend.push_str(&format!(", {}-word messages", args.words));
+    }
+    if let Some(history) = &args.history {
+        backend.push_str(&format!(", database already holding {}", history.display()));
     }
     let (posts, secs, post_latencies) = throughput(&servers, &room, args.writers, args.seconds, args.words).await?;
     let rate = posts as f64 / secs;
