@@ -47,6 +47,8 @@ const CHUNK: usize = 7;
 const STEPS: usize = 64;
 /// A backlog this large is written out at once (the writer is falling behind: bound the memory).
 const MAX_BACKLOG: usize = 1_000_000;
+/// Postings [`index_selected`] sorts and inserts at a time (half a part of the index, so parts fill evenly).
+const SELECT_BATCH: usize = 250_000;
 
 /// The postings of one committed batch of appends, sorted; the first `done` are in `search_postings` already.
 #[derive(Clone, Debug)]
@@ -129,15 +131,6 @@ pub(crate) fn forget_deferred_after(mark: usize) {
     DEFERRED.with_borrow_mut(|d| d.truncate(mark));
 }
 
-fn insert<'a>(conn: &Connection, entries: impl IntoIterator<Item = &'a Entry>) -> rusqlite::Result<()> {
-    let mut insert =
-        conn.prepare_cached("INSERT OR IGNORE INTO search_postings (term, ts, room_num, seq) VALUES (?1, ?2, ?3, ?4)")?;
-    for (term, ts, room_num, seq) in entries {
-        insert.execute(params![term, ts, room_num, seq])?;
-    }
-    Ok(())
-}
-
 /// The writer's backlog (owned by the writer thread).
 #[derive(Default)]
 pub(crate) struct Backlog {
@@ -194,7 +187,7 @@ impl Backlog {
             return Ok(());
         }
         postings.sort_unstable();
-        insert(conn, &postings)?;
+        crate::search::insert_postings(conn, &postings)?;
         conn.prepare_cached("DELETE FROM search_pending")?.execute([])?;
         Ok(())
     }
@@ -244,7 +237,7 @@ impl Backlog {
                 heap.push(Reverse((next, i)));
             }
         }
-        insert(conn, chunk)?;
+        crate::search::insert_postings(conn, chunk)?;
         if heap.is_empty() {
             let last = merged.iter().map(|r| r.last_pending).max().unwrap_or(0);
             conn.prepare_cached("DELETE FROM search_pending WHERE id <= ?1")?.execute([last])?;
@@ -288,7 +281,8 @@ impl Backlog {
 }
 
 /// Indexes the messages `select` returns as `(room_num, seq, ts, text, story_title)`, inserting their postings
-/// sorted, [`MAX_BACKLOG`] at a time (inside the caller's transaction).
+/// sorted, [`SELECT_BATCH`] at a time (inside the caller's transaction; select in time order, so that the index's
+/// parts split by time as they fill).
 pub(crate) fn index_selected(conn: &Connection, select: &str) -> rusqlite::Result<()> {
     let mut statement = conn.prepare(select)?;
     let mut rows = statement.query([])?;
@@ -300,9 +294,9 @@ pub(crate) fn index_selected(conn: &Connection, select: &str) -> rusqlite::Resul
                 (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
             postings.extend(index_terms(&text, title.as_deref()).into_iter().map(|t| (t, ts, num, seq)));
         }
-        if row.is_none() || postings.len() >= MAX_BACKLOG {
+        if row.is_none() || postings.len() >= SELECT_BATCH {
             postings.sort_unstable();
-            insert(conn, &postings)?;
+            crate::search::insert_postings(conn, &postings)?;
             postings.clear();
         }
         if row.is_none() {

@@ -257,6 +257,18 @@ mod tests {
         let conn = rusqlite::Connection::open(dir.path().join("mgc.db")).unwrap();
         let pending: i64 = conn.query_row("SELECT count(*) FROM search_pending", [], |r| r.get(0)).unwrap();
         assert_eq!(pending, 0, "merged messages stay pending");
+        // The index split into parts by time (tests fill a part with 30 postings), and searches crossed them.
+        let parts: i64 = conn.query_row("SELECT count(*) FROM search_parts", [], |r| r.get(0)).unwrap();
+        assert!(parts > 5, "{parts} parts");
+        let misplaced: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM search_postings p WHERE p.part != \
+                 (SELECT max(part) FROM search_parts WHERE from_ts <= p.ts)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(misplaced, 0, "postings outside the part of their time");
     }
 
     /// Postings still in the backlog when pchat stops without writing it out (a crash) are rebuilt from

@@ -225,8 +225,28 @@ CREATE INDEX files_pending ON files(ready, created_at);
     // merged into `search_postings` in term order (see `backlog.rs`); indexed again when the database opens
     // after a crash. Ids never go back (AUTOINCREMENT), so a merge deleting the rows up to its last id cannot
     // take rows of later appends even after the table was emptied.
+    // And the index in parts by time (`search_parts`: part N holds the postings of times from its `from_ts` to the
+    // next part's), so that new postings go into a small newest part rather than all over the history's index.
+    // The index is rebuilt in its new layout when the database opens (tokenizer 0).
     r#"
 CREATE TABLE search_pending (id INTEGER PRIMARY KEY AUTOINCREMENT, room_num INTEGER NOT NULL, seq INTEGER NOT NULL);
+DROP TABLE search_postings;
+CREATE TABLE search_parts (
+    part INTEGER PRIMARY KEY,
+    from_ts INTEGER NOT NULL UNIQUE,
+    postings INTEGER NOT NULL DEFAULT 0,
+    max_ts INTEGER
+);
+INSERT INTO search_parts (part, from_ts) VALUES (1, -9223372036854775807 - 1);
+CREATE TABLE search_postings (
+    part INTEGER NOT NULL,
+    term TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    room_num INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (part, term, ts, room_num, seq)
+) WITHOUT ROWID;
+UPDATE search_meta SET tokenizer = 0;
 "#,
 ];
 

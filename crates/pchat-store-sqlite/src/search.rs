@@ -1,13 +1,15 @@
-//! The search index on SQLite: `search_postings (term, ts, room_num, seq)`, a `WITHOUT ROWID` table whose primary
-//! key is the index itself. Appended messages' postings reach it through the writer's backlog (`backlog.rs`), which
-//! every search reads beside the table; replacements, removals, clears and imports write and delete postings in
-//! their own transaction. An index built by another tokenizer version is rebuilt when the database opens.
+//! The search index on SQLite: `search_postings (part, term, ts, room_num, seq)`, a `WITHOUT ROWID` table whose
+//! primary key is the index itself, in parts by time (`search_parts`; new postings go into the small newest part,
+//! and queries walk the parts newest first). Appended messages' postings reach it through the writer's backlog
+//! (`backlog.rs`), which every search reads beside the table; replacements, removals, clears and imports write and
+//! delete postings in their own transaction. An index built by another tokenizer version or layout is rebuilt when
+//! the database opens. See "Write cost" in `ARCHITECTURE.md`.
+
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 use pchat_core::text::{TOKENIZER_VERSION, index_terms};
 use pchat_store::{Found, Scan, ScanPage, Search, SearchFilter, SearchKey, StoreResult, TermCount};
-use std::collections::HashSet;
-
 use rusqlite::{Connection, OptionalExtension, params};
 use tracing::info;
 
@@ -40,23 +42,103 @@ fn complete() -> StoreResult<()> {
     Err(pchat_store::StoreError::Unavailable("internal error: search index written out of order".into()))
 }
 
+/// Postings a part of the index takes before a newer part starts (tests: a few, so that searches cross parts).
+/// Measured on a history of 1M messages (`bench/RESULTS.md`): 2,000,000 cost 21-30 % of durable posting
+/// throughput, 500,000 cost 10-21 %; search p95 stayed within 14 ms with about 50 parts.
+#[cfg(not(test))]
+const PART_SIZE: i64 = 500_000;
+#[cfg(test)]
+const PART_SIZE: i64 = 30;
+
+/// The part that holds postings of time `?2`: the newest whose `from_ts` is not after it.
+const PART_OF: &str = "(SELECT max(part) FROM search_parts WHERE from_ts <= ?2)";
+
+/// Inserts postings (best sorted: neighbours share pages), each into the part of its time, and starts a new part
+/// after the times already in the newest one when it is full. The one place postings are inserted.
+pub(crate) fn insert_postings<'a>(
+    conn: &Connection,
+    entries: impl IntoIterator<Item = &'a crate::backlog::Entry>,
+) -> rusqlite::Result<()> {
+    let (newest, from): (i64, i64) = conn
+        .prepare_cached("SELECT part, from_ts FROM search_parts ORDER BY part DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    // Postings of the newest part's times (nearly all) go in statements of ROWS rows: per-statement work was most
+    // of the cost of one row. Older times (an import, a clock step back) go one by one into their own part.
+    const ROWS: usize = 32;
+    let mut older = conn.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO search_postings (part, term, ts, room_num, seq) VALUES ({PART_OF}, ?1, ?2, ?3, ?4)"
+    ))?;
+    let values = |n: usize| vec!["(?, ?, ?, ?, ?)"; n].join(", ");
+    let mut many = conn.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO search_postings (part, term, ts, room_num, seq) VALUES {}",
+        values(ROWS)
+    ))?;
+    let mut one = conn.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO search_postings (part, term, ts, room_num, seq) VALUES {}",
+        values(1)
+    ))?;
+    let (mut added, mut max_ts) = (0_i64, i64::MIN);
+    let mut newest_rows: Vec<&crate::backlog::Entry> = Vec::with_capacity(ROWS);
+    let mut flush = |rows: &mut Vec<&crate::backlog::Entry>| -> rusqlite::Result<i64> {
+        let statement = if rows.len() == ROWS { &mut many } else { &mut one };
+        let mut inserted = 0;
+        for chunk in rows.chunks(if rows.len() == ROWS { ROWS } else { 1 }) {
+            let params: Vec<&dyn rusqlite::ToSql> = chunk
+                .iter()
+                .flat_map(|(term, ts, room_num, seq)| -> [&dyn rusqlite::ToSql; 5] {
+                    [&newest, term, ts, room_num, seq]
+                })
+                .collect();
+            inserted += statement.execute(params.as_slice())? as i64;
+        }
+        rows.clear();
+        Ok(inserted)
+    };
+    for entry in entries {
+        if entry.1 >= from {
+            max_ts = max_ts.max(entry.1);
+            newest_rows.push(entry);
+            if newest_rows.len() == ROWS {
+                added += flush(&mut newest_rows)?;
+            }
+        } else {
+            let (term, ts, room_num, seq) = entry;
+            older.execute(params![term, ts, room_num, seq])?;
+        }
+    }
+    added += flush(&mut newest_rows)?;
+    if added > 0 {
+        let full: bool = conn
+            .prepare_cached(
+                "UPDATE search_parts SET postings = postings + ?2, max_ts = max(coalesce(max_ts, ?3), ?3) \
+                 WHERE part = ?1 RETURNING postings >= ?4 AND max_ts < 9223372036854775807",
+            )?
+            .query_row(params![newest, added, max_ts, PART_SIZE], |r| r.get(0))?;
+        if full {
+            conn.prepare_cached(
+                "INSERT INTO search_parts (part, from_ts) SELECT part + 1, max_ts + 1 FROM search_parts WHERE part = ?1",
+            )?
+            .execute([newest])?;
+        }
+    }
+    Ok(())
+}
+
 /// Adds a message's postings.
 pub(crate) fn index(conn: &Connection, p: &Posting<'_>) -> StoreResult<()> {
     complete()?;
-    let mut insert = conn
-        .prepare_cached("INSERT OR IGNORE INTO search_postings (term, ts, room_num, seq) VALUES (?1, ?2, ?3, ?4)")
-        .map_err(db)?;
-    for term in index_terms(p.text, p.title) {
-        insert.execute(params![term, p.ts, p.room_num, p.seq]).map_err(db)?;
-    }
-    Ok(())
+    let postings: Vec<_> =
+        index_terms(p.text, p.title).into_iter().map(|term| (term, p.ts, p.room_num, p.seq)).collect();
+    insert_postings(conn, &postings).map_err(db)
 }
 
 /// Removes a message's postings (the terms are found again from its text).
 pub(crate) fn unindex(conn: &Connection, p: &Posting<'_>) -> StoreResult<()> {
     complete()?;
     let mut delete = conn
-        .prepare_cached("DELETE FROM search_postings WHERE term = ?1 AND ts = ?2 AND room_num = ?3 AND seq = ?4")
+        .prepare_cached(&format!(
+            "DELETE FROM search_postings WHERE part = {PART_OF} AND term = ?1 AND ts = ?2 AND room_num = ?3 AND seq = ?4"
+        ))
         .map_err(db)?;
     for term in index_terms(p.text, p.title) {
         delete.execute(params![term, p.ts, p.room_num, p.seq]).map_err(db)?;
@@ -95,10 +177,14 @@ pub(crate) fn rebuild_if_needed(conn: &Connection) -> rusqlite::Result<()> {
         return Ok(());
     }
     info!(messages, from = built, to = TOKENIZER_VERSION, "building the search index");
-    conn.execute_batch("BEGIN IMMEDIATE; DELETE FROM search_postings; DELETE FROM search_pending;")?;
+    conn.execute_batch(
+        "BEGIN IMMEDIATE; DELETE FROM search_postings; DELETE FROM search_pending; DELETE FROM search_parts; \
+         INSERT INTO search_parts (part, from_ts) VALUES (1, -9223372036854775807 - 1);",
+    )?;
     crate::backlog::index_selected(
         conn,
-        "SELECT r.num, m.seq, m.ts, m.text, m.story_title FROM messages m JOIN rooms r ON r.id = m.room_id",
+        "SELECT r.num, m.seq, m.ts, m.text, m.story_title FROM messages m JOIN rooms r ON r.id = m.room_id \
+         ORDER BY m.ts",
     )?;
     conn.execute("UPDATE search_meta SET tokenizer = ?1", [TOKENIZER_VERSION])?;
     conn.execute_batch("COMMIT")?;
@@ -147,6 +233,27 @@ fn room_nums(c: &Connection, rooms: &Option<String>) -> StoreResult<Option<HashS
     Ok(Some(nums.into_iter().collect()))
 }
 
+/// The index's parts, newest first, with the times each holds: (part, from, to), both inclusive.
+fn parts(c: &Connection) -> StoreResult<Vec<(i64, i64, i64)>> {
+    let rows = query_all(c, "SELECT part, from_ts FROM search_parts ORDER BY part DESC", [], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut upto = i64::MAX;
+    Ok(rows
+        .into_iter()
+        .map(|(part, from)| {
+            let part = (part, from, upto);
+            upto = from.saturating_sub(1);
+            part
+        })
+        .collect())
+}
+
+/// The parts holding times between `lo` and `hi`, newest first.
+fn overlapping(parts: &[(i64, i64, i64)], lo: i64, hi: i64) -> impl Iterator<Item = i64> + '_ {
+    parts.iter().filter(move |(_, from, to)| *from <= hi && *to >= lo).map(|p| p.0)
+}
+
 /// The columns of a found message, for [`message_from_row`].
 const FOUND_COLUMNS: &str =
     "m.id, m.room_id, m.seq, m.author, m.ts, m.text, m.story_title, m.alert, m.client_id, m.replaced, m.file";
@@ -160,20 +267,27 @@ impl Search for SqliteStore {
         self.read(move |c| {
             // Loaded before the reads below (see `backlog.rs`).
             let tail = backlog.load();
+            let parts = parts(c)?;
             let sql = format!(
                 "SELECT count(*), coalesce(sum({ROOMS}), 0) FROM \
-                 (SELECT p.room_num FROM search_postings p WHERE p.term = ?1 AND {TIMES} LIMIT ?5) p"
+                 (SELECT p.room_num FROM search_postings p WHERE p.part = ?6 AND p.term = ?1 AND {TIMES} LIMIT ?5) p"
             );
             let mut stmt = c.prepare_cached(&sql).map_err(db)?;
-            let mut counts = terms
-                .iter()
-                .map(|t| {
-                    stmt.query_row(params![t, from, to, rooms, cap], |r| {
-                        Ok(TermCount { postings: r.get::<_, i64>(0)? as u64, in_rooms: r.get::<_, i64>(1)? as u64 })
-                    })
-                    .map_err(db)
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
+            let mut counts = vec![TermCount::default(); terms.len()];
+            for (count, term) in counts.iter_mut().zip(&terms) {
+                // Newest part first, until the cap.
+                for part in overlapping(&parts, from, to) {
+                    let left = u64::from(cap).saturating_sub(count.postings);
+                    if left == 0 {
+                        break;
+                    }
+                    let (postings, in_rooms): (i64, i64) = stmt
+                        .query_row(params![term, from, to, rooms, left, part], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .map_err(db)?;
+                    count.postings += postings as u64;
+                    count.in_rooms += in_rooms as u64;
+                }
+            }
             if !tail.is_empty() {
                 let nums = room_nums(c, &rooms)?;
                 for (count, term) in counts.iter_mut().zip(&terms) {
@@ -208,28 +322,56 @@ impl Search for SqliteStore {
                 backlog::keys_of(&tail, &driver).filter(|k| k.ts >= from && k.ts <= upper && *k < before).collect();
             tail_keys.sort_unstable_by(|a, b| b.cmp(a));
             tail_keys.dedup();
-            let table_keys = |limit: u32, offset: u32| {
+            let parts = parts(&tx)?;
+            let table_keys = |part: i64, limit: u32, offset: u32| {
                 query_all(
                     &tx,
                     &format!(
-                        "SELECT p.ts, p.room_num, p.seq FROM search_postings p WHERE p.term = ?1 AND {TIMES} \
-                         AND (p.ts, p.room_num, p.seq) < (?4, ?5, ?6) \
+                        "SELECT p.ts, p.room_num, p.seq FROM search_postings p WHERE p.part = ?9 AND p.term = ?1 \
+                         AND {TIMES} AND (p.ts, p.room_num, p.seq) < (?4, ?5, ?6) \
                          ORDER BY p.ts DESC, p.room_num DESC, p.seq DESC LIMIT ?7 OFFSET ?8"
                     ),
-                    params![driver, from, upper, before.ts, before.room, before.seq, limit, offset],
+                    params![driver, from, upper, before.ts, before.room, before.seq, limit, offset, part],
                     |r| Ok(SearchKey { ts: r.get(0)?, room: r.get(1)?, seq: r.get(2)? }),
                 )
             };
-            // Where this window ends: the `window`-th posting, if there are that many.
-            let last: Option<SearchKey> = if tail_keys.is_empty() {
-                table_keys(1, window - 1)?.pop()
+            // Where this window ends: the `window`-th posting, if there are that many. Parts hold disjoint times,
+            // so walking them newest first walks the postings in order.
+            let mut last: Option<SearchKey> = None;
+            if tail_keys.is_empty() {
+                let mut left = window;
+                for part in overlapping(&parts, from, upper) {
+                    if let Some(key) = table_keys(part, 1, left - 1)?.pop() {
+                        last = Some(key);
+                        break;
+                    }
+                    let n: i64 = tx
+                        .prepare_cached(&format!(
+                            "SELECT count(*) FROM (SELECT 1 FROM search_postings p WHERE p.part = ?5 AND p.term = ?1 \
+                             AND {TIMES} AND (p.ts, p.room_num, p.seq) < (?6, ?7, ?8) LIMIT ?4)"
+                        ))
+                        .and_then(|mut st| {
+                            st.query_row(
+                                params![driver, from, upper, left, part, before.ts, before.room, before.seq],
+                                |r| r.get(0),
+                            )
+                        })
+                        .map_err(db)?;
+                    left -= n as u32;
+                }
             } else {
-                let mut keys = table_keys(window, 0)?;
+                let mut keys = Vec::new();
+                for part in overlapping(&parts, from, upper) {
+                    keys.extend(table_keys(part, window - keys.len() as u32, 0)?);
+                    if keys.len() >= window as usize {
+                        break;
+                    }
+                }
                 keys.extend(&tail_keys);
                 keys.sort_unstable_by(|a, b| b.cmp(a));
                 keys.dedup();
-                keys.get(window as usize - 1).copied()
-            };
+                last = keys.get(window as usize - 1).copied();
+            }
             let floor = last.unwrap_or(SearchKey { ts: i64::MIN, room: i64::MIN, seq: i64::MIN });
             // Another term is required of a posting in the table unless the backlog holds some of its postings:
             // then it is looked for in both, row by row.
@@ -238,15 +380,15 @@ impl Search for SqliteStore {
             let mut sql = format!("SELECT {FOUND_COLUMNS}, p.ts, p.room_num, p.seq");
             for i in 0..in_both.len() {
                 sql.push_str(&format!(
-                    ", EXISTS (SELECT 1 FROM search_postings o WHERE o.term = ?{} AND o.ts = p.ts \
-                     AND o.room_num = p.room_num AND o.seq = p.seq)",
-                    12 + i
+                    ", EXISTS (SELECT 1 FROM search_postings o WHERE o.part = p.part AND o.term = ?{} \
+                     AND o.ts = p.ts AND o.room_num = p.room_num AND o.seq = p.seq)",
+                    13 + i
                 ));
             }
             sql.push_str(&format!(
                 " FROM search_postings p \
                  JOIN rooms r ON r.num = p.room_num JOIN messages m ON m.room_id = r.id AND m.seq = p.seq \
-                 WHERE p.term = ?1 AND {TIMES} AND {ROOMS} AND (p.ts, p.room_num, p.seq) < (?5, ?6, ?7) \
+                 WHERE p.part = ?12 AND p.term = ?1 AND {TIMES} AND {ROOMS} AND (p.ts, p.room_num, p.seq) < (?5, ?6, ?7) \
                  AND (p.ts, p.room_num, p.seq) >= (?8, ?9, ?10) AND (?11 IS NULL OR m.author IN (SELECT value FROM json_each(?11)))"
             ));
             let mut values: Vec<Box<dyn rusqlite::ToSql>> = vec![
@@ -261,26 +403,31 @@ impl Search for SqliteStore {
                 Box::new(floor.room),
                 Box::new(floor.seq),
                 Box::new(authors.clone()),
+                Box::new(0_i64),
             ];
             values.extend(in_both.iter().map(|o| Box::new((*o).clone()) as Box<dyn rusqlite::ToSql>));
             for other in &in_table {
                 values.push(Box::new((*other).clone()));
                 sql.push_str(&format!(
-                    " AND EXISTS (SELECT 1 FROM search_postings o WHERE o.term = ?{} AND o.ts = p.ts \
-                     AND o.room_num = p.room_num AND o.seq = p.seq)",
+                    " AND EXISTS (SELECT 1 FROM search_postings o WHERE o.part = p.part AND o.term = ?{} \
+                     AND o.ts = p.ts AND o.room_num = p.room_num AND o.seq = p.seq)",
                     values.len()
                 ));
             }
             sql.push_str(" ORDER BY p.ts DESC, p.room_num DESC, p.seq DESC");
-            let rows = query_all(&tx, &sql, rusqlite::params_from_iter(values.iter().map(|v| &**v)), |r| {
-                let key = SearchKey { ts: r.get(11)?, room: r.get(12)?, seq: r.get(13)? };
-                let mut held = true;
-                for (i, other) in in_both.iter().enumerate() {
-                    held &= r.get::<_, bool>(14 + i)? || backlog::holds(&tail, other, key);
-                }
-                held.then(|| message_from_row(r).map(|message| Found { message, key })).transpose()
-            })?;
-            let mut hits: Vec<Found> = rows.into_iter().flatten().collect();
+            let mut hits: Vec<Found> = Vec::new();
+            for part in overlapping(&parts, from.max(floor.ts), upper) {
+                values[11] = Box::new(part);
+                let rows = query_all(&tx, &sql, rusqlite::params_from_iter(values.iter().map(|v| &**v)), |r| {
+                    let key = SearchKey { ts: r.get(11)?, room: r.get(12)?, seq: r.get(13)? };
+                    let mut held = true;
+                    for (i, other) in in_both.iter().enumerate() {
+                        held &= r.get::<_, bool>(14 + i)? || backlog::holds(&tail, other, key);
+                    }
+                    held.then(|| message_from_row(r).map(|message| Found { message, key })).transpose()
+                })?;
+                hits.extend(rows.into_iter().flatten());
+            }
             if !tail_keys.is_empty() {
                 let nums = room_nums(&tx, &rooms)?;
                 let mut message = tx
@@ -290,10 +437,10 @@ impl Search for SqliteStore {
                     ))
                     .map_err(db)?;
                 let mut in_index = tx
-                    .prepare_cached(
-                        "SELECT EXISTS (SELECT 1 FROM search_postings WHERE term = ?1 AND ts = ?2 AND room_num = ?3 \
-                         AND seq = ?4)",
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT EXISTS (SELECT 1 FROM search_postings WHERE part = {PART_OF} AND term = ?1 \
+                         AND ts = ?2 AND room_num = ?3 AND seq = ?4)"
+                    ))
                     .map_err(db)?;
                 for key in tail_keys.iter().filter(|k| **k >= floor) {
                     if nums.as_ref().is_some_and(|n| !n.contains(&key.room)) {

@@ -68,6 +68,10 @@ struct Args {
     /// `--dir` — so that posts go into a database that already holds it.
     #[arg(long, conflicts_with = "postgres")]
     history: Option<PathBuf>,
+    /// Leave the `[files]` section out of the configuration (to run a build from before files in rooms, which
+    /// refuses configuration it does not know, on PostgreSQL).
+    #[arg(long)]
+    no_files_config: bool,
     /// SQLite `synchronous` setting: full or normal.
     #[arg(long, default_value = "full")]
     synchronous: String,
@@ -99,13 +103,12 @@ async fn start(args: &Args, database_url: Option<&str>) -> anyhow::Result<Server
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("pchat.toml");
     // A pool's servers share one file store (a directory beside the first server's here).
+    let files = format!(
+        "[files]\ndirectory = \"{}\"\nshared_directory = true\n",
+        std::env::temp_dir().join("pchat-bench-files").display()
+    );
     let database = database_url
-        .map(|u| {
-            format!(
-                "[database]\nurl = \"{u}\"\n[files]\ndirectory = \"{}\"\nshared_directory = true\n",
-                std::env::temp_dir().join("pchat-bench-files").display()
-            )
-        })
+        .map(|u| format!("[database]\nurl = \"{u}\"\n{}", if args.no_files_config { "" } else { files.as_str() }))
         .unwrap_or_default();
     std::fs::write(
         &config,
