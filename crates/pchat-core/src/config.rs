@@ -134,10 +134,18 @@ impl ChatConfig {
             }
             Ok(v as u32)
         }
-        let url = room_management_url.trim().to_owned();
-        if !url.is_empty() && !is_http_url(&url) {
-            return Err(ValidationError::new("room_management_url", "must be empty or an http:// or https:// URL"));
-        }
+        let url = match http_url(&room_management_url) {
+            Some(url) => url,
+            None if room_management_url.trim().is_empty() && room_management_url.chars().count() <= MAX_URL_CHARS => {
+                String::new()
+            }
+            None => {
+                return Err(ValidationError::new(
+                    "room_management_url",
+                    "must be empty or an http:// or https:// URL of at most 2048 characters",
+                ));
+            }
+        };
         Ok(Self {
             default_chat_history: range("default_chat_history", default_chat_history, DEFAULT_CHAT_HISTORY_RANGE)?,
             max_file_size_kb: range("max_file_size_kb", max_file_size_kb, MAX_FILE_SIZE_KB_RANGE)?,
@@ -152,22 +160,40 @@ impl ChatConfig {
     }
 }
 
-/// An absolute http(s) URL with a non-empty host and no whitespace or control characters.
-pub fn is_http_url(raw: &str) -> bool {
-    let rest = raw.strip_prefix("https://").or_else(|| raw.strip_prefix("http://"));
-    match rest {
-        Some(rest) => {
-            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-            !host.is_empty() && raw.len() <= 2048 && !raw.chars().any(|c| c.is_whitespace() || c.is_control())
-        }
-        None => false,
+/// The longest URL accepted (in characters, as given: surrounding whitespace counts, as in the OpenAPI document).
+pub const MAX_URL_CHARS: usize = 2048;
+
+/// An absolute http(s) URL with a non-empty host and no whitespace or control characters, once the surrounding
+/// whitespace is trimmed; `raw` itself is at most [`MAX_URL_CHARS`] characters.
+pub fn http_url(raw: &str) -> Option<String> {
+    if raw.chars().count() > MAX_URL_CHARS {
+        return None;
     }
+    let url = raw.trim();
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    (!host.is_empty() && !url.chars().any(|c| c.is_whitespace() || c.is_control())).then(|| url.to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// The limit is on the URL as given, in characters (as JSON Schema's maxLength counts): surrounding whitespace
+    /// counts, and a multi-byte character is one.
+    #[test]
+    fn urls_are_limited_as_given_in_characters() {
+        let url = |n: usize| format!("https://ê9ý{}", "*".repeat(n - 11));
+        assert_eq!(http_url(&url(2048)).map(|u| u.chars().count()), Some(2048));
+        assert_eq!(http_url(&url(2049)), None);
+        assert_eq!(http_url(&format!("\r\n {}", url(2046))), None, "2046 characters after 3 of whitespace");
+        assert_eq!(http_url(&format!("\r\n {}", url(2045))), Some(url(2045)));
+        assert_eq!(http_url(&format!("  {}  ", url(2044))), Some(url(2044)));
+        assert_eq!(http_url("ftp://example.com"), None);
+        assert_eq!(http_url("https:///path"), None);
+        assert_eq!(http_url("https://exa mple.com"), None);
+    }
 
     #[test]
     fn scopes_parse_and_print() {

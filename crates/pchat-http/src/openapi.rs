@@ -60,6 +60,9 @@ pub(crate) const SEARCH_CURSOR: &str = r"^-?[0-9]{1,18}\.-?[0-9]{1,18}\.-?[0-9]{
 /// A cursor of a list ordered by numeric id: the hex of its decimal digits.
 pub(crate) const ID_CURSOR: &str = r"^(3[0-9]){1,18}$";
 
+/// The longest URL, as the validator counts it.
+const MAX_URL: u32 = pchat_core::config::MAX_URL_CHARS as u32;
+
 /// Constraints of request fields: (schema, property, JSON merged into the property's schema). For a list
 /// property, the constraint applies to its items.
 pub(crate) const FIELD_RULES: &[(&str, &str, Rule)] = &[
@@ -90,14 +93,14 @@ pub(crate) const FIELD_RULES: &[(&str, &str, Rule)] = &[
     ("RoomPatch", "type", Rule::Enum(&["normal", "auditorium"])),
     ("RoomPatch", "invitations", Rule::Enum(&["inherit", "off"])),
     ("Addin", "name", Rule::Pattern(NAME, 256)),
-    ("Addin", "url", Rule::Pattern(HTTP_URL, 2048)),
+    ("Addin", "url", Rule::Pattern(HTTP_URL, MAX_URL)),
     ("AddinPatch", "name", Rule::Pattern(NAME, 256)),
-    ("AddinPatch", "url", Rule::Pattern(HTTP_URL, 2048)),
+    ("AddinPatch", "url", Rule::Pattern(HTTP_URL, MAX_URL)),
     ("ConfigurationPut", "default_chat_history", Rule::Range(DEFAULT_CHAT_HISTORY_RANGE)),
     ("ConfigurationPut", "max_file_size_kb", Rule::Range(MAX_FILE_SIZE_KB_RANGE)),
     ("ConfigurationPut", "participant_update_limit", Rule::Range(PARTICIPANT_UPDATE_LIMIT_RANGE)),
     ("ConfigurationPut", "max_message_bytes", Rule::Range(MAX_MESSAGE_BYTES_RANGE)),
-    ("ConfigurationPut", "room_management_url", Rule::Pattern(OPTIONAL_HTTP_URL, 2048)),
+    ("ConfigurationPut", "room_management_url", Rule::Pattern(OPTIONAL_HTTP_URL, MAX_URL)),
     ("ComplianceConfiguration", "adapter", Rule::Enum(&["xml", "csv", "jsonl"])),
     ("ComplianceConfiguration", "output_dir", Rule::Pattern(r"^(/.*)?$", 4096)),
     ("ComplianceConfiguration", "run_interval_secs", Rule::Range((60, 30 * 24 * 3600))),

@@ -381,13 +381,13 @@ impl Session {
         if !self.conn.is_joined(&joined.room_id) {
             return sink.send(service_error_frame(ServiceError::not_found("room"), "join")).await.is_ok();
         }
-        let mut last = after_seq.unwrap_or(0).max(0);
+        let mut last = joined.after_seq.unwrap_or(0).max(0);
         let joined_frame = ServerFrame::Joined { room: joined.room_id.clone(), last_seq: joined.last_seq };
         if sink.feed(text(wire::frame(&joined_frame))).await.is_err() {
             return false;
         }
         loop {
-            let full_page = after_seq.is_some() && history.len() >= pchat_service::MAX_PAGE as usize;
+            let full_page = joined.after_seq.is_some() && history.len() >= pchat_service::MAX_PAGE as usize;
             for m in &history {
                 last = last.max(m.seq);
                 if sink.feed(text(wire::frame(&ServerFrame::Message { message: wire::message(m) }))).await.is_err() {

@@ -35,6 +35,9 @@ pub struct History {
 pub struct Joined {
     pub room_id: String,
     pub last_seq: i64,
+    /// The `after_seq` the join was served from: the client's, or the room's last `seq` when the client's lay
+    /// beyond it (a client that remembers more than the room holds gets every message from now on).
+    pub after_seq: Option<i64>,
     /// Who joined (history they read is captured as theirs).
     pub user: String,
 }
@@ -172,6 +175,11 @@ impl Service {
     ) -> ServiceResult<(Joined, Vec<MessageRecord>)> {
         let (room, _, _) = self.readable_room(caller, reference).await?;
         let config = self.effective_config().await?;
+        // Read before subscribing: messages posted from here on come as history or live, never neither.
+        let after_seq = match after_seq {
+            Some(after) if after > 0 => Some(after.min(self.store.last_seq(&room.id).await?)),
+            other => other,
+        };
         self.hub.subscribe(conn, &room.id, config.participant_update_limit);
         let history = match after_seq {
             Some(after) => self.store.messages(&room.id, MessageRange::After { after, limit: MAX_PAGE }).await,
@@ -195,7 +203,9 @@ impl Service {
             Ok::<_, ServiceError>(last_seq)
         };
         match captured.await {
-            Ok(last_seq) => Ok((Joined { room_id: room.id, last_seq, user: caller.address().to_owned() }, history)),
+            Ok(last_seq) => {
+                Ok((Joined { room_id: room.id, last_seq, after_seq, user: caller.address().to_owned() }, history))
+            }
             Err(e) => {
                 // Nothing is delivered that was not captured.
                 self.hub.unsubscribe(conn, &room.id);

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use pchat_api_types as api;
-use pchat_core::config::is_http_url;
+use pchat_core::config::http_url;
 use pchat_core::permissions::may_create_room;
 use pchat_core::text::fold;
 use pchat_core::{
@@ -342,11 +342,9 @@ impl Service {
     // ---- add-ins -----------------------------------------------------------------------------------------
 
     fn addin_url(raw: &str) -> ServiceResult<String> {
-        if is_http_url(raw.trim()) {
-            Ok(raw.trim().to_owned())
-        } else {
-            Err(ServiceError::validation("url", "must be an http:// or https:// URL"))
-        }
+        http_url(raw).ok_or_else(|| {
+            ServiceError::validation("url", "must be an http:// or https:// URL of at most 2048 characters")
+        })
     }
 
     pub async fn create_addin(&self, caller: &Caller, input: api::Addin) -> ServiceResult<AddinRecord> {

@@ -53,6 +53,26 @@ async fn reconnect_with_after_seq_receives_exactly_what_was_missed() {
     assert_eq!((live["message"]["seq"].as_i64(), live["message"]["text"].as_str()), (Some(1006), Some("live")));
 }
 
+/// A client that asks for messages after a `seq` the room has not reached (a stale cache, a room recreated under the
+/// same name) is served from the room's last `seq`: it receives every message posted from then on.
+#[tokio::test]
+async fn a_join_after_a_seq_beyond_the_room_still_receives_live_messages() {
+    let w = World::new().await;
+    let cat = w.category("C").await;
+    let room = w.room(&cat, "R", json!({ "privacy": "open" })).await;
+    let (alice, bob) = (w.user("alice@example.com").await, w.user("bob@example.com").await);
+    for i in 0..3 {
+        alice.post(&format!("/api/v1/rooms/{room}/messages"), json!({ "text": format!("old {i}") })).await.expect(201);
+    }
+    let mut ws = w.ws(&bob).await;
+    let (joined, history) = ws.join(&room, Some(1_000)).await;
+    assert_eq!(joined["last_seq"], 3);
+    assert!(history.is_empty(), "{history:?}");
+    alice.post(&format!("/api/v1/rooms/{room}/messages"), json!({ "text": "new" })).await.expect(201);
+    let live = ws.next_of("message").await;
+    assert_eq!((live["message"]["seq"].as_i64(), live["message"]["text"].as_str()), (Some(4), Some("new")));
+}
+
 #[tokio::test]
 async fn live_posts_are_acknowledged_and_delivered_in_order() {
     let w = World::new().await;
