@@ -13,15 +13,19 @@
 
 #[path = "common/corpus.rs"]
 mod corpus;
+#[path = "common/server.rs"]
+mod server;
+
+use server::{Api, PASSWORD, Server};
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -83,40 +87,11 @@ struct Args {
     bench: bool,
 }
 
-const PASSWORD: &str = "bench-password-1";
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Starts a server in a fresh temporary data directory (holding a copy of `--history` when given).
 async fn start(args: &Args, database_url: Option<&str>) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
-    let config = dir.path().join("pchat.toml");
-    // A pool's servers share one file store (a directory beside the first server's here).
-    let files = format!(
-        "[files]\ndirectory = \"{}\"\nshared_directory = true\n",
-        std::env::temp_dir().join("pchat-bench-files").display()
-    );
-    let database = database_url
-        .map(|u| format!("[database]\nurl = \"{u}\"\n{}", if args.no_files_config { "" } else { files.as_str() }))
-        .unwrap_or_default();
-    std::fs::write(
-        &config,
-        format!(
-            "{database}[storage]\nsynchronous = \"{}\"\n[limits]\npost_rate_per_sec = 1000000.0\npost_burst = 1000000.0\n",
-            args.synchronous
-        ),
-    )?;
     let data = dir.path().join("data");
     if let Some(history) = &args.history {
         std::fs::create_dir_all(&data)?;
@@ -127,71 +102,16 @@ async fn start(args: &Args, database_url: Option<&str>) -> anyhow::Result<Server
             }
         }
     }
-    let child = Command::new(&args.server)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .arg("--config")
-        .arg(&config)
-        .env("PCHAT_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {}", args.server.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(data.join("server.json")) {
-            let v: Value = serde_json::from_str(&text)?;
-            let url = v["url"].as_str().ok_or_else(|| anyhow!("no url"))?.to_owned();
-            return Ok(Server { child, url, _dir: dir });
-        }
-        if Instant::now() > deadline {
-            bail!("server did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let extra = format!("[storage]\nsynchronous = \"{}\"\n", args.synchronous);
+    let setup = server::Setup { database_url, files_config: !args.no_files_config, extra: &extra };
+    let path = dir.path().to_owned();
+    server::start(&args.server, &path, &setup, Duration::from_secs(30), Some(dir))
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn sign_in(base: &str, user: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::new();
-        let v: Value = http
-            .post(format!("{base}/api/v1/sessions"))
-            .json(&json!({ "user": user, "password": PASSWORD }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let token = v["token"].as_str().ok_or_else(|| anyhow!("no token"))?.to_owned();
-        Ok(Self { http, base: base.to_owned(), token })
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> anyhow::Result<Value> {
-        let resp = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        if !status.is_success() {
-            bail!("{path}: {status} {text}");
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn ws(&self) -> anyhow::Result<Socket> {
-        let url = format!("{}/api/v1/stream?token={}", self.base.replacen("http://", "ws://", 1), self.token);
-        Ok(tokio_tungstenite::connect_async(url).await?.0)
-    }
+/// A WebSocket stream signed in as `api`'s user.
+async fn ws(api: &Api) -> anyhow::Result<Socket> {
+    let url = format!("{}/api/v1/stream?token={}", api.base.replacen("http://", "ws://", 1), api.token);
+    Ok(tokio_tungstenite::connect_async(url).await?.0)
 }
 
 /// Times one forced run of the periodic export (Lync XmlAdapter XML) of everything archived so far, through
@@ -316,7 +236,7 @@ async fn throughput(
     let mut tasks = vec![];
     for w in 0..writers {
         let api = Api::sign_in(&servers[w % servers.len()].url, &format!("bench-{w}@example.com")).await?;
-        let mut ws = api.ws().await?;
+        let mut ws = ws(&api).await?;
         let (room, stop, count) = (room.to_owned(), Arc::clone(&stop), Arc::clone(&count));
         tasks.push(tokio::spawn(async move {
             use rand::SeedableRng;
@@ -371,7 +291,7 @@ async fn delivery(
     let mut readers = vec![];
     for c in 0..clients {
         let api = Api::sign_in(&servers[c % servers.len()].url, &format!("bench-{c}@example.com")).await?;
-        let mut ws = api.ws().await?;
+        let mut ws = ws(&api).await?;
         join(&mut ws, room).await?;
         readers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(messages);
@@ -390,7 +310,7 @@ async fn delivery(
         }));
     }
     let writer = Api::sign_in(&servers[0].url, &format!("bench-{clients}@example.com")).await?;
-    let mut ws = writer.ws().await?;
+    let mut ws = ws(&writer).await?;
     let interval = Duration::from_micros(1_000_000 / rate.max(1));
     let mut tick = tokio::time::interval(interval);
     for n in 0..messages {

@@ -13,13 +13,16 @@
 
 #[path = "common/corpus.rs"]
 mod corpus;
+#[path = "common/server.rs"]
+mod server;
+
+use server::{Api, PASSWORD, Server};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
 use clap::Parser;
 use pchat_store::{MessageRecord, Store};
 use rand::SeedableRng;
@@ -50,91 +53,9 @@ struct Args {
     bench: bool,
 }
 
-const PASSWORD: &str = "bench-password-1";
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(binary: &Path, dir: &Path, database_url: Option<&str>) -> anyhow::Result<Server> {
-    let config = dir.join("pchat.toml");
-    // A pool's servers share one file store (a directory beside the first server's here).
-    let database = database_url
-        .map(|u| {
-            format!(
-                "[database]\nurl = \"{u}\"\n[files]\ndirectory = \"{}\"\nshared_directory = true\n",
-                std::env::temp_dir().join("pchat-bench-files").display()
-            )
-        })
-        .unwrap_or_default();
-    std::fs::write(&config, format!("{database}[limits]\npost_rate_per_sec = 1000000.0\npost_burst = 1000000.0\n"))?;
-    let data = dir.join("data");
-    let _ = std::fs::remove_file(data.join("server.json"));
-    let child = Command::new(binary)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .arg("--config")
-        .arg(&config)
-        .env("PCHAT_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {}", binary.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(data.join("server.json")) {
-            let v: Value = serde_json::from_str(&text)?;
-            let url = v["url"].as_str().ok_or_else(|| anyhow!("no url"))?.to_owned();
-            return Ok(Server { child, url });
-        }
-        if Instant::now() > deadline {
-            bail!("server did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn sign_in(base: &str, user: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::new();
-        let v: Value = http
-            .post(format!("{base}/api/v1/sessions"))
-            .json(&json!({ "user": user, "password": PASSWORD }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(Self { http, base: base.to_owned(), token: v["token"].as_str().unwrap_or_default().to_owned() })
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> anyhow::Result<Value> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
-        if !body.is_null() {
-            request = request.json(&body);
-        }
-        let resp = request.send().await?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        if !status.is_success() {
-            bail!("{path}: {status} {text}");
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
+    let setup = server::Setup { database_url, files_config: true, extra: "" };
+    server::start(binary, dir, &setup, Duration::from_secs(600), None)
 }
 
 /// Users `wide` (reads every room) and `narrow` (reads the first tenth), and the rooms; returns the room ids.
