@@ -148,6 +148,8 @@ fn schema_overrides() -> Vec<(&'static str, Value)> {
     let names = json!({ "type": "array", "items": { "type": "string" } });
     let some_names = json!({ "type": "array", "items": { "type": "string" }, "minItems": 1 });
     let not_swap = json!({ "type": "boolean", "const": false });
+    // `replace` is the one field the server reads `null` in as absent.
+    let no_replace = json!({ "type": "null" });
     vec![
         ("ListChange", list_change(PRINCIPAL)),
         ("GroupMemberChange", list_change(GROUP_MEMBER)),
@@ -157,13 +159,15 @@ fn schema_overrides() -> Vec<(&'static str, Value)> {
                 "description": "Exactly one of: add and/or remove (server names), replace (the active set), swap",
                 "oneOf": [
                     { "type": "object", "additionalProperties": false, "required": ["swap"],
-                      "properties": { "swap": { "type": "boolean", "const": true } } },
+                      "properties": { "swap": { "type": "boolean", "const": true }, "replace": no_replace } },
                     { "type": "object", "additionalProperties": false, "required": ["replace"],
                       "properties": { "replace": names, "swap": not_swap } },
-                    { "type": "object", "additionalProperties": false, "required": ["add"],
-                      "properties": { "add": some_names, "remove": names, "swap": not_swap } },
-                    { "type": "object", "additionalProperties": false, "required": ["remove"],
-                      "properties": { "add": names, "remove": some_names, "swap": not_swap } }
+                    { "type": "object", "additionalProperties": false,
+                      "properties": { "add": names, "remove": names, "swap": not_swap, "replace": no_replace },
+                      "anyOf": [
+                          { "required": ["add"], "properties": { "add": some_names } },
+                          { "required": ["remove"], "properties": { "remove": some_names } }
+                      ] }
                 ]
             }),
         ),
