@@ -32,7 +32,8 @@ impl Name {
         if trimmed.is_empty() {
             return Err(ValidationError::new(field, "must not be empty or blank"));
         }
-        if trimmed.chars().count() > MAX_NAME_CHARS {
+        // Counted as given (surrounding whitespace included), as the OpenAPI document's maxLength counts.
+        if raw.chars().count() > MAX_NAME_CHARS {
             return Err(ValidationError::new(field, format!("must be at most {MAX_NAME_CHARS} characters")));
         }
         if trimmed.chars().any(char::is_control) {
@@ -87,6 +88,9 @@ pub struct Address(String);
 
 impl Address {
     pub fn parse(field: &str, raw: &str) -> Result<Self, ValidationError> {
+        if raw.chars().count() > MAX_NAME_CHARS {
+            return Err(ValidationError::new(field, format!("must be at most {MAX_NAME_CHARS} characters")));
+        }
         let raw = raw.trim();
         let raw = raw.strip_prefix("sip:").or_else(|| raw.strip_prefix("SIP:")).unwrap_or(raw);
         let lower = raw.to_lowercase();
@@ -135,6 +139,16 @@ pub fn validate_domain(field: &str, domain: &str) -> Result<(), ValidationError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lengths are counted as given, surrounding whitespace included (as the OpenAPI document counts them).
+    #[test]
+    fn names_are_limited_as_given() {
+        let name = format!("\u{a0}{}", "n".repeat(MAX_NAME_CHARS - 1));
+        assert!(Name::parse("name", &name).is_ok());
+        assert!(Name::parse("name", &format!(" {name}")).is_err());
+        assert!(Address::parse("user", &format!("{}alice@example.com", " ".repeat(200))).is_ok());
+        assert!(Address::parse("user", &format!("{}alice@example.com", " ".repeat(250))).is_err());
+    }
 
     fn check_name(raw: &str, expect_ok: bool) {
         assert_eq!(Name::parse("name", raw).is_ok(), expect_ok, "{raw:?}");

@@ -290,11 +290,12 @@ const SPACELESS_TOO_SHORT: &str =
 
 impl TextQuery {
     pub fn parse(field: &str, q: &str, mode: MatchMode, case_sensitive: bool) -> Result<Self, ValidationError> {
+        let given = q.chars().count();
         let q = q.trim();
         if q.is_empty() {
             return Err(ValidationError::new(field, "must not be empty"));
         }
-        if q.chars().count() > MAX_QUERY_CHARS {
+        if given > MAX_QUERY_CHARS {
             return Err(ValidationError::new(field, format!("must be at most {MAX_QUERY_CHARS} characters")));
         }
         if q.chars().any(char::is_control) {
