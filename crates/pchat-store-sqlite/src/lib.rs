@@ -271,17 +271,22 @@ mod tests {
         assert_eq!(misplaced, 0, "postings outside the part of their time");
     }
 
+    /// A database holding the search cases' history, closed again; the directory lives as long as the guard.
+    async fn closed_history() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mgc.db");
+        let store = SqliteStore::open(&path, Durability::Full).unwrap();
+        pchat_store::conformance::with_history(&store).await;
+        drop(store);
+        (dir, path)
+    }
+
     /// Postings still in the backlog when pchat stops without writing it out (a crash) are rebuilt from
     /// `search_pending` when the database opens.
     #[tokio::test]
     async fn messages_a_crash_left_unmerged_are_indexed_when_the_database_opens() {
         use pchat_core::text::MatchMode;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mgc.db");
-        {
-            let store = SqliteStore::open(&path, Durability::Full).unwrap();
-            pchat_store::conformance::with_history(&store).await;
-        }
+        let (_dir, path) = closed_history().await;
         // What a crash leaves: the message and its pending row committed, its postings only in memory.
         let conn = open_connection(&path, Durability::Full).unwrap();
         conn.execute_batch(
@@ -303,12 +308,7 @@ mod tests {
     /// A database whose index is missing or was built by another tokenizer is indexed again when it opens.
     #[tokio::test]
     async fn the_search_index_is_rebuilt_when_it_is_stale() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mgc.db");
-        {
-            let store = SqliteStore::open(&path, Durability::Full).unwrap();
-            pchat_store::conformance::with_history(&store).await;
-        }
+        let (_dir, path) = closed_history().await;
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch("DELETE FROM search_postings; UPDATE search_meta SET tokenizer = 0;").unwrap();
         drop(conn);
