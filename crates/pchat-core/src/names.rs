@@ -87,7 +87,12 @@ impl Description {
 pub struct Address(String);
 
 impl Address {
+    /// Parses an address of at most [`MAX_NAME_CHARS`] characters as given (surrounding spaces and a `sip:`
+    /// prefix included, as the API document limits it).
     pub fn parse(field: &str, raw: &str) -> Result<Self, ValidationError> {
+        if raw.chars().count() > MAX_NAME_CHARS {
+            return Err(ValidationError::new(field, format!("must be at most {MAX_NAME_CHARS} characters")));
+        }
         let raw = raw.trim();
         let raw = raw.strip_prefix("sip:").or_else(|| raw.strip_prefix("SIP:")).unwrap_or(raw);
         let lower = raw.to_lowercase();
@@ -143,6 +148,8 @@ mod tests {
         let name = format!("\u{a0}{}", "n".repeat(MAX_NAME_CHARS - 1));
         assert!(Name::parse("name", &name).is_ok());
         assert!(Name::parse("name", &format!(" {name}")).is_err());
+        assert!(Address::parse("user", &format!("{}alice@example.com", " ".repeat(200))).is_ok());
+        assert!(Address::parse("user", &format!("{}alice@example.com", " ".repeat(250))).is_err());
     }
 
     fn check_name(raw: &str, expect_ok: bool) {

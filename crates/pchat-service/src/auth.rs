@@ -125,7 +125,8 @@ impl Service {
                 format!("must be at most {MAX_PASSWORD_CHARS} characters"),
             ));
         }
-        let address = Address::parse("user", user)?;
+        // Sign-in takes a longer padded name (the document's limit) than other fields: the address is its trim.
+        let address = Address::parse("user", user.trim())?;
         self.throttle
             .check(address.as_str(), client.address)
             .map_err(|retry_after_secs| ServiceError::RateLimited { retry_after_secs })?;

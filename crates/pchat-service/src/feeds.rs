@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use pchat_api_types as api;
-use pchat_core::text::{MatchMode, TextQuery, index_terms};
+use pchat_core::text::{MAX_QUERY_CHARS, MatchMode, TextQuery, index_terms};
 use pchat_core::{Address, Name};
 use pchat_store::{ClusterEvent, FeedRecord, MessageRecord, SearchKey};
 use tokio::sync::mpsc;
@@ -159,6 +159,14 @@ fn criteria_of(feed: &FeedRecord) -> ServiceResult<Criteria> {
     })
 }
 
+/// A feed's keywords as stored: limited as given (like a search query), kept trimmed.
+fn keywords(raw: &str) -> ServiceResult<String> {
+    if raw.chars().count() > MAX_QUERY_CHARS {
+        return Err(ServiceError::validation("keywords", format!("must be at most {MAX_QUERY_CHARS} characters")));
+    }
+    Ok(raw.trim().to_owned())
+}
+
 fn authors(list: Vec<String>) -> ServiceResult<Vec<String>> {
     if list.len() > MAX_FEED_AUTHORS {
         return Err(ServiceError::validation("authors", format!("at most {MAX_FEED_AUTHORS} authors")));
@@ -194,7 +202,7 @@ impl Service {
             id: uuid::Uuid::new_v4().to_string(),
             owner: caller.address().to_owned(),
             name: Name::parse("name", &input.name)?.into_string(),
-            keywords: input.keywords.trim().to_owned(),
+            keywords: keywords(&input.keywords)?,
             match_mode: input.match_.unwrap_or_else(|| "all".into()),
             case_sensitive: input.case_sensitive.unwrap_or(false),
             authors: authors(input.authors.unwrap_or_default())?,
@@ -220,7 +228,7 @@ impl Service {
             feed.name = Name::parse("name", &name)?.into_string();
         }
         if let Some(keywords) = patch.keywords {
-            feed.keywords = keywords.trim().to_owned();
+            feed.keywords = self::keywords(&keywords)?;
         }
         if let Some(mode) = patch.match_ {
             feed.match_mode = mode;

@@ -6,9 +6,11 @@
 //! The row lock makes `seq` gap-free and ordered across every server of a pool; the single commit shares one WAL
 //! flush between all posts of the batch. Each new message is also announced with `pg_notify` inside the same
 //! transaction, so every server's listener (this one's included) hears it exactly when it commits, in commit order;
-//! callers are answered only after the commit.
+//! callers are answered only after the commit. Kept messages are queued for the search index in the statement
+//! that inserts them (`indexer.rs`), or indexed in the transaction while the indexer is behind.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use pchat_store::codec::now_micros;
@@ -17,6 +19,7 @@ use pchat_store::{Appended, MessageRecord, NewEvent, NewMessage, StoreError, Sto
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
+use crate::indexer::Pending;
 use crate::notify;
 use crate::search::Postings;
 use crate::store::{InUse, MESSAGE_COLUMNS, insert_events, message_from_row, unavailable};
@@ -29,19 +32,19 @@ pub(crate) struct AppendJob {
     pub(crate) reply: oneshot::Sender<StoreResult<Appended>>,
 }
 
-pub(crate) fn start(current: InUse) -> mpsc::UnboundedSender<AppendJob> {
+pub(crate) fn start(current: InUse, pending: Arc<Pending>) -> mpsc::UnboundedSender<AppendJob> {
     let (queue, jobs) = mpsc::unbounded_channel();
-    tokio::spawn(run(current, jobs));
+    tokio::spawn(run(current, pending, jobs));
     queue
 }
 
-async fn run(current: InUse, mut jobs: mpsc::UnboundedReceiver<AppendJob>) {
+async fn run(current: InUse, pending: Arc<Pending>, mut jobs: mpsc::UnboundedReceiver<AppendJob>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let messages: Vec<NewMessage> = batch.iter().map(|j| j.message.clone()).collect();
         // Each batch goes to the database in use now (after a failover, the backup).
         let pool = current.borrow().pool.clone();
-        match commit_batch(&pool, messages).await {
+        match commit_batch(&pool, messages, pending.behind()).await {
             Ok(results) => {
                 for (job, result) in batch.drain(..).zip(results) {
                     let _ = job.reply.send(result);
@@ -57,7 +60,12 @@ async fn run(current: InUse, mut jobs: mpsc::UnboundedReceiver<AppendJob>) {
     }
 }
 
-async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<Vec<StoreResult<Appended>>, StoreError> {
+/// Commits the batch; its kept messages are queued for the indexer unless `index_now`.
+async fn commit_batch(
+    pool: &Pool,
+    messages: Vec<NewMessage>,
+    index_now: bool,
+) -> Result<Vec<StoreResult<Appended>>, StoreError> {
     let mut client = pool.get().await.map_err(unavailable)?;
     let tx = client.transaction().await.map_err(unavailable)?;
     let mut by_room: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -132,7 +140,9 @@ async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<Vec<Stor
                 known.insert(c.clone(), record.clone());
             }
             if m.keep {
-                postings.add_message(num, &record);
+                if index_now {
+                    postings.add_message(num, &record);
+                }
                 new_rows.push(record.clone());
             }
             notices.push(notify::encode(&record));
@@ -142,7 +152,7 @@ async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<Vec<Stor
             results[i] = Some(Ok(Appended { message: record, created: true }));
         }
         if !new_rows.is_empty() {
-            insert_messages(&tx, &room, &new_rows).await?;
+            insert_messages(&tx, &room, (!index_now).then_some(num), &new_rows).await?;
         }
         tx.execute("UPDATE rooms SET last_seq = $2, last_ts = $3 WHERE id = $1", &[&room, &seq, &ts])
             .await
@@ -161,7 +171,13 @@ async fn commit_batch(pool: &Pool, messages: Vec<NewMessage>) -> Result<Vec<Stor
     Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable("not run".into())))).collect())
 }
 
-async fn insert_messages(tx: &tokio_postgres::Transaction<'_>, room: &str, rows: &[MessageRecord]) -> StoreResult<()> {
+/// Inserts the room's new messages and, with the room's number, their rows in the search index's queue.
+async fn insert_messages(
+    tx: &tokio_postgres::Transaction<'_>,
+    room: &str,
+    pending_num: Option<i64>,
+    rows: &[MessageRecord],
+) -> StoreResult<()> {
     let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
     let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
     let authors: Vec<&str> = rows.iter().map(|r| r.author.as_str()).collect();
@@ -171,13 +187,22 @@ async fn insert_messages(tx: &tokio_postgres::Transaction<'_>, room: &str, rows:
     let alerts: Vec<bool> = rows.iter().map(|r| r.alert).collect();
     let client_ids: Vec<Option<&str>> = rows.iter().map(|r| r.client_id.as_deref()).collect();
     let files: Vec<Option<String>> = rows.iter().map(|r| r.file.as_ref().map(|f| f.encode())).collect();
-    tx.execute(
-        "INSERT INTO messages (room_id, id, seq, author, ts, text, story_title, alert, client_id, file) \
-         SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], \
-         $8::bool[], $9::text[], $10::text[])",
-        &[&room, &ids, &seqs, &authors, &times, &texts, &titles, &alerts, &client_ids, &files],
-    )
-    .await
-    .map_err(unavailable)?;
+    let insert = "INSERT INTO messages (room_id, id, seq, author, ts, text, story_title, alert, client_id, file) \
+                  SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], \
+                  $7::text[], $8::bool[], $9::text[], $10::text[])";
+    let queued = format!(
+        "WITH m AS ({insert} RETURNING seq, ts) INSERT INTO search_pending (room_id, seq, room_num, ts) \
+         SELECT $1, seq, $11, ts FROM m"
+    );
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        vec![&room, &ids, &seqs, &authors, &times, &texts, &titles, &alerts, &client_ids, &files];
+    let sql = match &pending_num {
+        Some(num) => {
+            params.push(num);
+            queued.as_str()
+        }
+        None => insert,
+    };
+    tx.execute(sql, &params).await.map_err(unavailable)?;
     Ok(())
 }

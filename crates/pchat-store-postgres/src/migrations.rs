@@ -228,6 +228,17 @@ CREATE INDEX files_room ON files(room_id, created_at);
 CREATE INDEX files_message ON files(message_id);
 CREATE INDEX files_pending ON files(ready, created_at);
 "#,
+    // The search index's queue (`indexer.rs`): appended messages waiting for their postings. Rows come and go
+    // all the time, so it is vacuumed after every few thousand rather than after a fifth of the table.
+    r#"
+CREATE TABLE search_pending (
+    room_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    room_num BIGINT NOT NULL,
+    ts BIGINT NOT NULL,
+    PRIMARY KEY (room_id, seq)
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000);
+"#,
 ];
 
 /// The compliance archive's schema: in the chat database or in a database of its own (`compliance.database_url`),

@@ -32,6 +32,8 @@ pub struct PgStore {
     /// The database in use; a failover monitor, when there is a backup, replaces it.
     in_use: Arc<watch::Sender<Arc<Database>>>,
     appends: mpsc::UnboundedSender<AppendJob>,
+    /// The search index's queue, shared with the appender and this server's indexer.
+    pub(crate) pending: Arc<crate::indexer::Pending>,
     events: Mutex<Option<mpsc::UnboundedReceiver<StoreEvent>>>,
     monitor: Option<tokio::task::JoinHandle<()>>,
 }
@@ -136,9 +138,18 @@ impl PgStore {
         let in_use_sender = Arc::new(sender);
         let (feed, events) = mpsc::unbounded_channel();
         listener::start(in_use.clone(), feed).await.map_err(|message| OpenError::Connect { url: shown, message })?;
-        let appends = appender::start(in_use);
+        let pending = Arc::new(crate::indexer::Pending::default());
+        crate::indexer::start(in_use.clone(), &pending);
+        let appends = appender::start(in_use, Arc::clone(&pending));
         let monitor = failover.map(|pair| ha::monitor(pair, Arc::downgrade(&in_use_sender)));
-        Ok(Self { in_use: in_use_sender, appends, events: Mutex::new(Some(events)), monitor })
+        Ok(Self { in_use: in_use_sender, appends, pending, events: Mutex::new(Some(events)), monitor })
+    }
+
+    /// Indexes one batch of pending messages here and now (tests step through indexing with the indexer paused).
+    #[cfg(test)]
+    pub(crate) async fn index_batch(&self) -> usize {
+        let pool = self.in_use.borrow().pool.clone();
+        crate::indexer::index_batch(&pool).await.unwrap()
     }
 
     /// The URL (password redacted) of the database in use.
@@ -977,6 +988,8 @@ impl Store for PgStore {
         let Some(num) = search::room_num(&tx, room_id).await? else { return Ok(0) };
         let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND id = ANY($2) FOR UPDATE");
         let before = all(tx.query(&sql, &[&room_id, &ids]).await.map_err(unavailable)?, message_from_row)?;
+        let seqs: Vec<i64> = before.iter().map(|m| m.seq).collect();
+        crate::indexer::settle(&tx, room_id, &seqs).await?;
         let (mut gone, mut added) = (Postings::default(), Postings::default());
         for m in &before {
             gone.add_message(num, m);

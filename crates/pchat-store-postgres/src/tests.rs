@@ -164,3 +164,153 @@ async fn the_search_index_is_rebuilt_when_it_is_stale() {
     let store: Arc<dyn Store> = Arc::new(PgStore::connect_with(config, database.name.clone()).await.unwrap());
     pchat_store::conformance::finds_history(&store).await;
 }
+
+/// How many messages wait in the search index's queue.
+async fn pending_rows(client: &tokio_postgres::Client) -> i64 {
+    client.query_one("SELECT count(*) FROM search_pending", &[]).await.unwrap().get(0)
+}
+
+/// Appended messages are found while they wait in the indexer's queue, and at every stage of its work (tests index
+/// three messages per transaction), by every kind of query, each exactly once; the indexer takes each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_see_pending_messages_at_every_stage_of_indexing() {
+    let (database, config) = TempDatabase::create().await;
+    let store = Arc::new(PgStore::connect_with(config.clone(), database.name.clone()).await.unwrap());
+    let port: Arc<dyn Store> = store.clone();
+    let (client, connection) = config.connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    pchat_store::conformance::with_history(store.as_ref()).await;
+    store.pending.pause(true);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    pchat_store::conformance::append_for_indexing(&port).await;
+    assert_eq!(pending_rows(&client).await, 80);
+    // One batch at a time (three messages in tests), searching after each.
+    let mut batches = 0;
+    loop {
+        pchat_store::conformance::finds_appended_messages(&port).await;
+        if store.index_batch().await == 0 {
+            break;
+        }
+        batches += 1;
+    }
+    assert_eq!(batches, 27);
+    assert_eq!(pending_rows(&client).await, 0);
+    assert_index_matches_messages(&client).await;
+}
+
+/// While the indexer is behind, posts are indexed in their own transaction and queue nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_index_themselves_while_the_indexer_is_behind() {
+    let (database, config) = TempDatabase::create().await;
+    let store = Arc::new(PgStore::connect_with(config.clone(), database.name.clone()).await.unwrap());
+    let port: Arc<dyn Store> = store.clone();
+    let (client, connection) = config.connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    pchat_store::conformance::with_history(store.as_ref()).await;
+    store.pending.pause(true);
+    store.pending.set_behind(true);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    pchat_store::conformance::append_for_indexing(&port).await;
+    assert_eq!(pending_rows(&client).await, 0);
+    pchat_store::conformance::finds_appended_messages(&port).await;
+    assert_index_matches_messages(&client).await;
+}
+
+/// Replacing, removing and clearing messages while they are pending, or while the indexer holds them, leaves the
+/// index exactly what the messages say: replaced text is found, removed text is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_to_pending_messages_leave_the_index_exact() {
+    use pchat_core::text::MatchMode;
+    use pchat_store::conformance::found_ids;
+    let (database, config) = TempDatabase::create().await;
+    let store = Arc::new(PgStore::connect_with(config.clone(), database.name.clone()).await.unwrap());
+    let port: Arc<dyn Store> = store.clone();
+    let (client, connection) = config.connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    pchat_store::conformance::with_history(store.as_ref()).await;
+    store.pending.pause(true);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    pchat_store::conformance::append_for_indexing(&port).await;
+    // Held in the queue: x0-x9 replaced, x10-x19 removed.
+    for i in 0..20 {
+        let replacement = format!("omega n{i}");
+        let ids = [format!("x{i}")];
+        let changed = port.alter_messages("r3", &ids, (i < 10).then_some(replacement.as_str())).await.unwrap();
+        assert_eq!(changed, 1);
+    }
+    assert_eq!(pending_rows(&client).await, 60);
+    assert_eq!(found_ids(&port, "omega", MatchMode::All, 50).await.len(), 10);
+    assert!(found_ids(&port, "n3", MatchMode::All, 50).await == ["x3"]);
+    assert!(found_ids(&port, "n13", MatchMode::All, 50).await.is_empty());
+    assert!(found_ids(&port, "beta n4", MatchMode::All, 50).await.is_empty());
+    // While the indexer works through the rest: x20-x49 replaced, x50-x59 removed, one at a time.
+    store.pending.pause(false);
+    for i in 20..60 {
+        let replacement = format!("omega n{i}");
+        let ids = [format!("x{i}")];
+        port.alter_messages("r3", &ids, (i < 50).then_some(replacement.as_str())).await.unwrap();
+    }
+    let mut rounds = 0;
+    while pending_rows(&client).await > 0 {
+        rounds += 1;
+        assert!(rounds < 1_000, "the queue is never indexed");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(found_ids(&port, "omega", MatchMode::All, 50).await.len(), 40);
+    // Of the even messages, x60-x78 still read "alpha beta gamma".
+    assert_eq!(found_ids(&port, "beta gamma", MatchMode::Exact, 50).await.len(), 10);
+    assert!(found_ids(&port, "n55", MatchMode::All, 50).await.is_empty());
+    assert_index_matches_messages(&client).await;
+    // A clear of everything takes what is pending and what is indexed.
+    store.pending.pause(true);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    for i in 0..5 {
+        let message = NewMessage {
+            id: format!("y{i}"),
+            room_id: "r3".into(),
+            author: "a@example.com".into(),
+            text: "alpha psi".into(),
+            story_title: None,
+            alert: false,
+            client_id: None,
+            keep: true,
+            capture: false,
+            file: None,
+        };
+        port.append_message(message).await.unwrap();
+    }
+    assert_eq!(pending_rows(&client).await, 5);
+    assert_eq!(found_ids(&port, "psi", MatchMode::All, 50).await.len(), 5);
+    assert!(port.clear_room("r3", i64::MAX).await.unwrap() > 60);
+    assert_eq!(pending_rows(&client).await, 0);
+    assert!(found_ids(&port, "alpha", MatchMode::All, 50).await.is_empty());
+    assert_index_matches_messages(&client).await;
+}
+
+/// The postings in the table are exactly the terms of the messages (none pending).
+async fn assert_index_matches_messages(client: &tokio_postgres::Client) {
+    let mut expected: Vec<(String, i64, i64, i64)> = vec![];
+    let rows = client
+        .query("SELECT r.num, m.ts, m.seq, m.text, m.story_title FROM messages m JOIN rooms r ON r.id = m.room_id", &[])
+        .await
+        .unwrap();
+    for row in rows {
+        let (num, ts, seq, text, title): (i64, i64, i64, String, Option<String>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        expected.extend(pchat_core::text::index_terms(&text, title.as_deref()).into_iter().map(|t| (t, ts, num, seq)));
+    }
+    expected.sort();
+    expected.dedup();
+    let actual: Vec<(String, i64, i64, i64)> = client
+        .query(
+            "SELECT term, ts, room_num, seq FROM search_postings ORDER BY term COLLATE \"C\", ts, room_num, seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(actual.len(), expected.len());
+    assert!(actual == expected, "the index differs from the messages");
+}

@@ -29,7 +29,7 @@ use rusqlite::{Connection, params};
 use tracing::info;
 
 /// A posting: term, ts, room number, seq.
-pub(crate) type Entry = (String, i64, i64, i64);
+pub(crate) type Entry = pchat_store::Posting;
 
 /// How long the oldest run waits before a merge starts (tests merge at once, in tiny chunks, to exercise every
 /// state a reader can meet).
@@ -92,18 +92,12 @@ impl Published {
 
 /// The keys of `term`'s postings in the tail (unordered).
 pub(crate) fn keys_of<'a>(tail: &'a [Run], term: &'a str) -> impl Iterator<Item = SearchKey> + 'a {
-    tail.iter().flat_map(move |run| {
-        let rest = run.rest();
-        let start = rest.partition_point(|e| e.0.as_str() < term);
-        rest[start..].iter().take_while(move |e| e.0 == term).map(|e| SearchKey { ts: e.1, room: e.2, seq: e.3 })
-    })
+    tail.iter().flat_map(move |run| pchat_store::keys_in(run.rest(), term))
 }
 
 /// Whether the tail holds this posting.
 pub(crate) fn holds(tail: &[Run], term: &str, key: SearchKey) -> bool {
-    tail.iter().any(|run| {
-        run.rest().binary_search_by(|e| (e.0.as_str(), e.1, e.2, e.3).cmp(&(term, key.ts, key.room, key.seq))).is_ok()
-    })
+    tail.iter().any(|run| pchat_store::holds_in(run.rest(), term, key))
 }
 
 thread_local! {

@@ -179,72 +179,21 @@ mod tests {
         assert!(err.contains("newer"), "{err}");
     }
 
-    fn new_message(id: String, room: &str, text: String) -> pchat_store::NewMessage {
-        pchat_store::NewMessage {
-            id,
-            room_id: room.into(),
-            author: "alice@example.com".into(),
-            text,
-            story_title: None,
-            alert: false,
-            client_id: None,
-            keep: true,
-            capture: false,
-            file: None,
-        }
-    }
-
-    /// Every result of a search, `limit` per page, as message ids.
-    async fn found(store: &SqliteStore, q: &str, mode: pchat_core::text::MatchMode, limit: u32) -> Vec<String> {
-        use pchat_store::search::{SearchRequest, search};
-        let query = pchat_core::text::TextQuery::parse("q", q, mode, false).unwrap();
-        let (mut ids, mut after) = (Vec::new(), None);
-        loop {
-            let request = SearchRequest { query: &query, filter: Default::default(), after, limit };
-            let page = search(store, &request).await.unwrap();
-            ids.extend(page.found.into_iter().map(|f| f.message.id));
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return ids,
-            }
-        }
-    }
-
     /// Appended messages are found while their postings are in the writer's backlog, at every stage of its merge
     /// into the index (tests merge in chunks of 7 postings, so a message's terms are split between the index and
     /// the backlog), by every kind of query, each exactly once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn searches_see_the_backlog_at_every_stage_of_its_merge() {
-        use pchat_core::text::MatchMode;
-        use pchat_store::Store;
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(&dir.path().join("mgc.db"), Durability::Full).unwrap());
+        let port: Arc<dyn pchat_store::Store> = store.clone();
         pchat_store::conformance::with_history(store.as_ref()).await;
-        let appends: Vec<_> = (0..80)
-            .map(|i| {
-                let s = Arc::clone(&store);
-                let text =
-                    if i % 2 == 0 { format!("alpha beta gamma zeta n{i}") } else { format!("alpha delta zeta n{i}") };
-                tokio::spawn(async move { s.append_message(new_message(format!("x{i}"), "r3", text)).await })
-            })
-            .collect();
-        for append in appends {
-            append.await.unwrap().unwrap();
-        }
+        pchat_store::conformance::append_for_indexing(&port).await;
         let (mut with_backlog, mut rounds) = (0, 0);
         loop {
             let backlog = !store.backlog().load().is_empty();
-            // The rarest term drives; the merge goes in term order, so `zeta` is often still in the backlog when
-            // `gamma` is in the index.
-            let all = found(&store, "gamma zeta alpha", MatchMode::All, 7).await;
-            assert_eq!(all.len(), 40, "{all:?}");
-            let mut unique = all.clone();
-            unique.sort();
-            unique.dedup();
-            assert_eq!(unique.len(), 40);
-            assert_eq!(found(&store, "gamma delta", MatchMode::Any, 50).await.len(), 80);
-            assert_eq!(found(&store, "beta gamma", MatchMode::Exact, 50).await.len(), 40);
-            assert_eq!(found(&store, "n17", MatchMode::All, 50).await, ["x17"]);
+            // The merge goes in term order, so `zeta` is often still in the backlog when `gamma` is in the index.
+            pchat_store::conformance::finds_appended_messages(&port).await;
             rounds += 1;
             if backlog {
                 with_backlog += 1;
@@ -286,6 +235,7 @@ mod tests {
     #[tokio::test]
     async fn messages_a_crash_left_unmerged_are_indexed_when_the_database_opens() {
         use pchat_core::text::MatchMode;
+        use pchat_store::conformance::found_ids;
         let (_dir, path) = closed_history().await;
         // What a crash leaves: the message and its pending row committed, its postings only in memory.
         let conn = open_connection(&path, Durability::Full).unwrap();
@@ -296,10 +246,11 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let store = SqliteStore::open(&path, Durability::Full).unwrap();
+        let store = Arc::new(SqliteStore::open(&path, Durability::Full).unwrap());
         assert!(store.backlog().load().is_empty());
-        assert_eq!(found(&store, "zebra", MatchMode::All, 50).await, ["m99"]);
-        assert_eq!(found(&store, "zebra crossing", MatchMode::Exact, 50).await, ["m99"]);
+        let port: Arc<dyn pchat_store::Store> = store;
+        assert_eq!(found_ids(&port, "zebra", MatchMode::All, 50).await, ["m99"]);
+        assert_eq!(found_ids(&port, "zebra crossing", MatchMode::Exact, 50).await, ["m99"]);
         let conn = rusqlite::Connection::open(&path).unwrap();
         let pending: i64 = conn.query_row("SELECT count(*) FROM search_pending", [], |r| r.get(0)).unwrap();
         assert_eq!(pending, 0);

@@ -24,7 +24,8 @@ pub use file_cases::files_become_ready_with_their_message_and_go_with_it;
 mod search_cases;
 pub use feed_cases::{feeds_are_kept_per_owner, the_feed_limit_holds_under_concurrent_creations};
 pub use search_cases::{
-    finds_history, search_follows_history, search_in_few_rooms_of_a_common_word, search_table, with_history,
+    append_for_indexing, finds_appended_messages, finds_history, found_ids, search_follows_history,
+    search_in_few_rooms_of_a_common_word, search_table, with_history,
 };
 
 /// A store under test and whatever must live as long as it (a temporary directory, a database to drop).

@@ -24,7 +24,7 @@ pub use compliance::{
 pub use feeds::{FeedRecord, Feeds};
 pub use files::{FileRecord, Files};
 pub use records::*;
-pub use search::{Found, Scan, ScanPage, Search, SearchFilter, SearchKey, TermCount};
+pub use search::{Found, Posting, Scan, ScanPage, Search, SearchFilter, SearchKey, TermCount, holds_in, keys_in};
 pub use sessions::{SessionRecord, Sessions};
 
 #[derive(Debug, thiserror::Error)]

@@ -104,6 +104,20 @@ pub struct ScanPage {
     pub last: Option<SearchKey>,
 }
 
+/// A posting held outside a backend's index table (postings not yet merged into it): term, ts, room number, seq.
+pub type Posting = (String, i64, i64, i64);
+
+/// The keys of `term`'s postings in `sorted` (postings sorted by term first), in their order.
+pub fn keys_in<'a>(sorted: &'a [Posting], term: &'a str) -> impl Iterator<Item = SearchKey> + 'a {
+    let start = sorted.partition_point(|e| e.0.as_str() < term);
+    sorted[start..].iter().take_while(move |e| e.0 == term).map(|e| SearchKey { ts: e.1, room: e.2, seq: e.3 })
+}
+
+/// Whether `sorted` (postings in their natural order) holds this posting.
+pub fn holds_in(sorted: &[Posting], term: &str, key: SearchKey) -> bool {
+    sorted.binary_search_by(|e| (e.0.as_str(), e.1, e.2, e.3).cmp(&(term, key.ts, key.room, key.seq))).is_ok()
+}
+
 /// The search index of history.
 #[async_trait]
 pub trait Search: Send + Sync {

@@ -72,6 +72,10 @@ struct Args {
     /// `--dir` — so that posts go into a database that already holds it.
     #[arg(long, conflicts_with = "postgres")]
     history: Option<PathBuf>,
+    /// With --postgres, start from a copy of this database (a history kept by `search --postgres --dir`) instead
+    /// of an empty one.
+    #[arg(long, default_value = "", requires = "postgres")]
+    postgres_template: String,
     /// Leave the `[files]` section out of the configuration (to run a build from before files in rooms, which
     /// refuses configuration it does not know, on PostgreSQL).
     #[arg(long)]
@@ -372,8 +376,11 @@ async fn main() -> anyhow::Result<()> {
     if args.servers > 1 && !args.postgres {
         bail!("a pool of several servers needs --postgres");
     }
-    let database =
-        if args.postgres { Some(pchat_store_postgres::testing::TempDatabase::create().await.0) } else { None };
+    let database = if args.postgres {
+        Some(pchat_store_postgres::testing::TempDatabase::create_as(&args.postgres_template).await.0)
+    } else {
+        None
+    };
     let url = database.as_ref().map(|d| d.url());
     // One at a time: the first bootstraps the administrator.
     let mut servers = vec![];
@@ -397,6 +404,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(history) = &args.history {
         backend.push_str(&format!(", database already holding {}", history.display()));
+    }
+    if !args.postgres_template.is_empty() {
+        backend.push_str(&format!(", database a copy of {}", args.postgres_template));
     }
     let (posts, secs, post_latencies) = throughput(&servers, &room, args.writers, args.seconds, args.words).await?;
     let rate = posts as f64 / secs;

@@ -43,9 +43,10 @@ struct Args {
     queries: usize,
     #[arg(long)]
     postgres: bool,
-    /// Keep the generated SQLite history in this directory and reuse it when it is already there (same
-    /// --messages and --rooms), so query runs can be repeated without importing again.
-    #[arg(long, conflicts_with = "postgres")]
+    /// Keep the generated history in this directory and reuse it when it is already there (same --messages and
+    /// --rooms), so query runs can be repeated without importing again. With --postgres the history is kept in
+    /// the database pchat_bench_MESSAGES_ROOMS (a template for `protocol --postgres-template`).
+    #[arg(long)]
     dir: Option<PathBuf>,
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/RESULTS.md"))]
     out: PathBuf,
@@ -179,11 +180,23 @@ async fn main() -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_owned());
     std::fs::create_dir_all(&dir)?;
-    let database =
-        if args.postgres { Some(pchat_store_postgres::testing::TempDatabase::create().await.0) } else { None };
-    let url = database.as_ref().map(|d| d.url());
     // A kept history (--dir) names its rooms in this file once its import has finished.
     let imported = dir.join(format!("imported-{}-{}.json", args.messages, args.rooms));
+    let database = match (args.postgres, &args.dir) {
+        (false, _) => None,
+        (true, None) => Some(pchat_store_postgres::testing::TempDatabase::create().await.0),
+        (true, Some(_)) => {
+            let name = format!("pchat_bench_{}_{}", args.messages, args.rooms);
+            let (database, _, existed) = pchat_store_postgres::testing::TempDatabase::kept(&name).await;
+            if !existed {
+                let _ = std::fs::remove_file(&imported);
+            } else if !imported.exists() {
+                anyhow::bail!("database {name} holds an unfinished import: drop it and run again");
+            }
+            Some(database)
+        }
+    };
+    let url = database.as_ref().map(|d| d.url());
     let reused: Option<Vec<String>> = std::fs::read(&imported).ok().map(|b| serde_json::from_slice(&b)).transpose()?;
     let rooms = match &reused {
         Some(rooms) => rooms.clone(),
@@ -221,8 +234,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(url) => {
             let store = pchat_store_postgres::PgStore::connect(url).await?;
-            let samples = import(Some(&store), &corpus, &rooms, args.messages, &mut rng).await?;
+            let target: Option<&dyn Store> = if reused.is_some() { None } else { Some(&store) };
+            let samples = import(target, &corpus, &rooms, args.messages, &mut rng).await?;
             drop(store);
+            std::fs::write(&imported, serde_json::to_vec(&rooms)?)?;
             let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
             tokio::spawn(connection);
             client.batch_execute("VACUUM ANALYZE").await?;

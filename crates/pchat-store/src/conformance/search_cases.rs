@@ -56,6 +56,39 @@ pub async fn with_history(store: &dyn Store) {
     }
 }
 
+/// Appends 80 messages to `r3` of [`with_history`] at once, for [`finds_appended_messages`] to look for while the
+/// backend indexes them: even ones read "alpha beta gamma zeta n{i}", odd ones "alpha delta zeta n{i}".
+pub async fn append_for_indexing(store: &Arc<dyn Store>) {
+    let appends: Vec<_> = (0..80)
+        .map(|i| {
+            let store = Arc::clone(store);
+            let text =
+                if i % 2 == 0 { format!("alpha beta gamma zeta n{i}") } else { format!("alpha delta zeta n{i}") };
+            tokio::spawn(async move { store.append_message(post("r3", &format!("x{i}"), &text, None)).await })
+        })
+        .collect();
+    for append in appends {
+        append.await.unwrap().unwrap();
+    }
+}
+
+/// The messages of [`append_for_indexing`] are each found once by every kind of query (run it at every stage of
+/// their indexing).
+pub async fn finds_appended_messages(store: &Arc<dyn Store>) {
+    // The rarest term drives; other terms may be indexed or not yet.
+    let all = found_ids(store, "gamma zeta alpha", MatchMode::All, 7).await;
+    assert_eq!(all.len(), 40, "{all:?}");
+    assert_eq!(found_ids(store, "gamma delta", MatchMode::Any, 50).await.len(), 80);
+    assert_eq!(found_ids(store, "beta gamma", MatchMode::Exact, 50).await.len(), 40);
+    assert_eq!(found_ids(store, "n17", MatchMode::All, 50).await, ["x17"]);
+}
+
+/// Every result of a search (any author, room or time), `limit` per page, as message ids, each checked to come
+/// once.
+pub async fn found_ids(store: &Arc<dyn Store>, q: &str, mode: MatchMode, limit: u32) -> Vec<String> {
+    ids(store, q, mode, false, SearchFilter::default(), limit).await
+}
+
 /// Every result of a search, page by page (`limit` per page), as message ids; checks that pages hold no
 /// duplicates and that every page but the last is full.
 async fn ids(

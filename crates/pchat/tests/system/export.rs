@@ -401,13 +401,16 @@ async fn the_worker_runs_alone() {
         store.put_compliance_config("global", &config.to_string()).await.unwrap();
         assert_eq!(store.outbox(100).await.unwrap().len(), 5);
     }
-    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_pchat"))
-        .args(["compliance", "worker", "--data-dir"])
-        .arg(&w.server.data_dir)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = Worker(
+        std::process::Command::new(env!("CARGO_BIN_EXE_pchat"))
+            .args(["compliance", "worker", "--data-dir"])
+            .arg(&w.server.data_dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let exported = read_export(out.path());
@@ -417,9 +420,9 @@ async fn the_worker_runs_alone() {
         assert!(Instant::now() < deadline, "the worker exported {} of 5", exported.len());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let status = std::process::Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill").args(["-TERM", &worker.0.id().to_string()]).status().unwrap();
     assert!(status.success());
-    assert!(worker.wait().unwrap().success(), "the worker stops cleanly on SIGTERM");
+    assert!(worker.0.wait().unwrap().success(), "the worker stops cleanly on SIGTERM");
     let store = pchat_store_sqlite::SqliteStore::open(&w.server.data_dir.join("mgc.db"), Default::default()).unwrap();
     assert!(store.outbox(100).await.unwrap().is_empty(), "archived, then cleared from the outbox");
     drop(store);
@@ -479,4 +482,16 @@ async fn two_servers_export_each_event_once() {
     assert!(metric(&w.server, "pchat_compliance_exported_total").await > 0.0);
     drop((other, w));
     drop(database);
+}
+
+/// A `pchat compliance worker` process, killed if the test ends without stopping it (a failed assertion).
+struct Worker(std::process::Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
