@@ -5,7 +5,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use pchat_api_types::{self as api, *};
 use pchat_service::{RoomFilter, decode_cursor, encode_cursor};
@@ -142,6 +142,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/manage/", get(manage))
+        .route("/assets/{version}/{file}", get(crate::web::asset))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -163,14 +164,14 @@ pub(crate) fn routes() -> Router<AppState> {
         })
 }
 
-async fn index() -> Html<&'static str> {
-    Html(include_str!("index.html"))
+async fn index() -> Response {
+    crate::web::page()
 }
 
 async fn manage(State(s): State<AppState>) -> Response {
     match s.service.management_url().await {
         Some(url) => Redirect::temporary(&url).into_response(),
-        None => Html(include_str!("index.html")).into_response(),
+        None => crate::web::page(),
     }
 }
 

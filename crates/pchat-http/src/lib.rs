@@ -13,6 +13,7 @@ mod openapi;
 mod search;
 mod stream;
 mod tls;
+mod web;
 pub mod wire;
 
 use std::future::Future;

@@ -1,0 +1,172 @@
+// The web client in headless Chromium against the real server: chatting, reconnecting after a restart, losing
+// access while a room is open, the policy explanation, text shown as text, accessibility and the phone layout.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { Server, browser, signedIn, shot, accessibilityProblems, PASSWORD } from "./harness.mjs";
+
+const ALICE = "alice@example.com";
+const BOB = "bob@example.com";
+const CAROL = "carol@example.com";
+let server;
+let chromium;
+let rooms;
+
+before(async () => {
+  server = await Server.start();
+  rooms = await server.setUp([ALICE, BOB, CAROL], {
+    "Rates desk": [ALICE, BOB],
+    "FX desk": [ALICE, BOB],
+    "Restart room": [ALICE, BOB],
+  });
+  chromium = await browser();
+});
+
+after(async () => {
+  await chromium?.close();
+  await server?.close();
+});
+
+/** Opens a room from the sidebar. */
+async function open(page, name) {
+  await page.getByRole("navigation", { name: "My rooms" }).getByRole("button", { name }).click();
+  await page.getByRole("heading", { name, level: 1 }).waitFor();
+}
+
+function messages(page) {
+  return page.getByRole("log");
+}
+
+test("two users chat in a room: a message appears in the other's browser within a second", async () => {
+  const alice = await signedIn(chromium, server, ALICE);
+  const bob = await signedIn(chromium, server, BOB);
+  await shot(alice, "01-rooms-sidebar");
+  await open(alice, "Rates desk");
+  await open(bob, "Rates desk");
+  await bob.getByText("Connected").waitFor();
+  await alice.getByText("Connected").waitFor();
+  await alice.getByLabel("Message Rates desk").fill("Morning all, curve steepening");
+  const sent = Date.now();
+  await alice.getByLabel("Message Rates desk").press("Enter");
+  await messages(bob).getByText("Morning all, curve steepening").waitFor({ timeout: 1000 });
+  const delay = Date.now() - sent;
+  assert.ok(delay <= 1000, `delivered after ${delay} ms`);
+  await messages(alice).getByText("Morning all, curve steepening").waitFor();
+  await shot(bob, "02-room-live-message");
+  assert.deepEqual(alice.problems, []);
+  assert.deepEqual(bob.problems, []);
+  await alice.context().close();
+  await bob.context().close();
+});
+
+test("a message with HTML is shown as text and runs nothing", async () => {
+  const alice = await signedIn(chromium, server, ALICE);
+  const bob = await signedIn(chromium, server, BOB);
+  let dialogs = 0;
+  for (const page of [alice, bob]) page.on("dialog", (d) => { dialogs += 1; d.dismiss(); });
+  await open(alice, "FX desk");
+  await open(bob, "FX desk");
+  await alice.getByText("Connected").waitFor();
+  const evil = "<img src=x onerror=alert(1)> see https://example.com/a?b=1";
+  await alice.getByLabel("Message FX desk").fill(evil);
+  await alice.getByRole("button", { name: "Send" }).click();
+  await messages(bob).getByText("<img src=x onerror=alert(1)>", { exact: false }).waitFor();
+  assert.equal(await messages(bob).locator("img").count(), 0, "no image element was made from the text");
+  const link = messages(bob).getByRole("link", { name: "https://example.com/a?b=1" });
+  assert.equal(await link.getAttribute("href"), "https://example.com/a?b=1");
+  assert.equal(await link.getAttribute("rel"), "noopener noreferrer");
+  await bob.waitForTimeout(300);
+  assert.equal(dialogs, 0, "a dialog opened");
+  await shot(bob, "03-html-shown-as-text");
+  await alice.context().close();
+  await bob.context().close();
+});
+
+test("after a server restart the open room catches up: every message once, in order", async () => {
+  const bob = await signedIn(chromium, server, BOB);
+  await open(bob, "Restart room");
+  await bob.getByText("Connected").waitFor();
+  const room = rooms["Restart room"].id;
+  await server.api(ALICE, "POST", `/rooms/${room}/messages`, { text: "before restart" });
+  await messages(bob).getByText("before restart").waitFor();
+  await server.stop();
+  await bob.getByText("Reconnecting…").waitFor();
+  await shot(bob, "04-reconnecting");
+  await server.run();
+  server.tokens = new Map();
+  for (let i = 1; i <= 5; i++) {
+    await server.api(ALICE, "POST", `/rooms/${room}/messages`, { text: `while away ${i}` });
+  }
+  await messages(bob).getByText("while away 5").waitFor({ timeout: 15000 });
+  await bob.getByText("Connected").waitFor();
+  await server.api(ALICE, "POST", `/rooms/${room}/messages`, { text: "after reconnect" });
+  await messages(bob).getByText("after reconnect").waitFor();
+  const texts = await messages(bob).locator("li.message .text").allTextContents();
+  assert.deepEqual(texts, [
+    "before restart",
+    "while away 1",
+    "while away 2",
+    "while away 3",
+    "while away 4",
+    "while away 5",
+    "after reconnect",
+  ]);
+  await shot(bob, "05-caught-up-after-restart");
+  await bob.context().close();
+});
+
+test("a user walled off while the room is open sees it close and receives nothing more", async () => {
+  const bob = await signedIn(chromium, server, BOB);
+  await open(bob, "Rates desk");
+  await bob.getByText("Connected").waitFor();
+  const room = rooms["Rates desk"].id;
+  const category = rooms["Rates desk"].category;
+  await server.api(ALICE, "POST", `/rooms/${room}/messages`, { text: "visible before the wall" });
+  await messages(bob).getByText("visible before the wall").waitFor();
+  await server.api("admin@example.com", "PATCH", `/categories/${category}`, { denied_members: { add: [BOB] } });
+  await bob.getByText("You no longer have access to this room.").waitFor();
+  await server.api(ALICE, "POST", `/rooms/${room}/messages`, { text: "behind the wall" });
+  await bob.waitForTimeout(500);
+  assert.equal(await bob.getByText("behind the wall").count(), 0);
+  assert.equal(await bob.getByText("visible before the wall").count(), 0, "the closed room's history is gone");
+  await shot(bob, "06-walled-off");
+  await server.api("admin@example.com", "PATCH", `/categories/${category}`, { denied_members: { remove: [BOB] } });
+  await bob.context().close();
+});
+
+test("a user whose policy disables chat sees why", async () => {
+  await server.api("admin@example.com", "PUT", `/policies/user:${CAROL}`, { enable_persistent_chat: false });
+  const context = await chromium.newContext();
+  const page = await context.newPage();
+  await page.goto(server.url + "/");
+  await page.getByLabel("Address").fill(CAROL);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Persistent chat is turned off for you" }).waitFor();
+  await shot(page, "07-chat-disabled-by-policy");
+  await context.close();
+});
+
+test("pages pass axe-core (no serious or critical violation) and fit a 360 px phone", async () => {
+  const context = await chromium.newContext({ viewport: { width: 360, height: 740 } });
+  const page = await context.newPage();
+  await page.goto(server.url + "/");
+  await page.getByLabel("Address").waitFor();
+  assert.deepEqual(await accessibilityProblems(page), [], "sign-in page");
+  await shot(page, "08-phone-sign-in");
+  await page.getByLabel("Address").fill(ALICE);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await open(page, "FX desk");
+  await page.getByText("Connected").waitFor();
+  assert.deepEqual(await accessibilityProblems(page), [], "room page");
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= 360, `the page is ${width} px wide on a 360 px screen`);
+  await shot(page, "09-phone-room");
+  await context.close();
+  const desktop = await signedIn(chromium, server, ALICE);
+  await open(desktop, "FX desk");
+  await desktop.getByText("Connected").waitFor();
+  assert.deepEqual(await accessibilityProblems(desktop), [], "room page, desktop");
+  await desktop.context().close();
+});
