@@ -46,6 +46,51 @@ export async function call(method, path, body) {
   return data;
 }
 
+/**
+ * Uploads a file into a room, streamed from disk, reporting progress (0–1). Resolves with the API's answer.
+ * @param {string} room @param {File} file @param {(done: number) => void} onProgress
+ * @returns {Promise<any>}
+ */
+export function upload(room, file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", `/api/v1/rooms/${encodeURIComponent(room)}/files?name=${encodeURIComponent(file.name)}`);
+    xhr.setRequestHeader("authorization", `Bearer ${savedToken() ?? ""}`);
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable) onProgress(e.loaded / e.total);
+    };
+    xhr.onload = () => {
+      const data = xhr.responseText ? JSON.parse(xhr.responseText) : null;
+      if (xhr.status >= 200 && xhr.status < 300) resolve(data);
+      else reject(new ApiError(xhr.status, data?.code ?? "error", data?.detail ?? xhr.statusText));
+    };
+    xhr.onerror = () => reject(new ApiError(0, "network", "the upload was interrupted"));
+    xhr.send(file);
+  });
+}
+
+/**
+ * Downloads a file of a room (the API needs the bearer header, so it is fetched and handed to the browser).
+ * @param {{id: string, name: string}} file
+ */
+export async function download(file) {
+  const response = await fetch(`/api/v1/files/${encodeURIComponent(file.id)}`, {
+    headers: { authorization: `Bearer ${savedToken() ?? ""}` },
+  });
+  if (!response.ok) {
+    const data = await response.json().catch(() => null);
+    throw new ApiError(response.status, data?.code ?? "error", data?.detail ?? response.statusText);
+  }
+  const url = URL.createObjectURL(await response.blob());
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = file.name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
 /** Signs in; keeps the token for this tab. @param {string} user @param {string} password */
 export async function signIn(user, password) {
   sessionStorage.removeItem(TOKEN_KEY);
@@ -142,10 +187,14 @@ export class Stream {
     this.send({ op: "part", room });
   }
 
-  /** Posts; the `ack` frame answers it. @param {string} room @param {string} text @returns {string} client_id */
-  post(room, text) {
+  /**
+   * Posts; the `ack` frame answers it.
+   * @param {string} room @param {string} text @param {{story_title?: string, alert?: boolean}} [extra]
+   * @returns {string} client_id
+   */
+  post(room, text, extra = {}) {
     const clientId = crypto.randomUUID();
-    const frame = { op: "post", room, text, client_id: clientId };
+    const frame = { op: "post", room, text, client_id: clientId, ...extra };
     this.unacked.set(clientId, frame);
     this.send(frame);
     return clientId;

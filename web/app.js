@@ -2,48 +2,15 @@
 // The pchat web client: sign-in, the rooms I belong to or follow, a room's history and live messages, posting.
 // Every text that comes from the server is put into the page as text (textContent), never as HTML.
 
-import { ApiError, Stream, call, savedToken, signIn, signOut } from "./api.js";
+import { ApiError, Stream, call, download, savedToken, signIn, signOut, upload } from "./api.js";
+import { h, linkified } from "./dom.js";
+import { loadManage, manageView } from "./manage.js";
 
 /** @typedef {{id: string, room: string, seq: number, author: string, ts: string, text: string,
- *   story_title: string | null, alert: boolean, client_id: string | null, replaced: boolean}} Message */
+ *   story_title: string | null, alert: boolean, client_id: string | null, replaced: boolean,
+ *   file?: {id: string, name: string, size: number, content_type: string}}} Message */
 
 const app = /** @type {HTMLElement} */ (document.getElementById("app"));
-
-/**
- * Creates an element. Children that are strings become text nodes.
- * @param {string} tag
- * @param {Record<string, string | boolean | ((e: any) => void)>} [attrs]
- * @param {(Node | string | null | undefined | false)[]} [children]
- * @returns {HTMLElement}
- */
-function h(tag, attrs = {}, children = []) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (typeof value === "function") node.addEventListener(key.replace(/^on/, ""), value);
-    else if (value === true) node.setAttribute(key, "");
-    else if (value !== false) node.setAttribute(key, value);
-  }
-  for (const child of children) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(typeof child === "string" ? document.createTextNode(child) : child);
-  }
-  return node;
-}
-
-/** Text with its http(s) links made clickable; everything else stays text. @param {string} text */
-function linkified(text) {
-  const out = document.createDocumentFragment();
-  const pattern = /\bhttps?:\/\/[^\s<>"]+[^\s<>".,;:!?)\]]/g;
-  let at = 0;
-  for (const match of text.matchAll(pattern)) {
-    const index = match.index ?? 0;
-    out.append(document.createTextNode(text.slice(at, index)));
-    out.append(h("a", { href: match[0], target: "_blank", rel: "noopener noreferrer" }, [match[0]]));
-    at = index + match[0].length;
-  }
-  out.append(document.createTextNode(text.slice(at)));
-  return out;
-}
 
 const state = {
   /** @type {{address: string, display_name: string} | null} */
@@ -61,7 +28,25 @@ const state = {
   connection: "connecting",
   /** @type {string | null} why the open room closed */
   notice: null,
+  /** @type {"room" | "directory" | "search" | "manage"} what the main pane shows */
+  view: "room",
+  /** @type {any[]} invitations not yet acted on (newest last) */
+  invitations: [],
+  /** @type {any[]} the user's topic feeds, each with `unseen` matches */
+  feeds: [],
+  /** @type {number | null} a message to bring into view once shown */
+  target: null,
+  admin: false,
+  /** @type {"people" | "addin" | null} the room's side pane */
+  side: null,
+  /** @type {Set<string>} rooms whose oldest message is held */
+  complete: new Set(),
 };
+
+/** Invitations a user has acted on are remembered in this browser (their ids increase per user). */
+function seenInvitation() {
+  return Number(localStorage.getItem(`pchat.invitations.${state.user?.address}`) ?? "0");
+}
 
 /** @param {string} room */
 function held(room) {
@@ -135,6 +120,15 @@ async function start() {
   }
   const mine = await call("GET", "/me/rooms");
   state.rooms = Array.isArray(mine) ? mine : (mine.items ?? []);
+  state.admin = (me.roles ?? []).includes("admin");
+  if (location.pathname.startsWith("/manage")) {
+    await loadManage(state.user, state.admin);
+    state.view = "manage";
+  }
+  const invitations = await call("GET", `/me/invitations?after=${seenInvitation()}`).catch(() => ({ items: [] }));
+  state.invitations = invitations.items ?? [];
+  const feeds = await call("GET", "/me/feeds").catch(() => ({ items: [] }));
+  state.feeds = (feeds.items ?? feeds ?? []).map((/** @type {any} */ f) => ({ ...f, unseen: 0 }));
   state.stream = new Stream(onFrame, onConnection, lastSeq);
   render();
 }
@@ -174,6 +168,43 @@ function onFrame(frame) {
     case "error":
       if (frame.op === "join" && frame.room) lost(frame.room, "removed_from_room");
       break;
+    case "participant_joined":
+    case "participant_left":
+      if (frame.room === state.current && state.side === "people") render();
+      break;
+    case "room_updated": {
+      const entry = state.rooms.find((r) => r.room.id === frame.room.id);
+      if (entry) {
+        entry.room = frame.room;
+        if (state.view === "room" && state.current === frame.room.id) render();
+        else renderSidebar();
+      }
+      break;
+    }
+    case "invitation":
+      if (!state.invitations.some((i) => i.id === frame.invitation.id)) state.invitations.push(frame.invitation);
+      renderSidebar();
+      break;
+    case "invitation_withdrawn":
+      state.invitations = state.invitations.filter((i) => i.id !== frame.id);
+      renderSidebar();
+      break;
+    case "feed_match": {
+      const feed = state.feeds.find((f) => f.id === frame.feed);
+      if (feed) feed.unseen += 1;
+      renderSidebar();
+      notify(`${frame.feed_name}: ${frame.room?.name ?? ""}`, `${frame.message.author}: ${frame.highlight}`);
+      break;
+    }
+    case "activity": {
+      const entry = state.rooms.find((r) => r.room.id === frame.room);
+      if (entry && frame.last_seq > (entry.last_seq ?? 0)) {
+        entry.unread = (entry.unread ?? 0) + (frame.last_seq - (entry.last_seq ?? 0));
+        entry.last_seq = frame.last_seq;
+        renderSidebar();
+      }
+      break;
+    }
     default:
       break;
   }
@@ -217,35 +248,118 @@ function markRead(room, seq) {
   call("POST", "/me/read", { room, seq }).catch(() => {});
 }
 
-/** @param {string} room */
-async function openRoom(room) {
+/** Shows a browser notification when the user allowed them and the page is not in front. */
+function notify(title, body) {
+  if (typeof Notification === "undefined" || Notification.permission !== "granted" || !document.hidden) return;
+  try {
+    new Notification(title, { body });
+  } catch {
+    // Some browsers only notify from a service worker: the badge is still there.
+  }
+}
+
+/** @param {string} room @param {number | null} [target] a seq to bring into view */
+async function openRoom(room, target = null) {
   if (state.current && state.current !== room) state.stream?.part(state.current);
   state.current = room;
+  state.view = "room";
+  if (location.pathname !== "/") history.pushState(null, "", "/");
   state.notice = null;
+  state.target = target;
   const entry = state.rooms.find((r) => r.room.id === room);
   if (entry) entry.unread = 0;
   render();
   state.stream?.join(room);
+  if (target !== null) await reach(room, target);
+}
+
+/** Loads older messages of the open room (one page), keeping the held messages contiguous. @param {string} room */
+async function older(room) {
+  if (state.complete.has(room) || !held(room).size) return 0;
+  const first = Math.min(...held(room).keys());
+  const page = await call("GET", `/rooms/${encodeURIComponent(room)}/messages?before_seq=${first}&limit=100`);
+  const items = page.items ?? page ?? [];
+  if (items.length < 100 || items[0]?.seq === 1) state.complete.add(room);
+  const scroller = document.getElementById("scroller");
+  const fromBottom = scroller ? scroller.scrollHeight - scroller.scrollTop : 0;
+  for (const m of items) held(room).set(m.seq, m);
+  if (room === state.current) {
+    drawMessages();
+    // The messages in view stay where they were.
+    if (scroller) scroller.scrollTop = scroller.scrollHeight - fromBottom;
+  }
+  return items.length;
+}
+
+/** Pages back until `seq` is held, then scrolls it into view and marks it. @param {string} room @param {number} seq */
+async function reach(room, seq) {
+  for (let i = 0; i < 200 && state.current === room; i++) {
+    if (held(room).has(seq) || (held(room).size && Math.min(...held(room).keys()) <= seq)) break;
+    if (!held(room).size) {
+      await new Promise((r) => setTimeout(r, 100));
+      continue;
+    }
+    if ((await older(room)) === 0) break;
+  }
+  const node = document.querySelector(`li.message[data-seq="${seq}"]`);
+  if (node) {
+    node.classList.add("target");
+    node.scrollIntoView({ block: "center" });
+    /** @type {HTMLElement} */ (node).focus();
+  }
 }
 
 function render() {
-  const main = state.current ? roomView(state.current) : emptyView();
+  const main =
+    state.view === "manage"
+      ? manageView(render, (id) => openRoom(id))
+      : state.view === "directory"
+      ? directoryView()
+      : state.view === "search"
+        ? searchView()
+        : state.current
+          ? roomView(state.current)
+          : emptyView();
+  const query = /** @type {HTMLInputElement} */ (h("input", { id: "search-q", type: "search", name: "q" }));
+  const searchForm = h("form", { role: "search", class: "search" }, [
+    h("label", { for: "search-q", class: "visually-hidden" }, ["Search messages"]),
+    query,
+    h("button", { type: "submit" }, ["Search"]),
+  ]);
+  searchForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (query.value.trim()) runSearch({ q: query.value });
+  });
   app.replaceChildren(
     h("header", { class: "top" }, [
       h("span", { class: "brand" }, ["pchat"]),
+      searchForm,
       h("span", { id: "connection", class: `connection ${state.connection}`, role: "status" }, [connectionText()]),
+      state.view === "manage"
+        ? h("a", { href: "/", class: "nav-link" }, ["Chat"])
+        : h("a", { href: "/manage/", class: "nav-link" }, ["Manage rooms"]),
       h("span", { class: "me" }, [state.user?.display_name || state.user?.address || ""]),
       h("button", { type: "button", onclick: leave }, ["Sign out"]),
     ]),
     h("div", { class: "layout" }, [h("nav", { id: "sidebar", "aria-label": "My rooms" }), main]),
   );
   renderSidebar();
-  const list = document.getElementById("messages");
-  if (list) {
-    for (const m of [...held(state.current ?? "").values()].sort((a, b) => a.seq - b.seq)) appendMessage(m);
-    const composer = document.getElementById("composer-text");
-    composer?.focus();
+  if (document.getElementById("messages")) {
+    drawMessages();
+    const scroller = /** @type {HTMLElement} */ (document.getElementById("scroller"));
+    scroller.addEventListener("scroll", () => {
+      if (scroller.scrollTop < 80 && state.current) older(state.current).catch(() => {});
+    });
+    document.getElementById("composer-text")?.focus();
   }
+}
+
+/** Draws the open room's held messages again, in order. */
+function drawMessages() {
+  const list = document.getElementById("messages");
+  if (!list || !state.current) return;
+  list.replaceChildren();
+  for (const m of [...held(state.current).values()].sort((a, b) => a.seq - b.seq)) appendMessage(m);
 }
 
 function renderSidebar() {
@@ -257,42 +371,245 @@ function renderSidebar() {
     const name = state.categories.get(entry.room.category) ?? entry.room.category;
     groups.set(name, [...(groups.get(name) ?? []), entry]);
   }
+  /** @param {any} entry */
+  const roomButton = (entry) =>
+    h("li", {}, [
+      h(
+        "button",
+        {
+          type: "button",
+          class: entry.room.id === state.current && state.view === "room" ? "room current" : "room",
+          "aria-current": entry.room.id === state.current && state.view === "room" ? "page" : false,
+          onclick: () => openRoom(entry.room.id),
+        },
+        [
+          h("span", { class: "name" }, [entry.room.name]),
+          entry.following ? h("span", { class: "followed", title: "Followed" }, ["★"]) : null,
+          entry.unread > 0
+            ? h("span", { class: "unread", "aria-label": `${entry.unread} unread` }, [String(entry.unread)])
+            : null,
+        ],
+      ),
+    ]);
   const sections = [...groups.entries()]
     .sort((a, b) => a[0].localeCompare(b[0]))
     .map(([category, entries]) =>
       h("section", {}, [
         h("h2", {}, [category]),
+        h("ul", {}, entries.sort((a, b) => a.room.name.localeCompare(b.room.name)).map(roomButton)),
+      ]),
+    );
+  const invitations = state.invitations.length
+    ? h("section", { class: "invitations" }, [
+        h("h2", {}, [`New rooms (${state.invitations.length})`]),
         h(
           "ul",
           {},
-          entries
-            .sort((a, b) => a.room.name.localeCompare(b.room.name))
-            .map((entry) =>
-              h("li", {}, [
-                h(
-                  "button",
-                  {
-                    type: "button",
-                    class: entry.room.id === state.current ? "room current" : "room",
-                    "aria-current": entry.room.id === state.current ? "page" : false,
-                    onclick: () => openRoom(entry.room.id),
-                  },
-                  [
-                    h("span", { class: "name" }, [entry.room.name]),
-                    entry.unread > 0
-                      ? h("span", { class: "unread", "aria-label": `${entry.unread} unread` }, [String(entry.unread)])
-                      : null,
-                  ],
-                ),
+          state.invitations.map((inv) =>
+            h("li", {}, [
+              h("button", { type: "button", class: "room", onclick: () => acceptInvitation(inv) }, [
+                h("span", { class: "name" }, [`Join ${inv.room.name}`]),
               ]),
-            ),
+            ]),
+          ),
         ),
-      ]),
-    );
-  nav.replaceChildren(
+      ])
+    : null;
+  const feeds = state.feeds.length
+    ? h("section", { class: "feeds" }, [
+        h("h2", {}, ["Topic feeds"]),
+        h(
+          "ul",
+          {},
+          state.feeds.map((feed) =>
+            h("li", {}, [
+              h("button", { type: "button", class: "room", onclick: () => openFeed(feed) }, [
+                h("span", { class: "name" }, [feed.name]),
+                feed.unseen > 0
+                  ? h("span", { class: "unread", "aria-label": `${feed.unseen} new matches` }, [String(feed.unseen)])
+                  : null,
+              ]),
+            ]),
+          ),
+        ),
+      ])
+    : null;
+  const parts = [
     h("h1", { class: "visually-hidden" }, ["My rooms"]),
+    h("button", { type: "button", class: "browse", onclick: () => openDirectory() }, ["Browse rooms"]),
+    invitations,
     ...(sections.length ? sections : [h("p", { class: "muted" }, ["You are not in any room yet."])]),
-  );
+    feeds,
+  ];
+  nav.replaceChildren(...parts.filter((p) => p !== null));
+}
+
+/** Joins an invited room: it opens, joins the sidebar, and the invitation is done with. @param {any} inv */
+async function acceptInvitation(inv) {
+  state.invitations = state.invitations.filter((i) => i.id !== inv.id);
+  localStorage.setItem(`pchat.invitations.${state.user?.address}`, String(Math.max(seenInvitation(), inv.id)));
+  if (!state.rooms.some((r) => r.room.id === inv.room.id)) {
+    state.rooms.push({ room: inv.room, following: false, unread: 0, last_seq: 0 });
+  }
+  await openRoom(inv.room.id);
+}
+
+// ---- the room directory ----
+
+/** @type {any[]} */
+let directory = [];
+
+async function openDirectory(query = "") {
+  state.view = "directory";
+  const params = new URLSearchParams({ limit: "200" });
+  if (query) params.set("query", query);
+  const page = await call("GET", `/rooms?${params}`);
+  directory = page.items ?? page ?? [];
+  render();
+  const input = /** @type {HTMLInputElement | null} */ (document.getElementById("directory-q"));
+  if (input) {
+    input.value = query;
+    input.focus();
+  }
+}
+
+function directoryView() {
+  const input = /** @type {HTMLInputElement} */ (h("input", { id: "directory-q", type: "search", name: "query" }));
+  const form = h("form", { class: "inline", role: "search" }, [
+    h("label", { for: "directory-q" }, ["Find a room by name"]),
+    input,
+    h("button", { type: "submit" }, ["Find"]),
+  ]);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    openDirectory(input.value.trim());
+  });
+  return h("main", { id: "room", class: "pane", "aria-labelledby": "directory-title" }, [
+    h("h1", { id: "directory-title" }, ["Rooms"]),
+    form,
+    h(
+      "ul",
+      { class: "cards" },
+      directory.map((room) => {
+        const mine = state.rooms.find((r) => r.room.id === room.id);
+        return h("li", { class: "card" }, [
+          h("div", { class: "card-head" }, [
+            h("h2", {}, [room.name]),
+            h("span", { class: `privacy ${room.privacy}` }, [room.privacy]),
+          ]),
+          room.description ? h("p", { class: "description" }, [room.description]) : null,
+          h("div", { class: "actions" }, [
+            h("button", { type: "button", onclick: () => openFromDirectory(room) }, [`Open ${room.name}`]),
+            h(
+              "button",
+              { type: "button", class: "secondary", onclick: () => setFollow(room, !mine?.following) },
+              [mine?.following ? `Unfollow ${room.name}` : `Follow ${room.name}`],
+            ),
+          ]),
+        ]);
+      }),
+    ),
+    directory.length ? null : h("p", { class: "muted" }, ["No room matches."]),
+  ]);
+}
+
+/** @param {any} room */
+async function openFromDirectory(room) {
+  if (!state.rooms.some((r) => r.room.id === room.id)) {
+    state.rooms.push({ room, following: false, unread: 0, last_seq: 0 });
+  }
+  await openRoom(room.id);
+}
+
+/** @param {any} room @param {boolean} follow */
+async function setFollow(room, follow) {
+  await call(follow ? "PUT" : "DELETE", `/me/follows/${encodeURIComponent(room.id)}`);
+  const mine = await call("GET", "/me/rooms");
+  state.rooms = Array.isArray(mine) ? mine : (mine.items ?? []);
+  render();
+}
+
+// ---- history search and topic feeds ----
+
+/** @type {{title: string, items: any[], next: string | null, params: Record<string, string> | null}} */
+let results = { title: "", items: [], next: null, params: null };
+
+/** @param {Record<string, string>} params */
+async function runSearch(params) {
+  const page = await call("GET", `/search?${new URLSearchParams({ ...params, limit: "50" })}`);
+  results = { title: `Results for “${params.q}”`, items: page.items ?? [], next: page.next_cursor ?? null, params };
+  state.view = "search";
+  render();
+}
+
+/** @param {any} feed */
+async function openFeed(feed) {
+  feed.unseen = 0;
+  const page = await call("GET", `/me/feeds/${encodeURIComponent(feed.id)}/messages?limit=50`);
+  results = { title: `Topic feed “${feed.name}”`, items: page.items ?? [], next: null, params: null };
+  state.view = "search";
+  render();
+}
+
+/** The highlight with its matched ranges marked. @param {any} item */
+function highlight(item) {
+  const chars = Array.from(item.highlight ?? "");
+  const out = h("p", { class: "text" });
+  let at = 0;
+  for (const range of item.highlight_ranges ?? []) {
+    out.append(document.createTextNode(chars.slice(at, range.start).join("")));
+    out.append(h("mark", {}, [chars.slice(range.start, range.end).join("")]));
+    at = range.end;
+  }
+  out.append(document.createTextNode(chars.slice(at).join("")));
+  return out;
+}
+
+function searchView() {
+  const more = async () => {
+    if (!results.next || !results.params) return;
+    const page = await call("GET", `/search?${new URLSearchParams({ ...results.params, cursor: results.next })}`);
+    results = { ...results, items: [...results.items, ...(page.items ?? [])], next: page.next_cursor ?? null };
+    render();
+  };
+  return h("main", { id: "room", class: "pane", "aria-labelledby": "results-title" }, [
+    h("h1", { id: "results-title" }, [results.title]),
+    h(
+      "ol",
+      { class: "cards results" },
+      results.items.map((item) =>
+        h("li", { class: "card" }, [
+          h("div", { class: "meta" }, [
+            h("span", { class: "author" }, [item.message.author]),
+            h("span", { class: "muted" }, [`in ${item.room?.name ?? ""}`]),
+            h("time", { datetime: item.message.ts }, [new Date(item.message.ts).toLocaleString()]),
+          ]),
+          highlight(item),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "secondary",
+              onclick: () => jumpTo(item),
+            },
+            [`Show in ${item.room?.name ?? "room"}`],
+          ),
+        ]),
+      ),
+    ),
+    results.items.length ? null : h("p", { class: "muted" }, ["Nothing found."]),
+    results.next ? h("button", { type: "button", onclick: more }, ["More results"]) : null,
+  ]);
+}
+
+/** @param {any} item */
+async function jumpTo(item) {
+  const room = item.message.room;
+  if (!state.rooms.some((r) => r.room.id === room)) {
+    const full = await call("GET", `/rooms/${encodeURIComponent(room)}`);
+    state.rooms.push({ room: full, following: false, unread: 0, last_seq: 0 });
+  }
+  await openRoom(room, item.message.seq);
 }
 
 function emptyView() {
@@ -304,20 +621,41 @@ function emptyView() {
 
 /** @param {string} roomId */
 function roomView(roomId) {
-  const room = state.rooms.find((r) => r.room.id === roomId)?.room;
+  const entry = state.rooms.find((r) => r.room.id === roomId);
+  const room = entry?.room;
   const text = /** @type {HTMLTextAreaElement} */ (
     h("textarea", { id: "composer-text", name: "text", rows: "2", required: true })
   );
+  const picker = /** @type {HTMLInputElement} */ (h("input", { id: "attach", type: "file", multiple: true, class: "visually-hidden" }));
+  picker.addEventListener("change", () => {
+    if (picker.files?.length) sendFiles(roomId, picker.files);
+    picker.value = "";
+  });
   const form = h("form", { class: "composer" }, [
     h("label", { for: "composer-text", class: "visually-hidden" }, [`Message ${room?.name ?? ""}`]),
     text,
+    picker,
+    h("label", { for: "attach", class: "attach", title: "Attach files" }, ["Attach file"]),
     h("button", { type: "submit" }, ["Send"]),
+  ]);
+  const title = /** @type {HTMLInputElement} */ (h("input", { id: "story-title", maxlength: "256", placeholder: "Story title" }));
+  const alert = /** @type {HTMLInputElement} */ (h("input", { id: "as-alert", type: "checkbox" }));
+  const options = h("div", { class: "post-options" }, [
+    h("label", { for: "story-title", class: "visually-hidden" }, ["Story title (optional)"]),
+    title,
+    h("label", { class: "check" }, [alert, "Alert"]),
   ]);
   const send = () => {
     const value = text.value;
     if (!value.trim()) return;
-    state.stream?.post(roomId, value);
+    /** @type {{story_title?: string, alert?: boolean}} */
+    const extra = {};
+    if (title.value.trim()) extra.story_title = title.value.trim();
+    if (alert.checked) extra.alert = true;
+    state.stream?.post(roomId, value, extra);
     text.value = "";
+    title.value = "";
+    alert.checked = false;
   };
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -329,17 +667,130 @@ function roomView(roomId) {
       send();
     }
   });
-  return h("main", { id: "room", "aria-labelledby": "room-name" }, [
+  const main = h("main", { id: "room", "aria-labelledby": "room-name" }, [
     h("div", { class: "room-head" }, [
       h("h1", { id: "room-name" }, [room?.name ?? ""]),
       room ? h("span", { class: `privacy ${room.privacy}` }, [room.privacy]) : null,
+      h("span", { class: "head-actions" }, [
+        h("button", { type: "button", class: "secondary", "aria-pressed": state.side === "people" ? "true" : "false", onclick: () => toggleSide("people") }, ["People"]),
+        room?.addin
+          ? h("button", { type: "button", class: "secondary", "aria-pressed": state.side === "addin" ? "true" : "false", onclick: () => toggleSide("addin") }, ["Add-in"])
+          : null,
+        room
+          ? h("button", { type: "button", class: "secondary", onclick: () => setFollow(room, !entry?.following) }, [
+              entry?.following ? "Unfollow" : "Follow",
+            ])
+          : null,
+      ]),
       room?.description ? h("p", { class: "description" }, [room.description]) : null,
     ]),
     h("div", { id: "scroller", class: "messages", role: "log", "aria-label": `Messages in ${room?.name ?? ""}` }, [
       h("ol", { id: "messages" }),
     ]),
+    h("div", { id: "uploads", class: "uploads", "aria-live": "polite" }),
+    options,
     form,
   ]);
+  if (state.side) {
+    const side = h("aside", { id: "side", class: "side", "aria-label": state.side === "people" ? "People in this room" : "Add-in" });
+    fillSide(side, roomId, room);
+    main.classList.add("with-side");
+    main.append(side);
+  }
+  // Files dropped anywhere on the room are uploaded into it.
+  main.addEventListener("dragover", (event) => event.preventDefault());
+  main.addEventListener("drop", (event) => {
+    event.preventDefault();
+    if (event.dataTransfer?.files.length) sendFiles(roomId, event.dataTransfer.files);
+  });
+  return main;
+}
+
+/** @param {"people" | "addin"} what */
+function toggleSide(what) {
+  state.side = state.side === what ? null : what;
+  render();
+}
+
+/** The side pane: the roster, or the room's add-in in a sandboxed frame. @param {HTMLElement} side @param {string} roomId @param {any} room */
+async function fillSide(side, roomId, room) {
+  if (state.side === "people") {
+    side.append(h("h2", {}, ["People"]));
+    try {
+      const roster = await call("GET", `/rooms/${encodeURIComponent(roomId)}/participants`);
+      const people = roster.participants ?? [];
+      side.append(
+        roster.suppressed
+          ? h("p", { class: "muted" }, ["This room is too large to list who is here."])
+          : h("ul", { class: "people" }, people.map((/** @type {any} */ u) => h("li", {}, [u.display_name || u.address]))),
+        people.length || roster.suppressed ? "" : h("p", { class: "muted" }, ["Nobody else is here now."]),
+      );
+    } catch (e) {
+      side.append(h("p", { class: "error" }, [e instanceof ApiError ? e.message : String(e)]));
+    }
+  } else if (state.side === "addin" && room?.addin) {
+    try {
+      const addin = await call("GET", `/addins/${encodeURIComponent(room.addin)}`);
+      const url = new URL(addin.url);
+      // An add-in from this server's own origin gets no same-origin rights: it could otherwise reach the client.
+      const sandbox = ["allow-scripts", "allow-forms", "allow-popups"];
+      if (url.origin !== location.origin) sandbox.push("allow-same-origin");
+      side.append(
+        h("h2", {}, [addin.name]),
+        h("iframe", { src: url.href, sandbox: sandbox.join(" "), title: `Add-in ${addin.name}`, referrerpolicy: "no-referrer" }),
+      );
+    } catch (e) {
+      side.append(h("p", { class: "error" }, [e instanceof ApiError ? e.message : String(e)]));
+    }
+  }
+}
+
+/** A human size. @param {number} bytes */
+function size(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
+
+/** @param {{id: string, name: string, size: number}} file */
+function fileButton(file) {
+  const status = h("span", { class: "muted", role: "status" });
+  return h("div", { class: "file" }, [
+    h(
+      "button",
+      {
+        type: "button",
+        class: "secondary",
+        onclick: () =>
+          download(file).catch((e) => {
+            status.textContent = e instanceof ApiError ? e.message : String(e);
+          }),
+      },
+      [`Download ${file.name}`],
+    ),
+    h("span", { class: "muted" }, [size(file.size)]),
+    status,
+  ]);
+}
+
+/** Uploads files into the room with a progress bar each. @param {string} roomId @param {FileList | File[]} files */
+async function sendFiles(roomId, files) {
+  const area = document.getElementById("uploads");
+  for (const file of Array.from(files)) {
+    const bar = /** @type {HTMLProgressElement} */ (h("progress", { max: "1", value: "0", "aria-label": `Uploading ${file.name}` }));
+    const row = h("div", { class: "upload" }, [h("span", {}, [file.name]), bar]);
+    area?.append(row);
+    try {
+      const answer = await upload(roomId, file, (done) => {
+        bar.value = done;
+      });
+      receive(answer.message);
+      row.remove();
+    } catch (e) {
+      row.replaceChildren(h("span", { class: "error", role: "alert" }, [`${file.name}: ${e instanceof ApiError ? e.message : String(e)}`]));
+      setTimeout(() => row.remove(), 8000);
+    }
+  }
 }
 
 /** @param {string} ts */
@@ -368,13 +819,15 @@ function appendMessage(m) {
   }
   const time = new Date(m.ts);
   list.append(
-    h("li", { class: m.alert ? "message alert" : "message", "data-seq": String(m.seq), "data-day": day }, [
+    h("li", { class: m.alert ? "message alert" : "message", "data-seq": String(m.seq), "data-day": day, tabindex: "-1" }, [
       h("div", { class: "meta" }, [
         h("span", { class: "author" }, [m.author]),
         h("time", { datetime: m.ts }, [time.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" })]),
       ]),
-      m.story_title ? h("h3", { class: "story" }, [m.story_title]) : null,
-      h("p", { class: "text" }, [linkified(m.text)]),
+      m.story_title
+        ? h("details", { class: "story" }, [h("summary", {}, [m.story_title]), h("p", { class: "text" }, [linkified(m.text)])])
+        : h("p", { class: "text" }, [linkified(m.text)]),
+      m.file ? fileButton(m.file) : null,
     ]),
   );
   if (stick) scroller.scrollTop = scroller.scrollHeight;

@@ -1,0 +1,99 @@
+// Finding things in the web client: the room directory (privacy honoured), history search with a Chinese word
+// and jump-to-message, and a topic feed's live badge.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { Server, browser, signedIn, shot, accessibilityProblems } from "./harness.mjs";
+
+const ALICE = "alice@example.com";
+const BOB = "bob@example.com";
+const DAVE = "dave@example.com";
+let server;
+let chromium;
+let rooms;
+
+before(async () => {
+  server = await Server.start();
+  rooms = await server.setUp([ALICE, BOB, DAVE], { "Asia desk": [ALICE, BOB] });
+  const admin = "admin@example.com";
+  const category = rooms["Asia desk"].category;
+  await server.api(admin, "POST", "/rooms", {
+    name: "Board secrets",
+    category,
+    privacy: "secret",
+    members: [ALICE],
+    managers: [admin],
+  });
+  await server.api(admin, "POST", "/rooms", { name: "Lobby", category, privacy: "open", managers: [admin] });
+  chromium = await browser();
+});
+
+after(async () => {
+  await chromium?.close();
+  await server?.close();
+});
+
+test("the directory shows open rooms to everyone and a secret room only to its members", async () => {
+  const dave = await signedIn(chromium, server, DAVE);
+  await dave.getByRole("button", { name: "Browse rooms" }).click();
+  await dave.getByRole("heading", { name: "Rooms", level: 1, exact: true }).waitFor();
+  await dave.getByRole("heading", { name: "Lobby" }).waitFor();
+  assert.equal(await dave.getByText("Board secrets").count(), 0, "a secret room shows to a non-member");
+  await shot(dave, "10-directory-non-member");
+  assert.deepEqual(await accessibilityProblems(dave), [], "directory page");
+  // Following a room from the directory puts it in the sidebar.
+  await dave.getByRole("button", { name: "Follow Lobby" }).click();
+  await dave.getByRole("navigation", { name: "My rooms" }).getByRole("button", { name: /Lobby/ }).waitFor();
+  const alice = await signedIn(chromium, server, ALICE);
+  await alice.getByRole("button", { name: "Browse rooms" }).click();
+  await alice.getByRole("heading", { name: "Board secrets" }).waitFor();
+  await alice.getByLabel("Find a room by name").fill("board");
+  await alice.getByRole("button", { name: "Find" }).click();
+  // The filtered list replaces the whole one: Lobby goes, Board secrets stays.
+  await alice.getByRole("heading", { name: "Lobby" }).waitFor({ state: "detached" });
+  await alice.getByRole("button", { name: "Open Board secrets" }).waitFor();
+  await dave.context().close();
+  await alice.context().close();
+});
+
+test("search finds a two-character Chinese word and jumps to the message in its room", async () => {
+  const room = rooms["Asia desk"].id;
+  await server.api(ALICE, "POST", `/rooms/${room}/messages`, { text: "我们明天去北京开会" });
+  for (let i = 0; i < 150; i++) {
+    await server.api(BOB, "POST", `/rooms/${room}/messages`, { text: `filler ${i}` });
+  }
+  const bob = await signedIn(chromium, server, BOB);
+  await bob.getByLabel("Search messages").fill("北京");
+  await bob.getByRole("button", { name: "Search", exact: true }).click();
+  await bob.getByRole("heading", { name: "Results for “北京”" }).waitFor();
+  const hit = bob.locator(".results li");
+  assert.equal(await hit.count(), 1);
+  assert.equal(await hit.locator("mark").textContent(), "北京");
+  await shot(bob, "11-search-chinese");
+  assert.deepEqual(await accessibilityProblems(bob), [], "search results page");
+  await bob.getByRole("button", { name: "Show in Asia desk" }).click();
+  const target = bob.locator("li.message.target");
+  await target.waitFor();
+  assert.equal(await target.locator(".text").textContent(), "我们明天去北京开会");
+  assert.ok(await target.isVisible());
+  // The history between the jump target and the newest message is all there, once each.
+  const texts = await bob.locator("li.message .text").allTextContents();
+  assert.equal(texts.filter((t) => t.startsWith("filler")).length, 150);
+  await shot(bob, "12-jumped-to-message");
+  await bob.context().close();
+});
+
+test("a topic feed match raises a badge live", async () => {
+  await server.api(BOB, "POST", "/me/feeds", { name: "Tokyo news", keywords: "東京" });
+  const bob = await signedIn(chromium, server, BOB);
+  const feed = bob.getByRole("navigation", { name: "My rooms" }).getByRole("button", { name: /Tokyo news/ });
+  await feed.waitFor();
+  await bob.getByText("Connected").waitFor();
+  await server.api(ALICE, "POST", `/rooms/${rooms["Asia desk"].id}/messages`, { text: "東京の会議は延期" });
+  await bob.getByLabel("1 new matches").waitFor({ timeout: 5000 });
+  await shot(bob, "13-feed-badge");
+  await feed.click();
+  await bob.getByRole("heading", { name: "Topic feed “Tokyo news”" }).waitFor();
+  await bob.locator(".results li mark", { hasText: "東京" }).first().waitFor();
+  await bob.context().close();
+});

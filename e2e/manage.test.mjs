@@ -1,0 +1,78 @@
+// The room management app at /manage/: a manager creates a closed room, adds a member with the principal picker,
+// and the member sees the invitation live and joins; editing and disabling a room.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { Server, browser, signedIn, shot, accessibilityProblems } from "./harness.mjs";
+
+const ALICE = "alice@example.com";
+const BOB = "bob@example.com";
+let server;
+let chromium;
+let rooms;
+
+before(async () => {
+  server = await Server.start();
+  rooms = await server.setUp([ALICE, BOB], { "Existing room": [ALICE] });
+  await server.api("admin@example.com", "PATCH", `/categories/${rooms["Existing room"].category}`, { invitations: true });
+  chromium = await browser();
+});
+
+after(async () => {
+  await chromium?.close();
+  await server?.close();
+});
+
+test("a manager creates a closed room in /manage/, adds a member, and the member sees the invitation and joins", async () => {
+  const bob = await signedIn(chromium, server, BOB);
+  await bob.getByText("Connected").waitFor();
+  const alice = await signedIn(chromium, server, ALICE);
+  await alice.getByRole("link", { name: "Manage rooms" }).click();
+  await alice.getByRole("heading", { name: "Rooms I manage" }).waitFor();
+  assert.deepEqual(await accessibilityProblems(alice), [], "manage list");
+  await alice.getByRole("button", { name: "Create a room" }).click();
+  await alice.getByLabel("Room name").fill("Existing room");
+  await alice.getByText("“Existing room” is taken.").waitFor();
+  await alice.getByLabel("Room name").fill("Credit desk");
+  await alice.getByText("“Credit desk” is available.").waitFor();
+  await alice.getByLabel("Description").fill("Credit trading, EMEA");
+  await alice.getByLabel("Privacy").selectOption("closed");
+  await alice.getByLabel("Find a person").fill("bob");
+  await alice.locator("#people option").first().waitFor({ state: "attached" });
+  await alice.getByLabel("Find a person").fill(BOB);
+  await alice.getByRole("button", { name: "Add as member" }).click();
+  assert.equal(await alice.getByLabel("Members").inputValue(), BOB);
+  assert.deepEqual(await accessibilityProblems(alice), [], "create form");
+  await shot(alice, "14-manage-create-room");
+  await alice.getByRole("button", { name: "Create room" }).click();
+  await alice.getByText("Credit desk is created.").waitFor();
+  await alice.getByRole("heading", { name: "Credit desk" }).waitFor();
+  await shot(alice, "15-manage-list");
+
+  const invitation = bob.getByRole("button", { name: "Join Credit desk" });
+  await invitation.waitFor({ timeout: 5000 });
+  await shot(bob, "16-invitation");
+  await invitation.click();
+  await bob.getByRole("heading", { name: "Credit desk", level: 1 }).waitFor();
+  await bob.getByText("Credit trading, EMEA").waitFor();
+  await bob.getByLabel("Message Credit desk").fill("thanks for the invite");
+  await bob.getByLabel("Message Credit desk").press("Enter");
+  await bob.getByRole("log").getByText("thanks for the invite").waitFor();
+  assert.equal(await bob.getByRole("button", { name: "Join Credit desk" }).count(), 0, "the invitation is done with");
+
+  // Disabling the room closes it for its member; enabling makes it usable again.
+  await alice.getByRole("button", { name: "Disable Credit desk" }).click();
+  await alice.getByText("Credit desk is disabled.").waitFor();
+  await bob.getByText("This room was disabled by an administrator.").waitFor();
+  await alice.getByRole("button", { name: "Enable Credit desk" }).click();
+  await alice.getByText("Credit desk is enabled.").waitFor();
+  await alice.getByRole("button", { name: "Edit Credit desk" }).click();
+  await alice.getByLabel("Description").fill("Credit trading, EMEA and APAC");
+  await alice.getByRole("button", { name: "Save changes" }).click();
+  await alice.getByText("Credit desk is saved.").waitFor();
+  const saved = await server.api(ALICE, "GET", "/rooms/name:Credit%20desk");
+  assert.equal(saved.description, "Credit trading, EMEA and APAC");
+  assert.deepEqual(saved.members, [BOB]);
+  await alice.context().close();
+  await bob.context().close();
+});
