@@ -76,3 +76,49 @@ test("a manager creates a closed room in /manage/, adds a member, and the member
   await alice.context().close();
   await bob.context().close();
 });
+
+test("administration pages: every tab works and passes axe-core; a category is created; the archive verifies", async () => {
+  const admin = await signedIn(chromium, server, "admin@example.com");
+  await admin.getByRole("button", { name: "Administration" }).click();
+  await admin.getByRole("heading", { name: "Administration" }).waitFor();
+  for (const tab of ["Categories", "Policies", "Configuration", "Add-ins", "Pool", "Compliance", "Audit trail"]) {
+    await admin.getByRole("tab", { name: tab }).click();
+    await admin.locator(`[role=tab][aria-selected=true]`, { hasText: tab }).waitFor();
+    await admin.locator("#admin-body > *").first().waitFor();
+    assert.equal(await admin.locator("#admin-body [role=alert]").count(), 0, `${tab}: an error is shown`);
+    assert.deepEqual(await accessibilityProblems(admin), [], `${tab} tab`);
+    await shot(admin, `21-admin-${tab.toLowerCase().replace(" ", "-")}`);
+  }
+  await admin.getByRole("tab", { name: "Categories" }).click();
+  await admin.getByLabel("Name").fill("Legal");
+  await admin.getByLabel("Denied members (ethical wall)").fill("bob@example.com");
+  await admin.getByRole("button", { name: "Create category" }).click();
+  await admin.getByText("Category Legal is created.").waitFor();
+  await admin.getByRole("cell", { name: "Legal", exact: true }).waitFor();
+  const legal = (await server.api("admin@example.com", "GET", "/categories")).items.find((c) => c.name === "Legal");
+  assert.deepEqual(legal.denied_members, ["bob@example.com"]);
+  await admin.getByRole("tab", { name: "Audit trail" }).click();
+  await admin.getByRole("cell", { name: /CATEGORY/ }).first().waitFor();
+  await admin.getByRole("tab", { name: "Compliance" }).click();
+  await admin.getByRole("button", { name: "Verify the archive" }).click();
+  await admin.getByText(/The archive verifies/).waitFor();
+  await admin.context().close();
+});
+
+test("a user changes their password in My account", async () => {
+  const bob = await signedIn(chromium, server, BOB);
+  await bob.getByRole("button", { name: "Account" }).click();
+  await bob.getByLabel("Current password").fill("wrong-password");
+  await bob.getByLabel("New password (at least 8 characters)").fill("a-new-password-1");
+  await bob.getByRole("button", { name: "Change password" }).click();
+  await bob.locator("p.error").waitFor();
+  assert.deepEqual(await accessibilityProblems(bob), [], "account page");
+  const { PASSWORD } = await import("./harness.mjs");
+  await bob.getByLabel("Current password").fill(PASSWORD);
+  await bob.getByLabel("New password (at least 8 characters)").fill("a-new-password-1");
+  await bob.getByRole("button", { name: "Change password" }).click();
+  await bob.getByText("Your password is changed.").waitFor();
+  await shot(bob, "22-account");
+  await server.raw(null, "POST", "/sessions", { user: BOB, password: "a-new-password-1" });
+  await bob.context().close();
+});

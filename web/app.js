@@ -4,6 +4,7 @@
 
 import { ApiError, Stream, call, download, savedToken, signIn, signOut, upload } from "./api.js";
 import { h, linkified } from "./dom.js";
+import { adminView } from "./admin.js";
 import { loadManage, manageView } from "./manage.js";
 
 /** @typedef {{id: string, room: string, seq: number, author: string, ts: string, text: string,
@@ -28,7 +29,7 @@ const state = {
   connection: "connecting",
   /** @type {string | null} why the open room closed */
   notice: null,
-  /** @type {"room" | "directory" | "search" | "manage"} what the main pane shows */
+  /** @type {"room" | "directory" | "search" | "manage" | "admin" | "account"} what the main pane shows */
   view: "room",
   /** @type {any[]} invitations not yet acted on (newest last) */
   invitations: [],
@@ -311,7 +312,11 @@ async function reach(room, seq) {
 
 function render() {
   const main =
-    state.view === "manage"
+    state.view === "account"
+      ? accountView()
+      : state.view === "admin"
+      ? adminView()
+      : state.view === "manage"
       ? manageView(render, (id) => openRoom(id))
       : state.view === "directory"
       ? directoryView()
@@ -338,6 +343,10 @@ function render() {
       state.view === "manage"
         ? h("a", { href: "/", class: "nav-link" }, ["Chat"])
         : h("a", { href: "/manage/", class: "nav-link" }, ["Manage rooms"]),
+      state.admin
+        ? h("button", { type: "button", class: "secondary", onclick: () => { state.view = "admin"; render(); } }, ["Administration"])
+        : null,
+      h("button", { type: "button", class: "secondary", onclick: () => { state.view = "account"; render(); } }, ["Account"]),
       h("span", { class: "me" }, [state.user?.display_name || state.user?.address || ""]),
       h("button", { type: "button", onclick: leave }, ["Sign out"]),
     ]),
@@ -452,6 +461,56 @@ async function acceptInvitation(inv) {
     state.rooms.push({ room: inv.room, following: false, unread: 0, last_seq: 0 });
   }
   await openRoom(inv.room.id);
+}
+
+// ---- my account ----
+
+function accountView() {
+  const current = /** @type {HTMLInputElement} */ (h("input", { id: "current-password", type: "password", autocomplete: "current-password", required: true }));
+  const next = /** @type {HTMLInputElement} */ (h("input", { id: "new-password", type: "password", autocomplete: "new-password", minlength: "8", required: true }));
+  const outcome = h("p", { role: "status" });
+  const form = h("form", { class: "manage-form" }, [
+    h("h2", {}, ["Change password"]),
+    h("label", { for: "current-password" }, ["Current password"]),
+    current,
+    h("label", { for: "new-password" }, ["New password (at least 8 characters)"]),
+    next,
+    h("button", { type: "submit" }, ["Change password"]),
+    outcome,
+  ]);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await call("PUT", "/me/password", { current_password: current.value, new_password: next.value });
+      outcome.textContent = "Your password is changed.";
+      outcome.className = "notice";
+    } catch (e) {
+      outcome.textContent = e instanceof ApiError ? e.message : String(e);
+      outcome.className = "error";
+    }
+    current.value = "";
+    next.value = "";
+  });
+  const notifications =
+    typeof Notification === "undefined"
+      ? h("p", { class: "muted" }, ["This browser cannot show notifications."])
+      : h("div", {}, [
+          h("p", {}, [
+            Notification.permission === "granted"
+              ? "Topic feed matches are shown as notifications while pchat is in the background."
+              : "Topic feed matches raise a badge; the browser can also notify you.",
+          ]),
+          Notification.permission === "default"
+            ? h("button", { type: "button", onclick: () => Notification.requestPermission().then(() => render()) }, ["Allow notifications"])
+            : null,
+        ]);
+  return h("main", { id: "room", class: "pane", "aria-labelledby": "account-title" }, [
+    h("h1", { id: "account-title" }, ["My account"]),
+    h("p", {}, [`Signed in as ${state.user?.address ?? ""}.`]),
+    form,
+    h("h2", {}, ["Notifications"]),
+    notifications,
+  ]);
 }
 
 // ---- the room directory ----
