@@ -33,7 +33,7 @@ export class Server {
   async run() {
     rmSync(join(this.data, "server.json"), { force: true });
     const config = join(this.dir, "pchat.toml");
-    writeFileSync(config, "[limits]\npost_rate_per_sec = 1000.0\npost_burst = 1000.0\n");
+    writeFileSync(config, "[limits]\npost_rate_per_sec = 100000.0\npost_burst = 100000.0\n");
     // The same port after a restart, as a person's open page expects.
     const listen = this.port ? `127.0.0.1:${this.port}` : "127.0.0.1:0";
     this.child = spawn(BINARY, ["serve", "--listen", listen, "--data-dir", this.data, "--config", config], {

@@ -63,7 +63,18 @@ function held(room) {
 function lastSeq(room) {
   const map = state.messages.get(room);
   if (!map || map.size === 0) return undefined;
-  return Math.max(...map.keys());
+  let last = -Infinity;
+  for (const seq of map.keys()) if (seq > last) last = seq;
+  return last;
+}
+
+/** @param {string} room @returns {number | undefined} */
+function firstSeq(room) {
+  const map = state.messages.get(room);
+  if (!map || map.size === 0) return undefined;
+  let first = Infinity;
+  for (const seq of map.keys()) if (seq < first) first = seq;
+  return first;
 }
 
 // ---- sign-in ----
@@ -274,18 +285,46 @@ async function openRoom(room, target = null) {
   if (target !== null) await reach(room, target);
 }
 
-/** Loads older messages of the open room (one page), keeping the held messages contiguous. @param {string} room */
-async function older(room) {
-  if (state.complete.has(room) || !held(room).size) return 0;
-  const first = Math.min(...held(room).keys());
+/**
+ * Loads older messages of the open room (one page), keeping the held messages contiguous; a call while a page is
+ * loading gets that page's answer. @param {string} room @returns {Promise<number>} messages loaded
+ */
+function older(room) {
+  const inFlight = loading.get(room);
+  if (inFlight) return inFlight;
+  if (state.complete.has(room) || !held(room).size) return Promise.resolve(0);
+  const load = olderPage(room).finally(() => loading.delete(room));
+  loading.set(room, load);
+  return load;
+}
+
+/** The older page being fetched, per room. @type {Map<string, Promise<number>>} */
+const loading = new Map();
+
+/** @param {string} room */
+async function olderPage(room) {
+  const first = firstSeq(room);
   const page = await call("GET", `/rooms/${encodeURIComponent(room)}/messages?before_seq=${first}&limit=100`);
   const items = page.items ?? page ?? [];
   if (items.length < 100 || items[0]?.seq === 1) state.complete.add(room);
   const scroller = document.getElementById("scroller");
+  const list = document.getElementById("messages");
   const fromBottom = scroller ? scroller.scrollHeight - scroller.scrollTop : 0;
-  for (const m of items) held(room).set(m.seq, m);
-  if (room === state.current) {
-    drawMessages();
+  const fresh = items.filter((/** @type {Message} */ m) => !held(room).has(m.seq));
+  for (const m of fresh) held(room).set(m.seq, m);
+  if (room === state.current && list && fresh.length) {
+    // Only the older page is drawn, above what is shown (work per page, not per message held).
+    const page = document.createElement("ol");
+    let previousDay = "";
+    for (const m of fresh.sort((/** @type {Message} */ a, /** @type {Message} */ b) => a.seq - b.seq)) {
+      const day = dayOf(m.ts);
+      if (day !== previousDay) page.append(h("li", { class: "day", "data-day": day }, [day]));
+      previousDay = day;
+      page.append(messageItem(m, day));
+    }
+    const first = list.firstElementChild;
+    if (first instanceof HTMLElement && first.classList.contains("day") && first.dataset.day === previousDay) first.remove();
+    list.prepend(...page.children);
     // The messages in view stay where they were.
     if (scroller) scroller.scrollTop = scroller.scrollHeight - fromBottom;
   }
@@ -295,7 +334,7 @@ async function older(room) {
 /** Pages back until `seq` is held, then scrolls it into view and marks it. @param {string} room @param {number} seq */
 async function reach(room, seq) {
   for (let i = 0; i < 200 && state.current === room; i++) {
-    if (held(room).has(seq) || (held(room).size && Math.min(...held(room).keys()) <= seq)) break;
+    if (held(room).has(seq) || (held(room).size && (firstSeq(room) ?? Infinity) <= seq)) break;
     if (!held(room).size) {
       await new Promise((r) => setTimeout(r, 100));
       continue;
@@ -860,9 +899,12 @@ function dayOf(ts) {
 /** Adds a message to the open room's list in seq order, with a day separator when the day changes. @param {Message} m */
 function appendMessage(m) {
   const list = document.getElementById("messages");
-  if (!list || list.querySelector(`[data-seq="${m.seq}"]`)) return;
-  const last = /** @type {HTMLElement | undefined} */ ([...list.querySelectorAll("li.message")].at(-1));
+  if (!list) return;
+  // The last item is a message whenever there is one (a day separator is always followed by its message).
+  const last = /** @type {HTMLElement | null} */ (list.lastElementChild);
+  if (last && Number(last.dataset.seq) === m.seq) return;
   if (last && Number(last.dataset.seq) > m.seq) {
+    if (list.querySelector(`[data-seq="${m.seq}"]`)) return;
     // Older than what is shown (rare: history arrives in order): draw the list again.
     list.replaceChildren();
     for (const held of [...(state.messages.get(m.room)?.values() ?? [])].sort((a, b) => a.seq - b.seq)) {
@@ -876,8 +918,14 @@ function appendMessage(m) {
   if (!last || last.dataset.day !== day) {
     list.append(h("li", { class: "day", "data-day": day }, [day]));
   }
+  list.append(messageItem(m, day));
+  if (stick) scroller.scrollTop = scroller.scrollHeight;
+}
+
+/** One message's list item. @param {Message} m @param {string} day */
+function messageItem(m, day) {
   const time = new Date(m.ts);
-  list.append(
+  return (
     h("li", { class: m.alert ? "message alert" : "message", "data-seq": String(m.seq), "data-day": day, tabindex: "-1" }, [
       h("div", { class: "meta" }, [
         h("span", { class: "author" }, [m.author]),
@@ -887,9 +935,8 @@ function appendMessage(m) {
         ? h("details", { class: "story" }, [h("summary", {}, [m.story_title]), h("p", { class: "text" }, [linkified(m.text)])])
         : h("p", { class: "text" }, [linkified(m.text)]),
       m.file ? fileButton(m.file) : null,
-    ]),
+    ])
   );
-  if (stick) scroller.scrollTop = scroller.scrollHeight;
 }
 
 if (savedToken()) {

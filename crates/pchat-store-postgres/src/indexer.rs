@@ -54,6 +54,8 @@ pub(crate) struct Pending {
     behind: AtomicBool,
     /// Stops the indexer (tests hold messages pending with it).
     paused: AtomicBool,
+    /// Held by the indexer while it works on a batch.
+    working: tokio::sync::Mutex<()>,
     /// The terms of pending messages by (room number, seq): a pending message's text cannot change (a
     /// replacement takes it out of the queue first).
     terms: Mutex<TermsOf>,
@@ -71,10 +73,11 @@ impl Pending {
         self.behind.store(behind, Ordering::Relaxed);
     }
 
-    /// Holds (true) or releases the indexer.
+    /// Holds (true) or releases the indexer; returns once no batch is in flight.
     #[cfg(test)]
-    pub(crate) fn pause(&self, paused: bool) {
+    pub(crate) async fn pause(&self, paused: bool) {
         self.paused.store(paused, Ordering::Relaxed);
+        drop(self.working.lock().await);
     }
 }
 
@@ -88,6 +91,7 @@ pub(crate) fn start(current: InUse, pending: &Arc<Pending>) {
                 tokio::time::sleep(WAIT).await;
             }
             let Some(pending) = weak.upgrade() else { return };
+            let _working = pending.working.lock().await;
             if pending.paused.load(Ordering::Relaxed) {
                 full = false;
                 continue;

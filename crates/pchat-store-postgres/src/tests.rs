@@ -180,8 +180,7 @@ async fn searches_see_pending_messages_at_every_stage_of_indexing() {
     let (client, connection) = config.connect(NoTls).await.unwrap();
     tokio::spawn(connection);
     pchat_store::conformance::with_history(store.as_ref()).await;
-    store.pending.pause(true);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    store.pending.pause(true).await;
     pchat_store::conformance::append_for_indexing(&port).await;
     assert_eq!(pending_rows(&client).await, 80);
     // One batch at a time (three messages in tests), searching after each.
@@ -207,9 +206,9 @@ async fn posts_index_themselves_while_the_indexer_is_behind() {
     let (client, connection) = config.connect(NoTls).await.unwrap();
     tokio::spawn(connection);
     pchat_store::conformance::with_history(store.as_ref()).await;
-    store.pending.pause(true);
+    // Paused first: a batch in flight ends (and says whether it was full) before the test says "behind".
+    store.pending.pause(true).await;
     store.pending.set_behind(true);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     pchat_store::conformance::append_for_indexing(&port).await;
     assert_eq!(pending_rows(&client).await, 0);
     pchat_store::conformance::finds_appended_messages(&port).await;
@@ -228,8 +227,7 @@ async fn changes_to_pending_messages_leave_the_index_exact() {
     let (client, connection) = config.connect(NoTls).await.unwrap();
     tokio::spawn(connection);
     pchat_store::conformance::with_history(store.as_ref()).await;
-    store.pending.pause(true);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    store.pending.pause(true).await;
     pchat_store::conformance::append_for_indexing(&port).await;
     // Held in the queue: x0-x9 replaced, x10-x19 removed.
     for i in 0..20 {
@@ -244,7 +242,7 @@ async fn changes_to_pending_messages_leave_the_index_exact() {
     assert!(found_ids(&port, "n13", MatchMode::All, 50).await.is_empty());
     assert!(found_ids(&port, "beta n4", MatchMode::All, 50).await.is_empty());
     // While the indexer works through the rest: x20-x49 replaced, x50-x59 removed, one at a time.
-    store.pending.pause(false);
+    store.pending.pause(false).await;
     for i in 20..60 {
         let replacement = format!("omega n{i}");
         let ids = [format!("x{i}")];
@@ -262,8 +260,7 @@ async fn changes_to_pending_messages_leave_the_index_exact() {
     assert!(found_ids(&port, "n55", MatchMode::All, 50).await.is_empty());
     assert_index_matches_messages(&client).await;
     // A clear of everything takes what is pending and what is indexed.
-    store.pending.pause(true);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    store.pending.pause(true).await;
     for i in 0..5 {
         let message = NewMessage {
             id: format!("y{i}"),
