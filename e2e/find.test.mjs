@@ -83,11 +83,42 @@ test("search finds a two-character Chinese word and jumps to the message in its 
   await bob.context().close();
 });
 
-test("a topic feed match raises a badge live", async () => {
-  await server.api(BOB, "POST", "/me/feeds", { name: "Tokyo news", keywords: "東京" });
+test("search filters narrow the results by author, match and room", async () => {
   const bob = await signedIn(chromium, server, BOB);
+  await bob.getByLabel("Search messages").fill("filler");
+  await bob.getByRole("button", { name: "Search", exact: true }).click();
+  await bob.getByRole("heading", { name: "Results for “filler”" }).waitFor();
+  await bob.locator(".results li").first().waitFor();
+  await bob.getByText("Filters", { exact: true }).click();
+  await bob.getByLabel("Author").fill(ALICE);
+  await bob.getByRole("button", { name: "Apply filters" }).click();
+  await bob.getByText("Nothing found.").waitFor();
+  await bob.getByLabel("Author").fill(BOB);
+  await bob.getByLabel("Words").fill("filler 149");
+  await bob.getByLabel("Match").selectOption("exact");
+  await bob.getByLabel("Room", { exact: true }).selectOption({ label: "Asia desk" });
+  await bob.getByRole("button", { name: "Apply filters" }).click();
+  await bob.getByRole("heading", { name: "Results for “filler 149”" }).waitFor();
+  await bob.locator(".results li mark").first().waitFor();
+  assert.equal(await bob.locator(".results li").count(), 1);
+  await shot(bob, "25-search-filters");
+  assert.deepEqual(await accessibilityProblems(bob), [], "search with filters");
+  // A one-character Chinese query is refused with the server's reason, shown in the page.
+  await bob.getByLabel("Words").fill("京");
+  await bob.getByRole("button", { name: "Apply filters" }).click();
+  await bob.getByRole("alert").getByText(/at least 2 characters/).waitFor();
+  await bob.context().close();
+});
+
+test("a topic feed made in the client raises a badge live; alerts mark their room", async () => {
+  const bob = await signedIn(chromium, server, BOB);
+  await bob.getByRole("button", { name: "Manage topic feeds" }).click();
+  await bob.getByLabel("Feed name").fill("Tokyo news");
+  await bob.getByLabel("Keywords").fill("東京");
+  await bob.getByRole("button", { name: "Create feed" }).click();
   const feed = bob.getByRole("navigation", { name: "My rooms" }).getByRole("button", { name: /Tokyo news/ });
   await feed.waitFor();
+  assert.deepEqual(await accessibilityProblems(bob), [], "topic feeds page");
   await bob.getByText("Connected").waitFor();
   await server.api(ALICE, "POST", `/rooms/${rooms["Asia desk"].id}/messages`, { text: "東京の会議は延期" });
   await bob.getByLabel("1 new matches").waitFor({ timeout: 5000 });
@@ -95,5 +126,17 @@ test("a topic feed match raises a badge live", async () => {
   await feed.click();
   await bob.getByRole("heading", { name: "Topic feed “Tokyo news”" }).waitFor();
   await bob.locator(".results li mark", { hasText: "東京" }).first().waitFor();
+  // An alert in a room bob is not looking at marks the room until he opens it.
+  await server.api(ALICE, "POST", `/rooms/${rooms["Asia desk"].id}/messages`, { text: "Margin call", alert: true });
+  await bob.getByLabel("1 unread alerts").waitFor();
+  await shot(bob, "26-alert-badge");
+  await bob.getByRole("navigation", { name: "My rooms" }).getByRole("button", { name: /Asia desk/ }).click();
+  await bob.locator("li.message.alert", { hasText: "Margin call" }).waitFor();
+  assert.equal(await bob.getByLabel("1 unread alerts").count(), 0);
+  await bob.getByRole("button", { name: "Manage topic feeds" }).click();
+  await bob.getByRole("button", { name: "Delete Tokyo news" }).click();
+  await bob.getByRole("navigation", { name: "My rooms" }).getByRole("button", { name: /Tokyo news/ }).waitFor({ state: "detached" });
+  const left = await server.api(BOB, "GET", "/me/feeds");
+  assert.equal((left.items ?? left).length, 0);
   await bob.context().close();
 });

@@ -177,6 +177,7 @@ export class Stream {
 
   /** @param {string} room */
   join(room) {
+    if (this.rooms.has(room)) return;
     this.rooms.add(room);
     this.sendJoin(room);
   }

@@ -29,7 +29,7 @@ const state = {
   connection: "connecting",
   /** @type {string | null} why the open room closed */
   notice: null,
-  /** @type {"room" | "directory" | "search" | "manage" | "admin" | "account"} what the main pane shows */
+  /** @type {"room" | "directory" | "search" | "manage" | "admin" | "account" | "feeds"} what the main pane shows */
   view: "room",
   /** @type {any[]} invitations not yet acted on (newest last) */
   invitations: [],
@@ -141,8 +141,16 @@ async function start() {
   state.invitations = invitations.items ?? [];
   const feeds = await call("GET", "/me/feeds").catch(() => ({ items: [] }));
   state.feeds = (feeds.items ?? feeds ?? []).map((/** @type {any} */ f) => ({ ...f, unseen: 0 }));
-  state.stream = new Stream(onFrame, onConnection, lastSeq);
+  // Every room of the sidebar is joined from its last known seq, so unread counts and alerts arrive live.
+  state.stream = new Stream(onFrame, onConnection, (room) => lastSeq(room) ?? knownLast(room));
+  for (const entry of state.rooms) state.stream.join(entry.room.id);
   render();
+}
+
+/** The last seq /me/rooms reported for a room (nothing held yet). @param {string} room */
+function knownLast(room) {
+  const entry = state.rooms.find((r) => r.room.id === room);
+  return entry ? (entry.last_seq ?? 0) : undefined;
 }
 
 async function leave() {
@@ -234,6 +242,7 @@ function receive(m) {
     markRead(m.room, m.seq);
   } else if (entry) {
     entry.unread = (entry.unread ?? 0) + 1;
+    if (m.alert) entry.alerts = (entry.alerts ?? 0) + 1;
     renderSidebar();
   }
 }
@@ -272,17 +281,32 @@ function notify(title, body) {
 
 /** @param {string} room @param {number | null} [target] a seq to bring into view */
 async function openRoom(room, target = null) {
-  if (state.current && state.current !== room) state.stream?.part(state.current);
   state.current = room;
   state.view = "room";
   if (location.pathname !== "/") history.pushState(null, "", "/");
   state.notice = null;
   state.target = target;
   const entry = state.rooms.find((r) => r.room.id === room);
-  if (entry) entry.unread = 0;
+  if (entry) {
+    entry.unread = 0;
+    entry.alerts = 0;
+  }
   render();
   state.stream?.join(room);
+  // A room joined from its last seq holds only what came since: the page before it is loaded at once.
+  if (!state.complete.has(room) && held(room).size < 30) {
+    if (!held(room).size) await firstMessages(room);
+    else await older(room);
+  }
   if (target !== null) await reach(room, target);
+}
+
+/** The latest page of a room nothing of which is held yet. @param {string} room */
+async function firstMessages(room) {
+  const page = await call("GET", `/rooms/${encodeURIComponent(room)}/messages`).catch(() => null);
+  const items = page?.items ?? page ?? [];
+  if (!items.length || items[0].seq === 1) state.complete.add(room);
+  for (const m of items) receive(m);
 }
 
 /**
@@ -351,7 +375,9 @@ async function reach(room, seq) {
 
 function render() {
   const main =
-    state.view === "account"
+    state.view === "feeds"
+      ? feedsView()
+      : state.view === "account"
       ? accountView()
       : state.view === "admin"
       ? adminView()
@@ -433,6 +459,9 @@ function renderSidebar() {
         [
           h("span", { class: "name" }, [entry.room.name]),
           entry.following ? h("span", { class: "followed", title: "Followed" }, ["★"]) : null,
+          entry.alerts > 0
+            ? h("span", { class: "alert-badge", "aria-label": `${entry.alerts} unread alerts` }, ["!"])
+            : null,
           entry.unread > 0
             ? h("span", { class: "unread", "aria-label": `${entry.unread} unread` }, [String(entry.unread)])
             : null,
@@ -463,9 +492,9 @@ function renderSidebar() {
         ),
       ])
     : null;
-  const feeds = state.feeds.length
-    ? h("section", { class: "feeds" }, [
+  const feeds = h("section", { class: "feeds" }, [
         h("h2", {}, ["Topic feeds"]),
+        h("button", { type: "button", class: "secondary small", onclick: () => { state.view = "feeds"; render(); } }, ["Manage topic feeds"]),
         h(
           "ul",
           {},
@@ -480,8 +509,7 @@ function renderSidebar() {
             ]),
           ),
         ),
-      ])
-    : null;
+      ]);
   const parts = [
     h("h1", { class: "visually-hidden" }, ["My rooms"]),
     h("button", { type: "button", class: "browse", onclick: () => openDirectory() }, ["Browse rooms"]),
@@ -629,24 +657,148 @@ async function setFollow(room, follow) {
 
 // ---- history search and topic feeds ----
 
-/** @type {{title: string, items: any[], next: string | null, params: Record<string, string> | null}} */
-let results = { title: "", items: [], next: null, params: null };
+/** @type {{title: string, items: any[], next: string | null, params: Record<string, string> | null, error: string}} */
+let results = { title: "", items: [], next: null, params: null, error: "" };
+
+/** The query string of a search: `room` may hold several ids, comma-separated. @param {Record<string, string>} params */
+function searchQuery(params) {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (!value) continue;
+    if (key === "room") value.split(",").forEach((room) => query.append("room", room));
+    else query.set(key, value);
+  }
+  return query;
+}
 
 /** @param {Record<string, string>} params */
 async function runSearch(params) {
-  const page = await call("GET", `/search?${new URLSearchParams({ ...params, limit: "50" })}`);
-  results = { title: `Results for “${params.q}”`, items: page.items ?? [], next: page.next_cursor ?? null, params };
+  const query = searchQuery({ ...params, limit: "50" });
+  try {
+    const page = await call("GET", `/search?${query}`);
+    results = { title: `Results for “${params.q}”`, items: page.items ?? [], next: page.next_cursor ?? null, params, error: "" };
+  } catch (e) {
+    results = { title: `Results for “${params.q}”`, items: [], next: null, params, error: e instanceof ApiError ? e.message : String(e) };
+  }
   state.view = "search";
   render();
+}
+
+/** The search filters (API.md's parameters), prefilled with the last search. */
+function searchFilters() {
+  const p = results.params ?? {};
+  const q = /** @type {HTMLInputElement} */ (h("input", { id: "f-q", required: true }));
+  q.value = p.q ?? "";
+  const match = h("select", { id: "f-match" }, [
+    h("option", { value: "all", selected: p.match === "all" || !p.match }, ["All words"]),
+    h("option", { value: "any", selected: p.match === "any" }, ["Any word"]),
+    h("option", { value: "exact", selected: p.match === "exact" }, ["Exact phrase"]),
+  ]);
+  const cs = /** @type {HTMLInputElement} */ (h("input", { id: "f-case", type: "checkbox", checked: p.case_sensitive === "true" }));
+  const author = /** @type {HTMLInputElement} */ (h("input", { id: "f-author", type: "email" }));
+  author.value = p.author ?? "";
+  const from = /** @type {HTMLInputElement} */ (h("input", { id: "f-from", type: "date" }));
+  from.value = p.from ? p.from.slice(0, 10) : "";
+  const to = /** @type {HTMLInputElement} */ (h("input", { id: "f-to", type: "date" }));
+  to.value = p.to ? p.to.slice(0, 10) : "";
+  const room = h("select", { id: "f-room" }, [
+    h("option", { value: "" }, ["Every room I may read"]),
+    ...state.rooms.map((r) => h("option", { value: r.room.id, selected: p.room === r.room.id }, [r.room.name])),
+  ]);
+  const form = h("form", { class: "filters" }, [
+    h("div", { class: "field" }, [h("label", { for: "f-q" }, ["Words"]), q]),
+    h("div", { class: "field" }, [h("label", { for: "f-match" }, ["Match"]), match]),
+    h("label", { class: "check", for: "f-case" }, [cs, "Case sensitive"]),
+    h("div", { class: "field" }, [h("label", { for: "f-author" }, ["Author"]), author]),
+    h("div", { class: "field" }, [h("label", { for: "f-from" }, ["From"]), from]),
+    h("div", { class: "field" }, [h("label", { for: "f-to" }, ["To"]), to]),
+    h("div", { class: "field" }, [h("label", { for: "f-room" }, ["Room"]), room]),
+    h("button", { type: "submit" }, ["Apply filters"]),
+  ]);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    runSearch({
+      q: q.value,
+      match: /** @type {HTMLSelectElement} */ (match).value,
+      case_sensitive: cs.checked ? "true" : "",
+      author: author.value.trim(),
+      from: from.value ? new Date(`${from.value}T00:00:00`).toISOString() : "",
+      to: to.value ? new Date(`${to.value}T23:59:59.999`).toISOString() : "",
+      room: /** @type {HTMLSelectElement} */ (room).value,
+    });
+  });
+  return h("details", { class: "filter-box", open: Object.keys(p).some((k) => k !== "q" && p[k]) }, [
+    h("summary", {}, ["Filters"]),
+    form,
+  ]);
 }
 
 /** @param {any} feed */
 async function openFeed(feed) {
   feed.unseen = 0;
   const page = await call("GET", `/me/feeds/${encodeURIComponent(feed.id)}/messages?limit=50`);
-  results = { title: `Topic feed “${feed.name}”`, items: page.items ?? [], next: null, params: null };
+  results = { title: `Topic feed “${feed.name}”`, items: page.items ?? [], next: null, params: null, error: "" };
   state.view = "search";
   render();
+}
+
+/** Topic feeds: the user's saved searches, created and deleted here. */
+function feedsView() {
+  const name = /** @type {HTMLInputElement} */ (h("input", { id: "feed-name", required: true, maxlength: "256" }));
+  const keywords = /** @type {HTMLInputElement} */ (h("input", { id: "feed-keywords", required: true, maxlength: "1000" }));
+  const match = h("select", { id: "feed-match" }, [
+    h("option", { value: "all" }, ["All words"]),
+    h("option", { value: "any" }, ["Any word"]),
+    h("option", { value: "exact" }, ["Exact phrase"]),
+  ]);
+  const outcome = h("p", { role: "status" });
+  const form = h("form", { class: "manage-form" }, [
+    h("h2", {}, ["New topic feed"]),
+    h("label", { for: "feed-name" }, ["Feed name"]),
+    name,
+    h("label", { for: "feed-keywords" }, ["Keywords"]),
+    keywords,
+    h("label", { for: "feed-match" }, ["Match"]),
+    match,
+    h("button", { type: "submit" }, ["Create feed"]),
+    outcome,
+  ]);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const feed = await call("POST", "/me/feeds", {
+        name: name.value,
+        keywords: keywords.value,
+        match: /** @type {HTMLSelectElement} */ (match).value,
+      });
+      state.feeds.push({ ...feed, unseen: 0 });
+      render();
+    } catch (e) {
+      outcome.textContent = e instanceof ApiError ? e.message : String(e);
+      outcome.className = "error";
+    }
+  });
+  const remove = async (/** @type {any} */ feed) => {
+    await call("DELETE", `/me/feeds/${encodeURIComponent(feed.id)}`);
+    state.feeds = state.feeds.filter((f) => f.id !== feed.id);
+    render();
+  };
+  return h("main", { id: "room", class: "pane", "aria-labelledby": "feeds-title" }, [
+    h("h1", { id: "feeds-title" }, ["Topic feeds"]),
+    h("p", { class: "muted" }, ["A topic feed watches every room you may read and tells you when a new message matches."]),
+    h(
+      "ul",
+      { class: "cards" },
+      state.feeds.map((feed) =>
+        h("li", { class: "card" }, [
+          h("div", { class: "card-head" }, [h("h2", {}, [feed.name]), h("span", { class: "privacy" }, [feed.match])]),
+          h("p", { class: "description" }, [feed.keywords]),
+          h("button", { type: "button", class: "secondary", onclick: () => remove(feed) }, [`Delete ${feed.name}`]),
+        ]),
+      ),
+    ),
+    form,
+  ]);
 }
 
 /** The highlight with its matched ranges marked. @param {any} item */
@@ -666,12 +818,14 @@ function highlight(item) {
 function searchView() {
   const more = async () => {
     if (!results.next || !results.params) return;
-    const page = await call("GET", `/search?${new URLSearchParams({ ...results.params, cursor: results.next })}`);
+    const page = await call("GET", `/search?${searchQuery({ ...results.params, cursor: results.next })}`);
     results = { ...results, items: [...results.items, ...(page.items ?? [])], next: page.next_cursor ?? null };
     render();
   };
   return h("main", { id: "room", class: "pane", "aria-labelledby": "results-title" }, [
     h("h1", { id: "results-title" }, [results.title]),
+    results.params ? searchFilters() : null,
+    results.error ? h("p", { class: "error", role: "alert" }, [results.error]) : null,
     h(
       "ol",
       { class: "cards results" },
