@@ -206,3 +206,26 @@ test("stories, alerts, the people pane, following and the room's add-in", async 
   await alice.context().close();
   await bob.context().close();
 });
+
+test("the client's assets come compressed, under cache-busting names, with a strict CSP", async () => {
+  const context = await chromium.newContext();
+  const page = await context.newPage();
+  const assets = [];
+  page.on("response", (r) => {
+    if (r.url().includes("/assets/")) assets.push(r);
+  });
+  const document = await page.goto(server.url + "/");
+  const csp = document.headers()["content-security-policy"];
+  assert.match(csp, /default-src 'none'/);
+  assert.match(csp, /script-src 'self'/);
+  assert.match(csp, /frame-ancestors 'none'/);
+  await page.getByLabel("Address").waitFor();
+  const app = assets.find((r) => r.url().endsWith("/app.js"));
+  assert.ok(app, "app.js was loaded");
+  assert.match(new URL(app.url()).pathname, /^\/assets\/[0-9a-f]{16}\/app\.js$/);
+  const headers = await app.allHeaders();
+  assert.equal(headers["content-encoding"], "gzip");
+  assert.match(headers["cache-control"], /immutable/);
+  for (const r of assets) assert.equal(new URL(r.url()).origin, server.url, "nothing loads from elsewhere");
+  await context.close();
+});

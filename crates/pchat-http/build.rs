@@ -1,6 +1,7 @@
 //! Embeds the web client (`web/` at the repository root) into the binary: every file under it becomes an entry
 //! of `ASSETS` (path, bytes, content type), and `ASSETS_VERSION` is a hash of them all, used as the cache-busting
-//! directory the assets are served under (`/assets/<version>/…`, cached as immutable). No Node.js, no network.
+//! directory the assets are served under (`/assets/<version>/…`, cached as immutable). Text assets are also
+//! gzip-compressed here (the server sends that form to browsers that accept it). No Node.js, no network.
 
 // A build script has no one to return an error to: a missing or unreadable web/ stops the build with its reason.
 #![allow(clippy::expect_used)]
@@ -12,6 +13,7 @@ fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let web = manifest.join("../../web").canonicalize().expect("the web client's source is in web/");
     println!("cargo:rerun-if-changed={}", web.display());
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let mut files = Vec::new();
     collect(&web, &web, &mut files);
     files.sort();
@@ -34,12 +36,27 @@ fn main() {
             Some("json") => "application/json",
             _ => "application/octet-stream",
         };
-        let _ = writeln!(entries, "    ({name:?}, include_bytes!({:?}), {kind:?}),", path.display().to_string());
+        // The compressed form, when it is smaller (text; images are compressed already).
+        let gz = if kind.starts_with("text/") || kind.contains("json") || kind.contains("svg") {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            std::io::Write::write_all(&mut encoder, &bytes).expect("compressing in memory");
+            let packed = encoder.finish().expect("compressing in memory");
+            let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+            let gz_path = out_dir.join(format!("{safe}.gz"));
+            std::fs::write(&gz_path, &packed).expect("OUT_DIR is writable");
+            (packed.len() < bytes.len()).then(|| format!("Some(include_bytes!({:?}))", gz_path.display().to_string()))
+        } else {
+            None
+        };
+        let gz = gz.unwrap_or_else(|| "None".to_owned());
+        let _ = writeln!(entries, "    ({name:?}, include_bytes!({:?}), {kind:?}, {gz}),", path.display().to_string());
     }
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("assets.rs");
+    let out = out_dir.join("assets.rs");
     let code = format!(
-        "/// The web client's files: path under `web/`, bytes, content type.\n\
-         pub(crate) static ASSETS: &[(&str, &[u8], &str)] = &[\n{entries}];\n\
+        "/// A file of the web client: path under `web/`, bytes, content type, gzip form (when smaller).\n\
+         pub(crate) type Asset = (&'static str, &'static [u8], &'static str, Option<&'static [u8]>);\n\
+         /// The web client's files.\n\
+         pub(crate) static ASSETS: &[Asset] = &[\n{entries}];\n\
          /// A hash of every asset: the cache-busting part of their URLs.\n\
          pub(crate) const ASSETS_VERSION: &str = \"{hash:016x}\";\n"
     );
