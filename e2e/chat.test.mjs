@@ -229,3 +229,33 @@ test("the client's assets come compressed, under cache-busting names, with a str
   for (const r of assets) assert.equal(new URL(r.url()).origin, server.url, "nothing loads from elsewhere");
   await context.close();
 });
+
+test("the client works from the keyboard alone, with the focus visible", async () => {
+  const context = await chromium.newContext({ viewport: { width: 1100, height: 720 } });
+  const page = await context.newPage();
+  await page.goto(server.url + "/");
+  await page.getByLabel("Address").waitFor();
+  // The address field has the focus on arrival; Tab moves to the password, Enter signs in.
+  await page.keyboard.type(ALICE);
+  await page.keyboard.press("Tab");
+  await page.keyboard.type(PASSWORD);
+  await page.keyboard.press("Enter");
+  await page.getByRole("navigation", { name: "My rooms" }).waitFor();
+  // Tab until the Rates desk button of the sidebar has the focus, then open it with Enter.
+  let found = false;
+  for (let i = 0; i < 40 && !found; i++) {
+    await page.keyboard.press("Tab");
+    found = await page.evaluate(() => document.activeElement?.textContent?.startsWith("Rates desk") ?? false);
+  }
+  assert.ok(found, "the room button is reachable with Tab");
+  const outline = await page.evaluate(() => getComputedStyle(/** @type {Element} */ (document.activeElement)).outlineStyle);
+  assert.notEqual(outline, "none", "the focused control shows a focus ring");
+  await shot(page, "27-keyboard-focus");
+  await page.keyboard.press("Enter");
+  await page.getByRole("heading", { name: "Rates desk", level: 1 }).waitFor();
+  // Opening a room puts the focus in its message box: typing and Enter post.
+  await page.keyboard.type("sent from the keyboard");
+  await page.keyboard.press("Enter");
+  await messages(page).getByText("sent from the keyboard").waitFor();
+  await context.close();
+});

@@ -140,3 +140,37 @@ test("a topic feed made in the client raises a badge live; alerts mark their roo
   assert.equal((left.items ?? left).length, 0);
   await bob.context().close();
 });
+
+test("a feed match shows a browser notification when allowed and the page is in the background", async () => {
+  await server.api(BOB, "POST", "/me/feeds", { name: "Rates watch", keywords: "steepener" });
+  const context = await chromium.newContext({ permissions: ["notifications"] });
+  // The page is in the background, and every notification it shows is recorded.
+  await context.addInitScript(() => {
+    Object.defineProperty(document, "hidden", { get: () => true });
+    const Real = window.Notification;
+    // @ts-ignore test instrumentation
+    window.shown = [];
+    // @ts-ignore
+    window.Notification = class extends Real {
+      constructor(title, options) {
+        super(title, options);
+        // @ts-ignore
+        window.shown.push(`${title} | ${options?.body ?? ""}`);
+      }
+    };
+  });
+  const page = await context.newPage();
+  await page.goto(server.url + "/");
+  const { PASSWORD } = await import("./harness.mjs");
+  await page.getByLabel("Address").fill(BOB);
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByText("Connected").waitFor();
+  await server.api(ALICE, "POST", `/rooms/${rooms["Asia desk"].id}/messages`, { text: "buying the 2s10s steepener" });
+  await page.getByLabel("1 new matches").waitFor({ timeout: 5000 });
+  // @ts-ignore
+  const shown = await page.evaluate(() => window.shown);
+  assert.equal(shown.length, 1, JSON.stringify(shown));
+  assert.match(shown[0], /^Rates watch: Asia desk \| alice@example.com: .*steepener/);
+  await context.close();
+});
