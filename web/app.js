@@ -247,7 +247,10 @@ function receive(m) {
   }
 }
 
-/** Access to a room ended while the client had it: it closes and nothing more of it is shown. */
+/**
+ * Access to a room ended while the client had it: it closes and nothing more of it is shown.
+ * @param {string} room @param {string} why the frame's type
+ */
 function lost(room, why) {
   state.stream?.part(room);
   state.messages.delete(room);
@@ -269,7 +272,10 @@ function markRead(room, seq) {
   call("POST", "/me/read", { room, seq }).catch(() => {});
 }
 
-/** Shows a browser notification when the user allowed them and the page is not in front. */
+/**
+ * Shows a browser notification when the user allowed them and the page is not in front.
+ * @param {string} title @param {string} body
+ */
 function notify(title, body) {
   if (typeof Notification === "undefined" || Notification.permission !== "granted" || !document.hidden) return;
   try {

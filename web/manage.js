@@ -186,7 +186,7 @@ function formView(room, rerender) {
       ),
     );
   });
-  /** @param {HTMLTextAreaElement} area */
+  /** @param {HTMLTextAreaElement} area @param {string} label */
   const adder = (area, label) =>
     h(
       "button",
