@@ -165,6 +165,18 @@ async fn the_search_index_is_rebuilt_when_it_is_stale() {
     pchat_store::conformance::finds_history(&store).await;
 }
 
+/// A store on a database of its own holding the search cases' history, its indexer paused, the store as the port,
+/// and a plain connection to the database.
+async fn paused_history() -> (TempDatabase, Arc<PgStore>, Arc<dyn Store>, tokio_postgres::Client) {
+    let (database, config) = TempDatabase::create().await;
+    let store = Arc::new(PgStore::connect_with(config.clone(), database.name.clone()).await.unwrap());
+    let (client, connection) = config.connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    pchat_store::conformance::with_history(store.as_ref()).await;
+    store.pending.pause(true).await;
+    (database, Arc::clone(&store), store, client)
+}
+
 /// How many messages wait in the search index's queue.
 async fn pending_rows(client: &tokio_postgres::Client) -> i64 {
     client.query_one("SELECT count(*) FROM search_pending", &[]).await.unwrap().get(0)
@@ -174,13 +186,7 @@ async fn pending_rows(client: &tokio_postgres::Client) -> i64 {
 /// three messages per transaction), by every kind of query, each exactly once; the indexer takes each once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn searches_see_pending_messages_at_every_stage_of_indexing() {
-    let (database, config) = TempDatabase::create().await;
-    let store = Arc::new(PgStore::connect_with(config.clone(), database.name.clone()).await.unwrap());
-    let port: Arc<dyn Store> = store.clone();
-    let (client, connection) = config.connect(NoTls).await.unwrap();
-    tokio::spawn(connection);
-    pchat_store::conformance::with_history(store.as_ref()).await;
-    store.pending.pause(true).await;
+    let (_database, store, port, client) = paused_history().await;
     pchat_store::conformance::append_for_indexing(&port).await;
     assert_eq!(pending_rows(&client).await, 80);
     // One batch at a time (three messages in tests), searching after each.
@@ -200,14 +206,8 @@ async fn searches_see_pending_messages_at_every_stage_of_indexing() {
 /// While the indexer is behind, posts are indexed in their own transaction and queue nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posts_index_themselves_while_the_indexer_is_behind() {
-    let (database, config) = TempDatabase::create().await;
-    let store = Arc::new(PgStore::connect_with(config.clone(), database.name.clone()).await.unwrap());
-    let port: Arc<dyn Store> = store.clone();
-    let (client, connection) = config.connect(NoTls).await.unwrap();
-    tokio::spawn(connection);
-    pchat_store::conformance::with_history(store.as_ref()).await;
     // Paused first: a batch in flight ends (and says whether it was full) before the test says "behind".
-    store.pending.pause(true).await;
+    let (_database, store, port, client) = paused_history().await;
     store.pending.set_behind(true);
     pchat_store::conformance::append_for_indexing(&port).await;
     assert_eq!(pending_rows(&client).await, 0);
@@ -221,13 +221,7 @@ async fn posts_index_themselves_while_the_indexer_is_behind() {
 async fn changes_to_pending_messages_leave_the_index_exact() {
     use pchat_core::text::MatchMode;
     use pchat_store::conformance::found_ids;
-    let (database, config) = TempDatabase::create().await;
-    let store = Arc::new(PgStore::connect_with(config.clone(), database.name.clone()).await.unwrap());
-    let port: Arc<dyn Store> = store.clone();
-    let (client, connection) = config.connect(NoTls).await.unwrap();
-    tokio::spawn(connection);
-    pchat_store::conformance::with_history(store.as_ref()).await;
-    store.pending.pause(true).await;
+    let (_database, store, port, client) = paused_history().await;
     pchat_store::conformance::append_for_indexing(&port).await;
     // Held in the queue: x0-x9 replaced, x10-x19 removed.
     for i in 0..20 {
@@ -262,19 +256,7 @@ async fn changes_to_pending_messages_leave_the_index_exact() {
     // A clear of everything takes what is pending and what is indexed.
     store.pending.pause(true).await;
     for i in 0..5 {
-        let message = NewMessage {
-            id: format!("y{i}"),
-            room_id: "r3".into(),
-            author: "a@example.com".into(),
-            text: "alpha psi".into(),
-            story_title: None,
-            alert: false,
-            client_id: None,
-            keep: true,
-            capture: false,
-            file: None,
-        };
-        port.append_message(message).await.unwrap();
+        port.append_message(pchat_store::conformance::post("r3", &format!("y{i}"), "alpha psi", None)).await.unwrap();
     }
     assert_eq!(pending_rows(&client).await, 5);
     assert_eq!(found_ids(&port, "psi", MatchMode::All, 50).await.len(), 5);

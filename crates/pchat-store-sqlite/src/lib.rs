@@ -99,7 +99,7 @@ mod tests {
     /// message must still leave the index holding exactly the postings of the text that stands.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postings_of_appends_follow_the_writes_batched_with_them() {
-        use pchat_store::{NewMessage, Store};
+        use pchat_store::Store;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mgc.db");
         let store = Arc::new(SqliteStore::open(&path, Durability::Full).unwrap());
@@ -121,18 +121,7 @@ mod tests {
             let s = Arc::clone(&store);
             pairs.push(tokio::spawn(async move {
                 let id = format!("x{i}");
-                let message = NewMessage {
-                    id: id.clone(),
-                    room_id: "r3".into(),
-                    author: "alice@example.com".into(),
-                    text: "alpha".into(),
-                    story_title: None,
-                    alert: false,
-                    client_id: None,
-                    keep: true,
-                    capture: false,
-                    file: None,
-                };
+                let message = pchat_store::conformance::post("r3", &id, "alpha", None);
                 let replacement = async {
                     tokio::task::yield_now().await;
                     s.alter_messages("r3", std::slice::from_ref(&id), Some(if i % 2 == 0 { "beta" } else { "alpha" }))

@@ -109,7 +109,8 @@ fn room(id: &str, name: &str, category_id: &str) -> RoomRecord {
     }
 }
 
-fn post(room_id: &str, id: &str, text: &str, client_id: Option<&str>) -> NewMessage {
+/// A kept, uncaptured post by `a@example.com`.
+pub fn post(room_id: &str, id: &str, text: &str, client_id: Option<&str>) -> NewMessage {
     NewMessage {
         id: id.to_owned(),
         room_id: room_id.to_owned(),
