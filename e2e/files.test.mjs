@@ -1,5 +1,5 @@
 // Files in rooms through the web client: an upload with a visible progress bar, announced in the room, and
-// downloaded by another member byte for byte.
+// downloaded by another member byte for byte through a short-lived download link.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -62,12 +62,19 @@ test("a file is uploaded with a visible progress bar and downloaded by another m
   const seen = await alice.evaluate(() => window.progressSeen);
   assert.ok(seen.includes("shown"), "no progress bar was shown");
   await shot(bob, "18-file-announced");
+  // The browser follows a short-lived download link (no bearer token in it) and streams the file to disk.
+  const before = bob.url();
   const downloading = bob.waitForEvent("download");
   await announced.click();
   const file = await downloading;
   assert.equal(file.suggestedFilename(), "term sheet.pdf");
   const got = readFileSync(await file.path());
   assert.equal(createHash("sha256").update(got).digest("hex"), createHash("sha256").update(bytes).digest("hex"));
+  assert.match(file.url(), /\/api\/v1\/files\/[0-9a-f-]+\?link=[^&]+$/, "the download followed a link");
+  const token = await bob.evaluate(() => sessionStorage.getItem("pchat.token"));
+  assert.ok(token && !file.url().includes(token), "the link does not carry the session's token");
+  assert.equal(bob.url(), before, "the chat stays where it was");
+  await bob.getByText("Connected").waitFor();
   await alice.context().close();
   await bob.context().close();
 });

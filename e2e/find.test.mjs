@@ -133,7 +133,21 @@ test("a topic feed made in the client raises a badge live; alerts mark their roo
   await bob.getByRole("navigation", { name: "My rooms" }).getByRole("button", { name: /Asia desk/ }).click();
   await bob.locator("li.message.alert", { hasText: "Margin call" }).waitFor();
   assert.equal(await bob.getByLabel("1 unread alerts").count(), 0);
+  // The feed is edited in place: new keywords, narrowed to one room; the next match of the new words counts.
   await bob.getByRole("button", { name: "Manage topic feeds" }).click();
+  await bob.getByRole("button", { name: "Edit Tokyo news" }).click();
+  assert.equal(await bob.getByLabel("Keywords").inputValue(), "東京");
+  await bob.getByLabel("Keywords").fill("大阪 会議");
+  await bob.getByLabel("Rooms", { exact: true }).selectOption({ label: "Asia desk" });
+  assert.deepEqual(await accessibilityProblems(bob), [], "editing a topic feed");
+  await shot(bob, "28-feed-edit");
+  await bob.getByRole("button", { name: "Save feed" }).click();
+  await bob.locator(".card", { hasText: "Tokyo news" }).getByText("In Asia desk").waitFor();
+  const edited = (await server.api(BOB, "GET", "/me/feeds")).items[0];
+  assert.deepEqual([edited.keywords, edited.rooms], ["大阪 会議", [rooms["Asia desk"].id]]);
+  await server.api(ALICE, "POST", `/rooms/${rooms["Asia desk"].id}/messages`, { text: "東京の会議" });
+  await server.api(ALICE, "POST", `/rooms/${rooms["Asia desk"].id}/messages`, { text: "大阪の会議は明日" });
+  await bob.getByLabel("1 new matches").waitFor({ timeout: 5000 });
   await bob.getByRole("button", { name: "Delete Tokyo news" }).click();
   await bob.getByRole("navigation", { name: "My rooms" }).getByRole("button", { name: /Tokyo news/ }).waitFor({ state: "detached" });
   const left = await server.api(BOB, "GET", "/me/feeds");

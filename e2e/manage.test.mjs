@@ -7,14 +7,20 @@ import { Server, browser, signedIn, shot, accessibilityProblems } from "./harnes
 
 const ALICE = "alice@example.com";
 const BOB = "bob@example.com";
+const CAROL = "carol@example.com";
 let server;
 let chromium;
 let rooms;
 
 before(async () => {
   server = await Server.start();
-  rooms = await server.setUp([ALICE, BOB], { "Existing room": [ALICE] });
-  await server.api("admin@example.com", "PATCH", `/categories/${rooms["Existing room"].category}`, { invitations: true });
+  rooms = await server.setUp([ALICE, BOB, CAROL], { "Existing room": [ALICE] });
+  // Carol is walled off from the Desks category; Research takes rooms from Bob only.
+  await server.api("admin@example.com", "PATCH", `/categories/${rooms["Existing room"].category}`, {
+    invitations: true,
+    denied_members: { add: [CAROL] },
+  });
+  await server.api("admin@example.com", "POST", "/categories", { name: "Research", allowed_members: ["*"], creators: [BOB] });
   chromium = await browser();
 });
 
@@ -37,8 +43,18 @@ test("a manager creates a closed room in /manage/, adds a member, and the member
   await alice.getByText("“Credit desk” is available.").waitFor();
   await alice.getByLabel("Description").fill("Credit trading, EMEA");
   await alice.getByLabel("Privacy").selectOption("closed");
+  // Only categories where Alice is a creator are offered; the picker finds only people in the category's scope.
+  const offered = await alice.getByLabel("Category").locator("option").allTextContents();
+  assert.deepEqual(offered, ["Desks"]);
+  await alice.getByLabel("Find a person").fill("carol");
   await alice.getByLabel("Find a person").fill("bob");
   await alice.locator("#people option").first().waitFor({ state: "attached" });
+  const found = await alice.locator("#people option").evaluateAll((os) => os.map((o) => /** @type {HTMLOptionElement} */ (o).value));
+  assert.deepEqual(found, [BOB]);
+  await alice.getByLabel("Find a person").fill("example.com");
+  await alice.locator(`#people option[value="${ALICE}"]`).waitFor({ state: "attached" });
+  const everyone = await alice.locator("#people option").evaluateAll((os) => os.map((o) => /** @type {HTMLOptionElement} */ (o).value));
+  assert.ok(everyone.includes(BOB) && !everyone.includes(CAROL), `walled-off Carol offered: ${everyone}`);
   await alice.getByLabel("Find a person").fill(BOB);
   await alice.getByRole("button", { name: "Add as member" }).click();
   assert.equal(await alice.getByLabel("Members").inputValue(), BOB);

@@ -70,25 +70,19 @@ export function upload(room, file, onProgress) {
 }
 
 /**
- * Downloads a file of a room (the API needs the bearer header, so it is fetched and handed to the browser).
+ * Downloads a file of a room. The API asks for a short-lived download link (a minute, for this file and this
+ * session) and the browser follows it, streaming the file to disk however large it is, with its own progress.
  * @param {{id: string, name: string}} file
  */
 export async function download(file) {
-  const response = await fetch(`/api/v1/files/${encodeURIComponent(file.id)}`, {
-    headers: { authorization: `Bearer ${savedToken() ?? ""}` },
-  });
-  if (!response.ok) {
-    const data = await response.json().catch(() => null);
-    throw new ApiError(response.status, data?.code ?? "error", data?.detail ?? response.statusText);
-  }
-  const url = URL.createObjectURL(await response.blob());
+  const link = await call("POST", `/files/${encodeURIComponent(file.id)}/link`);
   const a = document.createElement("a");
-  a.href = url;
+  a.href = link.url;
   a.download = file.name;
+  a.hidden = true;
   document.body.append(a);
   a.click();
   a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
 /** Signs in; keeps the token for this tab. @param {string} user @param {string} password */

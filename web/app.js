@@ -134,7 +134,7 @@ async function start() {
   state.rooms = Array.isArray(mine) ? mine : (mine.items ?? []);
   state.admin = (me.roles ?? []).includes("admin");
   if (location.pathname.startsWith("/manage")) {
-    await loadManage(state.user, state.admin);
+    await loadManage(state.user);
     state.view = "manage";
   }
   const invitations = await call("GET", `/me/invitations?after=${seenInvitation()}`).catch(() => ({ items: [] }));
@@ -748,58 +748,123 @@ async function openFeed(feed) {
   render();
 }
 
-/** Topic feeds: the user's saved searches, created and deleted here. */
+/** @type {any | null} the topic feed being edited in place (null: the form creates a new one) */
+let editingFeed = null;
+
+/** Topic feeds: the user's saved searches, created, edited in place and deleted here. */
 function feedsView() {
+  const feed = editingFeed;
   const name = /** @type {HTMLInputElement} */ (h("input", { id: "feed-name", required: true, maxlength: "256" }));
   const keywords = /** @type {HTMLInputElement} */ (h("input", { id: "feed-keywords", required: true, maxlength: "1000" }));
-  const match = h("select", { id: "feed-match" }, [
-    h("option", { value: "all" }, ["All words"]),
-    h("option", { value: "any" }, ["Any word"]),
-    h("option", { value: "exact" }, ["Exact phrase"]),
-  ]);
+  const match = /** @type {HTMLSelectElement} */ (
+    h("select", { id: "feed-match" }, [
+      h("option", { value: "all" }, ["All words"]),
+      h("option", { value: "any" }, ["Any word"]),
+      h("option", { value: "exact" }, ["Exact phrase"]),
+    ])
+  );
+  const caseSensitive = /** @type {HTMLInputElement} */ (h("input", { id: "feed-case", type: "checkbox" }));
+  const authors = /** @type {HTMLInputElement} */ (
+    h("input", { id: "feed-authors", placeholder: "anyone", "aria-describedby": "feed-authors-hint" })
+  );
+  // Rooms: any room I may read (empty: all of them); those in my sidebar are offered by name.
+  const rooms = /** @type {HTMLSelectElement} */ (
+    h(
+      "select",
+      { id: "feed-rooms", multiple: true, size: String(Math.min(6, Math.max(2, state.rooms.length))), "aria-describedby": "feed-rooms-hint" },
+      state.rooms.map((entry) =>
+        h("option", { value: entry.room.id, selected: Boolean(feed?.rooms?.includes(entry.room.id)) }, [entry.room.name]),
+      ),
+    )
+  );
+  if (feed) {
+    name.value = feed.name;
+    keywords.value = feed.keywords;
+    match.value = feed.match;
+    caseSensitive.checked = Boolean(feed.case_sensitive);
+    authors.value = (feed.authors ?? []).join(", ");
+  }
   const outcome = h("p", { role: "status" });
-  const form = h("form", { class: "manage-form" }, [
-    h("h2", {}, ["New topic feed"]),
+  const form = h("form", { class: "manage-form", "aria-labelledby": "feed-form-title" }, [
+    h("h2", { id: "feed-form-title" }, [feed ? `Edit “${feed.name}”` : "New topic feed"]),
     h("label", { for: "feed-name" }, ["Feed name"]),
     name,
     h("label", { for: "feed-keywords" }, ["Keywords"]),
     keywords,
     h("label", { for: "feed-match" }, ["Match"]),
     match,
-    h("button", { type: "submit" }, ["Create feed"]),
+    h("label", { class: "check" }, [caseSensitive, " Match case and accents exactly"]),
+    h("label", { for: "feed-authors" }, ["Authors"]),
+    authors,
+    h("p", { id: "feed-authors-hint", class: "muted hint" }, ["Addresses separated by commas; empty for anyone."]),
+    h("label", { for: "feed-rooms" }, ["Rooms"]),
+    rooms,
+    h("p", { id: "feed-rooms-hint", class: "muted hint" }, ["None selected: every room you may read."]),
+    h("div", { class: "actions" }, [
+      h("button", { type: "submit" }, [feed ? "Save feed" : "Create feed"]),
+      feed
+        ? h("button", { type: "button", class: "secondary", onclick: () => { editingFeed = null; render(); } }, ["Cancel"])
+        : null,
+    ]),
     outcome,
   ]);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    const body = {
+      name: name.value,
+      keywords: keywords.value,
+      match: match.value,
+      case_sensitive: caseSensitive.checked,
+      authors: authors.value.split(/[\s,;]+/).filter(Boolean),
+      // Rooms outside the sidebar that the feed already names are kept.
+      rooms: [
+        ...Array.from(rooms.selectedOptions, (o) => o.value),
+        ...(feed?.rooms ?? []).filter((/** @type {string} */ id) => !state.rooms.some((e) => e.room.id === id)),
+      ],
+    };
     try {
-      const feed = await call("POST", "/me/feeds", {
-        name: name.value,
-        keywords: keywords.value,
-        match: /** @type {HTMLSelectElement} */ (match).value,
-      });
-      state.feeds.push({ ...feed, unseen: 0 });
+      if (feed) {
+        const saved = await call("PATCH", `/me/feeds/${encodeURIComponent(feed.id)}`, body);
+        state.feeds = state.feeds.map((f) => (f.id === saved.id ? { ...saved, unseen: f.unseen } : f));
+        editingFeed = null;
+      } else {
+        const made = await call("POST", "/me/feeds", body);
+        state.feeds.push({ ...made, unseen: 0 });
+      }
       render();
     } catch (e) {
       outcome.textContent = e instanceof ApiError ? e.message : String(e);
       outcome.className = "error";
     }
   });
-  const remove = async (/** @type {any} */ feed) => {
-    await call("DELETE", `/me/feeds/${encodeURIComponent(feed.id)}`);
-    state.feeds = state.feeds.filter((f) => f.id !== feed.id);
+  const remove = async (/** @type {any} */ gone) => {
+    await call("DELETE", `/me/feeds/${encodeURIComponent(gone.id)}`);
+    state.feeds = state.feeds.filter((f) => f.id !== gone.id);
+    if (editingFeed?.id === gone.id) editingFeed = null;
     render();
   };
+  const edit = (/** @type {any} */ chosen) => {
+    editingFeed = chosen;
+    render();
+    document.getElementById("feed-name")?.focus();
+  };
+  const roomName = (/** @type {string} */ id) => state.rooms.find((e) => e.room.id === id)?.room.name ?? "another room";
   return h("main", { id: "room", class: "pane", "aria-labelledby": "feeds-title" }, [
     h("h1", { id: "feeds-title" }, ["Topic feeds"]),
     h("p", { class: "muted" }, ["A topic feed watches every room you may read and tells you when a new message matches."]),
     h(
       "ul",
       { class: "cards" },
-      state.feeds.map((feed) =>
+      state.feeds.map((f) =>
         h("li", { class: "card" }, [
-          h("div", { class: "card-head" }, [h("h2", {}, [feed.name]), h("span", { class: "privacy" }, [feed.match])]),
-          h("p", { class: "description" }, [feed.keywords]),
-          h("button", { type: "button", class: "secondary", onclick: () => remove(feed) }, [`Delete ${feed.name}`]),
+          h("div", { class: "card-head" }, [h("h2", {}, [f.name]), h("span", { class: "privacy" }, [f.match])]),
+          h("p", { class: "description" }, [f.keywords]),
+          f.authors?.length ? h("p", { class: "muted" }, [`By ${f.authors.join(", ")}`]) : null,
+          f.rooms?.length ? h("p", { class: "muted" }, [`In ${f.rooms.map(roomName).join(", ")}`]) : null,
+          h("div", { class: "actions" }, [
+            h("button", { type: "button", class: "secondary", onclick: () => edit(f) }, [`Edit ${f.name}`]),
+            h("button", { type: "button", class: "secondary", onclick: () => remove(f) }, [`Delete ${f.name}`]),
+          ]),
         ]),
       ),
     ),

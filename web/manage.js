@@ -5,23 +5,24 @@
 import { ApiError, call } from "./api.js";
 import { h } from "./dom.js";
 
-/** @type {{me: string, rooms: any[], categories: any[], addins: any[], editing: any | null | undefined, error: string, saved: string}} */
-const manage = { me: "", rooms: [], categories: [], addins: [], editing: undefined, error: "", saved: "" };
+/** @type {{me: string, rooms: any[], categories: any[], creatable: any[], addins: any[], editing: any | null | undefined, error: string, saved: string}} */
+const manage = { me: "", rooms: [], categories: [], creatable: [], addins: [], editing: undefined, error: "", saved: "" };
 
 /**
  * Loads what the app shows. `editing`: undefined = the list, null = a new room, a room = that room.
- * @param {{address: string} | null} user @param {boolean} admin
+ * @param {{address: string} | null} user
  */
-export async function loadManage(user, admin) {
-  const [rooms, categories, addins] = await Promise.all([
-    call("GET", "/rooms?limit=500"),
-    call("GET", "/categories"),
+export async function loadManage(user) {
+  const [rooms, categories, creatable, addins] = await Promise.all([
+    call("GET", "/rooms?managed=true&limit=500"),
+    call("GET", "/categories?limit=500"),
+    call("GET", "/categories?creatable=true&limit=500"),
     call("GET", "/addins").catch(() => ({ items: [] })),
   ]);
-  const me = user?.address ?? "";
-  manage.me = me;
-  manage.rooms = (rooms.items ?? []).filter((/** @type {any} */ r) => admin || r.managers.includes(me));
-  manage.categories = categories.items ?? categories ?? [];
+  manage.me = user?.address ?? "";
+  manage.rooms = rooms.items ?? [];
+  manage.categories = categories.items ?? [];
+  manage.creatable = creatable.items ?? [];
   manage.addins = addins.items ?? addins ?? [];
 }
 
@@ -66,7 +67,11 @@ function listView(rerender, openInChat) {
     h("h1", { id: "manage-title" }, ["Rooms I manage"]),
     manage.saved ? h("p", { class: "notice", role: "status" }, [manage.saved]) : null,
     manage.error ? h("p", { class: "error", role: "alert" }, [manage.error]) : null,
-    h("button", { type: "button", onclick: () => edit(null, rerender) }, ["Create a room"]),
+    manage.creatable.length
+      ? h("button", { type: "button", onclick: () => edit(null, rerender) }, ["Create a room"])
+      : h("p", { class: "muted" }, [
+          "You cannot create rooms: no category lists you as a creator. An administrator can make you one.",
+        ]),
     h(
       "ul",
       { class: "cards" },
@@ -153,10 +158,15 @@ function formView(room, rerender) {
   name.addEventListener("input", () => setTimeout(check, 250));
   const description = /** @type {HTMLTextAreaElement} */ (h("textarea", { rows: "2", maxlength: "256" }));
   description.value = room?.description ?? "";
-  const category = h(
-    "select",
-    { required: true },
-    manage.categories.map((c) => h("option", { value: c.id, selected: c.id === room?.category }, [c.name])),
+  // A new room goes into a category where I am a creator; an edited room stays where it is or moves to one.
+  const current = room ? manage.categories.find((c) => c.id === room.category) ?? { id: room.category, name: room.category } : null;
+  const choices = [...(current ? [current] : []), ...manage.creatable.filter((c) => c.id !== current?.id)];
+  const category = /** @type {HTMLSelectElement} */ (
+    h(
+      "select",
+      { required: true },
+      choices.map((c) => h("option", { value: c.id, selected: c.id === room?.category }, [c.name])),
+    )
   );
   const privacy = select(["open", "closed", "secret"], room?.privacy ?? "closed");
   const type = select(["normal", "auditorium"], room?.type ?? "normal");
@@ -176,15 +186,26 @@ function formView(room, rerender) {
   const presenters = lines(room?.presenters);
   // The principal picker: people found by name or address, added to a list with one click.
   const who = /** @type {HTMLInputElement} */ (h("input", { list: "people", autocomplete: "off" }));
+  // It offers only people in the chosen category's scope (whom the server accepts on the room's lists).
   const people = h("datalist", { id: "people" });
-  who.addEventListener("input", async () => {
-    if (who.value.trim().length < 2) return;
-    const found = await call("GET", `/users?query=${encodeURIComponent(who.value.trim())}`).catch(() => ({ items: [] }));
+  let asked = 0;
+  const find = async () => {
+    const text = who.value.trim();
+    const ticket = ++asked;
+    if (text.length < 2) return;
+    const path = `/users?query=${encodeURIComponent(text)}&category=${encodeURIComponent(category.value)}&limit=20`;
+    const found = await call("GET", path).catch(() => ({ items: [] }));
+    if (ticket !== asked) return;
     people.replaceChildren(
-      ...(found.items ?? found ?? []).map((/** @type {any} */ u) =>
+      ...(found.items ?? []).map((/** @type {any} */ u) =>
         h("option", { value: u.address }, [`${u.display_name} <${u.address}>`]),
       ),
     );
+  };
+  who.addEventListener("input", find);
+  category.addEventListener("change", () => {
+    people.replaceChildren();
+    find();
   });
   /** @param {HTMLTextAreaElement} area @param {string} label */
   const adder = (area, label) =>
@@ -215,7 +236,7 @@ function formView(room, rerender) {
       availability,
     ]),
     field("room-description", "Description", description),
-    field("room-category", "Category", category, "Rooms can be created in categories where you are a creator."),
+    field("room-category", "Category", category, "Rooms can be created in categories where you are a creator; people are found among those in the category's scope."),
     field("room-privacy", "Privacy", privacy, "Open: anyone in the category may read. Closed: members only. Secret: members only, and hidden from the directory."),
     field("room-type", "Type", type, "Auditorium: only presenters post."),
     field("room-invitations", "Invitations", invitations),
@@ -241,7 +262,7 @@ function formView(room, rerender) {
     const body = {
       name: name.value.trim(),
       description: description.value,
-      category: /** @type {HTMLSelectElement} */ (category).value,
+      category: category.value,
       privacy: /** @type {HTMLSelectElement} */ (privacy).value,
       type: /** @type {HTMLSelectElement} */ (type).value,
       invitations: /** @type {HTMLSelectElement} */ (invitations).value,

@@ -415,6 +415,15 @@ pub struct MessageFile {
     pub content_type: String,
 }
 
+/// A short-lived download link for a file (`POST /api/v1/files/{id}/link`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct FileLink {
+    /// Path and query to `GET` without an `Authorization` header (a browser navigates to it).
+    pub url: String,
+    /// When the link stops working (RFC 3339); it also stops when the session that made it ends.
+    pub expires_at: String,
+}
+
 /// A stored file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct FileInfo {

@@ -3,11 +3,13 @@
 
 use axum::body::Body;
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pchat_api_types::{FileInfo, FileUploaded, Problem};
+use pchat_api_types::{FileInfo, FileLink, FileUploaded, Problem};
 
-use crate::extract::{Auth, Path, QueryMap};
+use crate::error::ApiError;
+use crate::extract::{Auth, Path, QueryMap, authenticate, bearer};
 use crate::handlers::{ApiResult, json};
 use crate::{AppState, wire};
 
@@ -73,13 +75,40 @@ fn disposition(name: &str) -> String {
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
+/// A short-lived link to download a file without an `Authorization` header, so that a browser can navigate to it
+/// and stream the file to disk instead of fetching it into memory. For readers of the file's room (404 otherwise,
+/// as for a file that does not exist); valid for 60 seconds and only while the caller's session lasts; access is
+/// checked again when it is used.
+#[utoipa::path(
+    post,
+    path = "/api/v1/files/{id}/link",
+    tag = "files",
+    params(("id" = String, Path, description = "File id")),
+    responses((status = 200, body = FileLink)),
+    security(("bearer" = []))
+)]
+pub(crate) async fn link(
+    State(s): State<AppState>,
+    Auth(caller, session): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let (link, expires_at) = s.service.file_link(&caller, &session.record, &id).await?;
+    // `id` names a stored file (a UUID), so it needs no escaping in the path.
+    let url = format!("/api/v1/files/{id}?link={link}");
+    Ok(json(StatusCode::OK, &FileLink { url, expires_at: wire::format_micros(expires_at) }))
+}
+
 /// A file's bytes, for readers of its room, always as an attachment with a content type that cannot run in the
 /// browser (and `nosniff`). A file the caller may not see is 404, as one that does not exist. Records FILEDOWNLOAD.
+/// Authenticated by the bearer token, or by a `link` from `POST /api/v1/files/{id}/link`.
 #[utoipa::path(
     get,
     path = "/api/v1/files/{id}",
     tag = "files",
-    params(("id" = String, Path, description = "File id")),
+    params(
+        ("id" = String, Path, description = "File id"),
+        ("link" = Option<String>, Query, description = "A download link's token, instead of the bearer token")
+    ),
     responses(
         (status = 200, description = "The file's bytes, Content-Disposition: attachment", content_type = "*/*")
     ),
@@ -87,9 +116,20 @@ fn disposition(name: &str) -> String {
 )]
 pub(crate) async fn download(
     State(s): State<AppState>,
-    Auth(caller, _): Auth,
     Path(id): Path<String>,
+    q: QueryMap,
+    parts: Parts,
 ) -> ApiResult<Response> {
+    let caller = match q.str("link") {
+        Some(link) => s.service.authenticate_file_link(&id, link).await.map_err(|e| match e {
+            pchat_service::ServiceError::Unauthenticated => ApiError::unauthenticated(),
+            other => other.into(),
+        })?,
+        None => {
+            let token = bearer(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
+            authenticate(&s, &parts, &token).await?.0
+        }
+    };
     let download = s.service.download_file(&caller, &id).await?;
     let f = &download.file;
     let mut response = Body::from_stream(download.content).into_response();

@@ -129,6 +129,7 @@ pub(crate) fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::feeds::feed_messages))
         .routes(routes!(crate::files::upload))
         .routes(routes!(crate::files::download))
+        .routes(routes!(crate::files::link))
         .routes(routes!(verify_compliance))
         .routes(routes!(export_compliance))
         .split_for_parts()
@@ -222,8 +223,13 @@ async fn me(Auth(caller, _): Auth) -> ApiResult<Response> {
     path = "/api/v1/users",
     tag = "directory",
     summary = "Search users by address or display name",
+    description = "With `category`, only users in that category's scope (the principal picker of room \
+        management): for administrators, the category's creators and managers of its rooms (403 otherwise; 404 for a \
+        category the caller cannot see). A scoped search examines at most 1,000 users per request, so a page can be \
+        short, even empty, and still have a `next_cursor`.",
     params(
         ("query" = Option<String>, Query, description = "Text to look for"),
+        ("category" = Option<String>, Query, description = "Only users in this category's scope: id or name:NAME"),
         ("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"),
         ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")
     ),
@@ -233,12 +239,9 @@ async fn me(Auth(caller, _): Auth) -> ApiResult<Response> {
 async fn search_users(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
     let limit = q.limit()?;
     let after = q.str("cursor").map(decode_cursor).transpose()?;
-    let mut users = s.service.search_users(&caller, q.str("query").unwrap_or(""), after.as_deref(), limit + 1).await?;
-    let next = (users.len() > limit as usize).then(|| {
-        users.truncate(limit as usize);
-        users.last().map(|u| encode_cursor(&u.address))
-    });
-    page(users.iter().map(wire::user).collect(), next.flatten())
+    let query = q.str("query").unwrap_or("");
+    let (users, next) = s.service.search_users(&caller, query, after.as_deref(), limit, q.str("category")).await?;
+    page(users.iter().map(wire::user).collect(), next.map(|a| encode_cursor(&a)))
 }
 
 #[utoipa::path(
@@ -567,6 +570,7 @@ async fn delete_config(
     tag = "categories",
     summary = "Categories (admins: all; others: those in whose scope they are)",
     params(
+        ("creatable" = Option<bool>, Query, description = "Only categories where the caller may create rooms"),
         ("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"),
         ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")
     ),
@@ -574,7 +578,9 @@ async fn delete_config(
     security(("bearer" = []))
 )]
 async fn list_categories(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMap) -> ApiResult<Response> {
-    paged(s.service.list_categories(&caller).await?.iter().map(wire::category).collect(), |c| c.name.clone(), &q)
+    let creatable = q.bool("creatable")?.unwrap_or(false);
+    let categories = s.service.list_categories(&caller, creatable).await?;
+    paged(categories.iter().map(wire::category).collect(), |c| c.name.clone(), &q)
 }
 
 #[utoipa::path(
@@ -759,6 +765,7 @@ async fn delete_addin(
         ("category" = Option<String>, Query, description = "Category id or name:NAME"),
         ("search_description" = Option<bool>, Query, description = "Match the description too"),
         ("disabled" = Option<bool>, Query, description = "Only disabled or only enabled rooms"),
+        ("managed" = Option<bool>, Query, description = "Only rooms the caller may manage (administrators: all)"),
         ("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"),
         ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")
     ),
@@ -771,6 +778,7 @@ async fn list_rooms(State(s): State<AppState>, Auth(caller, _): Auth, q: QueryMa
         category: q.str("category").map(str::to_owned),
         search_description: q.bool("search_description")?.unwrap_or(false),
         disabled: q.bool("disabled")?,
+        managed: q.bool("managed")?.unwrap_or(false),
     };
     let (rooms, next) = s.service.list_rooms(&caller, &filter, q.str("cursor"), q.limit()?).await?;
     let domain = &s.service.settings().domain;

@@ -623,20 +623,10 @@ pub(crate) fn room_change_kind(before: &pchat_store::RoomRecord, after: &pchat_s
 mod tests {
     use super::*;
     use pchat_store::Store;
-    use pchat_store_sqlite::{Durability, SqliteArchive, SqliteStore};
+    use pchat_store_sqlite::SqliteArchive;
 
     fn open_service(dir: &std::path::Path) -> (Arc<Service>, Arc<dyn Store>) {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("mgc.db"), Durability::Full).unwrap());
-        let settings = crate::Settings {
-            domain: "example.com".into(),
-            site: Name::parse("site", "default").unwrap(),
-            pool: Name::parse("pool", "default").unwrap(),
-            post_rate_per_sec: 100.0,
-            post_burst: 100.0,
-            connection_queue: 64,
-            security: crate::SecuritySettings::default(),
-        };
-        let service = Service::start(Arc::clone(&store), settings, Box::new(|_| bytes::Bytes::new()));
+        let (service, store) = crate::testing::open_service(dir);
         service.set_archive(Arc::new(SqliteArchive::open(&dir.join("mgccomp.db")).unwrap()));
         (service, store)
     }

@@ -2,7 +2,7 @@
 //! are for user administrators (and administrators); configuration and roles for administrators.
 
 use pchat_api_types as api;
-use pchat_core::{Address, ChatConfig, ConfigScope, Name, PolicyScope, Principal, config::resolve};
+use pchat_core::{Address, ChatConfig, ConfigScope, Identity, Name, PolicyScope, Principal, config::resolve};
 use pchat_store::{AccessScope, AdminRole, UserRecord};
 
 use crate::time::now_micros;
@@ -21,6 +21,9 @@ pub(crate) fn require_user_admin(caller: &Caller) -> ServiceResult<()> {
 pub(crate) fn require_admin(caller: &Caller) -> ServiceResult<()> {
     if caller.admin { Ok(()) } else { Err(ServiceError::Forbidden("requires the admin role".into())) }
 }
+
+/// Users a scoped user search examines per request at most.
+pub(crate) const PICK_EXAMINED: usize = 1000;
 
 /// A display name: 1–256 characters, no control characters.
 fn display_name(raw: &str) -> ServiceResult<String> {
@@ -52,18 +55,58 @@ impl Service {
         Ok(record)
     }
 
-    /// Any signed-in user may search the directory (to pick members); results page by address.
+    /// Any signed-in user may search the directory (to pick members); results page by address. With `category`,
+    /// only users in that category's scope (for the principal picker of room management; see
+    /// [`Service::category_for_picking`] for who may ask). Returns the page and the address to continue after.
+    /// A scoped search examines at most [`PICK_EXAMINED`] users per request, so its page can be short (even empty)
+    /// and still have a continuation, as search pages do.
     pub async fn search_users(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         query: &str,
         after: Option<&str>,
         limit: u32,
-    ) -> ServiceResult<Vec<UserRecord>> {
+        category: Option<&str>,
+    ) -> ServiceResult<(Vec<UserRecord>, Option<String>)> {
         if query.chars().count() > 256 {
             return Err(ServiceError::validation("query", "must be at most 256 characters"));
         }
-        Ok(self.store.search_users(query, after, limit).await?)
+        let Some(category) = category else {
+            let mut users = self.store.search_users(query, after, limit + 1).await?;
+            let more = users.len() > limit as usize;
+            users.truncate(limit as usize);
+            let next = if more { users.last().map(|u| u.address.clone()) } else { None };
+            return Ok((users, next));
+        };
+        let scope = self.category_for_picking(caller, category).await?;
+        // Group membership matters only when the scope names groups.
+        let needs_groups = scope.allowed.iter().chain(&scope.denied).any(|p| matches!(p, Principal::Group(_)));
+        let mut out: Vec<UserRecord> = vec![];
+        let mut after = after.map(str::to_owned);
+        let mut examined = 0;
+        loop {
+            let batch = self.store.search_users(query, after.as_deref(), 200).await?;
+            let full = batch.len() == 200;
+            for user in batch {
+                examined += 1;
+                after = Some(user.address.clone());
+                let Ok(address) = Address::parse("user", &user.address) else { continue };
+                let groups = if needs_groups { self.store.user_groups(&user.address).await? } else { vec![] };
+                if scope.contains(&Identity::new(address, groups)) {
+                    if out.len() == limit as usize {
+                        let next = out.last().map(|u| u.address.clone());
+                        return Ok((out, next));
+                    }
+                    out.push(user);
+                }
+                if examined >= PICK_EXAMINED {
+                    return Ok((out, after));
+                }
+            }
+            if !full {
+                return Ok((out, None));
+            }
+        }
     }
 
     pub async fn delete_user(&self, caller: &Caller, address: &str) -> ServiceResult<()> {
@@ -393,5 +436,71 @@ impl Service {
     /// The custom room management URL in force, if one is configured.
     pub async fn management_url(&self) -> Option<String> {
         self.effective_config().await.ok().map(|c| c.room_management_url).filter(|u| !u.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pchat_store::CategoryRecord;
+
+    use super::*;
+
+    /// A scoped user search examines a bounded number of users per request and continues where it stopped, so a
+    /// narrow scope over a large directory costs bounded work per page and still finds everyone in scope.
+    #[tokio::test]
+    async fn scoped_user_search_examines_a_bounded_number_per_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let (service, store) = crate::testing::open_service(dir.path());
+        for i in 0..1_100 {
+            let user = UserRecord {
+                address: format!("u{i:04}@example.com"),
+                display_name: format!("User {i}"),
+                password_hash: "$argon2id$x".into(),
+                created_at: 0,
+            };
+            store.create_user(user).await.unwrap();
+        }
+        let in_scope = ["u0005@example.com", "u1050@example.com"];
+        let category = CategoryRecord {
+            id: "c1".into(),
+            name: "Narrow".into(),
+            description: String::new(),
+            file_upload: false,
+            chat_history: true,
+            invitations: false,
+            allowed_members: in_scope.iter().map(|a| Principal::User(Address::parse("a", a).unwrap())).collect(),
+            denied_members: vec![],
+            creators: vec![],
+            version: 1,
+        };
+        store.create_category(&category).await.unwrap();
+        let admin = Caller {
+            identity: Identity::new(Address::parse("a", "admin@example.com").unwrap(), []),
+            display_name: "Admin".into(),
+            admin: true,
+            user_admin: true,
+            chat_enabled: true,
+        };
+        let mut found = vec![];
+        let mut pages = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let (users, next) = service.search_users(&admin, "u", after.as_deref(), 50, Some("c1")).await.unwrap();
+            pages += 1;
+            found.extend(users.into_iter().map(|u| u.address));
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(found, in_scope, "every user in scope, once, in order");
+        assert_eq!(pages, 2, "1,100 users take two pages of at most {PICK_EXAMINED} examined");
+        // Without a scope, the same search pages by the limit alone.
+        let (users, next) = service.search_users(&admin, "u", None, 50, None).await.unwrap();
+        assert_eq!((users.len(), next.as_deref()), (50, Some("u0049@example.com")));
+        // Someone in no relation to the category learns nothing about it.
+        let outsider = Caller { admin: false, user_admin: false, ..admin.clone() };
+        let refused = service.search_users(&outsider, "u", None, 50, Some("c1")).await;
+        assert!(matches!(refused, Err(ServiceError::NotFound(_))), "{refused:?}");
     }
 }

@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
+use hmac::{Hmac, KeyInit, Mac};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, WriteMultipart};
 use pchat_store::compliance::file_event;
-use pchat_store::{AttachedFile, FileMeta, FileRecord, NewMessage};
+use pchat_store::{AttachedFile, FileMeta, FileRecord, NewMessage, SessionRecord};
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
@@ -35,6 +36,19 @@ const STALE_UPLOAD: Duration = Duration::from_secs(24 * 3600);
 /// Objects without a record younger than this are left alone by the sweeper (an upload may be starting).
 const SWEEP_GRACE: Duration = Duration::from_secs(3600);
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// How long a download link lasts, in seconds: long enough for a browser to follow it, short enough that a
+/// copied link is of little use.
+pub const FILE_LINK_SECS: i64 = 60;
+
+fn file_link_mac(token_hash: &str, file_id: &str, expires: i64) -> Hmac<Sha256> {
+    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(token_hash.as_bytes()) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC accepts keys of every length"),
+    };
+    mac.update(format!("pchat file link\n{file_id}\n{expires}").as_bytes());
+    mac
+}
 
 /// Where a file's content is kept in the file store.
 pub fn object_key(room_id: &str, file_id: &str) -> ObjectPath {
@@ -325,20 +339,56 @@ impl Service {
         Ok((size, hex::encode(digest.finalize())))
     }
 
-    /// Opens a file for a reader of its room: `not_found` for anyone who may not see the room (as for a file that
-    /// does not exist). Records FILEDOWNLOAD.
-    pub async fn download_file(&self, caller: &Caller, id: &str) -> ServiceResult<Download> {
+    /// A ready file the caller may read: `not_found` for anyone who may not read its room (as for a file that
+    /// does not exist: whoever may not read the room learns nothing of its files, not even that they exist).
+    async fn readable_file(&self, caller: &Caller, id: &str) -> ServiceResult<FileRecord> {
         Self::require_chat(caller)?;
         let missing = || ServiceError::not_found("file");
         let file = self.store.get_file(id).await?.filter(|f| f.ready).ok_or_else(missing)?;
-        // Whoever may not read the room learns nothing of its files, not even that they exist.
         match self.readable_room(caller, &file.room_id).await {
-            Ok(_) => {}
-            Err(ServiceError::NotFound(_) | ServiceError::Forbidden(_) | ServiceError::RoomDisabled) => {
-                return Err(missing());
-            }
-            Err(e) => return Err(e),
+            Ok(_) => Ok(file),
+            Err(ServiceError::NotFound(_) | ServiceError::Forbidden(_) | ServiceError::RoomDisabled) => Err(missing()),
+            Err(e) => Err(e),
         }
+    }
+
+    /// A download link for a file the caller may read, valid for [`FILE_LINK_SECS`] and only while the session
+    /// that asked for it lasts: `(link, expires_at µs)`. The link is `SESSION_ID.EXPIRES.MAC`, the MAC an
+    /// HMAC-SHA256 of the file id and the expiry keyed by the session's token hash, which only the server (and
+    /// the token's holder) can compute, so any server of the pool checks it without shared state. A browser
+    /// navigates to it and streams the file to disk; access is checked again when it is used.
+    pub async fn file_link(&self, caller: &Caller, session: &SessionRecord, id: &str) -> ServiceResult<(String, i64)> {
+        self.readable_file(caller, id).await?;
+        let expires = now_micros() / 1_000_000 + FILE_LINK_SECS;
+        let mac = hex::encode(file_link_mac(&session.token_hash, id, expires).finalize().into_bytes());
+        Ok((format!("{}.{expires}.{mac}", session.id), expires * 1_000_000))
+    }
+
+    /// The caller a download link acts for: `Unauthenticated` when it is malformed, forged, for another file,
+    /// expired, or its session has ended.
+    pub async fn authenticate_file_link(&self, id: &str, link: &str) -> ServiceResult<Caller> {
+        let mut parts = link.splitn(3, '.');
+        let (Some(session_id), Some(expires), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(ServiceError::Unauthenticated);
+        };
+        let expires: i64 = expires.parse().map_err(|_| ServiceError::Unauthenticated)?;
+        let mac = hex::decode(mac).map_err(|_| ServiceError::Unauthenticated)?;
+        if expires < now_micros() / 1_000_000 || session_id.is_empty() || session_id.len() > 100 {
+            return Err(ServiceError::Unauthenticated);
+        }
+        let session = self.store.session_by_id(session_id).await?.ok_or(ServiceError::Unauthenticated)?;
+        file_link_mac(&session.token_hash, id, expires)
+            .verify_slice(&mac)
+            .map_err(|_| ServiceError::Unauthenticated)?;
+        // The session must still be alive (signing out, a password change or an administrator ends its links).
+        self.live_session(&session.token_hash).await?.ok_or(ServiceError::Unauthenticated)?;
+        self.caller_for(&session.address).await?.ok_or(ServiceError::Unauthenticated)
+    }
+
+    /// Opens a file for a reader of its room: `not_found` for anyone who may not see the room (as for a file that
+    /// does not exist). Records FILEDOWNLOAD.
+    pub async fn download_file(&self, caller: &Caller, id: &str) -> ServiceResult<Download> {
+        let file = self.readable_file(caller, id).await?;
         let objects = self.objects()?;
         let content = match objects.get(&object_key(&file.room_id, &file.id)).await {
             Ok(got) => got.into_stream(),

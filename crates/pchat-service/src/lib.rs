@@ -244,3 +244,31 @@ async fn dispatch(service: std::sync::Weak<Service>, mut events: mpsc::Unbounded
         }
     }
 }
+
+/// Helpers for the crate's own tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use pchat_core::Name;
+    use pchat_store::Store;
+    use pchat_store_sqlite::{Durability, SqliteStore};
+
+    use crate::Service;
+
+    /// A service on a fresh SQLite store in `dir` (NORMAL durability: these tests do not crash).
+    pub(crate) fn open_service(dir: &std::path::Path) -> (Arc<Service>, Arc<dyn Store>) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("mgc.db"), Durability::Normal).unwrap());
+        let settings = crate::Settings {
+            domain: "example.com".into(),
+            site: Name::parse("site", "default").unwrap(),
+            pool: Name::parse("pool", "default").unwrap(),
+            post_rate_per_sec: 100.0,
+            post_burst: 100.0,
+            connection_queue: 64,
+            security: crate::SecuritySettings::default(),
+        };
+        let service = Service::start(Arc::clone(&store), settings, Box::new(|_| bytes::Bytes::new()));
+        (service, store)
+    }
+}

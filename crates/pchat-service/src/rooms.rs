@@ -99,6 +99,8 @@ pub struct RoomFilter {
     pub category: Option<String>,
     pub search_description: bool,
     pub disabled: Option<bool>,
+    /// Only rooms the caller may manage (for an administrator, every room).
+    pub managed: bool,
 }
 
 impl Service {
@@ -240,9 +242,46 @@ impl Service {
         }
     }
 
-    pub async fn list_categories(&self, caller: &Caller) -> ServiceResult<Vec<CategoryRecord>> {
+    /// Categories the caller may see; with `creatable`, only those where the caller may create rooms (a creator
+    /// in scope, or an administrator).
+    pub async fn list_categories(&self, caller: &Caller, creatable: bool) -> ServiceResult<Vec<CategoryRecord>> {
         let all = self.store.list_categories().await?;
-        Ok(all.into_iter().filter(|c| caller.admin || scope_of(c).contains(&caller.identity)).collect())
+        Ok(all
+            .into_iter()
+            .filter(|c| {
+                let scope = scope_of(c);
+                if creatable {
+                    may_create_room(&caller.identity, caller.admin, &scope, &c.creators)
+                } else {
+                    caller.admin || scope.contains(&caller.identity)
+                }
+            })
+            .collect())
+    }
+
+    /// A category whose scope the caller may look into to pick people for role lists: administrators, the
+    /// category's creators (in scope) and managers of a room in it. Who is in scope can say who is behind a wall
+    /// (a group on the deny list), so nobody else learns it. A category the caller cannot see is `not_found`.
+    pub(crate) async fn category_for_picking(&self, caller: &Caller, reference: &str) -> ServiceResult<Scope> {
+        let category = self.get_category(caller, reference).await?;
+        let scope = scope_of(&category);
+        if may_create_room(&caller.identity, caller.admin, &scope, &category.creators) {
+            return Ok(scope);
+        }
+        let mut after = None;
+        loop {
+            let q = RoomQuery { category_id: Some(category.id.clone()), after_name: after, limit: 500 };
+            let page = self.store.list_rooms(&q).await?;
+            if page.iter().any(|r| caller.identity.matches_any(&r.managers)) {
+                return Ok(scope);
+            }
+            if page.len() < 500 {
+                return Err(ServiceError::Forbidden(
+                    "only the category's creators, managers of its rooms and administrators list its scope".into(),
+                ));
+            }
+            after = page.last().map(|r| r.name.clone());
+        }
     }
 
     /// Changes a category: only the fields the patch names, applied to the category as it is when written. The
@@ -564,7 +603,8 @@ impl Service {
                     fold(&room.name).contains(n.as_str())
                         || (filter.search_description && fold(&room.description).contains(n.as_str()))
                 });
-                if access.see && matches && filter.disabled.is_none_or(|d| d == room.disabled) {
+                let wanted = access.see && (access.manage || !filter.managed);
+                if wanted && matches && filter.disabled.is_none_or(|d| d == room.disabled) {
                     if out.len() == limit as usize {
                         more = true;
                         break 'pages;

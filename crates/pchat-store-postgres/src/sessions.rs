@@ -35,6 +35,11 @@ impl Sessions for PgStore {
         self.query_opt(&sql, &[&token_hash]).await?.as_ref().map(session_from_row).transpose()
     }
 
+    async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM sessions WHERE id = $1");
+        self.query_opt(&sql, &[&id]).await?.as_ref().map(session_from_row).transpose()
+    }
+
     async fn touch_session(&self, token_hash: &str, at: i64) -> StoreResult<()> {
         let sql = "UPDATE sessions SET last_used_at = $2 WHERE token_hash = $1 AND last_used_at < $2";
         self.execute(sql, &[&token_hash, &at]).await.map(drop)

@@ -46,6 +46,16 @@ impl Sessions for SqliteStore {
         .await
     }
 
+    async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.query_row(&format!("SELECT {COLUMNS} FROM sessions WHERE id = ?1"), [id], session_from_row)
+                .optional()
+                .map_err(db)
+        })
+        .await
+    }
+
     async fn touch_session(&self, token_hash: &str, at: i64) -> StoreResult<()> {
         let hash = token_hash.to_owned();
         self.write(move |c| {

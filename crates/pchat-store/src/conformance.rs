@@ -225,6 +225,9 @@ pub async fn sessions_expire_and_end(store: &Arc<dyn Store>) {
     assert_eq!(store.session("h1").await.unwrap().unwrap().last_used_at, 500);
     let ids: Vec<String> = store.sessions_of("a@example.com").await.unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(ids, ["s3", "s2", "s1"], "newest first, only the user's own");
+    let by_id = store.session_by_id("s1").await.unwrap().expect("s1 by its public id");
+    assert_eq!((by_id.token_hash.as_str(), by_id.last_used_at), ("h1", 500));
+    assert_eq!(store.session_by_id("h1").await.unwrap(), None, "a token hash is not an id");
 
     // By id, only the user's own session ends.
     assert!(matches!(store.end_session_by_id("b@example.com", "s2").await, Err(StoreError::NotFound)));

@@ -33,6 +33,8 @@ pub trait Sessions: Send + Sync {
     async fn create_session(&self, session: &SessionRecord) -> StoreResult<()>;
     /// The session of a token hash, whatever its age (the caller decides whether it is still valid).
     async fn session(&self, token_hash: &str) -> StoreResult<Option<SessionRecord>>;
+    /// The session with public id `id`, whatever its age.
+    async fn session_by_id(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
     /// Records a use at `at` (never moves `last_used_at` backwards).
     async fn touch_session(&self, token_hash: &str, at: i64) -> StoreResult<()>;
     /// The user's sessions, newest first.

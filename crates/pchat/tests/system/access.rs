@@ -347,3 +347,77 @@ async fn a_room_made_an_auditorium_stops_non_presenters_posting_at_once() {
     assert_eq!(scene.post(&scene.deals, "from the stage").await, 201);
     assert_eq!(ws.next_of("message").await["message"]["text"], "from the stage");
 }
+
+/// What room management asks: the rooms the caller manages, the categories where the caller may create rooms, and
+/// the people in a category's scope (the principal picker). Who is in scope can say who is behind a wall, so only
+/// those who place people on the category's role lists may ask.
+#[tokio::test]
+async fn room_management_sees_creatable_categories_and_only_people_in_scope() {
+    let w = World::new().await;
+    w.admin.post("/api/v1/groups", json!({ "name": "research" })).await.expect(201);
+    let add = json!({ "members": { "add": ["carol@example.com"] } });
+    w.admin.patch("/api/v1/groups/research", add).await.expect(200);
+    let body = json!({
+        "name": "Trading", "allowed_members": ["domain:example.com"], "denied_members": ["group:research"],
+        "creators": ["alice@example.com"]
+    });
+    let trading = w.admin.post("/api/v1/categories", body).await.expect(201)["id"].as_str().unwrap().to_owned();
+    let body = json!({ "name": "Other", "allowed_members": ["*"], "creators": ["bob@example.com"] });
+    w.admin.post("/api/v1/categories", body).await.expect(201);
+    let (alice, bob, eve) =
+        (w.user("alice@example.com").await, w.user("bob@example.com").await, w.user("eve@other.org").await);
+    let names = |page: Value| -> Vec<String> {
+        page["items"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(names(alice.get("/api/v1/categories").await.expect(200)), ["Other", "Trading"]);
+    assert_eq!(names(alice.get("/api/v1/categories?creatable=true").await.expect(200)), ["Trading"]);
+    assert_eq!(names(bob.get("/api/v1/categories?creatable=true").await.expect(200)), ["Other"]);
+    assert!(names(eve.get("/api/v1/categories?creatable=true").await.expect(200)).is_empty());
+    assert_eq!(names(w.admin.get("/api/v1/categories?creatable=true").await.expect(200)), ["Other", "Trading"]);
+    w.admin.get("/api/v1/categories?creatable=maybe").await.problem(400, "validation_failed", Some("creatable"));
+
+    // The picker: a creator sees the people in scope, not those walled off (carol) or outside it (eve).
+    let picked = |page: Value| -> Vec<String> {
+        page["items"].as_array().unwrap().iter().map(|u| u["address"].as_str().unwrap().to_owned()).collect()
+    };
+    let scoped = format!("/api/v1/users?category={trading}");
+    let people = picked(alice.get(&scoped).await.expect(200));
+    assert!(people.contains(&"alice@example.com".to_owned()) && people.contains(&"bob@example.com".to_owned()));
+    assert!(!people.iter().any(|p| p == "carol@example.com" || p == "eve@other.org"), "{people:?}");
+    let everyone = picked(alice.get("/api/v1/users").await.expect(200));
+    assert!(everyone.contains(&"carol@example.com".to_owned()), "without category the directory is whole");
+    // Paging the scoped list gives each person once.
+    let mut paged = vec![];
+    let mut path = format!("{scoped}&limit=1");
+    loop {
+        let page = alice.get(&path).await.expect(200);
+        paged.extend(picked(page.clone()));
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("{scoped}&limit=1&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, people);
+    // By name too, and narrowed by the query.
+    let bobs = picked(alice.get("/api/v1/users?category=name:Trading&query=bob").await.expect(200));
+    assert_eq!(bobs, ["bob@example.com"]);
+
+    // Bob is in scope but neither a creator nor a manager there: refused; once he manages a room, allowed.
+    bob.get(&scoped).await.problem(403, "forbidden", None);
+    w.room(&trading, "Desk", json!({ "managers": ["bob@example.com"] })).await;
+    assert_eq!(picked(bob.get(&scoped).await.expect(200)), people);
+    // The rooms each may manage, directly or through a group.
+    let rooms = |page: Value| -> Vec<String> {
+        page["items"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_owned()).collect()
+    };
+    w.admin.post("/api/v1/groups", json!({ "name": "heads" })).await.expect(201);
+    w.admin.patch("/api/v1/groups/heads", json!({ "members": { "add": ["alice@example.com"] } })).await.expect(200);
+    w.room(&trading, "Heads", json!({ "managers": ["group:heads"], "privacy": "open" })).await;
+    assert_eq!(rooms(bob.get("/api/v1/rooms?managed=true").await.expect(200)), ["Desk"]);
+    assert_eq!(rooms(alice.get("/api/v1/rooms?managed=true").await.expect(200)), ["Heads"]);
+    assert_eq!(rooms(alice.get("/api/v1/rooms").await.expect(200)), ["Desk", "Heads"], "she sees both");
+    assert_eq!(rooms(w.admin.get("/api/v1/rooms?managed=true").await.expect(200)), ["Desk", "Heads"]);
+    // Eve cannot see the category: the same answer as for one that does not exist.
+    eve.get(&scoped).await.problem(404, "not_found", None);
+    alice.get("/api/v1/users?category=00000000-0000-4000-8000-000000000000").await.problem(404, "not_found", None);
+}

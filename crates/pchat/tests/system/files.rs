@@ -274,6 +274,102 @@ async fn files_in_an_s3_bucket() {
     assert!(!text.contains("<Key>"), "objects outlived their room: {text}");
 }
 
+/// GET without a bearer token: status and bytes.
+async fn fetch(base: &str, url: &str) -> (u16, Vec<u8>) {
+    let resp = reqwest::Client::new().get(format!("{base}{url}")).send().await.unwrap();
+    (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
+}
+
+/// The link a client holding `token` could make itself: `SESSION.EXPIRES.HMAC(sha256(token), file, expires)`.
+fn forged_link(session_id: &str, token: &str, file: &str, expires: i64) -> String {
+    use hmac::{KeyInit, Mac};
+    let key = hex::encode(Sha256::digest(token.as_bytes()));
+    let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(format!("pchat file link\n{file}\n{expires}").as_bytes());
+    format!("{session_id}.{expires}.{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Download links (for browsers, which stream a navigation to disk): they work without a token for 60 seconds,
+/// for the one file, while the session lasts and the holder may read the room; anything else is refused.
+#[tokio::test]
+async fn download_links_are_short_lived_and_bound_to_file_session_and_access() {
+    let (s, _) = scene("", tempfile::tempdir().unwrap().path()).await;
+    let base = s.w.server.url.clone();
+    let bob = s.w.user("bob@example.com").await;
+    let carol = s.w.user("carol@example.com").await;
+    let content: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_be_bytes()).collect();
+    let file =
+        upload(&s.alice, &s.room, "deal.zip", &content).await.expect(201)["file"]["id"].as_str().unwrap().to_owned();
+    let other =
+        upload(&s.alice, &s.room, "other.txt", b"other").await.expect(201)["file"]["id"].as_str().unwrap().to_owned();
+
+    let made = bob.post(&format!("/api/v1/files/{file}/link"), json!({})).await.expect(200);
+    let url = made["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(&format!("/api/v1/files/{file}?link=")), "{url}");
+    let expires: i64 = url.split('.').nth(1).unwrap().parse().unwrap();
+    let left = expires - unix_now();
+    assert!((50..=61).contains(&left), "a link lasts about a minute, this one {left} s");
+    assert!(made["expires_at"].as_str().unwrap().ends_with('Z'), "{made}");
+    let resp = reqwest::Client::new().get(format!("{base}{url}")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-disposition"].to_str().unwrap(),
+        "attachment; filename=\"deal.zip\"; filename*=UTF-8''deal.zip"
+    );
+    assert_eq!(resp.headers()["cache-control"], "private, no-store");
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), content, "the link gives the file's bytes");
+    assert_eq!(fetch(&base, &url).await.0, 200, "usable more than once while it lasts");
+
+    // Bound to its file, and not forgeable or malformed.
+    let token = url.split("link=").nth(1).unwrap().to_owned();
+    assert_eq!(fetch(&base, &format!("/api/v1/files/{other}?link={token}")).await.0, 401, "another file");
+    let mut tampered = token.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == '0' { '1' } else { '0' });
+    for bad in [tampered.as_str(), "", "x", "a.b.c", "..", &token[..token.len() - 2]] {
+        assert_eq!(fetch(&base, &format!("/api/v1/files/{file}?link={bad}")).await.0, 401, "link {bad:?}");
+    }
+    // The format is exactly what the test reconstructs: a fresh expiry works, a past one does not.
+    let sessions = bob.get("/api/v1/me/sessions").await.expect(200);
+    let session = sessions["items"].as_array().unwrap().iter().find(|x| x["current"] == true).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let now = unix_now();
+    let bob_token = bob.token.clone().unwrap();
+    let fresh = forged_link(&session, &bob_token, &file, now + 30);
+    assert_eq!(fetch(&base, &format!("/api/v1/files/{file}?link={fresh}")).await.0, 200);
+    let expired = forged_link(&session, &bob_token, &file, now - 1);
+    assert_eq!(fetch(&base, &format!("/api/v1/files/{file}?link={expired}")).await.0, 401, "expired");
+    // A link is not a way in anywhere else: the API still wants the bearer token.
+    s.w.server.api(None).get(&format!("/api/v1/me/rooms?link={token}")).await.problem(401, "unauthenticated", None);
+
+    // No link for someone who may not read the room (as for a file that does not exist).
+    carol.post(&format!("/api/v1/files/{file}/link"), json!({})).await.problem(404, "not_found", None);
+    bob.post("/api/v1/files/00000000-0000-4000-8000-000000000000/link", json!({})).await.problem(
+        404,
+        "not_found",
+        None,
+    );
+
+    // Access is checked again at use: bob taken off the room cannot use the link he holds.
+    let room = format!("/api/v1/rooms/{}", s.room);
+    s.w.admin.patch(&room, json!({ "members": { "remove": ["bob@example.com"] } })).await.expect(200);
+    assert_eq!(fetch(&base, &url).await.0, 404);
+    s.w.admin.patch(&room, json!({ "members": { "add": ["bob@example.com"] } })).await.expect(200);
+    assert_eq!(fetch(&base, &url).await.0, 200);
+
+    // Signing out ends the session's links.
+    bob.delete("/api/v1/sessions/current").await.expect(204);
+    assert_eq!(fetch(&base, &url).await.0, 401, "a link outlived its session");
+    let downloads = settled(&s.w.admin, |e| e["type"] == "FILEDOWNLOAD", 4).await;
+    assert!(downloads.iter().all(|e| e["user"] == "bob@example.com"), "{downloads:?}");
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
 fn uuid_like() -> String {
     format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
 }
