@@ -138,3 +138,19 @@ test("a user changes their password in My account", async () => {
   await server.raw(null, "POST", "/sessions", { user: BOB, password: "a-new-password-1" });
   await bob.context().close();
 });
+
+test("with room_management_url set, /manage/ sends the browser to that app instead", async () => {
+  const admin = "admin@example.com";
+  await server.api(admin, "PUT", "/configuration/global", { room_management_url: "https://rooms.example.com/my-rooms" });
+  try {
+    const answer = await fetch(`${server.url}/manage/`, { redirect: "manual" });
+    assert.equal(answer.status, 307);
+    assert.equal(answer.headers.get("location"), "https://rooms.example.com/my-rooms");
+    const chat = await fetch(`${server.url}/`, { redirect: "manual" });
+    assert.equal(chat.status, 200, "the chat client itself stays here");
+  } finally {
+    await server.api(admin, "PUT", "/configuration/global", { room_management_url: "" });
+  }
+  const back = await fetch(`${server.url}/manage/`, { redirect: "manual" });
+  assert.equal(back.status, 200, "cleared, the built-in app is served again");
+});
