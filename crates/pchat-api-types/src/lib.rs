@@ -185,6 +185,31 @@ pub struct NewUser {
     pub password: String,
 }
 
+/// Users created in one go with password hashes from another system (`POST /api/v1/users/import`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserImport {
+    /// 1 to 1,000 users, created all or none.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub users: Vec<ImportedUser>,
+}
+
+/// One imported user.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportedUser {
+    pub address: String,
+    pub display_name: String,
+    /// An Argon2id PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`) costing at least m=19456, t=2.
+    pub password_hash: String,
+}
+
+/// What an import created.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UsersImported {
+    pub created: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewGroup {

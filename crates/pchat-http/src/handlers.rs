@@ -95,6 +95,7 @@ pub(crate) fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(account::set_password))
         .routes(routes!(me))
         .routes(routes!(search_users, create_user))
+        .routes(routes!(import_users))
         .routes(routes!(get_user, delete_user))
         .routes(routes!(effective_policy))
         .routes(routes!(list_groups, create_group))
@@ -262,6 +263,29 @@ async fn create_user(
     Json(body): Json<api::NewUser>,
 ) -> ApiResult<Response> {
     created(&wire::user(&s.service.create_user(&caller, body).await?))
+}
+
+/// Creates up to 1,000 users at once with password hashes made elsewhere (Argon2id, at least m=19456, t=2), all
+/// or none. Nothing is hashed, so provisioning thousands of users takes seconds.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/import",
+    tag = "directory",
+    summary = "Import users with their password hashes (user_admin)",
+    request_body = UserImport,
+    responses(
+        (status = 200, body = UsersImported),
+        (status = 409, description = "An address is taken, or repeated in the import", body = Problem)
+    ),
+    security(("bearer" = []))
+)]
+async fn import_users(
+    State(s): State<AppState>,
+    Auth(caller, _): Auth,
+    Json(body): Json<api::UserImport>,
+) -> ApiResult<Response> {
+    let created = s.service.import_users(&caller, body).await?;
+    Ok(json(StatusCode::OK, &api::UsersImported { created }))
 }
 
 #[utoipa::path(

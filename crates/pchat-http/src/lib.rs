@@ -37,6 +37,9 @@ pub struct HttpLimits {
     pub max_ws_message_bytes: usize,
     /// Most concurrent WebSocket connections.
     pub max_connections: usize,
+    /// Most open TCP connections (the open-files limit less what the server keeps for its files): one over it is
+    /// closed as soon as it is accepted, with a warning and `pchat_connections_refused`.
+    pub max_sockets: usize,
     /// A connection must send a request's headers within this time (idle keep-alive connections close after it).
     pub header_timeout: std::time::Duration,
     /// Most open connections that have not made an authenticated request yet.
@@ -53,6 +56,7 @@ impl Default for HttpLimits {
             max_body_bytes: 1024 * 1024,
             max_ws_message_bytes: 1024 * 1024,
             max_connections: 20_000,
+            max_sockets: 1_000_000,
             header_timeout: std::time::Duration::from_secs(20),
             max_unauthenticated: 1024,
             trusted_proxies: vec![],

@@ -60,6 +60,10 @@ pub(crate) const SEARCH_CURSOR: &str = r"^-?[0-9]{1,18}\.-?[0-9]{1,18}\.-?[0-9]{
 /// A cursor of a list ordered by numeric id: the hex of its decimal digits.
 pub(crate) const ID_CURSOR: &str = r"^(3[0-9]){1,18}$";
 
+/// An Argon2id PHC string (its cost is checked by the server: at least m=19456, t=2).
+pub(crate) const ARGON2ID_PHC: &str =
+    r"^\$argon2id\$v=19\$m=[0-9]{1,9},t=[0-9]{1,9},p=[0-9]{1,3}\$[A-Za-z0-9+/]{11,64}\$[A-Za-z0-9+/]{16,86}$";
+
 /// The longest URL, as the validator counts it.
 const MAX_URL: u32 = pchat_core::config::MAX_URL_CHARS as u32;
 
@@ -69,6 +73,9 @@ pub(crate) const FIELD_RULES: &[(&str, &str, Rule)] = &[
     ("NewUser", "address", Rule::Pattern(ADDRESS, 256)),
     ("NewUser", "display_name", Rule::Pattern(NAME, 256)),
     ("NewUser", "password", Rule::Length(8, 1024)),
+    ("ImportedUser", "address", Rule::Pattern(ADDRESS, 256)),
+    ("ImportedUser", "display_name", Rule::Pattern(NAME, 256)),
+    ("ImportedUser", "password_hash", Rule::Pattern(ARGON2ID_PHC, 1024)),
     ("NewGroup", "name", Rule::Pattern(NAME, 256)),
     ("RoleGrant", "user", Rule::Pattern(ADDRESS, 256)),
     ("RoleGrant", "role", Rule::Enum(&["admin", "user_admin"])),

@@ -27,6 +27,12 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_PING_TIMEOUT: u16 = 1008;
 /// Frames written before one flush.
 const WRITE_BATCH: usize = 64;
+/// The WebSocket read buffer of a connection. tungstenite allocates (and zero-fills) it whole for every
+/// connection, 128 KiB by default, which was most of an idle connection's memory; client frames are small, and a
+/// larger one is read into a buffer grown for it.
+const READ_BUFFER: usize = 1024;
+/// Frames are gathered up to this many bytes before being written to the socket (and always at a flush).
+const WRITE_BUFFER: usize = 8 * 1024;
 
 /// The live stream. Send `ClientFrame`s, receive `ServerFrame`s (JSON text frames); authenticate with the bearer
 /// header or `?token=` (accepted on this endpoint only, for clients that cannot set headers).
@@ -67,6 +73,8 @@ pub(crate) async fn upgrade(State(state): State<AppState>, auth: StreamAuth, ws:
     let (failed_conn, failed_state) = (Arc::clone(&conn), state.clone());
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_failed_upgrade(move |_| failed_state.service.hub().disconnect(&failed_conn))
         .on_upgrade(move |socket| async move {
             let domain = state.service.settings().domain.clone();
@@ -143,6 +151,8 @@ fn close_frame(code: u16, reason: &'static str) -> Message {
 }
 
 impl Session {
+    /// The connection's loop. Everything it awaits while handling an event is boxed, so that the task an idle
+    /// connection keeps is small (the work of a join or a review lives on the heap only while it runs).
     async fn run(&mut self, socket: WebSocket, mut frames: mpsc::Receiver<Frame>) {
         let (mut sink, mut incoming) = socket.split();
         let mut shutdown = self.state.shutdown.clone();
@@ -163,7 +173,7 @@ impl Session {
                     let Some(Ok(message)) = message else { return };
                     heard_since_ping = true;
                     let keep_going = match message {
-                        Message::Text(t) => self.on_text(&mut sink, t.as_bytes()).await,
+                        Message::Text(t) => Box::pin(self.on_text(&mut sink, t.as_bytes())).await,
                         Message::Binary(_) => sink.send(error_frame(codes::VALIDATION_FAILED, "binary frames are not supported", "")).await.is_ok(),
                         Message::Close(_) => {
                             // The protocol layer has queued the answering close frame: send it before leaving.
@@ -177,13 +187,13 @@ impl Session {
                     }
                 }
                 () = conn.review_requested.notified() => {
-                    if !self.review(&mut sink).await {
+                    if !Box::pin(self.review(&mut sink)).await {
                         return;
                     }
                 }
                 frame = frames.recv() => {
                     let Some(frame) = frame else { return };
-                    if !self.write_frames(&mut sink, frame, &mut frames).await {
+                    if !Box::pin(self.write_frames(&mut sink, frame, &mut frames)).await {
                         return;
                     }
                 }
@@ -208,7 +218,7 @@ impl Session {
                     }
                 }
                 _ = touches.tick() => {
-                    if let Err(e) = self.state.service.keep_session_alive(&self.conn.session_hash()).await {
+                    if let Err(e) = Box::pin(self.state.service.keep_session_alive(&self.conn.session_hash())).await {
                         tracing::debug!(error = %e, "cannot record that a session is in use");
                     }
                 }

@@ -12,18 +12,20 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::{AppState, router};
 
@@ -55,6 +57,7 @@ pub async fn serve_connections(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.limits.clone();
+    let service = Arc::clone(&state.service);
     let app = router(state);
     let acceptor = tls.map(TlsAcceptor::from);
     let mut builder = http1::Builder::new();
@@ -64,19 +67,34 @@ pub async fn serve_connections(
     let (stop, stopping) = watch::channel(false);
     let (alive, mut all_done) = mpsc::channel::<()>(1);
     let unauthenticated = Arc::new(Semaphore::new(limits.max_unauthenticated.max(1)));
+    let sockets = Arc::new(Semaphore::new(limits.max_sockets.max(1)));
+    let mut refusals = Refusals::default();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    debug!(error = %e, "accept failed");
-                    // Out of descriptors, most likely: let some close before trying again.
+                    // Out of descriptors (the reserve is spent too, or another process holds the system's): let
+                    // some close before trying again rather than spinning.
+                    service.metrics().connection_refused();
+                    refusals.note(&format!("accept failed: {e}"));
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
+        };
+        // Every socket holds a descriptor: over the budget, close at once (the client sees the connection end)
+        // rather than fail later, somewhere, for want of a descriptor.
+        let Ok(socket) = Arc::clone(&sockets).try_acquire_owned() else {
+            drop(tcp);
+            service.metrics().connection_refused();
+            refusals.note(&format!(
+                "{} connections are open, the most this server's open-files limit allows",
+                limits.max_sockets
+            ));
+            continue;
         };
         let Ok(permit) = Arc::clone(&unauthenticated).try_acquire_owned() else {
             debug!(%peer, "too many connections that have not authenticated; closing");
@@ -87,6 +105,7 @@ pub async fn serve_connections(
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(error = %e, "cannot set TCP_NODELAY");
         }
+        let tcp = Counted { io: tcp, _descriptor: socket };
         let connection = ConnectionState { unauthenticated: Arc::new(Mutex::new(Some(permit))) };
         let one =
             Connection { peer, state: connection, app: app.clone(), builder: builder.clone(), stop: stopping.clone() };
@@ -111,6 +130,63 @@ pub async fn serve_connections(
     drop(alive);
     let _ = all_done.recv().await;
     Ok(())
+}
+
+/// A socket with its place in the descriptor budget, given back when the socket closes: after a WebSocket
+/// upgrade the socket outlives the task that accepted it, so the place travels with the socket itself.
+struct Counted<I> {
+    io: I,
+    _descriptor: OwnedSemaphorePermit,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// Connections refused for want of descriptors: logged at most once every ten seconds, with how many since.
+#[derive(Default)]
+struct Refusals {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, why: &str) {
+        self.since += 1;
+        if self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            warn!(refused = self.since, "refusing connections: {why}");
+            self.last = Some(std::time::Instant::now());
+            self.since = 0;
+        }
+    }
 }
 
 /// One accepted connection and what serving it needs.

@@ -2,7 +2,9 @@
 //! are for user administrators (and administrators); configuration and roles for administrators.
 
 use pchat_api_types as api;
-use pchat_core::{Address, ChatConfig, ConfigScope, Identity, Name, PolicyScope, Principal, config::resolve};
+use pchat_core::{
+    Address, ChatConfig, ConfigScope, Identity, Name, PolicyScope, Principal, ValidationError, config::resolve,
+};
 use pchat_store::{AccessScope, AdminRole, UserRecord};
 
 use crate::time::now_micros;
@@ -21,6 +23,9 @@ pub(crate) fn require_user_admin(caller: &Caller) -> ServiceResult<()> {
 pub(crate) fn require_admin(caller: &Caller) -> ServiceResult<()> {
     if caller.admin { Ok(()) } else { Err(ServiceError::Forbidden("requires the admin role".into())) }
 }
+
+/// Users one import creates at most.
+pub(crate) const MAX_IMPORT: usize = 1000;
 
 /// Users a scoped user search examines per request at most.
 pub(crate) const PICK_EXAMINED: usize = 1000;
@@ -53,6 +58,55 @@ impl Service {
             }
         })?;
         Ok(record)
+    }
+
+    /// Creates up to [`MAX_IMPORT`] users at once with password hashes made elsewhere (a directory migrated from
+    /// another system, or provisioning at scale), all or none: the first invalid entry is named (`users[i].field`),
+    /// and an address taken already or repeated is `name_taken`. No password is hashed here, so an import costs a
+    /// database write, not seconds of Argon2. Each user is captured as USER_CREATED like one created alone.
+    pub async fn import_users(&self, caller: &Caller, input: api::UserImport) -> ServiceResult<u64> {
+        require_user_admin(caller)?;
+        if input.users.is_empty() || input.users.len() > MAX_IMPORT {
+            return Err(ServiceError::validation("users", format!("must hold 1 to {MAX_IMPORT} users")));
+        }
+        let now = now_micros();
+        let mut records = Vec::with_capacity(input.users.len());
+        for (i, u) in input.users.into_iter().enumerate() {
+            let at = |name: &str| {
+                let field = format!("users[{i}].{name}");
+                move |mut e: ValidationError| {
+                    e.field = field;
+                    e
+                }
+            };
+            let address = Address::parse("address", &u.address).map_err(at("address"))?;
+            let display_name = Name::parse("display_name", &u.display_name).map_err(at("display_name"))?.into_string();
+            crate::hasher::importable(&u.password_hash)
+                .map_err(|e| at("password_hash")(ValidationError::new("", e)))?;
+            records.push(UserRecord {
+                address: address.to_string(),
+                display_name,
+                password_hash: u.password_hash,
+                created_at: now,
+            });
+        }
+        let count = records.len() as u64;
+        let events = || {
+            records
+                .iter()
+                .map(|r| {
+                    let details = json!({ "address": r.address, "display_name": r.display_name, "imported": true });
+                    self.event("USER_CREATED", None, caller.address(), r.address.clone(), details)
+                })
+                .collect()
+        };
+        self.directory_write(self.audited(events, self.store.create_users(records.clone()))).await.map_err(|e| {
+            match ServiceError::from(e) {
+                ServiceError::NameTaken { .. } => ServiceError::NameTaken { field: "users".into() },
+                other => other,
+            }
+        })?;
+        Ok(count)
     }
 
     /// Any signed-in user may search the directory (to pick members); results page by address. With `category`,

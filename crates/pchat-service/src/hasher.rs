@@ -117,6 +117,28 @@ fn hash_with(memory: &mut Vec<Block>, password: &[u8]) -> Result<String, String>
     Ok(phc.to_string())
 }
 
+/// Whether a PHC string from elsewhere may be stored as a user's password hash: Argon2id version 19 with a salt,
+/// an output, and at least pchat's own cost (OWASP's minimum: 19 MiB, 2 passes), and no more memory than
+/// verification allows.
+pub(crate) fn importable(hash: &str) -> Result<(), &'static str> {
+    let parsed = PasswordHash::new(hash).map_err(|_| "must be a PHC string ($argon2id$v=19$m=…,t=…,p=…$salt$hash)")?;
+    if Algorithm::try_from(parsed.algorithm) != Ok(Algorithm::Argon2id) {
+        return Err("must be an Argon2id hash");
+    }
+    if parsed.version != Some(Version::V0x13.into()) {
+        return Err("must be Argon2 version 19");
+    }
+    let params = Params::try_from(&parsed).map_err(|_| "has unreadable parameters")?;
+    let least = Params::default();
+    if params.m_cost() < least.m_cost() || params.t_cost() < least.t_cost() || params.m_cost() > MAX_M_COST_KIB {
+        return Err("must cost at least m=19456, t=2 (and at most m=262144)");
+    }
+    if parsed.salt.is_none() || parsed.hash.is_none() {
+        return Err("must carry its salt and output");
+    }
+    Ok(())
+}
+
 fn verify_with(memory: &mut Vec<Block>, password: &[u8], hash: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(hash) else { return false };
     let (Ok(algorithm), Ok(params)) = (Algorithm::try_from(parsed.algorithm), Params::try_from(&parsed)) else {
@@ -146,6 +168,21 @@ mod tests {
     use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
     use super::*;
+
+    #[test]
+    fn only_strong_argon2id_hashes_are_importable() {
+        let mut memory = vec![];
+        let ours = hash_with(&mut memory, b"pw").unwrap();
+        assert_eq!(importable(&ours), Ok(()));
+        let salt = SaltString::from_b64("c29tZXNhbHRzb21lc2FsdA").unwrap();
+        let weak = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(4096, 1, 1, None).unwrap());
+        assert!(importable(&weak.hash_password(b"pw", &salt).unwrap().to_string()).is_err(), "too cheap");
+        let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x13, Params::default());
+        assert!(importable(&argon2i.hash_password(b"pw", &salt).unwrap().to_string()).is_err(), "not argon2id");
+        for bad in ["", "plain text", "$2b$12$abcdefghijklmnopqrstuv", "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ"] {
+            assert!(importable(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn hashes_are_standard_argon2id_and_verify_both_ways() {

@@ -21,6 +21,7 @@ pub struct Metrics {
     delivery_seconds: Histogram,
     pub(crate) slow_consumer_drops: Counter,
     connections: Gauge,
+    connections_refused: Counter,
 }
 
 impl Metrics {
@@ -37,6 +38,7 @@ impl Metrics {
         let delivery_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 17));
         let slow_consumer_drops = Counter::default();
         let connections = Gauge::default();
+        let connections_refused = Counter::default();
         registry.register("posts", "Messages posted and durably committed", posts.clone());
         registry.register("posts_rate_limited", "Posts refused by the per-user rate limit", rate_limited.clone());
         registry.register(
@@ -55,6 +57,11 @@ impl Metrics {
             slow_consumer_drops.clone(),
         );
         registry.register("connections", "Open live (WebSocket) connections", connections.clone());
+        registry.register(
+            "connections_refused",
+            "TCP connections closed at accept because the open-files limit was reached",
+            connections_refused.clone(),
+        );
         registry.register(
             "compliance_archived",
             "Compliance events moved from the outbox into the archive by this server",
@@ -87,7 +94,13 @@ impl Metrics {
             delivery_seconds,
             slow_consumer_drops,
             connections,
+            connections_refused,
         }
+    }
+
+    /// Counts a connection closed at accept for want of descriptors.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// Records that a message committed at `ts` (server time, µs) has just been written to a subscriber.

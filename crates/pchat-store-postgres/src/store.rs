@@ -489,6 +489,16 @@ impl Store for PgStore {
         self.directory_execute(sql, &[&u.address, &u.display_name, &u.password_hash, &u.created_at]).await.map(drop)
     }
 
+    async fn create_users(&self, users: Vec<UserRecord>) -> StoreResult<()> {
+        let column = |f: fn(&UserRecord) -> &String| users.iter().map(f).collect::<Vec<&String>>();
+        let (addresses, names, hashes) =
+            (column(|u| &u.address), column(|u| &u.display_name), column(|u| &u.password_hash));
+        let created: Vec<i64> = users.iter().map(|u| u.created_at).collect();
+        let sql = "INSERT INTO users (address, display_name, password_hash, created_at) \
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])";
+        self.directory_execute(sql, &[&addresses, &names, &hashes, &created]).await.map(drop)
+    }
+
     async fn get_user(&self, address: &str) -> StoreResult<Option<UserRecord>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE address = $1");
         self.query_opt(&sql, &[&address]).await?.as_ref().map(user_from_row).transpose()

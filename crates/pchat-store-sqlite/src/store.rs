@@ -354,6 +354,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn create_users(&self, users: Vec<UserRecord>) -> StoreResult<()> {
+        // One savepoint: a taken address rolls every insert of the batch back.
+        self.write(move |c| {
+            let mut insert = c
+                .prepare_cached(
+                    "INSERT INTO users (address, display_name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(db)?;
+            for u in &users {
+                insert.execute(params![u.address, u.display_name, u.password_hash, u.created_at]).map_err(named)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn get_user(&self, address: &str) -> StoreResult<Option<UserRecord>> {
         let sql = "SELECT address, display_name, password_hash, created_at FROM users WHERE address = ?1";
         self.one(sql.to_owned(), address, user_from_row).await

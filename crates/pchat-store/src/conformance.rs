@@ -148,6 +148,18 @@ pub async fn users(store: &Arc<dyn Store>) {
     store.delete_user("a@example.com").await.unwrap();
     assert_eq!(store.get_user("a@example.com").await.unwrap(), None);
     assert!(matches!(store.delete_user("a@example.com").await, Err(StoreError::NotFound)));
+
+    // A batch is created whole or not at all: an address taken already, or twice in the batch, creates nobody.
+    let batch = |names: &[&str]| names.iter().map(|a| user(a)).collect::<Vec<_>>();
+    let taken = store.create_users(batch(&["c@example.com", "b@example.com"])).await;
+    assert!(matches!(taken, Err(StoreError::NameTaken)), "{taken:?}");
+    let twice = store.create_users(batch(&["c@example.com", "d@example.com", "c@example.com"])).await;
+    assert!(matches!(twice, Err(StoreError::NameTaken)), "{twice:?}");
+    assert_eq!(store.count_users().await.unwrap(), 1, "nothing of a refused batch stays");
+    store.create_users(batch(&["c@example.com", "d@example.com", "e@example.com"])).await.unwrap();
+    assert_eq!(store.count_users().await.unwrap(), 4);
+    assert_eq!(store.get_user("d@example.com").await.unwrap(), Some(user("d@example.com")));
+    store.create_users(vec![]).await.unwrap();
 }
 
 fn session(id: &str, hash: &str, address: &str, created_at: i64, expires_at: i64) -> SessionRecord {

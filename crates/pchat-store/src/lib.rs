@@ -84,6 +84,8 @@ pub trait Store: Sessions + Audit + Search + Feeds + Files + Send + Sync + 'stat
 
     // Users, credentials and roles.
     async fn create_user(&self, user: UserRecord) -> StoreResult<()>;
+    /// Creates every user or none: `NameTaken` when an address exists already or repeats.
+    async fn create_users(&self, users: Vec<UserRecord>) -> StoreResult<()>;
     async fn get_user(&self, address: &str) -> StoreResult<Option<UserRecord>>;
     /// Users whose address or display name contains `query` (case-insensitive), ordered by address, after `after`.
     async fn search_users(&self, query: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<UserRecord>>;

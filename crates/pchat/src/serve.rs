@@ -115,7 +115,34 @@ async fn open_url_with(url: &str, durability: Durability) -> anyhow::Result<Arc<
     bail!("unsupported database URL {}: use sqlite:PATH or postgres://…", redact(url))
 }
 
+/// Descriptors kept back from sockets for the databases, log and data files, uploads and exports.
+fn reserved_descriptors(limit: u64) -> u64 {
+    128 + limit / 200
+}
+
+/// Raises the soft limit on open files to the hard limit (as far as the kernel allows) and returns how many
+/// sockets the server may hold: the limit less a reserve for its own files. Stated at start, since it bounds the
+/// connections one server holds.
+fn socket_budget() -> usize {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    let mut soft = now.current.unwrap_or(u64::MAX);
+    if let Some(hard) = now.maximum
+        && soft < hard
+    {
+        match setrlimit(Resource::Nofile, Rlimit { current: Some(hard), maximum: Some(hard) }) {
+            Ok(()) => soft = hard,
+            Err(e) => warn!(error = %e, soft, hard, "cannot raise the open-files limit to the hard limit"),
+        }
+    }
+    let reserve = reserved_descriptors(soft);
+    let sockets = soft.saturating_sub(reserve).max(16);
+    info!(open_files_limit = soft, sockets, reserved = reserve, "open-files limit: at most {sockets} connections");
+    usize::try_from(sockets).unwrap_or(usize::MAX)
+}
+
 pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
+    let max_sockets = socket_budget();
     let tls = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
         _ => None,
@@ -165,7 +192,8 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         limits: HttpLimits {
             max_body_bytes: config.limits.max_body_bytes,
             max_ws_message_bytes: config.limits.max_ws_message_bytes,
-            max_connections: config.limits.max_connections,
+            max_connections: config.limits.max_connections.min(max_sockets),
+            max_sockets,
             header_timeout: Duration::from_secs(config.limits.request_header_timeout_secs),
             max_unauthenticated: config.limits.max_unauthenticated_connections,
             trusted_proxies: config.security.trusted_proxies.clone(),

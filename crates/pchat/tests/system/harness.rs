@@ -38,6 +38,8 @@ pub struct Server {
     pub local_token: String,
     /// Environment variables of the server process (applied at the next start).
     pub env: Vec<(String, String)>,
+    /// The open-files limit (soft, hard) the server starts with, set by `prlimit` (util-linux).
+    pub open_files: Option<(u64, u64)>,
 }
 
 impl Server {
@@ -69,7 +71,17 @@ impl Server {
             url: String::new(),
             local_token: String::new(),
             env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            open_files: None,
         };
+        server.spawn().await;
+        server
+    }
+
+    /// A server started with the open-files limit `soft` (and `hard`), as an operator's shell might give it.
+    pub async fn start_with_open_files(soft: u64, hard: u64) -> Self {
+        let mut server = Self::start().await;
+        server.kill9();
+        server.open_files = Some((soft, hard));
         server.spawn().await;
         server
     }
@@ -80,7 +92,15 @@ impl Server {
         let previous = std::mem::take(&mut self.local_token);
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.with_extension("log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pchat"))
+        let mut command = match self.open_files {
+            Some((soft, hard)) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={soft}:{hard}")).arg("--").arg(env!("CARGO_BIN_EXE_pchat"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_pchat")),
+        };
+        let child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
             .arg("--config")
@@ -396,6 +416,12 @@ pub struct Ws {
 pub const WAIT: Duration = Duration::from_secs(15);
 
 impl Ws {
+    /// A stream connection, or `None` when the server closes it before or during the handshake.
+    pub async fn try_connect(base: &str, token: &str) -> Option<Self> {
+        let url = format!("{}/api/v1/stream?token={token}", base.replacen("http://", "ws://", 1));
+        tokio_tungstenite::connect_async(url).await.ok().map(|(socket, _)| Self { socket })
+    }
+
     pub async fn connect(base: &str, token: &str) -> Self {
         let url = format!("{}/api/v1/stream?token={token}", base.replacen("http://", "ws://", 1));
         let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();

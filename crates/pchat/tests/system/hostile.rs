@@ -15,6 +15,24 @@ fn host_port(url: &str) -> String {
     url.trim_start_matches("http://").to_owned()
 }
 
+/// A log without its terminal colours.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Waits until the server closes the connection (reads return 0 or fail); returns how long that took.
 async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
     let started = Instant::now();
@@ -196,4 +214,68 @@ async fn a_stream_handshake_abandoned_halfway_leaves_no_connection_behind() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(connections, 0.0, "abandoned handshakes left connections in the hub");
+}
+
+/// The server raises its open-files limit to the hard limit and says what it found; once the sockets it may hold
+/// are all open, a new connection is closed at once (a warning, a metric) instead of accept failing in a loop,
+/// and connections are accepted again as soon as some close.
+#[tokio::test]
+async fn when_descriptors_run_out_connections_are_refused_cleanly_and_counted() {
+    let server = crate::harness::Server::start_with_open_files(300, 400).await;
+    // 400 less a reserve of 128 + 400/200 for the server's own files.
+    let log = plain(&server.log());
+    assert!(log.contains("at most 270 connections open_files_limit=400 sockets=270"), "{log}");
+    let address = host_port(&server.url);
+    let metrics = || async {
+        let text = reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
+        let line = text.lines().find(|l| l.starts_with("pchat_connections_refused_total")).map(str::to_owned);
+        line.and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse::<f64>().unwrap())).unwrap_or(-1.0)
+    };
+    assert_eq!(metrics().await, 0.0);
+    let mut held = vec![];
+    for _ in 0..300 {
+        held.push(TcpStream::connect(&address).await.unwrap());
+    }
+    // Those over the budget were closed at once; the others are still open.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut closed = 0;
+    for s in &held {
+        let mut buf = [0u8; 16];
+        match s.try_read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => closed += 1,
+        }
+    }
+    assert!((30..=31).contains(&closed), "{closed} of 300 closed (270 sockets allowed)");
+    let log = plain(&server.log());
+    assert!(log.contains("refusing connections: 270 connections are open"), "{log}");
+    drop(held);
+    // Accepted again once they are gone; the refusals were counted.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let refused = metrics().await;
+        if refused >= 30.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "refusals counted: {refused}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let admin = server.admin().await;
+    admin.get("/api/v1/me").await.expect(200);
+
+    // A WebSocket keeps its socket after the HTTP exchange that opened it: it counts until it closes.
+    admin.put("/api/v1/policies/global", serde_json::json!({ "enable_persistent_chat": true })).await.expect(200);
+    let token = admin.token.clone().unwrap();
+    let mut streams = vec![];
+    while let Some(ws) = crate::harness::Ws::try_connect(&server.url, &token).await {
+        streams.push(ws);
+        assert!(streams.len() <= 270, "more streams than the budget allows");
+    }
+    assert!(streams.len() >= 265, "only {} streams before refusals", streams.len());
+    let mut refused = TcpStream::connect(&address).await.unwrap();
+    closed_within(&mut refused, Duration::from_secs(1)).await;
+    // One closes: its place is free again.
+    streams.pop().unwrap().close().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(crate::harness::Ws::try_connect(&server.url, &token).await.is_some(), "a freed place is taken again");
 }

@@ -271,3 +271,66 @@ async fn a_token_in_the_query_string_works_only_on_the_stream() {
     ws.send(json!({ "op": "ping" })).await;
     assert_eq!(ws.next().await["type"], "pong");
 }
+
+/// An Argon2id hash of `password` made outside pchat (as another system would have stored it).
+fn foreign_hash(password: &str, m_cost: u32, t_cost: u32) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::from_b64("aW1wb3J0ZWRzYWx0MTIzNA").unwrap();
+    let params = argon2::Params::new(m_cost, t_cost, 1, None).unwrap();
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    argon.hash_password(password.as_bytes(), &salt).unwrap().to_string()
+}
+
+/// User administrators import users with their password hashes, all or none; imported users sign in with their
+/// own password; a weak or foreign hash, a bad address or a taken one refuses the whole import.
+#[tokio::test]
+async fn users_imported_with_their_password_hashes_sign_in_and_bad_imports_change_nothing() {
+    let w = World::new().await;
+    let hash = foreign_hash("imported secret 1", 19456, 2);
+    let users: Vec<_> = (0..1000)
+        .map(|i| json!({ "address": format!("imp{i:04}@example.com"), "display_name": format!("Imported {i}"), "password_hash": hash }))
+        .collect();
+    let started = Instant::now();
+    let done = w.admin.post("/api/v1/users/import", json!({ "users": users })).await.expect(200);
+    assert_eq!(done["created"], 1000);
+    // Nothing is hashed on import: a thousand users take well under the ~20 ms per hash they would otherwise.
+    assert!(started.elapsed() < Duration::from_secs(10), "import took {:?}", started.elapsed());
+    let signed_in = w.server.api(None).signed_in("imp0999@example.com", "imported secret 1").await;
+    assert_eq!(signed_in.get("/api/v1/me").await.expect(200)["user"]["display_name"], "Imported 999");
+    w.server.api(None).try_sign_in("imp0001@example.com", "wrong password", None).await.problem(
+        401,
+        "unauthenticated",
+        None,
+    );
+
+    // Refusals name the entry and create nobody.
+    let entry = |address: &str, hash: &str| json!({ "address": address, "display_name": "New", "password_hash": hash });
+    let cases = [
+        (json!([entry("new1@example.com", &hash), entry("not an address", &hash)]), "users[1].address"),
+        (json!([entry("new1@example.com", &foreign_hash("x", 4096, 1))]), "users[0].password_hash"),
+        (
+            json!([entry("new1@example.com", "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW")]),
+            "users[0].password_hash",
+        ),
+        (json!([]), "users"),
+    ];
+    for (users, field) in cases {
+        w.admin.post("/api/v1/users/import", json!({ "users": users })).await.problem(
+            400,
+            "validation_failed",
+            Some(field),
+        );
+    }
+    let taken = json!([entry("new1@example.com", &hash), entry("imp0005@example.com", &hash)]);
+    w.admin.post("/api/v1/users/import", json!({ "users": taken })).await.problem(409, "name_taken", Some("users"));
+    let twice = json!([entry("new1@example.com", &hash), entry("new1@example.com", &hash)]);
+    w.admin.post("/api/v1/users/import", json!({ "users": twice })).await.problem(409, "name_taken", Some("users"));
+    w.admin.get("/api/v1/users/new1@example.com").await.problem(404, "not_found", None);
+    // Only user administrators import.
+    let alice = w.user("alice@example.com").await;
+    alice.post("/api/v1/users/import", json!({ "users": [entry("new2@example.com", &hash)] })).await.problem(
+        403,
+        "forbidden",
+        None,
+    );
+}
