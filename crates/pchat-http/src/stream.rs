@@ -15,7 +15,6 @@ use futures_util::{SinkExt, StreamExt};
 use pchat_api_types::{ClientFrame, PostMessage, ServerFrame, close_codes, codes};
 use pchat_service::records::{NEVER, SessionRecord};
 use pchat_service::{CloseReason, Conn, Frame, FrameKind, LiveEvent, ServiceError};
-use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 use crate::extract::parse_json;
@@ -66,7 +65,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, auth: StreamAuth, ws:
     let max = state.limits.max_ws_message_bytes;
     // The connection joins the hub (with the rooms it follows) before the handshake is answered, so that whatever
     // happens after the client sees 101 reaches it; a handshake that then fails takes it out again.
-    let (conn, frames) = match state.service.connect(caller, &token, marks_seen).await {
+    let conn = match state.service.connect(caller, &token, marks_seen).await {
         Ok(c) => c,
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -80,7 +79,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, auth: StreamAuth, ws:
             let domain = state.service.settings().domain.clone();
             let expires_at = session.expires_at;
             let mut session = Session { state, conn, delivered: HashMap::new(), domain, expires_at };
-            session.run(socket, frames).await;
+            session.run(socket).await;
             session.state.service.hub().disconnect(&session.conn);
         })
 }
@@ -153,7 +152,7 @@ fn close_frame(code: u16, reason: &'static str) -> Message {
 impl Session {
     /// The connection's loop. Everything it awaits while handling an event is boxed, so that the task an idle
     /// connection keeps is small (the work of a join or a review lives on the heap only while it runs).
-    async fn run(&mut self, socket: WebSocket, mut frames: mpsc::Receiver<Frame>) {
+    async fn run(&mut self, socket: WebSocket) {
         let (mut sink, mut incoming) = socket.split();
         let mut shutdown = self.state.shutdown.clone();
         let conn = Arc::clone(&self.conn);
@@ -191,9 +190,8 @@ impl Session {
                         return;
                     }
                 }
-                frame = frames.recv() => {
-                    let Some(frame) = frame else { return };
-                    if !Box::pin(self.write_frames(&mut sink, frame, &mut frames)).await {
+                frame = conn.frames.pop() => {
+                    if !Box::pin(self.write_frames(&mut sink, frame)).await {
                         return;
                     }
                 }
@@ -275,7 +273,7 @@ impl Session {
 
     /// Writes one queued frame and whatever else is already queued, then flushes once. Before each frame, a
     /// pending review runs first, so no frame goes out that the connection may no longer receive.
-    async fn write_frames(&mut self, sink: &mut Sink, first: Frame, frames: &mut mpsc::Receiver<Frame>) -> bool {
+    async fn write_frames(&mut self, sink: &mut Sink, first: Frame) -> bool {
         let mut next = Some(first);
         let mut written = 0;
         while let Some(frame) = next.take() {
@@ -293,7 +291,7 @@ impl Session {
                 written += 1;
             }
             if written < WRITE_BATCH {
-                next = frames.try_recv().ok();
+                next = self.conn.frames.try_pop();
             }
         }
         sink.flush().await.is_ok()

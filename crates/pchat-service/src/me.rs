@@ -5,9 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use pchat_store::{ClusterEvent, InvitationRecord, RoomRecord};
-use tokio::sync::mpsc;
 
-use crate::hub::{Conn, Frame};
+use crate::hub::Conn;
 use crate::rooms::{access_to, scope_of};
 use crate::{Caller, Service, ServiceError, ServiceResult};
 
@@ -28,8 +27,14 @@ impl Service {
         let follows: HashSet<String> = self.store.follows(caller.address()).await?.into_iter().collect();
         let marks: HashMap<String, i64> = self.store.read_marks(caller.address()).await?.into_iter().collect();
         let categories = self.store.list_categories().await?;
+        // Candidates from the role-list index: rooms naming the user, a group of theirs, their domain or
+        // everyone, and the rooms they follow; access decides as ever.
+        let who = &caller.identity;
+        let mut principals = vec![who.address.to_string(), format!("domain:{}", who.address.domain()), "*".to_owned()];
+        principals.extend(who.groups.iter().map(|g| format!("group:{g}")));
+        let followed: Vec<String> = follows.iter().cloned().collect();
         let mut out = vec![];
-        for room in self.all_rooms(None).await? {
+        for room in self.store.rooms_of(&principals, &followed).await? {
             let Some(category) = categories.iter().find(|c| c.id == room.category_id) else { continue };
             let access = access_to(caller, category, &room);
             let in_scope = scope_of(category).contains(&caller.identity);
@@ -93,12 +98,7 @@ impl Service {
 
     /// Opens a live connection for the caller, signed in with `token`, watching the rooms they follow and may
     /// still read. `marks_seen` is [`crate::Hub::marks`] as read before the caller was resolved.
-    pub async fn connect(
-        &self,
-        caller: Caller,
-        token: &str,
-        marks_seen: u64,
-    ) -> ServiceResult<(Arc<Conn>, mpsc::Receiver<Frame>)> {
+    pub async fn connect(&self, caller: Caller, token: &str, marks_seen: u64) -> ServiceResult<Arc<Conn>> {
         Self::require_chat(&caller)?;
         let follows = self.store.follows(caller.address()).await?;
         let mut readable = vec![];
@@ -107,10 +107,10 @@ impl Service {
                 readable.push(room);
             }
         }
-        let (conn, frames) = self.hub.connect(caller, crate::auth::token_hash(token), marks_seen);
+        let conn = self.hub.connect(caller, crate::auth::token_hash(token), marks_seen);
         for room in readable {
             self.hub.watch(&conn, &room, true);
         }
-        Ok((conn, frames))
+        Ok(conn)
     }
 }

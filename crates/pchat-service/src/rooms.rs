@@ -354,20 +354,6 @@ impl Service {
         Ok(c)
     }
 
-    /// Every room, or every room of one category, by name.
-    pub(crate) async fn all_rooms(&self, category_id: Option<&str>) -> ServiceResult<Vec<RoomRecord>> {
-        let mut out = vec![];
-        let mut after = None;
-        loop {
-            let q = RoomQuery { category_id: category_id.map(str::to_owned), after_name: after.take(), limit: 500 };
-            let page = self.store.list_rooms(&q).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.name.clone());
-            out.extend(page);
-        }
-        Ok(out)
-    }
-
     pub async fn delete_category(&self, caller: &Caller, reference: &str) -> ServiceResult<()> {
         require_admin(caller)?;
         let c = self.resolve_category(reference).await?;

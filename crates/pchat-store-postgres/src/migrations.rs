@@ -239,6 +239,34 @@ CREATE TABLE search_pending (
     PRIMARY KEY (room_id, seq)
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000);
 "#,
+    // Who stands on which room's role lists (members, managers, presenters), kept by a trigger from the rooms'
+    // newline-joined lists: "the rooms of user X" is an index lookup instead of a scan of every room.
+    r#"
+CREATE TABLE room_principals (
+    principal TEXT COLLATE "C" NOT NULL,
+    room_id TEXT NOT NULL,
+    PRIMARY KEY (principal, room_id)
+);
+CREATE INDEX room_principals_room ON room_principals(room_id);
+CREATE FUNCTION pchat_index_room_principals() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        DELETE FROM room_principals WHERE room_id = OLD.id;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        INSERT INTO room_principals (principal, room_id)
+        SELECT DISTINCT p, NEW.id
+        FROM unnest(string_to_array(NEW.members || E'\n' || NEW.managers || E'\n' || NEW.presenters, E'\n')) AS p
+        WHERE p <> '';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER rooms_principals AFTER INSERT OR DELETE OR UPDATE OF members, managers, presenters ON rooms
+    FOR EACH ROW EXECUTE FUNCTION pchat_index_room_principals();
+INSERT INTO room_principals (principal, room_id)
+SELECT DISTINCT p, id FROM rooms, unnest(string_to_array(members || E'\n' || managers || E'\n' || presenters, E'\n')) AS p
+WHERE p <> '';
+"#,
 ];
 
 /// The compliance archive's schema: in the chat database or in a database of its own (`compliance.database_url`),

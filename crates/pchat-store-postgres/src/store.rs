@@ -876,6 +876,14 @@ impl Store for PgStore {
         all(self.query(&sql, &[&q.category_id, &after, &i64::from(q.limit)]).await?, room_from_row)
     }
 
+    async fn rooms_of(&self, principals: &[String], ids: &[String]) -> StoreResult<Vec<RoomRecord>> {
+        let sql = format!(
+            "SELECT {ROOM_COLUMNS} FROM rooms WHERE id IN (SELECT room_id FROM room_principals WHERE principal = ANY($1)) \
+             OR id = ANY($2) ORDER BY name"
+        );
+        all(self.query(&sql, &[&principals, &ids]).await?, room_from_row)
+    }
+
     async fn update_room(&self, r: &RoomRecord) -> StoreResult<()> {
         let sql = "UPDATE rooms SET name = $2, description = $3, category_id = $4, privacy = $5, room_type = $6, \
                    invitations = $7, disabled = $8, addin = $9, members = $10, managers = $11, presenters = $12, \

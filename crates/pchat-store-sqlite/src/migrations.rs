@@ -248,6 +248,39 @@ CREATE TABLE search_postings (
 ) WITHOUT ROWID;
 UPDATE search_meta SET tokenizer = 0;
 "#,
+    // Who stands on which room's role lists (members, managers, presenters), kept by triggers from the rooms'
+    // newline-joined lists: "the rooms of user X" is an index lookup instead of a scan of every room.
+    r#"
+CREATE TABLE room_principals (
+    principal TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    PRIMARY KEY (principal, room_id)
+) WITHOUT ROWID;
+CREATE INDEX room_principals_room ON room_principals(room_id);
+CREATE TRIGGER rooms_principals_insert AFTER INSERT ON rooms BEGIN
+    INSERT OR IGNORE INTO room_principals (principal, room_id)
+    SELECT value, NEW.id FROM json_each('["' || replace(replace(replace(
+        NEW.members || char(10) || NEW.managers || char(10) || NEW.presenters,
+        '\', '\\'), '"', '\"'), char(10), '","') || '"]')
+    WHERE value <> '';
+END;
+CREATE TRIGGER rooms_principals_update AFTER UPDATE OF members, managers, presenters ON rooms BEGIN
+    DELETE FROM room_principals WHERE room_id = NEW.id;
+    INSERT OR IGNORE INTO room_principals (principal, room_id)
+    SELECT value, NEW.id FROM json_each('["' || replace(replace(replace(
+        NEW.members || char(10) || NEW.managers || char(10) || NEW.presenters,
+        '\', '\\'), '"', '\"'), char(10), '","') || '"]')
+    WHERE value <> '';
+END;
+CREATE TRIGGER rooms_principals_delete AFTER DELETE ON rooms BEGIN
+    DELETE FROM room_principals WHERE room_id = OLD.id;
+END;
+INSERT OR IGNORE INTO room_principals (principal, room_id)
+SELECT j.value, r.id FROM rooms r, json_each('["' || replace(replace(replace(
+    r.members || char(10) || r.managers || char(10) || r.presenters,
+    '\', '\\'), '"', '\"'), char(10), '","') || '"]') j
+WHERE j.value <> '';
+"#,
 ];
 
 /// The compliance archive's schema (`mgccomp.db`), migrated the same way.

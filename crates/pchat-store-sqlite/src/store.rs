@@ -206,6 +206,13 @@ pub(crate) fn changed_one(n: usize) -> StoreResult<()> {
     if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 
+/// A JSON array of strings for `json_each` (principals and ids hold no control characters).
+fn json_strings(items: &[String]) -> String {
+    let quoted: Vec<String> =
+        items.iter().map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))).collect();
+    format!("[{}]", quoted.join(","))
+}
+
 fn join(list: &[Principal]) -> String {
     codec::join_principals(list)
 }
@@ -829,6 +836,22 @@ impl Store for SqliteStore {
                     "SELECT {ROOM_COLUMNS} FROM rooms WHERE (?1 IS NULL OR category_id = ?1) AND name > ?2 ORDER BY name LIMIT ?3"
                 ),
                 params![q.category_id, q.after_name.unwrap_or_default(), q.limit],
+                room_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn rooms_of(&self, principals: &[String], ids: &[String]) -> StoreResult<Vec<RoomRecord>> {
+        let (principals, ids) = (json_strings(principals), json_strings(ids));
+        self.read(move |c| {
+            query_all(
+                c,
+                &format!(
+                    "SELECT {ROOM_COLUMNS} FROM rooms WHERE id IN (SELECT room_id FROM room_principals WHERE principal IN \
+                     (SELECT value FROM json_each(?1))) OR id IN (SELECT value FROM json_each(?2)) ORDER BY name"
+                ),
+                params![principals, ids],
                 room_from_row,
             )
         })

@@ -41,7 +41,7 @@ macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::conformance_tests!(@each $make;
             users, tokens_and_roles, sessions_expire_and_end, groups_and_nesting, group_cycles_rejected, policies_and_configs,
-            categories, rooms, addins, message_sequence_and_ranges, idempotent_append, unkept_messages,
+            categories, rooms, rooms_of_principals, addins, message_sequence_and_ranges, idempotent_append, unkept_messages,
             concurrent_appends_are_gap_free, events_in_commit_order, alter_and_clear, follows_and_read_marks,
             invitations, delete_room_takes_its_content, published_events_come_back, server_registry, imports_keep_everything,
             pool_wide_presence, compliance_capture_is_transactional, search_table, search_follows_history,
@@ -390,6 +390,48 @@ pub async fn rooms(store: &Arc<dyn Store>) {
     ghost.id = "nope".into();
     ghost.name = "Ghost".into();
     assert!(matches!(store.update_room(&ghost).await, Err(StoreError::NotFound)));
+}
+
+/// The role-list index: rooms of a principal follow every create, change and delete, whatever the principal's
+/// characters, and followed rooms come with them.
+pub async fn rooms_of_principals(store: &Arc<dyn Store>) {
+    store.create_category(&category("c1", "Cat")).await.unwrap();
+    let odd = p(r#"group:desk "a" \ b"#);
+    let mut a = room("r1", "Alpha", "c1");
+    a.members = vec![p("a@example.com"), odd.clone()];
+    a.managers = vec![p("a@example.com")];
+    let mut b = room("r2", "Beta", "c1");
+    b.members = vec![p("domain:example.com")];
+    b.presenters = vec![p("*")];
+    b.room_type = RoomType::Auditorium;
+    let c = room("r3", "Gamma", "c1");
+    for r in [&a, &b, &c] {
+        store.create_room(r).await.unwrap();
+    }
+    let of = |principals: &[&str], ids: &[&str]| {
+        let principals: Vec<String> = principals.iter().map(|s| (*s).to_owned()).collect();
+        let ids: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+        let store = Arc::clone(store);
+        async move { store.rooms_of(&principals, &ids).await.unwrap().into_iter().map(|r| r.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(of(&["a@example.com"], &[]).await, ["r1", "r3"], "member or manager, once each, by name");
+    assert_eq!(of(&[&odd.to_string()], &[]).await, ["r1"]);
+    assert_eq!(of(&["domain:example.com", "*"], &[]).await, ["r2"]);
+    assert_eq!(of(&["m@example.com"], &["r1"]).await, ["r1", "r2", "r3"], "managers, and the rooms asked for");
+    assert!(of(&["nobody@example.com", "group:none"], &["missing"]).await.is_empty());
+    // A change of the lists moves the room; a change of anything else keeps it.
+    let mut changed = store.get_room("r1").await.unwrap().unwrap();
+    changed.members = vec![p("z@example.com")];
+    changed.managers = vec![];
+    store.update_room(&changed).await.unwrap();
+    assert_eq!(of(&["a@example.com"], &[]).await, ["r3"]);
+    assert_eq!(of(&["z@example.com"], &[]).await, ["r1"]);
+    let mut renamed = store.get_room("r1").await.unwrap().unwrap();
+    renamed.name = "Aleph".into();
+    store.update_room(&renamed).await.unwrap();
+    assert_eq!(of(&["z@example.com"], &[]).await, ["r1"]);
+    store.delete_room("r1").await.unwrap();
+    assert!(of(&["z@example.com"], &["r1"]).await.is_empty(), "a deleted room leaves the index");
 }
 
 pub async fn addins(store: &Arc<dyn Store>) {

@@ -144,6 +144,10 @@ pub trait Store: Sessions + Audit + Search + Feeds + Files + Send + Sync + 'stat
     async fn get_room_by_name(&self, name: &str) -> StoreResult<Option<RoomRecord>>;
     /// Rooms ordered by name, starting after `query.after_name`.
     async fn list_rooms(&self, query: &RoomQuery) -> StoreResult<Vec<RoomRecord>>;
+    /// Rooms on whose role lists (members, managers or presenters) one of `principals` stands (as stored: an
+    /// address, `group:NAME`, `domain:DOMAIN`, `*`), and the rooms `ids`, by name: an index lookup, whatever the
+    /// number of rooms.
+    async fn rooms_of(&self, principals: &[String], ids: &[String]) -> StoreResult<Vec<RoomRecord>>;
     /// Replaces the room with the same id if its version is still `room.version`, moving the version on;
     /// `Conflict` if it changed since (an add-in's rename or removal counts), `NameTaken` if the new name belongs
     /// to another room.
