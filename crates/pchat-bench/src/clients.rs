@@ -39,6 +39,30 @@ fn sent_at(text: &str) -> Option<u64> {
     text.strip_prefix("bench ")?.split(' ').next()?.parse().ok()
 }
 
+/// The fields of a server frame a client looks at (the rest is skipped unparsed into values).
+#[derive(Deserialize)]
+struct ServerFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    room: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    last_seq: Option<i64>,
+    #[serde(borrow, default)]
+    message: Option<MessageFields<'a>>,
+    #[serde(borrow, default)]
+    op: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct MessageFields<'a> {
+    #[serde(borrow)]
+    room: std::borrow::Cow<'a, str>,
+    seq: i64,
+    #[serde(borrow)]
+    text: std::borrow::Cow<'a, str>,
+}
+
 /// What one worker process does.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Plan {
@@ -271,13 +295,15 @@ async fn session(
             Message::Close(c) => bail!("closed by the server: {c:?}"),
             _ => continue,
         };
-        let v: Value = serde_json::from_str(text.as_str())?;
-        match v["type"].as_str() {
-            Some("joined") => {
-                let room = v["room"].as_str().unwrap_or_default().to_owned();
+        // The arrival time first: what follows is the client's own work.
+        let now_us = unix_us();
+        let f: ServerFrame<'_> = serde_json::from_str(text.as_str())?;
+        match f.kind.as_ref() {
+            "joined" => {
+                let room = f.room.as_deref().unwrap_or_default().to_owned();
                 if let Some(sent) = pending.remove(&room) {
                     // With history, the join is done when its last message has arrived.
-                    match v["last_seq"].as_i64() {
+                    match f.last_seq {
                         Some(last) if history && last > 0 && rooms.get(&room).is_some_and(|s| s.last.is_none()) => {
                             awaiting.insert(room.clone(), (sent, last));
                         }
@@ -287,7 +313,7 @@ async fn session(
                 if let Some(state) = rooms.get_mut(&room)
                     && state.last.is_none()
                 {
-                    state.joined_at = v["last_seq"].as_i64();
+                    state.joined_at = f.last_seq;
                     if !history {
                         state.last = state.joined_at;
                     }
@@ -301,9 +327,9 @@ async fn session(
                     finish_start(first, permit, ready);
                 }
             }
-            Some("message") => {
-                let m = &v["message"];
-                let (Some(room), Some(seq)) = (m["room"].as_str(), m["seq"].as_i64()) else { continue };
+            "message" => {
+                let Some(m) = &f.message else { continue };
+                let (room, seq) = (m.room.as_ref(), m.seq);
                 if let Some(state) = rooms.get_mut(room) {
                     let last = match state.last {
                         Some(l) => l,
@@ -328,25 +354,25 @@ async fn session(
                     counters.join.record_us(sent.elapsed().as_micros() as u64);
                     awaiting.remove(room);
                 }
-                if let Some(sent) = m["text"].as_str().and_then(sent_at) {
-                    counters.delivery.record_us(unix_us().saturating_sub(sent));
+                if let Some(sent) = sent_at(&m.text) {
+                    counters.delivery.record_us(now_us.saturating_sub(sent));
                     counters.messages.fetch_add(1, Ordering::Relaxed);
                     received.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Some("resync") => {
+            "resync" => {
                 counters.resyncs.fetch_add(1, Ordering::Relaxed);
-                if let Some(room) = v["room"].as_str()
+                if let Some(room) = f.room.as_deref()
                     && let Some(state) = rooms.get(room)
                 {
                     let op = json!({ "op": "join", "room": room, "after_seq": state.last.unwrap_or(0) });
                     ws.send(Message::text(op.to_string())).await?;
                 }
             }
-            Some("error") => {
+            "error" => {
                 counters.join_errors.fetch_add(1, Ordering::Relaxed);
-                counters.error(format!("error frame: {v}"));
-                if v["op"] == "join" && !pending.is_empty() {
+                counters.error(format!("error frame: {}", text.as_str()));
+                if f.op.as_deref() == Some("join") && !pending.is_empty() {
                     // The room stays unjoined; the client carries on with the others.
                     let first_pending = pending.keys().next().cloned();
                     if let Some(r) = first_pending {

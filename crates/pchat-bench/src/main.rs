@@ -52,6 +52,8 @@ enum Scenario {
     ReconnectStorm(scenarios::ReconnectStormArgs),
     /// Lync's user model for one server (or a pool): 16 rooms per user, posts and joins at 10× Lync's rates.
     LyncServer(scenarios::LyncServerArgs),
+    /// A large directory and many rooms: my rooms, room listing and search, inviting a domain.
+    Directory(scenarios::DirectoryArgs),
     /// (internal) A client process: reads its plan on stdin.
     #[command(hide = true)]
     Worker,
@@ -92,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::JoinStorm(a) => scenarios::join_storm(&ctx, a).await?,
         Scenario::ReconnectStorm(a) => scenarios::reconnect_storm(&ctx, a).await?,
         Scenario::LyncServer(a) => scenarios::lync_server(&ctx, a).await?,
+        Scenario::Directory(a) => scenarios::directory(&ctx, a).await?,
         Scenario::Worker => unreachable!("handled above"),
     };
     let saved = run.save(&out, markdown.as_deref(), &target::machine(), &format!("pchat-bench {command}"))?;

@@ -716,7 +716,11 @@ pub(crate) async fn lync_server(ctx: &Context, a: LyncServerArgs) -> anyhow::Res
     run.figure("posts acknowledged", acked as f64, "count");
     run.latency("ack", &ack, None);
     run.figure("room joins per second offered", join_rate, "1/s");
-    run.latency("room join with history", &joins, None);
+    run.latency("room join with history", &joins.latency, None);
+    run.at_most("room joins refused", joins.failures as f64, "count", 0.0);
+    if let Some(f) = &joins.first_failure {
+        run.note(format!("first refused join: {f}"));
+    }
     run.figure("deliveries", seen.messages as f64, "count");
     run.latency("post→delivery", &seen.delivery, Some(100.0));
     run.at_most("gaps and duplicates", (seen.gaps + seen.duplicates) as f64, "count", 0.0);
@@ -726,5 +730,93 @@ pub(crate) async fn lync_server(ctx: &Context, a: LyncServerArgs) -> anyhow::Res
         run.note(format!("client errors: {:?}", seen.errors));
     }
     swarm.stop().await;
+    Ok(run)
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DirectoryArgs {
+    /// Users in the directory (default 100,000).
+    #[arg(long)]
+    users: Option<usize>,
+    /// Rooms (default 100,000), 30 members each, over 10 categories.
+    #[arg(long)]
+    rooms: Option<usize>,
+    /// Requests timed per kind.
+    #[arg(long, default_value_t = 200)]
+    samples: usize,
+}
+
+/// Times one request kind: `samples` calls of `path(i)` by `apis[i % n]`.
+async fn timed(apis: &[Api], samples: usize, path: impl Fn(usize) -> String) -> anyhow::Result<crate::hist::Histogram> {
+    let r = crate::hist::Recorder::default();
+    for i in 0..samples {
+        let api = &apis[i % apis.len()];
+        let started = Instant::now();
+        api.call(reqwest::Method::GET, &path(i), serde_json::Value::Null).await?;
+        r.record_us(started.elapsed().as_micros() as u64);
+    }
+    Ok(r.take())
+}
+
+/// Directory: a large directory and many rooms; the latency of my rooms, the room listing (first page, a
+/// category, a name search) and of creating a room that invites a whole domain.
+pub(crate) async fn directory(ctx: &Context, a: DirectoryArgs) -> anyhow::Result<Run> {
+    use rand::{Rng, SeedableRng};
+    let users = ctx.scale(a.users, 100_000, 300);
+    let rooms = ctx.scale(a.rooms, 100_000, 300);
+    let samples = if ctx.smoke { 20 } else { a.samples };
+    let mut run = Run::new("directory", ctx.backend.name());
+    let (t, admin) = ctx.start(1, "").await?;
+    let pid = t.pids()[0];
+    api::provision_users(&admin, users).await?;
+    let mut categories = vec![];
+    for c in 0..10 {
+        let body = json!({ "name": format!("Division {c}"), "allowed_members": ["*"], "creators": [ADMIN], "invitations": true });
+        categories.push(admin.post("/api/v1/categories", body).await?["id"].as_str().unwrap_or_default().to_owned());
+    }
+    let words = ["rates", "credit", "fx", "equities", "macro", "risk", "ops", "legal", "audit", "desk"];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let specs: Vec<(usize, Vec<usize>)> =
+        (0..rooms).map(|r| (r, (0..30).map(|_| rng.gen_range(0..users)).collect())).collect();
+    let cats = categories.clone();
+    api::each("rooms created", specs, 16, |(r, members)| {
+        let (admin, cat) = (admin.clone(), cats[r % cats.len()].clone());
+        let name = format!("{} {r}", words[r % words.len()]);
+        async move {
+            let mut members: Vec<usize> = members;
+            members.sort_unstable();
+            members.dedup();
+            room(&admin, &cat, &name, &members).await
+        }
+    })
+    .await?;
+    let sample_users: Vec<usize> = (0..50.min(users)).map(|i| i * (users / 50.min(users)).max(1)).collect();
+    let apis = api::sign_in_all(&t.urls(), &sample_users, 4).await?;
+    let usage = Usage::start(vec![pid]);
+    let mine = timed(&apis, samples, |_| "/api/v1/me/rooms".into()).await?;
+    let first_page = timed(&apis, samples, |_| "/api/v1/rooms?limit=50".into()).await?;
+    let by_category =
+        timed(&apis, samples, |i| format!("/api/v1/rooms?limit=50&category={}", categories[i % 10])).await?;
+    let search =
+        timed(&apis, samples, |i| format!("/api/v1/rooms?limit=50&query={}%20{}", words[i % 10], (i * 7919) % rooms))
+            .await?;
+    let users_search =
+        timed(&apis, samples, |i| format!("/api/v1/users?limit=20&query=user%20{}", (i * 104_729) % users)).await?;
+    let used = usage.finish();
+    run.figure("users", users as f64, "count");
+    run.figure("rooms", rooms as f64, "count");
+    run.latency("GET /me/rooms", &mine, Some(10.0));
+    run.latency("GET /rooms (first page)", &first_page, Some(20.0));
+    run.latency("GET /rooms?category=", &by_category, Some(20.0));
+    run.latency("GET /rooms?query= (one room's name)", &search, Some(20.0));
+    run.latency("GET /users?query=", &users_search, Some(20.0));
+    run.figure("server CPU while timing", used.cpu_percent, "%");
+    // A room inviting a whole domain: every user of it gets an invitation.
+    let started = Instant::now();
+    let body = json!({ "name": "Everyone at example.com", "category": categories[0], "privacy": "closed",
+                       "members": ["domain:example.com"], "invitations": "inherit" });
+    admin.post("/api/v1/rooms", body).await?;
+    run.figure("creating a room that invites a whole domain", started.elapsed().as_secs_f64() * 1000.0, "ms");
+    run.figure("server RSS", mib(proc_stats(pid).map_or(0, |s| s.rss_kib)), "MiB");
     Ok(run)
 }

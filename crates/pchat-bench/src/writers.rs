@@ -211,15 +211,24 @@ async fn next_json(ws: &mut Socket) -> anyhow::Result<Value> {
     }
 }
 
+/// What a join churn did: the latency of the joins that succeeded (join sent → last history message, or
+/// `joined` for an empty room), how many failed and the first failure.
+pub(crate) struct Joins {
+    pub(crate) latency: Histogram,
+    pub(crate) failures: u64,
+    pub(crate) first_failure: Option<String>,
+}
+
 /// Room joins at `rate` per second in total for `duration`: each session joins one of its rooms (with the room's
-/// default history), waits for the history, and parts again. Returns the join latency (join sent → last history
-/// message, or `joined` for an empty room).
+/// default history), waits for the history, and parts again.
 pub(crate) async fn join_churn(
     sessions: Vec<(Api, Vec<String>)>,
     rate: f64,
     duration: Duration,
-) -> anyhow::Result<Histogram> {
+) -> anyhow::Result<Joins> {
     let latency = Arc::new(Recorder::default());
+    let failures = Arc::new(AtomicU64::new(0));
+    let first_failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let per = rate / sessions.len().max(1) as f64;
     let mut tasks = vec![];
     for (i, (api, rooms)) in sessions.into_iter().enumerate() {
@@ -227,7 +236,8 @@ pub(crate) async fn join_churn(
             continue;
         }
         let mut ws = open(&api).await?;
-        let latency = Arc::clone(&latency);
+        let (latency, failures, first_failure) =
+            (Arc::clone(&latency), Arc::clone(&failures), Arc::clone(&first_failure));
         tasks.push(tokio::spawn(async move {
             let started = Instant::now();
             let interval = Duration::from_secs_f64(1.0 / per.max(1e-3));
@@ -242,6 +252,7 @@ pub(crate) async fn join_churn(
                 next += interval;
                 let room = &rooms[n % rooms.len()];
                 n += 1;
+                let failed_before = failures.load(Ordering::Relaxed);
                 let sent = Instant::now();
                 ws.send(Message::text(json!({ "op": "join", "room": room }).to_string())).await?;
                 let mut last = None;
@@ -261,11 +272,19 @@ pub(crate) async fn join_churn(
                         {
                             break;
                         }
-                        Some("error") => bail!("join failed: {v}"),
+                        Some("error") => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(mut first) = first_failure.lock() {
+                                first.get_or_insert_with(|| v.to_string());
+                            }
+                            break;
+                        }
                         _ => {}
                     }
                 }
-                latency.record_us(sent.elapsed().as_micros() as u64);
+                if failures.load(Ordering::Relaxed) == failed_before {
+                    latency.record_us(sent.elapsed().as_micros() as u64);
+                }
                 ws.send(Message::text(json!({ "op": "part", "room": room }).to_string())).await?;
             }
             anyhow::Ok(())
@@ -274,5 +293,6 @@ pub(crate) async fn join_churn(
     for t in tasks {
         t.await??;
     }
-    Ok(latency.take())
+    let first_failure = first_failure.lock().ok().and_then(|f| f.clone());
+    Ok(Joins { latency: latency.take(), failures: failures.load(Ordering::Relaxed), first_failure })
 }
