@@ -103,19 +103,7 @@ pub(crate) async fn as_fast_as_acked(
     }
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
-    let mut first_error = None;
-    for t in tasks {
-        if let Some(e) = t.await?? {
-            first_error.get_or_insert(e);
-        }
-    }
-    Ok(Posted {
-        acked: acked.load(Ordering::Relaxed),
-        errors: errors.load(Ordering::Relaxed),
-        seconds: started.elapsed().as_secs_f64(),
-        ack: ack.take(),
-        first_error,
-    })
+    posted(tasks, started, &acked, &errors, &ack).await
 }
 
 /// Posts `rate` messages per second in total for `duration`, spread over the writers (each posting into its rooms
@@ -185,6 +173,17 @@ pub(crate) async fn at_rate(writers: Vec<(Api, Vec<String>)>, rate: f64, duratio
             anyhow::Ok(reader.await?)
         }));
     }
+    posted(tasks, started, &acked, &errors, &ack).await
+}
+
+/// Waits for the writer tasks and sums up what they did (the first error any of them saw).
+async fn posted(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Option<String>>>>,
+    started: Instant,
+    acked: &AtomicU64,
+    errors: &AtomicU64,
+    ack: &Recorder,
+) -> anyhow::Result<Posted> {
     let mut first_error = None;
     for t in tasks {
         if let Some(e) = t.await?? {
