@@ -47,6 +47,29 @@ export async function call(method, path, body) {
 }
 
 /**
+ * Items of a listing, following `next_cursor` until `want` items are in or the listing ends: the room directory and
+ * the user search may answer a page that is short (even empty) and still continues, when the server stopped after
+ * examining its bounded share of the directory. At most `requests` pages are asked for; `next` is where to go on.
+ * @param {string} path under /api/v1, with its query string
+ * @param {number} want @param {number} [requests]
+ * @returns {Promise<{items: any[], next: string | null}>}
+ */
+export async function collect(path, want, requests = 20) {
+  /** @type {any[]} */
+  const items = [];
+  /** @type {string | null} */
+  let next = null;
+  for (let asked = 0; asked < requests; asked++) {
+    const cursor = next ? `${path.includes("?") ? "&" : "?"}cursor=${encodeURIComponent(next)}` : "";
+    const page = await call("GET", `${path}${cursor}`);
+    items.push(...(page.items ?? []));
+    next = page.next_cursor ?? null;
+    if (!next || items.length >= want) break;
+  }
+  return { items, next };
+}
+
+/**
  * Uploads a file into a room, streamed from disk, reporting progress (0–1). Resolves with the API's answer.
  * @param {string} room @param {File} file @param {(done: number) => void} onProgress
  * @returns {Promise<any>}

@@ -2,7 +2,7 @@
 // The pchat web client: sign-in, the rooms I belong to or follow, a room's history and live messages, posting.
 // Every text that comes from the server is put into the page as text (textContent), never as HTML.
 
-import { ApiError, Stream, call, download, savedToken, signIn, signOut, upload } from "./api.js";
+import { ApiError, Stream, call, collect, download, savedToken, signIn, signOut, upload } from "./api.js";
 import { h, linkified } from "./dom.js";
 import { adminView } from "./admin.js";
 import { loadManage, manageView } from "./manage.js";
@@ -595,8 +595,8 @@ async function openDirectory(query = "") {
   state.view = "directory";
   const params = new URLSearchParams({ limit: "200" });
   if (query) params.set("query", query);
-  const page = await call("GET", `/rooms?${params}`);
-  directory = page.items ?? page ?? [];
+  const page = await collect(`/rooms?${params}`, 200);
+  directory = page.items;
   render();
   const input = /** @type {HTMLInputElement | null} */ (document.getElementById("directory-q"));
   if (input) {

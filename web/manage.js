@@ -2,7 +2,7 @@
 // The room management app (Lync's "My Rooms"), at /manage/: the rooms I manage, creating a room (with a name
 // availability check and a principal picker), editing it, disabling and enabling it.
 
-import { ApiError, call } from "./api.js";
+import { ApiError, call, collect } from "./api.js";
 import { h } from "./dom.js";
 
 /** @type {{me: string, rooms: any[], categories: any[], creatable: any[], addins: any[], editing: any | null | undefined, error: string, saved: string}} */
@@ -14,7 +14,7 @@ const manage = { me: "", rooms: [], categories: [], creatable: [], addins: [], e
  */
 export async function loadManage(user) {
   const [rooms, categories, creatable, addins] = await Promise.all([
-    call("GET", "/rooms?managed=true&limit=500"),
+    collect("/rooms?managed=true&limit=500", 5000, 200),
     call("GET", "/categories?limit=500"),
     call("GET", "/categories?creatable=true&limit=500"),
     call("GET", "/addins").catch(() => ({ items: [] })),
@@ -194,7 +194,7 @@ function formView(room, rerender) {
     const ticket = ++asked;
     if (text.length < 2) return;
     const path = `/users?query=${encodeURIComponent(text)}&category=${encodeURIComponent(category.value)}&limit=20`;
-    const found = await call("GET", path).catch(() => ({ items: [] }));
+    const found = await collect(path, 20, 5).catch(() => ({ items: [] }));
     if (ticket !== asked) return;
     people.replaceChildren(
       ...(found.items ?? []).map((/** @type {any} */ u) =>

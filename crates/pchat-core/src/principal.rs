@@ -94,6 +94,11 @@ impl Scope {
         who.matches_any(&self.allowed) && !who.matches_any(&self.denied)
     }
 
+    /// Whether the scope names a group, so that deciding [`Scope::contains`] needs a user's groups.
+    pub fn names_groups(&self) -> bool {
+        self.allowed.iter().chain(&self.denied).any(|p| matches!(p, Principal::Group(_)))
+    }
+
     /// Whether a principal may be written onto a role list of a room in this scope. A user is judged with
     /// their resolved groups (`identity`); a group, domain or `*` must itself be covered by an allowed entry
     /// (`*`, the same entry, or for a user its domain) and by no denied entry. A domain-wide allow therefore

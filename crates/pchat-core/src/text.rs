@@ -552,4 +552,120 @@ mod tests {
         assert_eq!(cjk.ranges("我去中国"), [(2, 4)]);
         assert_eq!(snippet("a\nb", &[], 10).0, "a b");
     }
+
+    #[test]
+    fn names_are_found_by_word_starts_and_any_part_of_a_cjk_run() {
+        assert_eq!(directory_terms("Café Zürich-desk"), ["cafe", "desk", "zurich"]);
+        assert_eq!(
+            directory_terms("北京办公室 FX"),
+            ["fx", "京", "京办", "公", "公室", "办", "办公", "北", "北京", "室"]
+        );
+        let m = |query: &str, name: &str| NameQuery::parse(query).matches(name);
+        assert!(m("CAFE zur", "Café Zürich"));
+        assert!(m("zur caf", "Café Zürich"), "word order does not matter");
+        assert!(!m("afe", "Café Zürich"), "a word is found by its start");
+        assert!(!m("cafe bern", "Café Zürich"), "every word must be there");
+        assert!(m("北京", "北京办公室") && m("办公", "北京办公室") && m("室", "北京办公室"));
+        assert!(!m("北办", "北京办公室"), "a run must occur as written");
+        assert!(m("alice@exa", "alice@example.com Alice Smith"));
+        assert!(NameQuery::parse(" @- ").is_empty());
+        let terms = NameQuery::parse("fx 北京开 london").terms();
+        let texts: Vec<(&str, bool)> = terms.iter().map(|t| (t.text.as_str(), t.prefix)).collect();
+        assert_eq!(texts, [("london", true), ("京开", false), ("北京", false), ("fx", true)]);
+    }
+}
+
+/// Changes whenever [`directory_terms`] changes: directory indexes built by another version are rebuilt.
+pub const DIRECTORY_TERMS_VERSION: i64 = 1;
+
+/// The terms under which a name (a person's address and display name, a room's name or description) is found in
+/// the directory, distinct and sorted: every folded word (its first [`MAX_TERM_CHARS`] characters), every
+/// character of a script written without spaces, and every pair of such characters written together.
+pub fn directory_terms(text: &str) -> Vec<String> {
+    let units = units(text, Folding::Insensitive);
+    let mut out = Vec::new();
+    for (i, unit) in units.iter().enumerate() {
+        if unit.spaceless {
+            out.push(unit.text.clone());
+            if let Some(next) = units.get(i + 1).filter(|n| n.spaceless && n.joined) {
+                out.push(format!("{}{}", unit.text, next.text));
+            }
+        } else {
+            out.push(term(&unit.text));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// What the directory looks up for a query: a term exactly, or every term starting with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryTerm {
+    pub text: String,
+    pub prefix: bool,
+}
+
+/// A search of the directory by name, as people type into a picker: every word of the query starts a word of the
+/// name, case and accents folded (`fx lon` finds "FX London", `zur` finds "Zürich"), and every run of Chinese,
+/// Japanese or Korean characters occurs in it anywhere (`北京` finds "北京办公室", `办公` too).
+#[derive(Debug, Clone)]
+pub struct NameQuery {
+    words: Vec<String>,
+    runs: Vec<Vec<Unit>>,
+}
+
+impl NameQuery {
+    pub fn parse(q: &str) -> Self {
+        let mut words = vec![];
+        let mut runs: Vec<Vec<Unit>> = vec![];
+        for unit in units(q, Folding::Insensitive) {
+            if !unit.spaceless {
+                words.push(unit.text);
+            } else if unit.joined
+                && let Some(run) = runs.last_mut()
+            {
+                run.push(unit);
+            } else {
+                runs.push(vec![unit]);
+            }
+        }
+        words.sort_unstable();
+        words.dedup();
+        Self { words, runs }
+    }
+
+    /// A query without a letter, digit or character to look for.
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty() && self.runs.is_empty()
+    }
+
+    /// The terms a matching name has, the longest (most selective) first.
+    pub fn terms(&self) -> Vec<DirectoryTerm> {
+        let mut out: Vec<DirectoryTerm> =
+            self.words.iter().map(|w| DirectoryTerm { text: term(w), prefix: true }).collect();
+        for run in &self.runs {
+            match run.as_slice() {
+                [one] => out.push(DirectoryTerm { text: one.text.clone(), prefix: false }),
+                many => out.extend(
+                    many.windows(2)
+                        .map(|w| DirectoryTerm { text: format!("{}{}", w[0].text, w[1].text), prefix: false }),
+                ),
+            }
+        }
+        // Longer terms first, and an exact term before a prefix as long: both are likely to be rarer.
+        out.sort_by(|a, b| {
+            let longer = b.text.chars().count().cmp(&a.text.chars().count());
+            longer.then_with(|| a.prefix.cmp(&b.prefix)).then_with(|| a.text.cmp(&b.text))
+        });
+        out.dedup();
+        out
+    }
+
+    /// Whether `text` matches: each word starts one of its words, each run occurs in it.
+    pub fn matches(&self, text: &str) -> bool {
+        let hay = units(text, Folding::Insensitive);
+        self.words.iter().all(|w| hay.iter().any(|u| !u.spaceless && u.text.starts_with(w.as_str())))
+            && self.runs.iter().all(|run| occurrences(&hay, run).next().is_some())
+    }
 }

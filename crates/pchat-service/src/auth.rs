@@ -303,21 +303,20 @@ impl Service {
         Ok(self.store.purge_sessions(now, now.saturating_sub(idle)).await?)
     }
 
-    /// The caller for a user address: groups, roles and effective policy, read fresh.
+    /// The caller for a user address: groups, roles and effective policy, read fresh (in one read).
     pub async fn caller_for(&self, address: &str) -> ServiceResult<Option<Caller>> {
-        let Some(user) = self.store.get_user(address).await? else {
+        let Ok(parsed) = Address::parse("user", address) else { return Ok(None) };
+        let chain = PolicyScope::chain(&parsed, &self.settings.site, &self.settings.pool);
+        let Some(facts) = self.store.caller_facts(address, &chain).await? else {
             return Ok(None);
         };
-        let address = Address::parse("user", &user.address)?;
-        let groups = self.store.user_groups(address.as_str()).await?;
-        let roles: Vec<AdminRole> =
-            self.store.list_roles().await?.into_iter().filter(|(a, _)| *a == user.address).map(|(_, r)| r).collect();
-        let (chat_enabled, _) = self.effective_policy_of(&address).await?;
+        let address = Address::parse("user", &facts.user.address)?;
+        let (chat_enabled, _) = effective_policy(&chain, facts.policies);
         Ok(Some(Caller {
-            identity: Identity::new(address, groups),
-            display_name: user.display_name,
-            admin: roles.contains(&AdminRole::Admin),
-            user_admin: roles.contains(&AdminRole::UserAdmin),
+            identity: Identity::new(address, facts.groups),
+            display_name: facts.user.display_name,
+            admin: facts.roles.contains(&AdminRole::Admin),
+            user_admin: facts.roles.contains(&AdminRole::UserAdmin),
             chat_enabled,
         }))
     }
@@ -329,11 +328,7 @@ impl Service {
         for scope in &chain {
             values.push(self.store.get_policy(scope).await?);
         }
-        Ok(chain
-            .iter()
-            .zip(values)
-            .find_map(|(s, v)| v.map(|v| (v, s.clone())))
-            .unwrap_or((false, PolicyScope::Global)))
+        Ok(effective_policy(&chain, values))
     }
 
     /// On first start with an empty directory, creates `admin@<domain>` with both administrative roles.
@@ -383,6 +378,11 @@ impl Service {
 
 pub(crate) fn new_throttle(settings: &SecuritySettings) -> SignInThrottle {
     SignInThrottle::new(settings.sign_in.clone())
+}
+
+/// The first policy set along the chain (most specific first) and its scope; off, from the global scope, if none.
+fn effective_policy(chain: &[PolicyScope], values: Vec<Option<bool>>) -> (bool, PolicyScope) {
+    chain.iter().zip(values).find_map(|(s, v)| v.map(|v| (v, s.clone()))).unwrap_or((false, PolicyScope::Global))
 }
 
 #[cfg(test)]

@@ -1,14 +1,17 @@
 //! The directory (users, groups, administrative roles), policies and configuration. Users, groups and policies
 //! are for user administrators (and administrators); configuration and roles for administrators.
 
+use std::collections::BTreeSet;
+
 use pchat_api_types as api;
+use pchat_core::text::NameQuery;
 use pchat_core::{
-    Address, ChatConfig, ConfigScope, Identity, Name, PolicyScope, Principal, ValidationError, config::resolve,
+    Address, ChatConfig, ConfigScope, Identity, Name, PolicyScope, Principal, Scope, ValidationError, config::resolve,
 };
-use pchat_store::{AccessScope, AdminRole, UserRecord};
+use pchat_store::{AccessScope, AdminRole, DirectoryField, UserRecord};
+use serde_json::json;
 
 use crate::time::now_micros;
-use serde_json::json;
 
 use crate::{Caller, Service, ServiceError, ServiceResult};
 
@@ -27,8 +30,11 @@ pub(crate) fn require_admin(caller: &Caller) -> ServiceResult<()> {
 /// Users one import creates at most.
 pub(crate) const MAX_IMPORT: usize = 1000;
 
-/// Users a scoped user search examines per request at most.
-pub(crate) const PICK_EXAMINED: usize = 1000;
+/// Users or rooms a directory listing examines per request at most when no word of a query narrows it (see
+/// [`Service::search_users`] and [`Service::list_rooms`]).
+pub(crate) const DIRECTORY_EXAMINED: usize = 1000;
+/// Most keys one term of a directory query may select for the search to fetch them (see [`Service::candidates`]).
+pub(crate) const DIRECTORY_CANDIDATES: u32 = 500;
 
 /// A display name: 1–256 characters, no control characters.
 fn display_name(raw: &str) -> ServiceResult<String> {
@@ -109,11 +115,13 @@ impl Service {
         Ok(count)
     }
 
-    /// Any signed-in user may search the directory (to pick members); results page by address. With `category`,
-    /// only users in that category's scope (for the principal picker of room management; see
+    /// Any signed-in user may search the directory (to pick members); results page by address. A query finds
+    /// people by the start of any word of their address or display name ([`NameQuery`]), through the name index.
+    /// With `category`, only users in that category's scope (for the principal picker of room management; see
     /// [`Service::category_for_picking`] for who may ask). Returns the page and the address to continue after.
-    /// A scoped search examines at most [`PICK_EXAMINED`] users per request, so its page can be short (even empty)
-    /// and still have a continuation, as search pages do.
+    /// When no word of the query narrows the search to a few hundred people (or for a scoped search), it walks the
+    /// directory in address order and examines at most [`DIRECTORY_EXAMINED`] users per request, so a page can be
+    /// short (even empty) and still have a continuation, as search pages do.
     pub async fn search_users(
         &self,
         caller: &Caller,
@@ -125,35 +133,48 @@ impl Service {
         if query.chars().count() > 256 {
             return Err(ServiceError::validation("query", "must be at most 256 characters"));
         }
-        let Some(category) = category else {
-            let mut users = self.store.search_users(query, after, limit + 1).await?;
-            let more = users.len() > limit as usize;
-            users.truncate(limit as usize);
-            let next = if more { users.last().map(|u| u.address.clone()) } else { None };
-            return Ok((users, next));
+        let scope = match category {
+            Some(category) => Some(self.category_for_picking(caller, category).await?),
+            None => None,
         };
-        let scope = self.category_for_picking(caller, category).await?;
         // Group membership matters only when the scope names groups.
-        let needs_groups = scope.allowed.iter().chain(&scope.denied).any(|p| matches!(p, Principal::Group(_)));
+        let needs_groups = scope.as_ref().is_some_and(Scope::names_groups);
+        let query = NameQuery::parse(query);
+        let candidates = if query.is_empty() { None } else { self.candidates(&[DirectoryField::User], &query).await? };
         let mut out: Vec<UserRecord> = vec![];
         let mut after = after.map(str::to_owned);
         let mut examined = 0;
         loop {
-            let batch = self.store.search_users(query, after.as_deref(), 200).await?;
-            let full = batch.len() == 200;
+            let batch = match &candidates {
+                Some(keys) => {
+                    let keys: Vec<String> =
+                        keys.iter().filter(|k| after.as_deref().is_none_or(|a| k.as_str() > a)).cloned().collect();
+                    self.store.users_by_address(&keys).await?
+                }
+                None => self.store.search_users("", after.as_deref(), 200).await?,
+            };
+            let full = candidates.is_none() && batch.len() == 200;
             for user in batch {
                 examined += 1;
                 after = Some(user.address.clone());
-                let Ok(address) = Address::parse("user", &user.address) else { continue };
-                let groups = if needs_groups { self.store.user_groups(&user.address).await? } else { vec![] };
-                if scope.contains(&Identity::new(address, groups)) {
+                let wanted = query.matches(&format!("{} {}", user.address, user.display_name))
+                    && match &scope {
+                        None => true,
+                        Some(scope) => {
+                            let Ok(address) = Address::parse("user", &user.address) else { continue };
+                            let groups =
+                                if needs_groups { self.store.user_groups(&user.address).await? } else { vec![] };
+                            scope.contains(&Identity::new(address, groups))
+                        }
+                    };
+                if wanted {
                     if out.len() == limit as usize {
                         let next = out.last().map(|u| u.address.clone());
                         return Ok((out, next));
                     }
                     out.push(user);
                 }
-                if examined >= PICK_EXAMINED {
+                if candidates.is_none() && examined >= DIRECTORY_EXAMINED {
                     return Ok((out, after));
                 }
             }
@@ -161,6 +182,31 @@ impl Service {
                 return Ok((out, None));
             }
         }
+    }
+
+    /// The keys (user addresses, room ids) that can match `query` under `fields`: what the most selective of its
+    /// terms select, intersected, from the name index. `None` when no term selects at most
+    /// [`DIRECTORY_CANDIDATES`] (the query narrows too little for fetching them to beat walking in order).
+    pub(crate) async fn candidates(
+        &self,
+        fields: &[DirectoryField],
+        query: &NameQuery,
+    ) -> ServiceResult<Option<BTreeSet<String>>> {
+        let mut found: Option<BTreeSet<String>> = None;
+        // The terms come longest first; a handful are enough to narrow the search.
+        for term in query.terms().iter().take(8) {
+            let Some(keys) = self.store.directory_keys(fields, term, DIRECTORY_CANDIDATES).await? else { continue };
+            let keys: BTreeSet<String> = match found.take() {
+                None => keys.into_iter().collect(),
+                Some(so_far) => keys.into_iter().filter(|k| so_far.contains(k)).collect(),
+            };
+            let none_left = keys.is_empty();
+            found = Some(keys);
+            if none_left {
+                break;
+            }
+        }
+        Ok(found)
     }
 
     pub async fn delete_user(&self, caller: &Caller, address: &str) -> ServiceResult<()> {
@@ -548,7 +594,7 @@ mod tests {
             }
         }
         assert_eq!(found, in_scope, "every user in scope, once, in order");
-        assert_eq!(pages, 2, "1,100 users take two pages of at most {PICK_EXAMINED} examined");
+        assert_eq!(pages, 2, "1,100 users take two pages of at most {DIRECTORY_EXAMINED} examined");
         // Without a scope, the same search pages by the limit alone.
         let (users, next) = service.search_users(&admin, "u", None, 50, None).await.unwrap();
         assert_eq!((users.len(), next.as_deref()), (50, Some("u0049@example.com")));
@@ -556,5 +602,120 @@ mod tests {
         let outsider = Caller { admin: false, user_admin: false, ..admin.clone() };
         let refused = service.search_users(&outsider, "u", None, 50, Some("c1")).await;
         assert!(matches!(refused, Err(ServiceError::NotFound(_))), "{refused:?}");
+    }
+
+    /// Directory searches find people and rooms through the name index when a word of the query narrows them
+    /// (one request, whatever the directory's size), and otherwise walk in order a bounded number per request, so
+    /// that rooms the caller may not see cost bounded work per page and the next page continues after them.
+    #[tokio::test]
+    async fn directory_searches_use_the_name_index_or_a_bounded_walk() {
+        use pchat_core::{Invitations, Privacy, RoomType};
+        use pchat_store::RoomRecord;
+
+        use crate::rooms::RoomFilter;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (service, store) = crate::testing::open_service(dir.path());
+        let users = (0..1_100)
+            .map(|i| UserRecord {
+                address: format!("u{i:04}@example.com"),
+                display_name: format!("User {i}"),
+                password_hash: "$argon2id$x".into(),
+                created_at: 0,
+            })
+            .collect();
+        store.create_users(users).await.unwrap();
+        let admin = Caller {
+            identity: Identity::new(Address::parse("a", "admin@example.com").unwrap(), []),
+            display_name: "Admin".into(),
+            admin: true,
+            user_admin: true,
+            chat_enabled: true,
+        };
+        let addresses = |users: Vec<UserRecord>| users.into_iter().map(|u| u.address).collect::<Vec<_>>();
+        let (found, next) = service.search_users(&admin, "user 105", None, 50, None).await.unwrap();
+        let mut expected = vec!["u0105@example.com".to_owned()];
+        expected.extend((1050..1060).map(|i| format!("u{i}@example.com")));
+        assert_eq!((addresses(found), next), (expected, None), "display name words, by their start");
+        let (found, next) = service.search_users(&admin, "U1050@EXAMPLE", None, 50, None).await.unwrap();
+        assert_eq!((addresses(found), next), (vec!["u1050@example.com".to_owned()], None));
+        let (found, _) = service.search_users(&admin, "ser 105", None, 50, None).await.unwrap();
+        assert!(found.is_empty(), "a word is found by its start, not its middle");
+
+        let category = CategoryRecord {
+            id: "c1".into(),
+            name: "Desks".into(),
+            description: String::new(),
+            file_upload: false,
+            chat_history: true,
+            invitations: false,
+            allowed_members: vec![Principal::Everyone],
+            denied_members: vec![],
+            creators: vec![],
+            version: 1,
+        };
+        store.create_category(&category).await.unwrap();
+        let room = |i: usize, name: String, privacy: Privacy| RoomRecord {
+            id: format!("r{i}"),
+            name,
+            description: String::new(),
+            category_id: "c1".into(),
+            privacy,
+            room_type: RoomType::Normal,
+            invitations: Invitations::Inherit,
+            disabled: false,
+            addin: None,
+            members: vec![],
+            managers: vec![],
+            presenters: vec![],
+            created_by: "admin@example.com".into(),
+            created_at: 0,
+            version: 1,
+        };
+        for i in 0..1_100 {
+            store.create_room(&room(i, format!("Secret desk {i:04}"), Privacy::Secret)).await.unwrap();
+        }
+        store.create_room(&room(5_000, "Zürich open desk".into(), Privacy::Open)).await.unwrap();
+        let mut managed = room(5_001, "Secret desk managed".into(), Privacy::Secret);
+        managed.managers = vec![Principal::parse("m", "u0001@example.com").unwrap()];
+        store.create_room(&managed).await.unwrap();
+        let alice = Caller {
+            identity: Identity::new(Address::parse("a", "u0001@example.com").unwrap(), []),
+            display_name: "Alice".into(),
+            admin: false,
+            user_admin: false,
+            chat_enabled: true,
+        };
+        let names = |rooms: Vec<crate::rooms::RoomView>| rooms.into_iter().map(|v| v.room.name).collect::<Vec<_>>();
+        let by = |query: &str| RoomFilter { query: Some(query.into()), ..RoomFilter::default() };
+        // A narrowing word: one request finds the room among 1,101.
+        let (found, next) = service.list_rooms(&alice, &by("zur"), None, 50).await.unwrap();
+        assert_eq!((names(found), next), (vec!["Zürich open desk".to_owned()], None));
+        // No narrowing word ("desk" is in every name): the walk stops after a bounded number of rooms alice may not
+        // see, with a page that is empty but continues, and the next request finds the room she may.
+        let mut pages = vec![];
+        let mut cursor: Option<String> = None;
+        loop {
+            let (found, next) = service.list_rooms(&alice, &by("desk"), cursor.as_deref(), 50).await.unwrap();
+            pages.push(names(found));
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let expected: [Vec<String>; 2] = [vec![], vec!["Secret desk managed".into(), "Zürich open desk".into()]];
+        assert_eq!(pages, expected, "{DIRECTORY_EXAMINED} rooms per request");
+        // The rooms alice manages come from the role-list index, in one request.
+        let mine = RoomFilter { managed: true, ..RoomFilter::default() };
+        let (found, next) = service.list_rooms(&alice, &mine, None, 50).await.unwrap();
+        assert_eq!((names(found), next), (vec!["Secret desk managed".to_owned()], None));
+        let (found, next) =
+            service.list_rooms(&alice, &RoomFilter { query: Some("zur".into()), ..mine }, None, 50).await.unwrap();
+        assert_eq!((found.len(), next), (0, None), "and the query still applies");
+        // The administrator sees every room: the walk fills pages by the limit.
+        let (found, next) = service.list_rooms(&admin, &by("desk 0007"), None, 50).await.unwrap();
+        assert_eq!((names(found), next), (vec!["Secret desk 0007".to_owned()], None));
+        let (found, next) = service.list_rooms(&admin, &RoomFilter::default(), None, 50).await.unwrap();
+        assert_eq!((found.len(), next.is_some()), (50, true));
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use pchat_core::Identity;
 use pchat_store::{ClusterEvent, InvitationRecord, RoomRecord};
 
 use crate::hub::Conn;
@@ -29,9 +30,7 @@ impl Service {
         let categories = self.store.list_categories().await?;
         // Candidates from the role-list index: rooms naming the user, a group of theirs, their domain or
         // everyone, and the rooms they follow; access decides as ever.
-        let who = &caller.identity;
-        let mut principals = vec![who.address.to_string(), format!("domain:{}", who.address.domain()), "*".to_owned()];
-        principals.extend(who.groups.iter().map(|g| format!("group:{g}")));
+        let principals = role_principals(&caller.identity);
         let followed: Vec<String> = follows.iter().cloned().collect();
         let mut out = vec![];
         for room in self.store.rooms_of(&principals, &followed).await? {
@@ -113,4 +112,11 @@ impl Service {
         }
         Ok(conn)
     }
+}
+
+/// How role lists can name someone, as stored: their address, a group of theirs, their domain, everyone.
+pub(crate) fn role_principals(who: &Identity) -> Vec<String> {
+    let mut principals = vec![who.address.to_string(), format!("domain:{}", who.address.domain()), "*".to_owned()];
+    principals.extend(who.groups.iter().map(|g| format!("group:{g}")));
+    principals
 }

@@ -6,13 +6,16 @@ use std::collections::BTreeSet;
 use pchat_api_types as api;
 use pchat_core::config::http_url;
 use pchat_core::permissions::may_create_room;
-use pchat_core::text::fold;
+use pchat_core::text::NameQuery;
 use pchat_core::{
     Access, Address, Description, Identity, Invitations, Name, Principal, Privacy, RoomAcl, RoomType, Scope, decide,
 };
-use pchat_store::{AccessScope, AddinRecord, CategoryRecord, ClusterEvent, RoomQuery, RoomRecord, StoreError};
+use pchat_store::{
+    AccessScope, AddinRecord, CategoryRecord, ClusterEvent, DirectoryField, RoomQuery, RoomRecord, StoreError,
+};
 
-use crate::directory::require_admin;
+use crate::directory::{DIRECTORY_EXAMINED, require_admin};
+use crate::me::role_principals;
 use crate::time::now_micros;
 use serde_json::json;
 
@@ -526,12 +529,15 @@ impl Service {
             return Ok(());
         }
         let scope = scope_of(category);
+        // Group membership matters only when the scope names groups (a domain's every user is not read again).
+        let needs_groups = scope.names_groups();
         let mut invitees = vec![];
         for address in self.expand_users(added).await? {
             let Ok(a) = Address::parse("user", &address) else {
                 continue;
             };
-            let identity = Identity::new(a, self.store.user_groups(&address).await?);
+            let groups = if needs_groups { self.store.user_groups(&address).await? } else { vec![] };
+            let identity = Identity::new(a, groups);
             if scope.contains(&identity) {
                 invitees.push(address);
             }
@@ -548,7 +554,11 @@ impl Service {
         Ok(self.room_view(caller, reference).await?.0)
     }
 
-    /// The room directory: rooms the caller may see, by name, paged.
+    /// The room directory: rooms the caller may see, by name, paged. A query finds rooms by the start of any word
+    /// of their name (or description), and Chinese, Japanese or Korean names by any part ([`NameQuery`]), through
+    /// the name index. Without a query, or when no word of it narrows the search to a few hundred rooms, it walks
+    /// the rooms in name order (one category's through its index) and examines at most [`DIRECTORY_EXAMINED`] per
+    /// request: a page can be short (even empty) and still have a continuation.
     pub async fn list_rooms(
         &self,
         caller: &Caller,
@@ -570,40 +580,81 @@ impl Service {
             None => None,
         };
         let categories = self.store.list_categories().await?;
-        // Case- and accent-insensitive substring matching, with the search tokenizer's folding (so a Chinese,
-        // Japanese or Korean name is found by any part of it).
-        let needle = filter.query.as_deref().map(|q| fold(q.trim())).filter(|q| !q.is_empty());
+        let query = filter.query.as_deref().map(NameQuery::parse).filter(|q| !q.is_empty());
+        let fields: &[DirectoryField] = if filter.search_description {
+            &[DirectoryField::RoomName, DirectoryField::RoomDescription]
+        } else {
+            &[DirectoryField::RoomName]
+        };
+        let candidates = match &query {
+            Some(query) => self.candidates(fields, query).await?,
+            None => None,
+        };
+        // The rooms a non-administrator manages are on the role-list index (they stand on the managers list).
+        let candidates = if filter.managed && !caller.admin {
+            let mine = self.store.rooms_of(&role_principals(&caller.identity), &[]).await?;
+            Some(mine.into_iter().filter(|r| candidates.as_ref().is_none_or(|c| c.contains(&r.id))).collect())
+        } else {
+            match candidates {
+                Some(ids) => Some(self.store.rooms_of(&[], &ids.into_iter().collect::<Vec<_>>()).await?),
+                None => None,
+            }
+        };
+        let view = |room: RoomRecord| -> Option<RoomView> {
+            let category = categories.iter().find(|c| c.id == room.category_id)?;
+            let access = access_to(caller, category, &room);
+            let matches = query
+                .as_ref()
+                .is_none_or(|q| q.matches(&room.name) || (filter.search_description && q.matches(&room.description)));
+            let wanted = access.see
+                && (access.manage || !filter.managed)
+                && matches
+                && filter.disabled.is_none_or(|d| d == room.disabled)
+                && category_id.as_ref().is_none_or(|c| *c == room.category_id);
+            wanted.then_some(RoomView { room, access })
+        };
         let mut out = vec![];
-        let mut more = false;
-        'pages: loop {
-            let q = RoomQuery { category_id: category_id.clone(), after_name: after.clone(), limit: 500 };
-            let page = self.store.list_rooms(&q).await?;
-            let full = page.len() == 500;
-            for room in page {
-                after = Some(room.name.clone());
-                let Some(category) = categories.iter().find(|c| c.id == room.category_id) else {
+        if let Some(rooms) = candidates {
+            for room in rooms {
+                if after.as_ref().is_some_and(|a| room.name <= *a) {
                     continue;
-                };
-                let access = access_to(caller, category, &room);
-                let matches = needle.as_ref().is_none_or(|n| {
-                    fold(&room.name).contains(n.as_str())
-                        || (filter.search_description && fold(&room.description).contains(n.as_str()))
-                });
-                let wanted = access.see && (access.manage || !filter.managed);
-                if wanted && matches && filter.disabled.is_none_or(|d| d == room.disabled) {
+                }
+                if let Some(v) = view(room) {
                     if out.len() == limit as usize {
-                        more = true;
-                        break 'pages;
+                        let next = out.last().map(|v: &RoomView| encode_cursor(&v.room.name));
+                        return Ok((out, next));
                     }
-                    out.push(RoomView { room, access });
+                    out.push(v);
+                }
+            }
+            return Ok((out, None));
+        }
+        // Pages start small (most listings fill their page from the first rooms) and grow when rooms are skipped.
+        let mut page = (limit + 1).min(500);
+        let mut examined = 0;
+        loop {
+            let q = RoomQuery { category_id: category_id.clone(), after_name: after.clone(), limit: page };
+            let rooms = self.store.list_rooms(&q).await?;
+            let full = rooms.len() == page as usize;
+            for room in rooms {
+                examined += 1;
+                after = Some(room.name.clone());
+                if let Some(v) = view(room) {
+                    if out.len() == limit as usize {
+                        let next = out.last().map(|v: &RoomView| encode_cursor(&v.room.name));
+                        return Ok((out, next));
+                    }
+                    out.push(v);
+                }
+                if examined >= DIRECTORY_EXAMINED {
+                    return Ok((out, after.as_deref().map(encode_cursor)));
                 }
             }
             if !full {
-                break;
+                return Ok((out, None));
             }
+            page = (page * 4).min(500);
         }
-        let next = if more { out.last().map(|v| encode_cursor(&v.room.name)) } else { None };
-        Ok((out, next))
     }
 
     /// Changes a room: only the fields the patch names, applied to the room as it is when written (see

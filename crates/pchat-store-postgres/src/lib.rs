@@ -7,6 +7,7 @@
 
 mod appender;
 mod archive;
+mod directory;
 mod feeds;
 mod files;
 pub mod ha;

@@ -267,6 +267,20 @@ INSERT INTO room_principals (principal, room_id)
 SELECT DISTINCT p, id FROM rooms, unnest(string_to_array(members || E'\n' || managers || E'\n' || presenters, E'\n')) AS p
 WHERE p <> '';
 "#,
+    // The directory's name index: people and rooms are found by the words of their names through an index range,
+    // not a scan of every row (see `directory.rs`). Version 0: built under the migration lock when a server
+    // connects.
+    r#"
+CREATE TABLE directory_terms (
+    field SMALLINT NOT NULL,
+    term TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (field, term, key)
+);
+CREATE INDEX directory_terms_key ON directory_terms(key, field);
+CREATE TABLE directory_meta (version BIGINT NOT NULL);
+INSERT INTO directory_meta (version) VALUES (0);
+"#,
 ];
 
 /// The compliance archive's schema: in the chat database or in a database of its own (`compliance.database_url`),
@@ -323,6 +337,7 @@ pub(crate) async fn apply(client: &mut Client) -> Result<(), MigrationError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
     crate::search::rebuild_if_needed(&tx).await?;
+    crate::directory::rebuild_if_needed(&tx).await?;
     tx.commit().await?;
     apply_archive(client).await
 }

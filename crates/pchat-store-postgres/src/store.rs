@@ -6,19 +6,21 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use pchat_core::text::DirectoryTerm;
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType, ValidationError};
 use pchat_store::codec::{join_principals, like_pattern, split_principals};
 use pchat_store::compliance;
 use pchat_store::{
-    AddinRecord, AdminRole, Appended, Captured, CategoryRecord, ClusterEvent, EventQuery, InvitationRecord,
-    MessageFilter, MessageRange, MessageRecord, NewEvent, NewMessage, OutboxEvent, PresenceRecord, RoomQuery,
-    RoomRecord, ServerRecord, Store, StoreError, StoreEvent, StoreResult, UserRecord,
+    AddinRecord, AdminRole, Appended, CallerFacts, Captured, CategoryRecord, ClusterEvent, DirectoryField, EventQuery,
+    InvitationRecord, MessageFilter, MessageRange, MessageRecord, NewEvent, NewMessage, OutboxEvent, PresenceRecord,
+    RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent, StoreResult, UserRecord,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row};
 
 use crate::appender::{self, AppendJob};
+use crate::directory::{self, Indexed};
 use crate::ha::{self, Pair, Role};
 use crate::search::{self, Postings};
 use crate::{listener, migrations, notify};
@@ -173,9 +175,20 @@ impl PgStore {
     /// A one-statement write to the directory (users, groups, roles, policies, configuration), announced to the
     /// pool's other servers in the same transaction so that they drop what they derived from it.
     async fn directory_execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+        self.directory_execute_indexed(sql, params, &[]).await
+    }
+
+    /// As [`PgStore::directory_execute`], indexing `indexed` in the same transaction.
+    async fn directory_execute_indexed(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        indexed: &[Indexed],
+    ) -> StoreResult<u64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;
         let changed = tx.execute(sql, params).await.map_err(named)?;
+        directory::index(&tx, indexed).await?;
         announce_directory_change(&tx).await?;
         commit_captured(tx).await?;
         Ok(changed)
@@ -374,6 +387,12 @@ fn u32_col(row: &Row, index: usize) -> StoreResult<u32> {
 }
 
 const USER_COLUMNS: &str = "address, display_name, password_hash, created_at";
+/// The groups `$1` belongs to, directly or through nesting (a recursive query of one column, `name`).
+const GROUPS_OF: &str = "WITH RECURSIVE g(name) AS ( \
+                             SELECT group_name FROM group_members WHERE member = $1 \
+                             UNION \
+                             SELECT gm.group_name FROM group_members gm JOIN g ON gm.member = 'group:' || g.name) \
+                         SELECT name FROM g";
 
 fn user_from_row(row: &Row) -> StoreResult<UserRecord> {
     Ok(UserRecord {
@@ -486,7 +505,8 @@ impl Store for PgStore {
 
     async fn create_user(&self, u: UserRecord) -> StoreResult<()> {
         let sql = "INSERT INTO users (address, display_name, password_hash, created_at) VALUES ($1, $2, $3, $4)";
-        self.directory_execute(sql, &[&u.address, &u.display_name, &u.password_hash, &u.created_at]).await.map(drop)
+        let params: [&(dyn ToSql + Sync); 4] = [&u.address, &u.display_name, &u.password_hash, &u.created_at];
+        self.directory_execute_indexed(sql, &params, &[Indexed::user(&u)]).await.map(drop)
     }
 
     async fn create_users(&self, users: Vec<UserRecord>) -> StoreResult<()> {
@@ -496,7 +516,22 @@ impl Store for PgStore {
         let created: Vec<i64> = users.iter().map(|u| u.created_at).collect();
         let sql = "INSERT INTO users (address, display_name, password_hash, created_at) \
                    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])";
-        self.directory_execute(sql, &[&addresses, &names, &hashes, &created]).await.map(drop)
+        let indexed: Vec<Indexed> = users.iter().map(Indexed::user).collect();
+        self.directory_execute_indexed(sql, &[&addresses, &names, &hashes, &created], &indexed).await.map(drop)
+    }
+
+    async fn users_by_address(&self, addresses: &[String]) -> StoreResult<Vec<UserRecord>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE address = ANY($1) ORDER BY address");
+        all(self.query(&sql, &[&addresses]).await?, user_from_row)
+    }
+
+    async fn directory_keys(
+        &self,
+        fields: &[DirectoryField],
+        term: &DirectoryTerm,
+        cap: u32,
+    ) -> StoreResult<Option<Vec<String>>> {
+        directory::keys(&**self.client().await?, fields, term, cap).await
     }
 
     async fn get_user(&self, address: &str) -> StoreResult<Option<UserRecord>> {
@@ -525,6 +560,7 @@ impl Store for PgStore {
             "DELETE FROM follows WHERE address = $1",
             "DELETE FROM read_marks WHERE address = $1",
             "DELETE FROM invitations WHERE address = $1",
+            "DELETE FROM directory_terms WHERE key = $1",
         ] {
             tx.execute(sql, &[&address]).await.map_err(unavailable)?;
         }
@@ -632,12 +668,29 @@ impl Store for PgStore {
     }
 
     async fn user_groups(&self, address: &str) -> StoreResult<Vec<String>> {
-        let sql = "WITH RECURSIVE g(name) AS ( \
-                       SELECT group_name FROM group_members WHERE member = $1 \
-                       UNION \
-                       SELECT gm.group_name FROM group_members gm JOIN g ON gm.member = 'group:' || g.name) \
-                   SELECT name FROM g ORDER BY name";
-        self.query(sql, &[&address]).await?.iter().map(|r| col(r, 0)).collect()
+        let sql = format!("SELECT name FROM ({GROUPS_OF}) g ORDER BY name");
+        self.query(&sql, &[&address]).await?.iter().map(|r| col(r, 0)).collect()
+    }
+
+    async fn caller_facts(&self, address: &str, policy_scopes: &[PolicyScope]) -> StoreResult<Option<CallerFacts>> {
+        // One round trip: the user's row with their groups, roles and policies as arrays (a policy not set: NULL).
+        let sql = format!(
+            "SELECT {USER_COLUMNS}, \
+                 ARRAY(SELECT name FROM ({GROUPS_OF}) g ORDER BY name), \
+                 ARRAY(SELECT role FROM roles WHERE address = $1 ORDER BY role), \
+                 ARRAY(SELECT (SELECT enabled FROM policies WHERE scope = s) \
+                       FROM unnest($2::text[]) WITH ORDINALITY AS x(s, i) ORDER BY i) \
+             FROM users WHERE address = $1"
+        );
+        let scopes: Vec<String> = policy_scopes.iter().map(ToString::to_string).collect();
+        let Some(row) = self.query_opt(&sql, &[&address, &scopes]).await? else { return Ok(None) };
+        let roles: Vec<String> = col(&row, 5)?;
+        Ok(Some(CallerFacts {
+            user: user_from_row(&row)?,
+            groups: col(&row, 4)?,
+            roles: roles.iter().filter_map(|r| AdminRole::parse(r)).collect(),
+            policies: col(&row, 6)?,
+        }))
     }
 
     async fn get_policy(&self, scope: &PolicyScope) -> StoreResult<Option<bool>> {
@@ -854,6 +907,7 @@ impl Store for PgStore {
             &r.version,
         ];
         tx.execute(&sql, &params).await.map_err(named)?;
+        directory::index(&tx, &Indexed::room(r)).await?;
         commit_captured(tx).await
     }
 
@@ -868,10 +922,15 @@ impl Store for PgStore {
     }
 
     async fn list_rooms(&self, q: &RoomQuery) -> StoreResult<Vec<RoomRecord>> {
-        let sql = format!(
-            "SELECT {ROOM_COLUMNS} FROM rooms WHERE ($1::text IS NULL OR category_id = $1) AND name > $2 \
-             ORDER BY name LIMIT $3"
-        );
+        // Two statements, so that each walks its own index (names; a category's names).
+        let sql = match q.category_id {
+            None => {
+                format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE $1::text IS NULL AND name > $2 ORDER BY name LIMIT $3")
+            }
+            Some(_) => format!(
+                "SELECT {ROOM_COLUMNS} FROM rooms WHERE category_id = $1 AND name > $2 ORDER BY category_id, name LIMIT $3"
+            ),
+        };
         let after = q.after_name.clone().unwrap_or_default();
         all(self.query(&sql, &[&q.category_id, &after, &i64::from(q.limit)]).await?, room_from_row)
     }
@@ -905,8 +964,14 @@ impl Store for PgStore {
             &presenters,
             &r.version,
         ];
-        let updated = self.execute_one(sql, &params).await;
-        self.versioned(updated, "rooms", &r.id).await
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        if tx.execute(sql, &params).await.map_err(named)? == 0 {
+            drop(tx);
+            return self.versioned(Err(StoreError::NotFound), "rooms", &r.id).await;
+        }
+        directory::index(&tx, &Indexed::room(r)).await?;
+        commit_captured(tx).await
     }
 
     async fn delete_room(&self, id: &str) -> StoreResult<()> {
@@ -919,6 +984,7 @@ impl Store for PgStore {
         }
         search::unindex_room(&tx, id, None).await?;
         tx.execute("DELETE FROM presence WHERE room_id = $1", &[&id]).await.map_err(unavailable)?;
+        tx.execute("DELETE FROM directory_terms WHERE key = $1", &[&id]).await.map_err(unavailable)?;
         changed_one(tx.execute("DELETE FROM rooms WHERE id = $1", &[&id]).await.map_err(unavailable)?)?;
         insert_captured(&tx, &captured).await?;
         tx.commit().await.map_err(unavailable)

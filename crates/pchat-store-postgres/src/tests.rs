@@ -165,6 +165,22 @@ async fn the_search_index_is_rebuilt_when_it_is_stale() {
     pchat_store::conformance::finds_history(&store).await;
 }
 
+/// A database whose name index is missing or was built by other terms is indexed again when a server connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_index_is_rebuilt_when_it_is_stale() {
+    let (database, config) = TempDatabase::create().await;
+    {
+        let store: Arc<dyn Store> =
+            Arc::new(PgStore::connect_with(config.clone(), database.name.clone()).await.unwrap());
+        pchat_store::conformance::with_directory(&store).await;
+    }
+    let (client, connection) = config.connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.batch_execute("DELETE FROM directory_terms; UPDATE directory_meta SET version = 0;").await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(PgStore::connect_with(config, database.name.clone()).await.unwrap());
+    pchat_store::conformance::finds_directory(&store).await;
+}
+
 /// A store on a database of its own holding the search cases' history, its indexer paused, the store as the port,
 /// and a plain connection to the database.
 async fn paused_history() -> (TempDatabase, Arc<PgStore>, Arc<dyn Store>, tokio_postgres::Client) {

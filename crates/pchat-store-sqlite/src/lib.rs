@@ -8,6 +8,7 @@
 
 mod archive;
 mod backlog;
+mod directory;
 mod feeds;
 mod files;
 mod migrations;
@@ -254,5 +255,20 @@ mod tests {
         drop(conn);
         let store: Arc<dyn pchat_store::Store> = Arc::new(SqliteStore::open(&path, Durability::Full).unwrap());
         pchat_store::conformance::finds_history(&store).await;
+    }
+
+    /// A database whose name index is missing or was built by other terms is indexed again when it opens.
+    #[tokio::test]
+    async fn the_directory_index_is_rebuilt_when_it_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mgc.db");
+        let store: Arc<dyn pchat_store::Store> = Arc::new(SqliteStore::open(&path, Durability::Full).unwrap());
+        pchat_store::conformance::with_directory(&store).await;
+        drop(store);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("DELETE FROM directory_terms; UPDATE directory_meta SET version = 0;").unwrap();
+        drop(conn);
+        let store: Arc<dyn pchat_store::Store> = Arc::new(SqliteStore::open(&path, Durability::Full).unwrap());
+        pchat_store::conformance::finds_directory(&store).await;
     }
 }

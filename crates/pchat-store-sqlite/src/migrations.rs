@@ -281,6 +281,19 @@ SELECT j.value, r.id FROM rooms r, json_each('["' || replace(replace(replace(
     '\', '\\'), '"', '\"'), char(10), '","') || '"]') j
 WHERE j.value <> '';
 "#,
+    // The directory's name index: people and rooms are found by the words of their names through an index range,
+    // not a scan of every row (see `directory.rs`). Version 0: built when the database opens.
+    r#"
+CREATE TABLE directory_terms (
+    field INTEGER NOT NULL,
+    term TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (field, term, key)
+) WITHOUT ROWID;
+CREATE INDEX directory_terms_key ON directory_terms(key, field);
+CREATE TABLE directory_meta (version INTEGER NOT NULL);
+INSERT INTO directory_meta (version) VALUES (0);
+"#,
 ];
 
 /// The compliance archive's schema (`mgccomp.db`), migrated the same way.

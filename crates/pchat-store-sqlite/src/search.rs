@@ -193,7 +193,7 @@ pub(crate) fn rebuild_if_needed(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// A JSON array of strings, for `json_each` (room id lists can be longer than SQLite's parameter limit).
-fn json_strings(items: &[String]) -> String {
+pub(crate) fn json_strings(items: &[String]) -> String {
     let mut out = String::from("[");
     for (i, item) in items.iter().enumerate() {
         if i > 0 {

@@ -6,19 +6,22 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use pchat_core::text::DirectoryTerm;
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType};
 use pchat_store::codec::{self, like_pattern, now_micros};
 use pchat_store::compliance;
 use pchat_store::{
-    AddinRecord, AdminRole, Appended, Audit, AuditRecord, Captured, CategoryRecord, ClusterEvent, EventQuery, FileMeta,
-    InvitationRecord, MessageFilter, MessageRange, MessageRecord, NewEvent, NewMessage, OutboxEvent, PresenceRecord,
-    RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent, StoreResult, UserRecord,
+    AddinRecord, AdminRole, Appended, Audit, AuditRecord, CallerFacts, Captured, CategoryRecord, ClusterEvent,
+    DirectoryField, EventQuery, FileMeta, InvitationRecord, MessageFilter, MessageRange, MessageRecord, NewEvent,
+    NewMessage, OutboxEvent, PresenceRecord, RoomQuery, RoomRecord, ServerRecord, Store, StoreError, StoreEvent,
+    StoreResult, UserRecord,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::mpsc;
 
+use crate::directory::{self, user_text};
 use crate::reader::Readers;
-use crate::search::{Posting, index, room_num, unindex, unindex_room};
+use crate::search::{Posting, index, json_strings, room_num, unindex, unindex_room};
 use crate::writer::Writer;
 use crate::{Durability, migrations, open_connection};
 
@@ -59,7 +62,8 @@ impl SqliteStore {
             .map_err(|source| OpenError::Open { path: shown.clone(), source })?;
         migrations::apply(&mut conn).map_err(|source| OpenError::Migrate { path: shown.clone(), source })?;
         crate::backlog::recover(&conn).map_err(|source| OpenError::Open { path: shown.clone(), source })?;
-        crate::search::rebuild_if_needed(&conn).map_err(|source| OpenError::Open { path: shown, source })?;
+        crate::search::rebuild_if_needed(&conn).map_err(|source| OpenError::Open { path: shown.clone(), source })?;
+        crate::directory::rebuild_if_needed(&conn).map_err(|source| OpenError::Open { path: shown, source })?;
         let (feed, events) = mpsc::unbounded_channel();
         let writer = Writer::start(conn, feed.clone())?;
         writer.start_checkpoints(path, durability)?;
@@ -207,10 +211,24 @@ pub(crate) fn changed_one(n: usize) -> StoreResult<()> {
 }
 
 /// A JSON array of strings for `json_each` (principals and ids hold no control characters).
-fn json_strings(items: &[String]) -> String {
-    let quoted: Vec<String> =
-        items.iter().map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))).collect();
-    format!("[{}]", quoted.join(","))
+/// Every group `address` belongs to, directly or through nesting, by name.
+fn groups_of(c: &Connection, address: &str) -> StoreResult<Vec<String>> {
+    c.prepare_cached(
+        "WITH RECURSIVE g(name) AS ( \
+             SELECT group_name FROM group_members WHERE member = ?1 \
+             UNION \
+             SELECT gm.group_name FROM group_members gm JOIN g ON gm.member = 'group:' || g.name) \
+         SELECT name FROM g ORDER BY name",
+    )
+    .and_then(|mut s| s.query_map([address], |r| r.get(0))?.collect())
+    .map_err(db)
+}
+
+/// The policy set at a scope (as `PolicyScope` prints it), if one is.
+fn policy_at(c: &Connection, scope: &str) -> StoreResult<Option<bool>> {
+    c.prepare_cached("SELECT enabled FROM policies WHERE scope = ?1")
+        .and_then(|mut s| s.query_row([scope], |r| r.get(0)).optional())
+        .map_err(db)
 }
 
 fn join(list: &[Principal]) -> String {
@@ -355,8 +373,8 @@ impl Store for SqliteStore {
                 "INSERT INTO users (address, display_name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![user.address, user.display_name, user.password_hash, user.created_at],
             )
-            .map_err(named)
-            .map(drop)
+            .map_err(named)?;
+            directory::index(c, DirectoryField::User, &user.address, &user_text(&user.address, &user.display_name))
         })
         .await
     }
@@ -371,6 +389,7 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             for u in &users {
                 insert.execute(params![u.address, u.display_name, u.password_hash, u.created_at]).map_err(named)?;
+                directory::index(c, DirectoryField::User, &u.address, &user_text(&u.address, &u.display_name))?;
             }
             Ok(())
         })
@@ -380,6 +399,30 @@ impl Store for SqliteStore {
     async fn get_user(&self, address: &str) -> StoreResult<Option<UserRecord>> {
         let sql = "SELECT address, display_name, password_hash, created_at FROM users WHERE address = ?1";
         self.one(sql.to_owned(), address, user_from_row).await
+    }
+
+    async fn users_by_address(&self, addresses: &[String]) -> StoreResult<Vec<UserRecord>> {
+        let addresses = json_strings(addresses);
+        self.read(move |c| {
+            query_all(
+                c,
+                "SELECT address, display_name, password_hash, created_at FROM users \
+                 WHERE address IN (SELECT value FROM json_each(?1)) ORDER BY address",
+                params![addresses],
+                user_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn directory_keys(
+        &self,
+        fields: &[DirectoryField],
+        term: &DirectoryTerm,
+        cap: u32,
+    ) -> StoreResult<Option<Vec<String>>> {
+        let (fields, term) = (fields.to_vec(), term.clone());
+        self.read(move |c| directory::keys(c, &fields, &term, cap)).await
     }
 
     async fn search_users(&self, query: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<UserRecord>> {
@@ -410,6 +453,7 @@ impl Store for SqliteStore {
                 "DELETE FROM follows WHERE address = ?1",
                 "DELETE FROM read_marks WHERE address = ?1",
                 "DELETE FROM invitations WHERE address = ?1",
+                "DELETE FROM directory_terms WHERE key = ?1",
                 "DELETE FROM policies WHERE scope = 'user:' || ?1",
             ] {
                 c.execute(sql, [&member]).map_err(db)?;
@@ -438,6 +482,29 @@ impl Store for SqliteStore {
                 "DELETE FROM roles WHERE address = ?1 AND role = ?2"
             };
             c.execute(sql, params![address, role.as_str()]).map_err(db).map(drop)
+        })
+        .await
+    }
+
+    async fn caller_facts(&self, address: &str, policy_scopes: &[PolicyScope]) -> StoreResult<Option<CallerFacts>> {
+        let (address, scopes) = (address.to_owned(), policy_scopes.iter().map(ToString::to_string).collect::<Vec<_>>());
+        self.read(move |c| {
+            let user = c
+                .prepare_cached("SELECT address, display_name, password_hash, created_at FROM users WHERE address = ?1")
+                .and_then(|mut s| s.query_row([&address], user_from_row).optional())
+                .map_err(db)?;
+            let Some(user) = user else { return Ok(None) };
+            let roles: Vec<String> = c
+                .prepare_cached("SELECT role FROM roles WHERE address = ?1 ORDER BY role")
+                .and_then(|mut s| s.query_map([&address], |r| r.get(0))?.collect())
+                .map_err(db)?;
+            let policies = scopes.iter().map(|scope| policy_at(c, scope)).collect::<StoreResult<Vec<_>>>()?;
+            Ok(Some(CallerFacts {
+                groups: groups_of(c, &address)?,
+                roles: roles.iter().filter_map(|r| AdminRole::parse(r)).collect(),
+                policies,
+                user,
+            }))
         })
         .await
     }
@@ -535,27 +602,12 @@ impl Store for SqliteStore {
 
     async fn user_groups(&self, address: &str) -> StoreResult<Vec<String>> {
         let address = address.to_owned();
-        self.read(move |c| {
-            query_all(
-                c,
-                "WITH RECURSIVE g(name) AS ( \
-                     SELECT group_name FROM group_members WHERE member = ?1 \
-                     UNION \
-                     SELECT gm.group_name FROM group_members gm JOIN g ON gm.member = 'group:' || g.name) \
-                 SELECT name FROM g ORDER BY name",
-                [address],
-                |r| r.get(0),
-            )
-        })
-        .await
+        self.read(move |c| groups_of(c, &address)).await
     }
 
     async fn get_policy(&self, scope: &PolicyScope) -> StoreResult<Option<bool>> {
         let key = scope.to_string();
-        self.read(move |c| {
-            c.query_row("SELECT enabled FROM policies WHERE scope = ?1", [key], |r| r.get(0)).optional().map_err(db)
-        })
-        .await
+        self.read(move |c| policy_at(c, &key)).await
     }
 
     async fn put_policy(&self, scope: &PolicyScope, enabled: bool) -> StoreResult<()> {
@@ -813,8 +865,8 @@ impl Store for SqliteStore {
                     r.version
                 ],
             )
-            .map_err(named)
-            .map(drop)
+            .map_err(named)?;
+            directory::index_room(c, &r.id, &r.name, &r.description)
         })
         .await
     }
@@ -829,15 +881,15 @@ impl Store for SqliteStore {
 
     async fn list_rooms(&self, query: &RoomQuery) -> StoreResult<Vec<RoomRecord>> {
         let q = query.clone();
+        // Two statements, so that each walks its own index (names; a category's names).
+        let sql = match q.category_id {
+            None => format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE ?1 IS NULL AND name > ?2 ORDER BY name LIMIT ?3"),
+            Some(_) => format!(
+                "SELECT {ROOM_COLUMNS} FROM rooms WHERE category_id = ?1 AND name > ?2 ORDER BY category_id, name LIMIT ?3"
+            ),
+        };
         self.read(move |c| {
-            query_all(
-                c,
-                &format!(
-                    "SELECT {ROOM_COLUMNS} FROM rooms WHERE (?1 IS NULL OR category_id = ?1) AND name > ?2 ORDER BY name LIMIT ?3"
-                ),
-                params![q.category_id, q.after_name.unwrap_or_default(), q.limit],
-                room_from_row,
-            )
+            query_all(c, &sql, params![q.category_id, q.after_name.unwrap_or_default(), q.limit], room_from_row)
         })
         .await
     }
@@ -883,7 +935,8 @@ impl Store for SqliteStore {
                     ],
                 )
                 .map_err(named)?;
-            versioned(c, "rooms", &r.id, n)
+            versioned(c, "rooms", &r.id, n)?;
+            directory::index_room(c, &r.id, &r.name, &r.description)
         })
         .await
     }
@@ -893,6 +946,7 @@ impl Store for SqliteStore {
         self.write_indexed(move |c| {
             c.execute("DELETE FROM presence WHERE room_id = ?1", [&id]).map_err(db)?;
             unindex_room(c, &id, None)?;
+            directory::unindex(c, &id)?;
             changed_one(c.execute("DELETE FROM rooms WHERE id = ?1", [&id]).map_err(db)?)
         })
         .await

@@ -18,10 +18,12 @@ use crate::{
     ServerRecord, Store, StoreError, StoreEvent, UserRecord,
 };
 
+mod directory_cases;
 mod feed_cases;
 mod file_cases;
 pub use file_cases::files_become_ready_with_their_message_and_go_with_it;
 mod search_cases;
+pub use directory_cases::{finds_directory, the_directory_is_indexed_by_name, with_directory};
 pub use feed_cases::{feeds_are_kept_per_owner, the_feed_limit_holds_under_concurrent_creations};
 pub use search_cases::{
     append_for_indexing, finds_appended_messages, finds_history, found_ids, search_follows_history,
@@ -40,14 +42,14 @@ pub struct Harness {
 macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::conformance_tests!(@each $make;
-            users, tokens_and_roles, sessions_expire_and_end, groups_and_nesting, group_cycles_rejected, policies_and_configs,
+            users, tokens_and_roles, sessions_expire_and_end, groups_and_nesting, caller_facts_read_together, group_cycles_rejected, policies_and_configs,
             categories, rooms, rooms_of_principals, addins, message_sequence_and_ranges, idempotent_append, unkept_messages,
             concurrent_appends_are_gap_free, events_in_commit_order, alter_and_clear, follows_and_read_marks,
             invitations, delete_room_takes_its_content, published_events_come_back, server_registry, imports_keep_everything,
             pool_wide_presence, compliance_capture_is_transactional, search_table, search_follows_history,
             search_in_few_rooms_of_a_common_word,
             feeds_are_kept_per_owner, the_feed_limit_holds_under_concurrent_creations,
-            files_become_ready_with_their_message_and_go_with_it);
+            files_become_ready_with_their_message_and_go_with_it, the_directory_is_indexed_by_name);
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -284,6 +286,33 @@ pub async fn groups_and_nesting(store: &Arc<dyn Store>) {
     store.delete_group("desk").await.unwrap();
     assert_eq!(store.get_group("desk").await.unwrap(), None);
     assert_eq!(store.get_group("traders").await.unwrap(), Some(vec![]), "membership in a deleted group goes with it");
+}
+
+/// A user's groups (nesting followed), roles and policies along a chain, read together as the separate reads
+/// give them.
+pub async fn caller_facts_read_together(store: &Arc<dyn Store>) {
+    use pchat_core::{Address, Name};
+    store.create_user(user("a@example.com")).await.unwrap();
+    store.create_user(user("b@example.com")).await.unwrap();
+    for g in ["desk", "floor"] {
+        store.create_group(g).await.unwrap();
+    }
+    store.update_group("desk", &["a@example.com".into()], &[]).await.unwrap();
+    store.update_group("floor", &["group:desk".into()], &[]).await.unwrap();
+    store.set_role("a@example.com", AdminRole::UserAdmin, true).await.unwrap();
+    store.set_role("b@example.com", AdminRole::Admin, true).await.unwrap();
+    let a = Address::parse("a", "a@example.com").unwrap();
+    let chain = PolicyScope::chain(&a, &Name::parse("s", "site1").unwrap(), &Name::parse("p", "pool1").unwrap());
+    store.put_policy(&chain[0], false).await.unwrap();
+    store.put_policy(&chain[2], true).await.unwrap();
+    let facts = store.caller_facts("a@example.com", &chain).await.unwrap().unwrap();
+    assert_eq!(facts.user, user("a@example.com"));
+    assert_eq!(facts.groups, ["desk", "floor"]);
+    assert_eq!(facts.roles, [AdminRole::UserAdmin]);
+    assert_eq!(facts.policies, [Some(false), None, Some(true), None]);
+    let b = store.caller_facts("b@example.com", &chain[1..]).await.unwrap().unwrap();
+    assert_eq!((b.groups.len(), b.roles, b.policies), (0, vec![AdminRole::Admin], vec![None, Some(true), None]));
+    assert_eq!(store.caller_facts("nobody@example.com", &chain).await.unwrap(), None);
 }
 
 pub async fn group_cycles_rejected(store: &Arc<dyn Store>) {

@@ -14,6 +14,7 @@ pub mod search;
 pub mod sessions;
 
 use async_trait::async_trait;
+use pchat_core::text::DirectoryTerm;
 use pchat_core::{ChatConfig, ConfigScope, PolicyScope};
 use tokio::sync::mpsc;
 
@@ -89,12 +90,37 @@ pub trait Store: Sessions + Audit + Search + Feeds + Files + Send + Sync + 'stat
     async fn get_user(&self, address: &str) -> StoreResult<Option<UserRecord>>;
     /// Users whose address or display name contains `query` (case-insensitive), ordered by address, after `after`.
     async fn search_users(&self, query: &str, after: Option<&str>, limit: u32) -> StoreResult<Vec<UserRecord>>;
+    /// The users of these addresses that exist, ordered by address.
+    async fn users_by_address(&self, addresses: &[String]) -> StoreResult<Vec<UserRecord>>;
+    /// The directory's name index: the keys (user addresses, room ids) under one of `fields` whose text has the
+    /// term `term.text`, or a term starting with it when `term.prefix`; at most `cap` of them, `None` when there
+    /// are more (the term does not narrow the search enough to be worth fetching). An index range, whatever the
+    /// size of the directory.
+    async fn directory_keys(
+        &self,
+        fields: &[DirectoryField],
+        term: &DirectoryTerm,
+        cap: u32,
+    ) -> StoreResult<Option<Vec<String>>>;
     /// Removes the user with their sessions, roles, group memberships, follows and read marks.
     async fn delete_user(&self, address: &str) -> StoreResult<()>;
     async fn count_users(&self) -> StoreResult<u64>;
     /// Grants or revokes a role; `LastAdministrator` (and no change) for revoking the only admin role.
     async fn set_role(&self, address: &str, role: AdminRole, granted: bool) -> StoreResult<()>;
     async fn list_roles(&self) -> StoreResult<Vec<(String, AdminRole)>>;
+    /// The user with their groups, roles and the policies set at `policy_scopes` (in order), read together: every
+    /// connection and join resolves its user afresh, so this is one round trip (the embedded store: one read
+    /// transaction) rather than one per fact. `None` when there is no such user.
+    async fn caller_facts(&self, address: &str, policy_scopes: &[PolicyScope]) -> StoreResult<Option<CallerFacts>> {
+        let Some(user) = self.get_user(address).await? else { return Ok(None) };
+        let groups = self.user_groups(address).await?;
+        let roles = self.list_roles().await?.into_iter().filter(|(a, _)| a == address).map(|(_, r)| r).collect();
+        let mut policies = Vec::with_capacity(policy_scopes.len());
+        for scope in policy_scopes {
+            policies.push(self.get_policy(scope).await?);
+        }
+        Ok(Some(CallerFacts { user, groups, roles, policies }))
+    }
 
     // Groups.
     async fn create_group(&self, name: &str) -> StoreResult<()>;

@@ -11,6 +11,17 @@ pub struct UserRecord {
     pub created_at: i64,
 }
 
+/// What resolving a signed-in user needs, read together (see `Store::caller_facts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerFacts {
+    pub user: UserRecord,
+    /// Every group the user belongs to, directly or through nesting, by name.
+    pub groups: Vec<String>,
+    pub roles: Vec<AdminRole>,
+    /// The policy set at each scope asked for, in the order asked.
+    pub policies: Vec<Option<bool>>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AdminRole {
     Admin,
@@ -80,6 +91,23 @@ pub struct RoomQuery {
     pub category_id: Option<String>,
     pub after_name: Option<String>,
     pub limit: u32,
+}
+
+/// Which text of the directory a term was taken from (see `pchat_core::text::directory_terms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DirectoryField {
+    /// A user's address and display name; the key is the address.
+    User = 0,
+    /// A room's name; the key is the room's id.
+    RoomName = 1,
+    /// A room's description; the key is the room's id.
+    RoomDescription = 2,
+}
+
+impl DirectoryField {
+    pub fn code(self) -> i16 {
+        self as i16
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
