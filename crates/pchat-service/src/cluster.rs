@@ -17,8 +17,11 @@ impl Service {
         }
     }
 
-    /// Applies a live consequence to this server's connections.
-    pub(crate) async fn apply(&self, event: ClusterEvent) {
+    /// Applies a live consequence to this server's connections at once, unless it needs the database (an
+    /// invitation names its room by id; a change of feeds reloads them): that one is returned, for
+    /// [`Service::apply_reading`] on a task of its own, so that the dispatcher delivering every room's messages
+    /// never waits for a read.
+    pub(crate) fn apply_live(&self, event: ClusterEvent) -> Option<ClusterEvent> {
         match event {
             ClusterEvent::AccessChanged { origin, scope } => self.apply_access(&origin, &scope),
             ClusterEvent::MessagesRemoved { room_id, ids } => {
@@ -30,14 +33,7 @@ impl Service {
             ClusterEvent::RoomCleared { room_id, end_ts } => {
                 self.hub.broadcast(&room_id.clone(), &LiveEvent::RoomCleared { room: room_id, end_ts });
             }
-            ClusterEvent::Invitation { id, address, room_id, created_at } => {
-                if let Ok(Some(room)) = self.store.get_room(&room_id).await {
-                    self.hub.to_user(&address, &LiveEvent::Invitation { id, room, created_at });
-                }
-            }
             ClusterEvent::Follow { address, room_id, follow } => self.hub.set_watch(&address, &room_id, follow),
-            ClusterEvent::FeedsChanged { owner: Some(owner) } => self.reload_feeds(&owner).await,
-            ClusterEvent::FeedsChanged { owner: None } => self.reload_all_feeds().await,
             // This server's own presence is in its roster already.
             ClusterEvent::Presence { server, room_id, address, display_name, present } => {
                 if !self.is_this_server(&server) {
@@ -48,6 +44,29 @@ impl Service {
                 if !self.is_this_server(&server) {
                     self.hub.server_gone(&server);
                 }
+            }
+            reading @ (ClusterEvent::Invitation { .. } | ClusterEvent::FeedsChanged { .. }) => return Some(reading),
+        }
+        None
+    }
+
+    /// Applies what [`Service::apply_live`] left because it reads the database. Invitations come in bursts for one
+    /// room (a room inviting a domain): `room` keeps the last room read, so a burst reads it once.
+    pub(crate) async fn apply_reading(&self, event: ClusterEvent, room: &mut Option<pchat_store::RoomRecord>) {
+        match event {
+            ClusterEvent::Invitation { id, address, room_id, created_at } => {
+                if room.as_ref().is_none_or(|r| r.id != room_id) {
+                    *room = self.store.get_room(&room_id).await.ok().flatten();
+                }
+                if let Some(room) = room.as_ref().filter(|r| r.id == room_id) {
+                    self.hub.to_user(&address, &LiveEvent::Invitation { id, room: room.clone(), created_at });
+                }
+            }
+            ClusterEvent::FeedsChanged { owner: Some(owner) } => self.reload_feeds(&owner).await,
+            ClusterEvent::FeedsChanged { owner: None } => self.reload_all_feeds().await,
+            // The rest never needs a read (`apply_live` keeps them).
+            other => {
+                let _ = self.apply_live(other);
             }
         }
     }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pchat_core::{Identity, Name};
-use pchat_store::{Store, StoreEvent, StoreResult};
+use pchat_store::{ClusterEvent, Store, StoreEvent, StoreResult};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -221,9 +221,13 @@ impl Service {
     }
 }
 
-/// Publishes committed messages to the hub in commit order (which is `seq` order per room), and moves the directory
-/// generation on when another server changed the directory.
+/// Publishes committed messages to the hub in commit order (which is `seq` order per room), moves the directory
+/// generation on when another server changed the directory, and applies cluster events. It never waits for the
+/// database: events whose consequences need a read go to a task of their own ([`apply_reading`]), so a burst of
+/// invitations or a reload of feeds does not hold up any room's messages.
 async fn dispatch(service: std::sync::Weak<Service>, mut events: mpsc::UnboundedReceiver<StoreEvent>) {
+    let (reading, to_read) = mpsc::unbounded_channel();
+    tokio::spawn(apply_reading(service.clone(), to_read));
     while let Some(event) = events.recv().await {
         let Some(service) = service.upgrade() else {
             return;
@@ -240,7 +244,26 @@ async fn dispatch(service: std::sync::Weak<Service>, mut events: mpsc::Unbounded
             StoreEvent::DirectoryChanged => {
                 service.generation.fetch_add(1, Ordering::AcqRel);
             }
-            StoreEvent::Cluster(event) => service.apply(event).await,
+            StoreEvent::Cluster(event) => {
+                if let Some(left) = service.apply_live(event) {
+                    let _ = reading.send(left);
+                }
+            }
+        }
+    }
+}
+
+/// Applies, in order, the cluster events whose consequences read the database (see [`dispatch`]).
+async fn apply_reading(service: std::sync::Weak<Service>, mut events: mpsc::UnboundedReceiver<ClusterEvent>) {
+    let mut room = None;
+    while let Some(event) = events.recv().await {
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        service.apply_reading(event, &mut room).await;
+        if events.is_empty() {
+            // The end of a burst: the next one reads its room afresh.
+            room = None;
         }
     }
 }

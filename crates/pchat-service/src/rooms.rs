@@ -449,9 +449,11 @@ impl Service {
 
     /// The room with the caller's access to it; `not_found` when the caller may not see it.
     pub async fn room_view(&self, caller: &Caller, reference: &str) -> ServiceResult<(RoomView, CategoryRecord)> {
-        let room = self.resolve_room(reference).await?;
-        let category =
-            self.store.get_category(&room.category_id).await?.ok_or_else(|| ServiceError::not_found("room"))?;
+        let found = match reference.strip_prefix("name:") {
+            Some(name) => self.store.room_with_category(name, true).await?,
+            None => self.store.room_with_category(reference, false).await?,
+        };
+        let (room, category) = found.ok_or_else(|| ServiceError::not_found("room"))?;
         let access = access_to(caller, &category, &room);
         if !access.see {
             return Err(ServiceError::not_found("room"));

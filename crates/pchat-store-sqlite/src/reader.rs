@@ -47,7 +47,12 @@ impl Readers {
             let _turn = turn;
             let conn = match this.idle.lock().ok().and_then(|mut idle| idle.pop()) {
                 Some(conn) => conn,
-                None => open_connection(&this.path, this.durability).map_err(crate::store::unavailable)?,
+                None => {
+                    let conn = open_connection(&this.path, this.durability).map_err(crate::store::unavailable)?;
+                    // The statements of the hot paths (posts, joins, callers, listings) stay prepared.
+                    conn.set_prepared_statement_cache_capacity(64);
+                    conn
+                }
             };
             let result = f(&conn);
             if let Ok(mut idle) = this.idle.lock()

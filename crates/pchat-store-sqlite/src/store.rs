@@ -100,7 +100,8 @@ impl SqliteStore {
         map: fn(&Row<'_>) -> rusqlite::Result<T>,
     ) -> StoreResult<Option<T>> {
         let key = key.to_owned();
-        self.read(move |c| c.query_row(&sql, [key], map).optional().map_err(db)).await
+        self.read(move |c| c.prepare_cached(&sql).and_then(|mut s| s.query_row([key], map).optional()).map_err(db))
+            .await
     }
 
     /// The search postings committed and not yet merged into the index.
@@ -739,6 +740,29 @@ impl Store for SqliteStore {
 
     async fn get_category(&self, id: &str) -> StoreResult<Option<CategoryRecord>> {
         self.one(format!("SELECT {CATEGORY_COLUMNS} FROM categories WHERE id = ?1"), id, category_from_row).await
+    }
+
+    async fn room_with_category(
+        &self,
+        reference: &str,
+        by_name: bool,
+    ) -> StoreResult<Option<(RoomRecord, CategoryRecord)>> {
+        let reference = reference.to_owned();
+        let column = if by_name { "name" } else { "id" };
+        let room_sql = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE {column} = ?1");
+        self.read(move |c| {
+            let room = c
+                .prepare_cached(&room_sql)
+                .and_then(|mut s| s.query_row([&reference], room_from_row).optional())
+                .map_err(db)?;
+            let Some(room) = room else { return Ok(None) };
+            let category = c
+                .prepare_cached(&format!("SELECT {CATEGORY_COLUMNS} FROM categories WHERE id = ?1"))
+                .and_then(|mut s| s.query_row([&room.category_id], category_from_row).optional())
+                .map_err(db)?;
+            Ok(category.map(|category| (room, category)))
+        })
+        .await
     }
 
     async fn get_category_by_name(&self, name: &str) -> StoreResult<Option<CategoryRecord>> {

@@ -388,6 +388,12 @@ pub async fn rooms(store: &Arc<dyn Store>) {
     store.create_room(&room("r3", "Gamma", "c1")).await.unwrap();
     assert_eq!(store.get_room("r1").await.unwrap(), Some(r.clone()));
     assert_eq!(store.get_room_by_name("Alpha").await.unwrap().map(|r| r.id), Some("r2".into()));
+    let (found, category) = store.room_with_category("r2", false).await.unwrap().unwrap();
+    assert_eq!((found.name.as_str(), category.name.as_str()), ("Alpha", "Dog"));
+    let (found, category) = store.room_with_category("Gamma", true).await.unwrap().unwrap();
+    assert_eq!((found.id.as_str(), category.id.as_str()), ("r3", "c1"));
+    assert_eq!(store.room_with_category("nope", false).await.unwrap(), None);
+    assert_eq!(store.room_with_category("r2", true).await.unwrap(), None, "an id is not a name");
     let names = |rooms: Vec<RoomRecord>| rooms.into_iter().map(|r| r.name).collect::<Vec<_>>();
     assert_eq!(
         names(store.list_rooms(&RoomQuery { limit: 10, ..Default::default() }).await.unwrap()),

@@ -168,6 +168,17 @@ pub trait Store: Sessions + Audit + Search + Feeds + Files + Send + Sync + 'stat
     async fn create_room(&self, room: &RoomRecord) -> StoreResult<()>;
     async fn get_room(&self, id: &str) -> StoreResult<Option<RoomRecord>>;
     async fn get_room_by_name(&self, name: &str) -> StoreResult<Option<RoomRecord>>;
+    /// The room with this id (or, with `by_name`, this name) and its category, read together: every post, join
+    /// and history read decides access on both. `None` when there is no such room.
+    async fn room_with_category(
+        &self,
+        reference: &str,
+        by_name: bool,
+    ) -> StoreResult<Option<(RoomRecord, CategoryRecord)>> {
+        let room = if by_name { self.get_room_by_name(reference).await? } else { self.get_room(reference).await? };
+        let Some(room) = room else { return Ok(None) };
+        Ok(self.get_category(&room.category_id).await?.map(|category| (room, category)))
+    }
     /// Rooms ordered by name, starting after `query.after_name`.
     async fn list_rooms(&self, query: &RoomQuery) -> StoreResult<Vec<RoomRecord>>;
     /// Rooms on whose role lists (members, managers or presenters) one of `principals` stands (as stored: an
