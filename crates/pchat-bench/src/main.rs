@@ -2,7 +2,9 @@
 
 mod api;
 mod clients;
+mod corpus;
 mod hist;
+mod history;
 mod report;
 mod scenarios;
 mod target;
@@ -54,6 +56,8 @@ enum Scenario {
     LyncServer(scenarios::LyncServerArgs),
     /// A large directory and many rooms: my rooms, room listing and search, inviting a domain.
     Directory(scenarios::DirectoryArgs),
+    /// A long history (10 million messages by default): history pages and searches.
+    HistorySearch(history::HistorySearchArgs),
     /// (internal) A client process: reads its plan on stdin.
     #[command(hide = true)]
     Worker,
@@ -95,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::ReconnectStorm(a) => scenarios::reconnect_storm(&ctx, a).await?,
         Scenario::LyncServer(a) => scenarios::lync_server(&ctx, a).await?,
         Scenario::Directory(a) => scenarios::directory(&ctx, a).await?,
+        Scenario::HistorySearch(a) => history::history_search(&ctx, a).await?,
         Scenario::Worker => unreachable!("handled above"),
     };
     let saved = run.save(&out, markdown.as_deref(), &target::machine(), &format!("pchat-bench {command}"))?;

@@ -21,11 +21,11 @@ pub(crate) struct Context {
 
 impl Context {
     /// `full` normally, `smoke` with --smoke, or what the flag says.
-    fn scale(&self, flag: Option<usize>, full: usize, smoke: usize) -> usize {
+    pub(crate) fn scale(&self, flag: Option<usize>, full: usize, smoke: usize) -> usize {
         flag.unwrap_or(if self.smoke { smoke } else { full })
     }
 
-    async fn start(&self, servers: usize, extra: &str) -> anyhow::Result<(Target, Api)> {
+    pub(crate) async fn start(&self, servers: usize, extra: &str) -> anyhow::Result<(Target, Api)> {
         let t = Target::start(&self.server, self.backend, servers, extra).await?;
         let admin = Api::sign_in(&t.servers[0].url, ADMIN).await?;
         Ok((t, admin))
@@ -747,7 +747,11 @@ pub(crate) struct DirectoryArgs {
 }
 
 /// Times one request kind: `samples` calls of `path(i)` by `apis[i % n]`.
-async fn timed(apis: &[Api], samples: usize, path: impl Fn(usize) -> String) -> anyhow::Result<crate::hist::Histogram> {
+pub(crate) async fn timed(
+    apis: &[Api],
+    samples: usize,
+    path: impl Fn(usize) -> String,
+) -> anyhow::Result<crate::hist::Histogram> {
     let r = crate::hist::Recorder::default();
     for i in 0..samples {
         let api = &apis[i % apis.len()];

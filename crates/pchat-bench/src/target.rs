@@ -117,7 +117,7 @@ impl Server {
 pub(crate) struct Target {
     pub(crate) servers: Vec<Server>,
     /// Kept until the servers are gone.
-    _database: Option<pchat_store_postgres::testing::TempDatabase>,
+    database: Option<pchat_store_postgres::testing::TempDatabase>,
     _dir: tempfile::TempDir,
 }
 
@@ -163,7 +163,12 @@ impl Target {
             server.spawn("127.0.0.1:0", Duration::from_secs(60))?;
             started.push(server);
         }
-        Ok(Self { servers: started, _database: database, _dir: dir })
+        Ok(Self { servers: started, database, _dir: dir })
+    }
+
+    /// The PostgreSQL database the servers use, if they use one.
+    pub(crate) fn database_url(&self) -> Option<String> {
+        self.database.as_ref().map(pchat_store_postgres::testing::TempDatabase::url)
     }
 
     pub(crate) fn urls(&self) -> Vec<String> {

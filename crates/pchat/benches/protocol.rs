@@ -11,7 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "common/corpus.rs"]
+#[path = "../../pchat-bench/src/corpus.rs"]
 mod corpus;
 #[path = "common/server.rs"]
 mod server;
