@@ -133,6 +133,9 @@ pub(crate) async fn connections(ctx: &Context, a: ConnectionsArgs) -> anyhow::Re
         Swarm::start(clients::plans(clients, a.per_worker, false, false, 200), Duration::from_secs(600)).await?;
     let connect_secs = started.elapsed().as_secs_f64();
     let joined = swarm.reset().await?;
+    if !joined.errors.is_empty() {
+        run.note(format!("client errors while connecting: {:?}", joined.errors));
+    }
     tokio::time::sleep(Duration::from_secs(if ctx.smoke { 1 } else { 10 })).await;
     let held = proc_stats(pid).unwrap_or_default();
     run.figure("connections attempted", n as f64, "count");
@@ -385,6 +388,9 @@ pub(crate) async fn auditorium(ctx: &Context, a: AuditoriumArgs) -> anyhow::Resu
     let mut swarm =
         Swarm::start(clients::plans(plans, a.per_worker, false, false, 200), Duration::from_secs(900)).await?;
     let joined = swarm.reset().await?;
+    if !joined.errors.is_empty() {
+        run.note(format!("client errors while connecting: {:?}", joined.errors));
+    }
     run.at_least("members connected and joined", joined.connected as f64, "count", members as f64);
     let rss = proc_stats(pid).map_or(0, |s| s.rss_kib);
     let stage = api::sign_in_all(&t.urls(), &(members..members + presenters).collect::<Vec<_>>(), 4).await?;
@@ -644,6 +650,9 @@ pub(crate) async fn lync_server(ctx: &Context, a: LyncServerArgs) -> anyhow::Res
     let mut swarm =
         Swarm::start(clients::plans(plans, a.per_worker, false, false, 200), Duration::from_secs(1800)).await?;
     let joined = swarm.reset().await?;
+    if !joined.errors.is_empty() {
+        run.note(format!("client errors while connecting: {:?}", joined.errors));
+    }
     run.at_least("users connected", joined.connected as f64, "count", users as f64);
     run.figure("room subscriptions", rooms_of.iter().map(Vec::len).sum::<usize>() as f64, "count");
     run.figure("rooms", (small_and_medium + large) as f64, "count");

@@ -96,6 +96,25 @@ pub(crate) fn open_file_store(config: &Config) -> anyhow::Result<Arc<dyn object_
     Ok(Arc::new(store))
 }
 
+/// Connections waiting to be accepted, at most: when every client of a restarted server reconnects at once, a
+/// short queue (tokio's default is 1,024) overflows and the kernel drops connection attempts, which the clients
+/// only retry after a second or more. The kernel caps it at `net.core.somaxconn` (4,096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on `address` (`host:port`) with [`LISTEN_BACKLOG`].
+async fn listen(address: &str) -> anyhow::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(address).await? {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(|| anyhow::anyhow!("{address} names no address"), anyhow::Error::from))
+}
+
 fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
@@ -171,8 +190,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
-    let listener =
-        TcpListener::bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = listen(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
     let url = format!("{}://{address}", if tls.is_some() { "https" } else { "http" });
     let ca_cert = config.tls.cert.as_ref().and_then(|c| std::fs::canonicalize(c).ok());
