@@ -606,6 +606,12 @@ pub struct DirectoryTerm {
     pub prefix: bool,
 }
 
+/// The text a user is found by in the directory: address and display name. The index and the matching of
+/// results both use it.
+pub fn user_directory_text(address: &str, display_name: &str) -> String {
+    format!("{address} {display_name}")
+}
+
 /// A search of the directory by name, as people type into a picker: every word of the query starts a word of the
 /// name, case and accents folded (`fx lon` finds "FX London", `zur` finds "Zürich"), and every run of Chinese,
 /// Japanese or Korean characters occurs in it anywhere (`北京` finds "北京办公室", `办公` too).

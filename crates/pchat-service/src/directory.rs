@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use pchat_api_types as api;
-use pchat_core::text::NameQuery;
+use pchat_core::text::{NameQuery, user_directory_text};
 use pchat_core::{
     Address, ChatConfig, ConfigScope, Identity, Name, PolicyScope, Principal, Scope, ValidationError, config::resolve,
 };
@@ -57,12 +57,9 @@ impl Service {
             let details = json!({ "address": record.address, "display_name": record.display_name });
             vec![self.event("USER_CREATED", None, caller.address(), record.address.clone(), details)]
         };
-        self.directory_write(self.audited(events, self.store.create_user(record.clone()))).await.map_err(|e| {
-            match ServiceError::from(e) {
-                ServiceError::NameTaken { .. } => ServiceError::NameTaken { field: "address".into() },
-                other => other,
-            }
-        })?;
+        self.directory_write(self.audited(events, self.store.create_user(record.clone())))
+            .await
+            .map_err(|e| ServiceError::name_taken_as(e, "address"))?;
         Ok(record)
     }
 
@@ -106,12 +103,9 @@ impl Service {
                 })
                 .collect()
         };
-        self.directory_write(self.audited(events, self.store.create_users(records.clone()))).await.map_err(|e| {
-            match ServiceError::from(e) {
-                ServiceError::NameTaken { .. } => ServiceError::NameTaken { field: "users".into() },
-                other => other,
-            }
-        })?;
+        self.directory_write(self.audited(events, self.store.create_users(records.clone())))
+            .await
+            .map_err(|e| ServiceError::name_taken_as(e, "users"))?;
         Ok(count)
     }
 
@@ -157,7 +151,7 @@ impl Service {
             for user in batch {
                 examined += 1;
                 after = Some(user.address.clone());
-                let wanted = query.matches(&format!("{} {}", user.address, user.display_name))
+                let wanted = query.matches(&user_directory_text(&user.address, &user.display_name))
                     && match &scope {
                         None => true,
                         Some(scope) => {

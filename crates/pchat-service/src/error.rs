@@ -56,6 +56,15 @@ impl ServiceError {
         Self::NotFound(what.to_owned())
     }
 
+    /// A store error as the service reports it, a taken name naming `field` (the store only knows that some unique
+    /// name was taken).
+    pub(crate) fn name_taken_as(e: StoreError, field: &str) -> Self {
+        match Self::from(e) {
+            Self::NameTaken { .. } => Self::NameTaken { field: field.to_owned() },
+            other => other,
+        }
+    }
+
     /// The field a validation-type error concerns.
     pub fn field(&self) -> Option<&str> {
         match self {

@@ -2,7 +2,7 @@
 //! address or room id), written in the transaction that creates, changes or removes the user or room, and rebuilt
 //! under the migration lock when a server connects if another version of the terms (or none) built it.
 
-use pchat_core::text::{DIRECTORY_TERMS_VERSION, DirectoryTerm, directory_terms};
+use pchat_core::text::{DIRECTORY_TERMS_VERSION, DirectoryTerm, directory_terms, user_directory_text};
 use pchat_store::{DirectoryField, RoomRecord, StoreResult, UserRecord};
 use tokio_postgres::{GenericClient, Transaction};
 use tracing::info;
@@ -18,7 +18,11 @@ pub(crate) struct Indexed {
 
 impl Indexed {
     pub(crate) fn user(u: &UserRecord) -> Self {
-        Self { field: DirectoryField::User, key: u.address.clone(), text: format!("{} {}", u.address, u.display_name) }
+        Self {
+            field: DirectoryField::User,
+            key: u.address.clone(),
+            text: user_directory_text(&u.address, &u.display_name),
+        }
     }
 
     /// A room's name and description.
@@ -89,7 +93,7 @@ pub(crate) async fn rebuild_if_needed(tx: &Transaction<'_>) -> Result<(), tokio_
             .iter()
             .map(|r| {
                 let (address, name): (String, String) = (r.get(0), r.get(1));
-                Indexed { field: DirectoryField::User, text: format!("{address} {name}"), key: address }
+                Indexed { field: DirectoryField::User, text: user_directory_text(&address, &name), key: address }
             })
             .collect();
         index_with(tx, &items).await?;

@@ -2,17 +2,12 @@
 //! address or room id), written in the transaction that creates, changes or removes the user or room, and rebuilt
 //! when the database opens if another version of the terms (or none) built it.
 
-use pchat_core::text::{DIRECTORY_TERMS_VERSION, DirectoryTerm, directory_terms};
+use pchat_core::text::{DIRECTORY_TERMS_VERSION, DirectoryTerm, directory_terms, user_directory_text};
 use pchat_store::{DirectoryField, StoreResult};
 use rusqlite::{Connection, params};
 use tracing::info;
 
 use crate::store::db;
-
-/// The text a user is found by: address and display name.
-pub(crate) fn user_text(address: &str, display_name: &str) -> String {
-    format!("{address} {display_name}")
-}
 
 /// Indexes `text` as the `field` of `key`, replacing what was indexed for it before.
 pub(crate) fn index(c: &Connection, field: DirectoryField, key: &str, text: &str) -> StoreResult<()> {
@@ -84,7 +79,7 @@ pub(crate) fn rebuild_if_needed(conn: &Connection) -> rusqlite::Result<()> {
         let mut rows = users.query([])?;
         while let Some(row) = rows.next()? {
             let (address, name): (String, String) = (row.get(0)?, row.get(1)?);
-            add(DirectoryField::User, &address, &user_text(&address, &name))?;
+            add(DirectoryField::User, &address, &user_directory_text(&address, &name))?;
         }
         let mut rooms = conn.prepare("SELECT id, name, description FROM rooms")?;
         let mut rows = rooms.query([])?;

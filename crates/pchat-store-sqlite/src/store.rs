@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use pchat_core::text::DirectoryTerm;
+use pchat_core::text::{DirectoryTerm, user_directory_text};
 use pchat_core::{ChatConfig, ConfigScope, Invitations, PolicyScope, Principal, Privacy, RoomType};
 use pchat_store::codec::{self, like_pattern, now_micros};
 use pchat_store::compliance;
@@ -19,7 +19,7 @@ use pchat_store::{
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::mpsc;
 
-use crate::directory::{self, user_text};
+use crate::directory;
 use crate::reader::Readers;
 use crate::search::{Posting, index, json_strings, room_num, unindex, unindex_room};
 use crate::writer::Writer;
@@ -375,7 +375,12 @@ impl Store for SqliteStore {
                 params![user.address, user.display_name, user.password_hash, user.created_at],
             )
             .map_err(named)?;
-            directory::index(c, DirectoryField::User, &user.address, &user_text(&user.address, &user.display_name))
+            directory::index(
+                c,
+                DirectoryField::User,
+                &user.address,
+                &user_directory_text(&user.address, &user.display_name),
+            )
         })
         .await
     }
@@ -390,7 +395,12 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             for u in &users {
                 insert.execute(params![u.address, u.display_name, u.password_hash, u.created_at]).map_err(named)?;
-                directory::index(c, DirectoryField::User, &u.address, &user_text(&u.address, &u.display_name))?;
+                directory::index(
+                    c,
+                    DirectoryField::User,
+                    &u.address,
+                    &user_directory_text(&u.address, &u.display_name),
+                )?;
             }
             Ok(())
         })
