@@ -229,7 +229,7 @@ async fn me(Auth(caller, _): Auth) -> ApiResult<Response> {
         category the caller cannot see). A scoped search examines at most 1,000 users per request, so a page can be \
         short, even empty, and still have a `next_cursor`.",
     params(
-        ("query" = Option<String>, Query, description = "Text to look for"),
+        ("query" = Option<String>, Query, description = "Words that start words of the address or display name; at most 256 characters"),
         ("category" = Option<String>, Query, description = "Only users in this category's scope: id or name:NAME"),
         ("cursor" = Option<String>, Query, description = "Opaque cursor from next_cursor"),
         ("limit" = Option<u32>, Query, description = "Page size, 1-500 (default 50)")
@@ -785,7 +785,7 @@ async fn delete_addin(
     tag = "rooms",
     summary = "The room directory: rooms the caller may see",
     params(
-        ("query" = Option<String>, Query, description = "Text in the name"),
+        ("query" = Option<String>, Query, description = "Words that start words of the name (CJK: any part); at most 256 characters"),
         ("category" = Option<String>, Query, description = "Category id or name:NAME"),
         ("search_description" = Option<bool>, Query, description = "Match the description too"),
         ("disabled" = Option<bool>, Query, description = "Only disabled or only enabled rooms"),

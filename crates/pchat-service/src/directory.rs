@@ -33,6 +33,17 @@ pub(crate) const MAX_IMPORT: usize = 1000;
 /// Users or rooms a directory listing examines per request at most when no word of a query narrows it (see
 /// [`Service::search_users`] and [`Service::list_rooms`]).
 pub(crate) const DIRECTORY_EXAMINED: usize = 1000;
+/// Longest directory query (users and rooms), in characters.
+const MAX_DIRECTORY_QUERY: usize = 256;
+
+/// A directory query longer than [`MAX_DIRECTORY_QUERY`] is refused (`query`).
+pub(crate) fn check_directory_query(query: &str) -> ServiceResult<()> {
+    if query.chars().count() > MAX_DIRECTORY_QUERY {
+        return Err(ServiceError::validation("query", format!("must be at most {MAX_DIRECTORY_QUERY} characters")));
+    }
+    Ok(())
+}
+
 /// Most keys one term of a directory query may select for the search to fetch them (see [`Service::candidates`]).
 pub(crate) const DIRECTORY_CANDIDATES: u32 = 500;
 
@@ -124,9 +135,7 @@ impl Service {
         limit: u32,
         category: Option<&str>,
     ) -> ServiceResult<(Vec<UserRecord>, Option<String>)> {
-        if query.chars().count() > 256 {
-            return Err(ServiceError::validation("query", "must be at most 256 characters"));
-        }
+        check_directory_query(query)?;
         let scope = match category {
             Some(category) => Some(self.category_for_picking(caller, category).await?),
             None => None,

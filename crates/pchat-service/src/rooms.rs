@@ -14,7 +14,7 @@ use pchat_store::{
     AccessScope, AddinRecord, CategoryRecord, ClusterEvent, DirectoryField, RoomQuery, RoomRecord, StoreError,
 };
 
-use crate::directory::{DIRECTORY_EXAMINED, require_admin};
+use crate::directory::{DIRECTORY_EXAMINED, check_directory_query, require_admin};
 use crate::me::role_principals;
 use crate::time::now_micros;
 use serde_json::json;
@@ -571,6 +571,7 @@ impl Service {
         if !caller.admin {
             Self::require_chat(caller)?;
         }
+        check_directory_query(filter.query.as_deref().unwrap_or_default())?;
         let mut after = cursor.map(decode_cursor).transpose()?;
         // A category the caller cannot see (or that does not exist) matches no room.
         let category_id = match &filter.category {

@@ -467,6 +467,11 @@ async fn undecodable_paths_queries_and_other_rejections_are_problem_documents() 
     // A query value that is not UTF-8 once decoded names its parameter.
     admin.get("/api/v1/rooms?query=%FF").await.problem(400, "validation_failed", Some("query"));
     admin.get("/api/v1/users?query=%C3%28&limit=5").await.problem(400, "validation_failed", Some("query"));
+    // Directory queries are at most 256 characters.
+    let long = "a".repeat(257);
+    admin.get(&format!("/api/v1/rooms?query={long}")).await.problem(400, "validation_failed", Some("query"));
+    admin.get(&format!("/api/v1/users?query={long}")).await.problem(400, "validation_failed", Some("query"));
+    admin.get(&format!("/api/v1/rooms?query={}", &long[1..])).await.expect(200);
     // A plain GET on the stream (no WebSocket upgrade) is refused as a problem document too.
     let stream = admin.get("/api/v1/stream").await;
     assert!(stream.status.is_client_error(), "{}", stream.status);
