@@ -1,7 +1,7 @@
 //! `history-search`: a long generated history (one message in ten in Chinese, words Zipf-distributed, a year of
-//! time over many rooms) written through the storage port's import while the server is stopped (it indexes as
-//! posting does), then the history page and searches timed through the real server's HTTP API, for a user who
-//! reads every room and one who reads a tenth of them.
+//! time over many rooms) written through the storage port's import, in time order, while the server is stopped
+//! (it indexes as posting does), then the history page and searches timed through the real server's HTTP API, for
+//! a user who reads every room and one who reads a tenth of them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -121,7 +121,9 @@ pub(crate) async fn history_search(ctx: &Context, a: HistorySearchArgs) -> anyho
     Ok(run)
 }
 
-/// Writes the history through the store's import, room by room, and samples phrases and Chinese pairs from it.
+/// Writes the history through the store's import in time order (every room's next few messages, then the next
+/// few of every room: the order a migration reads an old history in, and the one the index's parts by time are
+/// built for), and samples phrases and Chinese pairs from it.
 async fn import(
     store: &dyn Store,
     corpus: &Corpus,
@@ -129,6 +131,8 @@ async fn import(
     messages: usize,
     rng: &mut StdRng,
 ) -> anyhow::Result<Samples> {
+    /// Messages of one room per import call.
+    const BLOCK: usize = 50;
     let mut samples = Samples::default();
     let per_room = (messages / rooms.len()).max(1);
     let sample_rate = (20_000.0 / messages as f64).min(1.0);
@@ -136,10 +140,9 @@ async fn import(
     let start = 1_735_689_600_000_000i64;
     let step = 365 * 24 * 3600 * 1_000_000i64 / (per_room * rooms.len()) as i64;
     let progress = Progress::new("messages imported", per_room * rooms.len());
-    for (r, room) in rooms.iter().enumerate() {
-        // In batches, so that a room's history need not fit in memory at once.
-        for first in (1..=per_room).step_by(10_000) {
-            let last = (first + 9_999).min(per_room);
+    for first in (1..=per_room).step_by(BLOCK) {
+        let last = (first + BLOCK - 1).min(per_room);
+        for (r, room) in rooms.iter().enumerate() {
             let mut batch = Vec::with_capacity(last - first + 1);
             for seq in first..=last {
                 let text = corpus.message(rng);

@@ -121,7 +121,8 @@ struct Session {
     expires_at: i64,
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+/// The socket, written to by the handlers (read only by the connection's loop, between them).
+type Sink = WebSocket;
 
 fn text(bytes: Bytes) -> Message {
     Message::Text(Utf8Bytes::try_from(bytes).unwrap_or_default())
@@ -152,9 +153,17 @@ fn close_frame(code: u16, reason: &'static str) -> Message {
 impl Session {
     /// The connection's loop. Everything it awaits while handling an event is boxed, so that the task an idle
     /// connection keeps is small (the work of a join or a review lives on the heap only while it runs).
-    async fn run(&mut self, socket: WebSocket) {
-        let (mut sink, mut incoming) = socket.split();
-        let mut shutdown = self.state.shutdown.clone();
+    ///
+    /// Delivery to a large room wakes every member's task once per message, so a wake-up is kept cheap: the socket
+    /// is not split (a split puts a lock in front of every read and write); one signal ([`Conn::attention`]) stands
+    /// for queued frames, a requested review and rooms dropped for overflow, and it, the session's end and the
+    /// shutdown signal are futures that live across turns (registered once, not at every turn); the branches are
+    /// polled in a fixed order, stopping at the first ready one. What a turn must never postpone (the session's
+    /// end, shutdown, a review, overflow) is checked at the top of every turn, so a room that never goes quiet
+    /// cannot hold it up.
+    async fn run(&mut self, mut socket: WebSocket) {
+        // Checked at every turn; the hub wakes every connection when it changes (`tls::serve_connections`).
+        let shutdown = self.state.shutdown.clone();
         let conn = Arc::clone(&self.conn);
         // A ping every interval; a peer that has sent nothing since the previous ping is gone (half-open socket).
         let mut pings = tokio::time::interval(self.state.limits.ping_interval);
@@ -166,52 +175,58 @@ impl Session {
         touches.tick().await;
         let expires = session_deadline(self.expires_at);
         tokio::pin!(expires);
+        let attention = conn.attention.notified();
+        tokio::pin!(attention);
         loop {
+            if !matches!(shutdown.has_changed(), Ok(false)) {
+                let _ = socket.send(close_frame(CLOSE_GOING_AWAY, "server shutting down")).await;
+                return;
+            }
+            if self.expires_at != NEVER && pchat_service::time::now_micros() >= self.expires_at {
+                let _ = socket.send(close_frame(close_codes::SESSION_ENDED, "session_expired")).await;
+                return;
+            }
+            if conn.review_pending() && !Box::pin(self.review(&mut socket)).await {
+                return;
+            }
+            for room in conn.take_overflowed() {
+                self.delivered.remove(&room);
+                let resync = ServerFrame::Resync { room, reason: "slow_consumer".into() };
+                if socket.send(text(wire::frame(&resync))).await.is_err() {
+                    return;
+                }
+            }
+            if let Some(frame) = conn.frames.try_pop() {
+                if !Box::pin(self.write_frames(&mut socket, frame)).await {
+                    return;
+                }
+                // More than a batch was waiting (their signal was taken): signal again, so that the next turn
+                // writes the rest after looking at the client's side.
+                if !conn.frames.is_empty() {
+                    conn.attention.notify_one();
+                }
+            }
             tokio::select! {
-                message = incoming.next() => {
+                biased;
+                message = socket.next() => {
                     let Some(Ok(message)) = message else { return };
                     heard_since_ping = true;
-                    let keep_going = match message {
-                        Message::Text(t) => Box::pin(self.on_text(&mut sink, t.as_bytes())).await,
-                        Message::Binary(_) => sink.send(error_frame(codes::VALIDATION_FAILED, "binary frames are not supported", "")).await.is_ok(),
-                        Message::Close(_) => {
-                            // The protocol layer has queued the answering close frame: send it before leaving.
-                            let _ = sink.close().await;
-                            false
-                        }
-                        Message::Ping(_) | Message::Pong(_) => true,
-                    };
-                    if !keep_going {
+                    if !Box::pin(self.on_message(&mut socket, message)).await {
                         return;
                     }
                 }
-                () = conn.review_requested.notified() => {
-                    if !Box::pin(self.review(&mut sink)).await {
-                        return;
-                    }
-                }
-                frame = conn.frames.pop() => {
-                    if !Box::pin(self.write_frames(&mut sink, frame)).await {
-                        return;
-                    }
-                }
-                () = conn.overflow.notified() => {
-                    for room in self.conn.take_overflowed() {
-                        self.delivered.remove(&room);
-                        let resync = ServerFrame::Resync { room, reason: "slow_consumer".into() };
-                        if sink.send(text(wire::frame(&resync))).await.is_err() {
-                            return;
-                        }
-                    }
+                () = &mut attention => {
+                    // The next turn does what it was signalled for; the next signal needs a new waiter.
+                    attention.set(conn.attention.notified());
                 }
                 _ = pings.tick() => {
                     if !heard_since_ping {
                         tracing::debug!(user = %self.conn.address(), "no answer to the last ping; closing");
-                        let _ = sink.send(close_frame(CLOSE_PING_TIMEOUT, "ping_timeout")).await;
+                        let _ = socket.send(close_frame(CLOSE_PING_TIMEOUT, "ping_timeout")).await;
                         return;
                     }
                     heard_since_ping = false;
-                    if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    if socket.send(Message::Ping(Bytes::new())).await.is_err() {
                         return;
                     }
                 }
@@ -221,14 +236,26 @@ impl Session {
                     }
                 }
                 () = &mut expires => {
-                    let _ = sink.send(close_frame(close_codes::SESSION_ENDED, "session_expired")).await;
-                    return;
-                }
-                _ = shutdown.changed() => {
-                    let _ = sink.send(close_frame(CLOSE_GOING_AWAY, "server shutting down")).await;
+                    let _ = socket.send(close_frame(close_codes::SESSION_ENDED, "session_expired")).await;
                     return;
                 }
             }
+        }
+    }
+
+    /// Handles a frame the client sent; false ends the connection.
+    async fn on_message(&mut self, socket: &mut Sink, message: Message) -> bool {
+        match message {
+            Message::Text(t) => self.on_text(socket, t.as_bytes()).await,
+            Message::Binary(_) => {
+                socket.send(error_frame(codes::VALIDATION_FAILED, "binary frames are not supported", "")).await.is_ok()
+            }
+            Message::Close(_) => {
+                // The protocol layer has queued the answering close frame: send it before leaving.
+                let _ = socket.close().await;
+                false
+            }
+            Message::Ping(_) | Message::Pong(_) => true,
         }
     }
 

@@ -58,6 +58,14 @@ pub async fn serve_connections(
 ) -> std::io::Result<()> {
     let limits = state.limits.clone();
     let service = Arc::clone(&state.service);
+    // Live streams look at the shutdown signal whenever they wake (they do not each wait on it: see
+    // `stream::Session::run`); this wakes them all when it comes.
+    let mut streams_stop = state.shutdown.clone();
+    let streams = Arc::clone(&service);
+    tokio::spawn(async move {
+        let _ = streams_stop.changed().await;
+        streams.hub().wake_all();
+    });
     let app = router(state);
     let acceptor = tls.map(TlsAcceptor::from);
     let mut builder = http1::Builder::new();

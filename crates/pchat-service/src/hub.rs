@@ -168,13 +168,13 @@ pub struct Conn {
     joined: Mutex<HashSet<String>>,
     watching: Mutex<HashSet<String>>,
     overflowed: Mutex<Vec<String>>,
-    /// Signalled when rooms were dropped for overflow; read them with [`Conn::take_overflowed`].
-    pub overflow: Notify,
     review: Mutex<PendingReview>,
     /// Set (under `review`'s lock) while a review is pending: read on every frame, so it is an atomic.
     review_pending: AtomicBool,
-    /// Signalled when a review was requested.
-    pub review_requested: Notify,
+    /// Signalled when there is something for the connection's task: a frame queued, a review requested, rooms
+    /// dropped for overflow ([`Conn::take_overflowed`]). One signal for all three, so that a task waiting for
+    /// work registers one waiter, not three (this is per message and recipient in a large room).
+    pub attention: Notify,
 }
 
 impl Conn {
@@ -246,27 +246,30 @@ impl Conn {
             add(&mut review);
             self.review_pending.store(true, Ordering::Release);
         }
-        self.review_requested.notify_one();
+        self.attention.notify_one();
     }
 
     pub(crate) fn push(&self, frame: Frame) -> bool {
-        self.frames.push(frame)
+        let queued = self.frames.push(frame);
+        if queued {
+            self.attention.notify_one();
+        }
+        queued
     }
 }
 
-/// A connection's bounded queue of frames: filled by the hub, which never waits (a full queue refuses), and
-/// drained by the connection's task. It holds no memory while it has never been used and keeps only a few slots
-/// after: a tokio channel keeps a block of 32 slots (2.3 KiB) per connection, idle or not, which was a sixth of
-/// an idle connection's memory.
+/// A connection's bounded queue of frames: filled by the hub, which never waits (a full queue refuses) and signals
+/// [`Conn::attention`], and drained by the connection's task. It holds no memory while it has never been used and
+/// keeps only a few slots after: a tokio channel keeps a block of 32 slots (2.3 KiB) per connection, idle or not,
+/// which was a sixth of an idle connection's memory.
 pub struct FrameQueue {
     frames: Mutex<VecDeque<Frame>>,
-    ready: Notify,
     capacity: usize,
 }
 
 impl FrameQueue {
     fn new(capacity: usize) -> Self {
-        Self { frames: Mutex::new(VecDeque::new()), ready: Notify::new(), capacity }
+        Self { frames: Mutex::new(VecDeque::new()), capacity }
     }
 
     /// Queues a frame unless the queue is full.
@@ -276,9 +279,12 @@ impl FrameQueue {
             return false;
         }
         frames.push_back(frame);
-        drop(frames);
-        self.ready.notify_one();
         true
+    }
+
+    /// Whether no frame is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.frames.lock().map_or(true, |f| f.is_empty())
     }
 
     /// The next frame, if one is waiting. A queue emptied after a burst gives its memory back.
@@ -289,16 +295,6 @@ impl FrameQueue {
             *frames = VecDeque::new();
         }
         frame
-    }
-
-    /// The next frame, waiting for one (cancel-safe: a frame is taken only when returned).
-    pub async fn pop(&self) -> Frame {
-        loop {
-            if let Some(frame) = self.try_pop() {
-                return frame;
-            }
-            self.ready.notified().await;
-        }
     }
 }
 
@@ -447,10 +443,9 @@ impl Hub {
             joined: Mutex::new(HashSet::new()),
             watching: Mutex::new(HashSet::new()),
             overflowed: Mutex::new(Vec::new()),
-            overflow: Notify::new(),
             review: Mutex::new(PendingReview::default()),
             review_pending: AtomicBool::new(false),
-            review_requested: Notify::new(),
+            attention: Notify::new(),
         });
         if let Ok(mut users) = self.users.lock() {
             let list = users.entry(conn.address().to_owned()).or_default();
@@ -518,6 +513,13 @@ impl Hub {
             .lock()
             .map(|u| u.values().flat_map(|l| l.iter().filter_map(Weak::upgrade)).collect())
             .unwrap_or_default()
+    }
+
+    /// Wakes every connection's task (at shutdown, so that each sees the signal and closes).
+    pub fn wake_all(&self) {
+        for conn in self.all_conns() {
+            conn.attention.notify_one();
+        }
     }
 
     /// Removes a connection from every room it joined or watched.
@@ -834,7 +836,7 @@ impl Hub {
             if let Ok(mut o) = conn.overflowed.lock() {
                 o.push(room.to_owned());
             }
-            conn.overflow.notify_one();
+            conn.attention.notify_one();
         }
     }
 

@@ -13,10 +13,10 @@
 //! committed message's postings are in the table of the reader's snapshot, in the list it loaded, or in both (the
 //! search removes duplicates).
 //!
-//! Writes that read or delete postings (replacing or removing messages, clearing or deleting a room, an import)
-//! first put the whole backlog into the table, in their own batch: they see the index complete. On a clean stop
-//! the backlog is written out; after a crash, the messages named in `search_pending` are indexed again when the
-//! database opens ([`recover`]).
+//! An import queues its messages' postings as appends do. Writes that read or delete postings (replacing or
+//! removing messages, clearing or deleting a room) first put the whole backlog into the table, in their own
+//! batch: they see the index complete. On a clean stop the backlog is written out; after a crash, the messages
+//! named in `search_pending` are indexed again when the database opens ([`recover`]).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

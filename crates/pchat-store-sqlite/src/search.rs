@@ -1,9 +1,9 @@
 //! The search index on SQLite: `search_postings (part, term, ts, room_num, seq)`, a `WITHOUT ROWID` table whose
 //! primary key is the index itself, in parts by time (`search_parts`; new postings go into the small newest part,
 //! and queries walk the parts newest first). Appended messages' postings reach it through the writer's backlog
-//! (`backlog.rs`), which every search reads beside the table; replacements, removals, clears and imports write and
-//! delete postings in their own transaction. An index built by another tokenizer version or layout is rebuilt when
-//! the database opens. See "Write cost" in `ARCHITECTURE.md`.
+//! (`backlog.rs`), which every search reads beside the table, and so do imported messages'; replacements,
+//! removals and clears write and delete postings in their own transaction. An index built by another tokenizer
+//! version or layout is rebuilt when the database opens. See "Write cost" in `ARCHITECTURE.md`.
 
 use std::collections::HashSet;
 

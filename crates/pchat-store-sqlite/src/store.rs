@@ -1110,43 +1110,48 @@ impl Store for SqliteStore {
 
     async fn import_messages(&self, room_id: &str, messages: &[MessageRecord], last_seq: i64) -> StoreResult<()> {
         let (room_id, messages) = (room_id.to_owned(), messages.to_vec());
-        self.write_indexed(move |c| {
-            let mut insert = c
-                .prepare_cached(&format!(
-                    "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-                ))
-                .map_err(db)?;
-            let num = room_num(c, &room_id)?.ok_or(StoreError::NotFound)?;
-            let mut last_ts = 0;
-            for m in &messages {
-                last_ts = last_ts.max(m.ts);
-                let title = m.story_title.as_deref();
-                index(c, &Posting { room_num: num, ts: m.ts, seq: m.seq, text: &m.text, title })?;
-                insert
-                    .execute(params![
-                        m.id,
-                        room_id,
-                        m.seq,
-                        m.author,
-                        m.ts,
-                        m.text,
-                        m.story_title,
-                        m.alert,
-                        m.client_id,
-                        m.replaced,
-                        m.file.as_ref().map(FileMeta::encode)
-                    ])
-                    .map_err(named)?;
-            }
-            let n = c
-                .execute(
-                    "UPDATE rooms SET last_seq = max(last_seq, ?2), last_ts = max(last_ts, ?3) WHERE id = ?1",
-                    params![room_id, last_seq, last_ts],
-                )
-                .map_err(db)?;
-            changed_one(n)
-        })
-        .await
+        // Tokenized here, off the writer thread. The postings go through the backlog as appends' do (merged into
+        // the index in term order, many messages per index page): inserted message by message, a history of
+        // 1,000,000 messages imported at 2,100 messages/s, the writer rewriting index pages into the WAL.
+        let terms: Vec<Vec<String>> =
+            messages.iter().map(|m| pchat_core::text::index_terms(&m.text, m.story_title.as_deref())).collect();
+        self.writer
+            .append(move |c, _| {
+                let mut insert = c
+                    .prepare_cached(&format!(
+                        "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                    ))
+                    .map_err(db)?;
+                let num = room_num(c, &room_id)?.ok_or(StoreError::NotFound)?;
+                let mut last_ts = 0;
+                for (m, terms) in messages.iter().zip(terms) {
+                    last_ts = last_ts.max(m.ts);
+                    crate::backlog::defer(c, num, m.ts, m.seq, terms).map_err(db)?;
+                    insert
+                        .execute(params![
+                            m.id,
+                            room_id,
+                            m.seq,
+                            m.author,
+                            m.ts,
+                            m.text,
+                            m.story_title,
+                            m.alert,
+                            m.client_id,
+                            m.replaced,
+                            m.file.as_ref().map(FileMeta::encode)
+                        ])
+                        .map_err(named)?;
+                }
+                let n = c
+                    .execute(
+                        "UPDATE rooms SET last_seq = max(last_seq, ?2), last_ts = max(last_ts, ?3) WHERE id = ?1",
+                        params![room_id, last_seq, last_ts],
+                    )
+                    .map_err(db)?;
+                changed_one(n)
+            })
+            .await
     }
 
     async fn last_seq(&self, room_id: &str) -> StoreResult<i64> {

@@ -117,12 +117,26 @@ impl<T: Send + 'static> Job for TypedJob<T> {
     }
 }
 
-#[derive(Clone)]
 pub(crate) struct Writer {
     queue: std_mpsc::Sender<Box<dyn Job>>,
     health: Arc<Health>,
     /// The search postings not yet merged into the index, for readers.
     backlog: crate::backlog::Published,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+/// Dropping the writer (the store closing) waits for its thread to finish: it writes the search backlog out
+/// first, and a process that exits or opens the file again right after closing the store must find it written,
+/// not cut short (which the next start would repair by indexing the pending messages again, slowly for an
+/// import's worth).
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let (closed, _) = std_mpsc::channel();
+        drop(std::mem::replace(&mut self.queue, closed));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// What the writer thread tells the rest of the store about itself.
@@ -175,17 +189,17 @@ impl Drop for StoppedOnDrop {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`. It ends when every `Writer` handle is dropped.
+    /// Starts the writer thread on `conn`. It ends when the `Writer` is dropped.
     pub(crate) fn start(conn: Connection, events: mpsc::UnboundedSender<StoreEvent>) -> std::io::Result<Self> {
         let (queue, jobs) = std_mpsc::channel::<Box<dyn Job>>();
         let health = Arc::new(Health::default());
         let thread_health = Arc::clone(&health);
         let backlog = crate::backlog::Published::default();
         let owned = Backlog::new(backlog.clone());
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("pchat-sqlite-writer".into())
             .spawn(move || run(conn, jobs, events, thread_health, owned))?;
-        Ok(Self { queue, health, backlog })
+        Ok(Self { queue, health, backlog, thread: Some(thread) })
     }
 
     /// The search postings committed and not yet merged into the index.
