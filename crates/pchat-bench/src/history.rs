@@ -16,6 +16,7 @@ use crate::api::{self, ADMIN, Api, Progress};
 use crate::corpus::Corpus;
 use crate::report::Run;
 use crate::scenarios::{Context, timed};
+use crate::target::Target;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct HistorySearchArgs {
@@ -28,6 +29,10 @@ pub(crate) struct HistorySearchArgs {
     /// Requests timed per kind and user.
     #[arg(long, default_value_t = 200)]
     queries: usize,
+    /// Time the queries again on a directory kept (`--keep`) by an earlier run with the same `--messages` and
+    /// `--rooms`, without provisioning or importing (the history's samples are generated again from the same seed).
+    #[arg(long, value_name = "DIR")]
+    reuse: Option<std::path::PathBuf>,
 }
 
 /// What the queries look for, sampled from the generated history.
@@ -42,47 +47,20 @@ pub(crate) async fn history_search(ctx: &Context, a: HistorySearchArgs) -> anyho
     let rooms = ctx.scale(a.rooms, 1_000, 20).max(10);
     let queries = if ctx.smoke { 10 } else { a.queries };
     let mut run = Run::new("history-search", ctx.backend.name());
-    let (mut t, admin) = ctx.start(1, "").await?;
-    // bench-0 reads every room (through a group), bench-1 the open rooms of the first tenth.
-    api::provision_users(&admin, 2).await?;
-    admin.post("/api/v1/groups", json!({ "name": "wide" })).await?;
-    let members = json!({ "members": { "add": [api::user(0), ADMIN] } });
-    admin.call(reqwest::Method::PATCH, "/api/v1/groups/wide", members).await?;
-    admin.post("/api/v1/categories", json!({ "name": "Everyone", "allowed_members": ["*"] })).await?;
-    admin.post("/api/v1/categories", json!({ "name": "Wide", "allowed_members": ["group:wide"] })).await?;
-    let specs: Vec<usize> = (0..rooms).collect();
-    let ids = api::each("rooms created", specs, 16, |i| {
-        let admin = admin.clone();
-        async move {
-            let category = if i < rooms / 10 { "name:Everyone" } else { "name:Wide" };
-            let body = json!({ "name": format!("Room {i:05}"), "category": category, "privacy": "open" });
-            Ok(admin.post("/api/v1/rooms", body).await?["id"].as_str().unwrap_or_default().to_owned())
-        }
-    })
-    .await?;
-    // The import goes through the storage port with the server stopped (SQLite: one writer per file).
-    t.servers[0].kill();
     let mut rng = StdRng::seed_from_u64(7);
     let corpus = Corpus::new(&mut rng);
-    let started = Instant::now();
-    let store: Arc<dyn Store> = match t.database_url() {
-        Some(url) => Arc::new(pchat_store_postgres::PgStore::connect(&url).await?),
-        None => Arc::new(pchat_store_sqlite::SqliteStore::open(
-            &t.servers[0].data.join("mgc.db"),
-            pchat_store_sqlite::Durability::Normal,
-        )?),
+    let (t, ids, samples) = match &a.reuse {
+        Some(dir) => {
+            let t = Target::reopen(&ctx.server, dir)?;
+            let ids: Vec<String> = serde_json::from_slice(&std::fs::read(dir.join(ROOMS_FILE))?)?;
+            if ids.len() != rooms {
+                anyhow::bail!("{} holds {} rooms, not {rooms}", dir.display(), ids.len());
+            }
+            let samples = import(None, &corpus, &ids, messages, &mut rng).await?;
+            (t, ids, samples)
+        }
+        None => provision_and_import(ctx, &mut run, &corpus, rooms, messages, &mut rng).await?,
     };
-    let samples = import(store.as_ref(), &corpus, &ids, messages, &mut rng).await?;
-    drop(store);
-    let import_secs = started.elapsed().as_secs_f64();
-    run.figure("messages", messages as f64, "count");
-    run.figure("rooms", rooms as f64, "count");
-    run.figure("import and indexing rate (storage port, server stopped)", messages as f64 / import_secs, "1/s");
-    if t.database_url().is_none() {
-        let bytes = std::fs::metadata(t.servers[0].data.join("mgc.db")).map_or(0, |m| m.len());
-        run.figure("database file per message", bytes as f64 / messages as f64, "bytes");
-    }
-    t.servers[0].restart()?;
     let base = t.servers[0].url.clone();
     for (n, who, reads) in [(0, "every room", rooms), (1, "a tenth of the rooms", rooms / 10)] {
         let api = vec![Api::sign_in(&base, &api::user(n)).await?];
@@ -121,11 +99,67 @@ pub(crate) async fn history_search(ctx: &Context, a: HistorySearchArgs) -> anyho
     Ok(run)
 }
 
+/// Where a kept directory lists the rooms' ids, in order.
+const ROOMS_FILE: &str = "history-rooms.json";
+
+/// Starts a server, provisions the readers and rooms, and writes the history with the server stopped; the
+/// server is running again at the end.
+async fn provision_and_import(
+    ctx: &Context,
+    run: &mut Run,
+    corpus: &Corpus,
+    rooms: usize,
+    messages: usize,
+    rng: &mut StdRng,
+) -> anyhow::Result<(Target, Vec<String>, Samples)> {
+    let (mut t, admin) = ctx.start(1, "").await?;
+    // bench-0 reads every room (through a group), bench-1 the open rooms of the first tenth.
+    api::provision_users(&admin, 2).await?;
+    admin.post("/api/v1/groups", json!({ "name": "wide" })).await?;
+    let members = json!({ "members": { "add": [api::user(0), ADMIN] } });
+    admin.call(reqwest::Method::PATCH, "/api/v1/groups/wide", members).await?;
+    admin.post("/api/v1/categories", json!({ "name": "Everyone", "allowed_members": ["*"] })).await?;
+    admin.post("/api/v1/categories", json!({ "name": "Wide", "allowed_members": ["group:wide"] })).await?;
+    let specs: Vec<usize> = (0..rooms).collect();
+    let ids = api::each("rooms created", specs, 16, |i| {
+        let admin = admin.clone();
+        async move {
+            let category = if i < rooms / 10 { "name:Everyone" } else { "name:Wide" };
+            let body = json!({ "name": format!("Room {i:05}"), "category": category, "privacy": "open" });
+            Ok(admin.post("/api/v1/rooms", body).await?["id"].as_str().unwrap_or_default().to_owned())
+        }
+    })
+    .await?;
+    // The import goes through the storage port with the server stopped (SQLite: one writer per file).
+    t.servers[0].kill();
+    let started = Instant::now();
+    let store: Arc<dyn Store> = match t.database_url() {
+        Some(url) => Arc::new(pchat_store_postgres::PgStore::connect(&url).await?),
+        None => Arc::new(pchat_store_sqlite::SqliteStore::open(
+            &t.servers[0].data.join("mgc.db"),
+            pchat_store_sqlite::Durability::Normal,
+        )?),
+    };
+    let samples = import(Some(store.as_ref()), corpus, &ids, messages, rng).await?;
+    drop(store);
+    let import_secs = started.elapsed().as_secs_f64();
+    run.figure("messages", messages as f64, "count");
+    run.figure("rooms", rooms as f64, "count");
+    run.figure("import and indexing rate (storage port, server stopped)", messages as f64 / import_secs, "1/s");
+    if t.database_url().is_none() {
+        let bytes = std::fs::metadata(t.servers[0].data.join("mgc.db")).map_or(0, |m| m.len());
+        run.figure("database file per message", bytes as f64 / messages as f64, "bytes");
+    }
+    std::fs::write(t.dir.join(ROOMS_FILE), serde_json::to_vec(&ids)?)?;
+    t.servers[0].restart()?;
+    Ok((t, ids, samples))
+}
+
 /// Writes the history through the store's import in time order (every room's next few messages, then the next
 /// few of every room: the order a migration reads an old history in, and the one the index's parts by time are
-/// built for), and samples phrases and Chinese pairs from it.
+/// built for), and samples phrases and Chinese pairs from it; with no store it only generates it again.
 async fn import(
-    store: &dyn Store,
+    store: Option<&dyn Store>,
     corpus: &Corpus,
     rooms: &[String],
     messages: usize,
@@ -139,7 +173,8 @@ async fn import(
     // A year of history, the rooms interleaved in time.
     let start = 1_735_689_600_000_000i64;
     let step = 365 * 24 * 3600 * 1_000_000i64 / (per_room * rooms.len()) as i64;
-    let progress = Progress::new("messages imported", per_room * rooms.len());
+    let what = if store.is_some() { "messages imported" } else { "messages generated again" };
+    let progress = Progress::new(what, per_room * rooms.len());
     for first in (1..=per_room).step_by(BLOCK) {
         let last = (first + BLOCK - 1).min(per_room);
         for (r, room) in rooms.iter().enumerate() {
@@ -163,7 +198,9 @@ async fn import(
                     file: None,
                 });
             }
-            store.import_messages(room, &batch, last as i64).await?;
+            if let Some(store) = store {
+                store.import_messages(room, &batch, last as i64).await?;
+            }
             progress.add(batch.len());
         }
     }

@@ -36,6 +36,9 @@ struct Cli {
     /// Exit with an error when a target is missed.
     #[arg(long, global = true)]
     strict: bool,
+    /// Keep the servers' directory (configuration, SQLite data, logs) after the run, and print where it is.
+    #[arg(long, global = true)]
+    keep: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
         (None, false) => Some(repo_dir().join("bench/RESULTS.md")),
         (None, true) => None,
     };
-    let ctx = scenarios::Context { server, backend: cli.backend, smoke: cli.smoke };
+    let ctx = scenarios::Context { server, backend: cli.backend, smoke: cli.smoke, keep: cli.keep };
     let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
     println!("pchat-bench {command}\n  machine: {}; this process may open {limit} files", target::machine());
     let run = match cli.scenario {

@@ -17,6 +17,8 @@ pub(crate) struct Context {
     pub(crate) server: PathBuf,
     pub(crate) backend: Backend,
     pub(crate) smoke: bool,
+    /// Keep the servers' directory after the run (`--keep`).
+    pub(crate) keep: bool,
 }
 
 impl Context {
@@ -26,7 +28,7 @@ impl Context {
     }
 
     pub(crate) async fn start(&self, servers: usize, extra: &str) -> anyhow::Result<(Target, Api)> {
-        let t = Target::start(&self.server, self.backend, servers, extra).await?;
+        let t = Target::start(&self.server, self.backend, servers, extra, self.keep).await?;
         let admin = Api::sign_in(&t.servers[0].url, ADMIN).await?;
         Ok((t, admin))
     }
@@ -762,11 +764,18 @@ pub(crate) async fn timed(
     path: impl Fn(usize) -> String,
 ) -> anyhow::Result<crate::hist::Histogram> {
     let r = crate::hist::Recorder::default();
+    // PCHAT_BENCH_SLOW_MS=n prints each request that took longer than n ms (to find what makes a tail).
+    let slow = std::env::var("PCHAT_BENCH_SLOW_MS").ok().and_then(|v| v.parse::<u64>().ok());
     for i in 0..samples {
         let api = &apis[i % apis.len()];
         let started = Instant::now();
-        api.call(reqwest::Method::GET, &path(i), serde_json::Value::Null).await?;
-        r.record_us(started.elapsed().as_micros() as u64);
+        let path = path(i);
+        api.call(reqwest::Method::GET, &path, serde_json::Value::Null).await?;
+        let us = started.elapsed().as_micros() as u64;
+        if slow.is_some_and(|ms| us > ms * 1000) {
+            println!("  slow: {:.1} ms GET {path}", us as f64 / 1000.0);
+        }
+        r.record_us(us);
     }
     Ok(r.take())
 }

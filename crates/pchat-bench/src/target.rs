@@ -46,6 +46,20 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// Starts server `n` of the directory `dir` (its configuration written there) on a free port.
+    fn start(binary: &Path, dir: &Path, n: usize) -> anyhow::Result<Self> {
+        let mut server = Self {
+            child: None,
+            url: String::new(),
+            data: dir.join(format!("data-{n}")),
+            config: dir.join(format!("pchat-{n}.toml")),
+            binary: binary.to_owned(),
+            log: dir.join(format!("server-{n}.log")),
+        };
+        server.spawn("127.0.0.1:0", Duration::from_secs(60))?;
+        Ok(server)
+    }
+
     pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -118,17 +132,34 @@ pub(crate) struct Target {
     pub(crate) servers: Vec<Server>,
     /// Kept until the servers are gone.
     database: Option<pchat_store_postgres::testing::TempDatabase>,
-    _dir: tempfile::TempDir,
+    /// The servers' directory: configuration, data, logs.
+    pub(crate) dir: PathBuf,
+    /// Removes it at the end, unless it is kept.
+    _cleanup: Option<tempfile::TempDir>,
 }
 
 impl Target {
     /// Starts `servers` servers of `binary` (more than one needs PostgreSQL), one after the other (the first
-    /// creates the administrator), with the benchmark's settings plus `extra` configuration.
-    pub(crate) async fn start(binary: &Path, backend: Backend, servers: usize, extra: &str) -> anyhow::Result<Self> {
+    /// creates the administrator), with the benchmark's settings plus `extra` configuration; `keep` keeps their
+    /// directory after the run.
+    pub(crate) async fn start(
+        binary: &Path,
+        backend: Backend,
+        servers: usize,
+        extra: &str,
+        keep: bool,
+    ) -> anyhow::Result<Self> {
         if servers > 1 && backend == Backend::Sqlite {
             bail!("a pool of several servers needs --backend postgres");
         }
-        let dir = tempfile::Builder::new().prefix("pchat-bench-").tempdir()?;
+        let temp = tempfile::Builder::new().prefix("pchat-bench-").tempdir()?;
+        let (dir, cleanup) = if keep {
+            let dir = temp.keep();
+            println!("  the servers' directory is kept: {}", dir.display());
+            (dir, None)
+        } else {
+            (temp.path().to_owned(), Some(temp))
+        };
         let database = match backend {
             Backend::Postgres => Some(pchat_store_postgres::testing::TempDatabase::create_as("").await.0),
             Backend::Sqlite => None,
@@ -137,7 +168,7 @@ impl Target {
             Some(db) => format!(
                 "[database]\nurl = \"{}\"\n[files]\ndirectory = \"{}\"\nshared_directory = true\n",
                 db.url(),
-                dir.path().join("files").display()
+                dir.join("files").display()
             ),
             None => String::new(),
         };
@@ -150,20 +181,19 @@ impl Target {
         );
         let mut started = vec![];
         for n in 0..servers.max(1) {
-            let config = dir.path().join(format!("pchat-{n}.toml"));
-            std::fs::write(&config, &config_text)?;
-            let mut server = Server {
-                child: None,
-                url: String::new(),
-                data: dir.path().join(format!("data-{n}")),
-                config,
-                binary: binary.to_owned(),
-                log: dir.path().join(format!("server-{n}.log")),
-            };
-            server.spawn("127.0.0.1:0", Duration::from_secs(60))?;
-            started.push(server);
+            std::fs::write(dir.join(format!("pchat-{n}.toml")), &config_text)?;
+            started.push(Server::start(binary, &dir, n)?);
         }
-        Ok(Self { servers: started, database, _dir: dir })
+        Ok(Self { servers: started, database, dir, _cleanup: cleanup })
+    }
+
+    /// Starts one SQLite server again on a directory an earlier run kept (`--keep`); the directory stays.
+    pub(crate) fn reopen(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
+        if !dir.join("pchat-0.toml").is_file() {
+            bail!("{} is not a directory kept by an earlier run (no pchat-0.toml)", dir.display());
+        }
+        let server = Server::start(binary, dir, 0)?;
+        Ok(Self { servers: vec![server], database: None, dir: dir.to_owned(), _cleanup: None })
     }
 
     /// The PostgreSQL database the servers use, if they use one.
