@@ -12,7 +12,12 @@ impl Service {
     /// Publishes a live consequence to every server. A failure is logged, not returned: the change itself is
     /// committed, and connections meet the new state at their next operation anyway.
     pub(crate) async fn announce(&self, event: ClusterEvent) {
-        if let Err(e) = self.store.publish(event).await {
+        self.announce_all(vec![event]).await;
+    }
+
+    /// Announces several changes, in order, at once (one statement on PostgreSQL).
+    pub(crate) async fn announce_all(&self, events: Vec<ClusterEvent>) {
+        if let Err(e) = self.store.publish(events).await {
             warn!(error = %e, "could not announce a change to the pool");
         }
     }

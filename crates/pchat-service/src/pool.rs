@@ -13,6 +13,9 @@ use pchat_store::{ClusterEvent, PresenceRecord, ServerRecord};
 use tracing::warn;
 
 use crate::directory::require_admin;
+
+/// The most presence changes recorded (and announced) together.
+const PRESENCE_BATCH: usize = 512;
 use crate::time::now_micros;
 use crate::{Caller, Service, ServiceError, ServiceResult};
 
@@ -89,20 +92,33 @@ impl Service {
         let service = Arc::downgrade(self);
         let server = name.to_owned();
         tokio::spawn(async move {
-            while let Some(change) = changes.recv().await {
+            let mut batch = Vec::with_capacity(PRESENCE_BATCH);
+            // Whatever queued while the previous batch was written goes in the next one (one transaction), in
+            // order: a burst of joins costs a commit per batch, not per join.
+            while changes.recv_many(&mut batch, PRESENCE_BATCH).await > 0 {
                 let Some(service) = service.upgrade() else { return };
-                let record = PresenceRecord {
-                    server: server.clone(),
-                    room_id: change.room,
-                    address: change.address,
-                    display_name: change.display_name,
-                };
-                if let Err(e) = service.store.set_presence(&record, change.present).await {
-                    warn!(error = %e, "could not record a presence change");
+                let records: Vec<(PresenceRecord, bool)> = batch
+                    .drain(..)
+                    .map(|change| {
+                        let record = PresenceRecord {
+                            server: server.clone(),
+                            room_id: change.room,
+                            address: change.address,
+                            display_name: change.display_name,
+                        };
+                        (record, change.present)
+                    })
+                    .collect();
+                if let Err(e) = service.store.set_presence(&records).await {
+                    warn!(error = %e, changes = records.len(), "could not record presence changes");
                 }
-                let PresenceRecord { server, room_id, address, display_name } = record;
-                let event = ClusterEvent::Presence { server, room_id, address, display_name, present: change.present };
-                service.announce(event).await;
+                let events = records
+                    .into_iter()
+                    .map(|(PresenceRecord { server, room_id, address, display_name }, present)| {
+                        ClusterEvent::Presence { server, room_id, address, display_name, present }
+                    })
+                    .collect();
+                service.announce_all(events).await;
             }
         });
         Ok(())

@@ -349,9 +349,11 @@ impl Store for SqliteStore {
         self.events.lock().ok().and_then(|mut e| e.take())
     }
 
-    async fn publish(&self, event: ClusterEvent) -> StoreResult<()> {
-        // Nobody listening (CLI tools) is fine.
-        let _ = self.feed.send(StoreEvent::Cluster(event));
+    async fn publish(&self, events: Vec<ClusterEvent>) -> StoreResult<()> {
+        for event in events {
+            // Nobody listening (CLI tools) is fine.
+            let _ = self.feed.send(StoreEvent::Cluster(event));
+        }
         Ok(())
     }
 
@@ -1271,23 +1273,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_presence(&self, presence: &PresenceRecord, present: bool) -> StoreResult<()> {
-        let p = presence.clone();
+    async fn set_presence(&self, changes: &[(PresenceRecord, bool)]) -> StoreResult<()> {
+        let changes = changes.to_vec();
         self.write(move |c| {
-            if present {
-                c.execute(
-                    "INSERT INTO presence (server, room_id, address, display_name) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT DO UPDATE SET display_name = excluded.display_name",
-                    params![p.server, p.room_id, p.address, p.display_name],
-                )
-            } else {
-                c.execute(
-                    "DELETE FROM presence WHERE server = ?1 AND room_id = ?2 AND address = ?3",
-                    params![p.server, p.room_id, p.address],
-                )
+            for (p, present) in &changes {
+                if *present {
+                    c.prepare_cached(
+                        "INSERT INTO presence (server, room_id, address, display_name) VALUES (?1, ?2, ?3, ?4) \
+                         ON CONFLICT DO UPDATE SET display_name = excluded.display_name",
+                    )
+                    .and_then(|mut s| s.execute(params![p.server, p.room_id, p.address, p.display_name]))
+                } else {
+                    c.prepare_cached("DELETE FROM presence WHERE server = ?1 AND room_id = ?2 AND address = ?3")
+                        .and_then(|mut s| s.execute(params![p.server, p.room_id, p.address]))
+                }
+                .map_err(db)?;
             }
-            .map_err(db)
-            .map(drop)
+            Ok(())
         })
         .await
     }

@@ -710,9 +710,9 @@ pub async fn published_events_come_back(store: &Arc<dyn Store>) {
         },
         ClusterEvent::ServerGone { server: "chat1:8080".into() },
     ];
-    for event in &sent {
-        store.publish(event.clone()).await.unwrap();
-    }
+    // The first alone, the rest together (one statement on PostgreSQL): all come back in order.
+    store.publish(sent[..1].to_vec()).await.unwrap();
+    store.publish(sent[1..].to_vec()).await.unwrap();
     let mut got = vec![];
     while got.len() < sent.len() {
         match tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await {
@@ -726,7 +726,7 @@ pub async fn published_events_come_back(store: &Arc<dyn Store>) {
     // A scope naming thousands of users may arrive in several events; together they name everyone it named.
     let users: Vec<String> = (0..3000).map(|i| format!("user{i:05}@example.com")).collect();
     let big = AccessScope { users: users.clone(), rooms: vec!["r1".into()], ..AccessScope::default() };
-    store.publish(ClusterEvent::AccessChanged { origin: "server-b".into(), scope: big }).await.unwrap();
+    store.publish(vec![ClusterEvent::AccessChanged { origin: "server-b".into(), scope: big }]).await.unwrap();
     let mut seen_users: HashSet<String> = HashSet::new();
     let mut seen_rooms: HashSet<String> = HashSet::new();
     while seen_users.len() < users.len() {
@@ -783,18 +783,31 @@ pub async fn pool_wide_presence(store: &Arc<dyn Store>) {
         address: address.into(),
         display_name: format!("User {address}"),
     };
-    store.set_presence(&at("s2", "r1", "a@example.com"), true).await.unwrap();
-    store.set_presence(&at("s1", "r1", "a@example.com"), true).await.unwrap();
-    store.set_presence(&at("s1", "r1", "a@example.com"), true).await.unwrap(); // Repeated: no duplicate.
-    store.set_presence(&at("s1", "r2", "b@example.com"), true).await.unwrap();
-    store.set_presence(&at("s1", "r2", "c@example.com"), true).await.unwrap();
-    store.set_presence(&at("s1", "r2", "c@example.com"), false).await.unwrap();
-    store.set_presence(&at("s1", "r2", "z@example.com"), false).await.unwrap(); // Absent: nothing to do.
+    store.set_presence(&[(at("s2", "r1", "a@example.com"), true)]).await.unwrap();
+    store.set_presence(&[(at("s1", "r1", "a@example.com"), true)]).await.unwrap();
+    // One batch, applied in order: a repeat adds no duplicate, a later change of an entry wins, removing someone
+    // absent does nothing.
+    let batch = [
+        (at("s1", "r1", "a@example.com"), true),
+        (at("s1", "r2", "b@example.com"), true),
+        (at("s1", "r2", "c@example.com"), true),
+        (at("s1", "r2", "c@example.com"), false),
+        (at("s1", "r2", "z@example.com"), false),
+        (at("s1", "r2", "d@example.com"), false),
+        (at("s1", "r2", "d@example.com"), true),
+    ];
+    store.set_presence(&batch).await.unwrap();
+    store.set_presence(&[]).await.unwrap();
     assert_eq!(
         store.list_presence().await.unwrap(),
-        [at("s1", "r1", "a@example.com"), at("s1", "r2", "b@example.com"), at("s2", "r1", "a@example.com")]
+        [
+            at("s1", "r1", "a@example.com"),
+            at("s1", "r2", "b@example.com"),
+            at("s1", "r2", "d@example.com"),
+            at("s2", "r1", "a@example.com")
+        ]
     );
-    assert_eq!(store.clear_presence("s1").await.unwrap(), 2);
+    assert_eq!(store.clear_presence("s1").await.unwrap(), 3);
     assert_eq!(store.list_presence().await.unwrap(), [at("s2", "r1", "a@example.com")]);
     store.delete_room("r1").await.unwrap();
     assert!(store.list_presence().await.unwrap().is_empty(), "a deleted room takes its presence");

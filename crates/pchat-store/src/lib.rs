@@ -67,8 +67,9 @@ pub trait Store: Sessions + Audit + Search + Feeds + Files + Send + Sync + 'stat
     /// The feed of committed events, in commit order. Can be taken once; later calls return `None`.
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<StoreEvent>>;
 
-    /// Sends a live event to every server of the pool (this one included), through the event feed.
-    async fn publish(&self, event: ClusterEvent) -> StoreResult<()>;
+    /// Sends live events, in order, to every server of the pool (this one included), through the event feed; on
+    /// PostgreSQL in one statement (one commit) for the lot.
+    async fn publish(&self, events: Vec<ClusterEvent>) -> StoreResult<()>;
 
     /// Which database the store works on now: `embedded` (SQLite), or `primary` or `backup` of a pool's database
     /// pair (PostgreSQL, which moves to the backup after a failover).
@@ -220,8 +221,9 @@ pub trait Store: Sessions + Audit + Search + Feeds + Files + Send + Sync + 'stat
     async fn set_active(&self, changes: &[(String, bool)]) -> StoreResult<()>;
 
     // The pool-wide roster.
-    /// Records that the user is (`present`) or is no longer in the room through the record's server.
-    async fn set_presence(&self, presence: &PresenceRecord, present: bool) -> StoreResult<()>;
+    /// Records, in order, that each user is (`true`) or is no longer in the room through the record's server: one
+    /// transaction for the lot, so that a burst of joins costs a commit per batch, not per join.
+    async fn set_presence(&self, changes: &[(PresenceRecord, bool)]) -> StoreResult<()>;
     /// Forgets everyone present through `server`; returns how many entries went.
     async fn clear_presence(&self, server: &str) -> StoreResult<u64>;
     /// Everyone present, through every server, ordered by server, room and address.
