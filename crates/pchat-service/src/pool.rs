@@ -13,11 +13,11 @@ use pchat_store::{ClusterEvent, PresenceRecord, ServerRecord};
 use tracing::warn;
 
 use crate::directory::require_admin;
+use crate::time::now_micros;
+use crate::{Caller, Service, ServiceError, ServiceResult};
 
 /// The most presence changes recorded (and announced) together.
 const PRESENCE_BATCH: usize = 512;
-use crate::time::now_micros;
-use crate::{Caller, Service, ServiceError, ServiceResult};
 
 /// How often a server says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);

@@ -144,6 +144,22 @@ async fn an_unreachable_server_is_a_clear_error_with_the_password_hidden() {
     assert!(!err.contains("secret"));
 }
 
+/// Pooled connections run without just-in-time compilation (see `SESSION_OPTIONS`), and options in the
+/// operator's URL still apply after pchat's own.
+#[tokio::test]
+async fn pooled_connections_run_without_jit_and_keep_the_operators_options() {
+    let (database, mut config) = TempDatabase::create().await;
+    config.options("-c statement_timeout=4321");
+    let store = PgStore::connect_with(config, database.name.clone()).await.unwrap();
+    let client = store.client().await.unwrap();
+    let jit: String = client.query_one("SHOW jit", &[]).await.unwrap().get(0);
+    assert_eq!(jit, "off");
+    let timeout: String = client.query_one("SHOW statement_timeout", &[]).await.unwrap().get(0);
+    assert_eq!(timeout, "4321ms");
+    drop(client);
+    drop(store);
+}
+
 #[test]
 fn redacts_passwords() {
     assert_eq!(super::redact("postgres://u:secret@db:5432/mgc"), "postgres://u:***@db:5432/mgc");

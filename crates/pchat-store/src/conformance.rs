@@ -44,7 +44,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $make;
             users, tokens_and_roles, sessions_expire_and_end, groups_and_nesting, caller_facts_read_together, group_cycles_rejected, policies_and_configs,
             categories, rooms, rooms_of_principals, addins, message_sequence_and_ranges, idempotent_append, unkept_messages,
-            concurrent_appends_are_gap_free, events_in_commit_order, alter_and_clear, follows_and_read_marks,
+            concurrent_appends_are_gap_free, concurrent_appends_across_rooms_with_retries, events_in_commit_order, alter_and_clear, follows_and_read_marks,
             invitations, delete_room_takes_its_content, published_events_come_back, server_registry, imports_keep_everything,
             pool_wide_presence, compliance_capture_is_transactional, search_table, search_follows_history,
             search_in_few_rooms_of_a_common_word,
@@ -567,6 +567,65 @@ pub async fn concurrent_appends_are_gap_free(store: &Arc<dyn Store>) {
     assert_eq!(stored.len(), WRITERS * EACH);
 }
 
+/// Posts to several rooms at once, each sent twice with one `client_id`, beside posts to a missing and a disabled
+/// room (a backend that commits posts in batches sees all of these in one batch): each room's `seq` is gap-free,
+/// each retry gets the original, and only the posts to the missing and the disabled room fail.
+pub async fn concurrent_appends_across_rooms_with_retries(store: &Arc<dyn Store>) {
+    with_room(store.as_ref()).await;
+    let rooms = ["r1", "r2", "r3", "r4"];
+    for id in &rooms[1..] {
+        store.create_room(&room(id, &format!("Room {id}"), "c1")).await.unwrap();
+    }
+    store.create_room(&RoomRecord { disabled: true, ..room("off", "Off", "c1") }).await.unwrap();
+    const WRITERS: usize = 3;
+    const EACH: usize = 15;
+    let mut tasks = vec![];
+    for r in rooms {
+        for w in 0..WRITERS {
+            let store = Arc::clone(store);
+            tasks.push(tokio::spawn(async move {
+                let mut seqs = vec![];
+                for i in 0..EACH {
+                    let key = format!("{r}-w{w}-{i}");
+                    let (a, b) = tokio::join!(
+                        store.append_message(post(r, &format!("{key}-a"), "t", Some(&key))),
+                        store.append_message(post(r, &format!("{key}-b"), "t", Some(&key)))
+                    );
+                    let (a, b) = (a.unwrap(), b.unwrap());
+                    assert_eq!(a.message.id, b.message.id, "a retry gets the original");
+                    assert_eq!(a.message.seq, b.message.seq);
+                    assert!(a.created != b.created, "exactly one of the two is new");
+                    seqs.push(a.message.seq);
+                }
+                (r, seqs)
+            }));
+        }
+    }
+    let refused: Vec<_> = ["nowhere", "off"]
+        .into_iter()
+        .map(|r| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move { store.append_message(post(r, &format!("{r}-x"), "t", None)).await })
+        })
+        .collect();
+    let mut by_room: std::collections::BTreeMap<&str, Vec<i64>> = std::collections::BTreeMap::new();
+    for t in tasks {
+        let (r, seqs) = t.await.unwrap();
+        by_room.entry(r).or_default().extend(seqs);
+    }
+    for (r, mut seqs) in by_room {
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=(WRITERS * EACH) as i64).collect::<Vec<_>>(), "room {r}: no gaps, no duplicates");
+        let stored = store.messages(r, MessageRange::After { after: 0, limit: 1000 }).await.unwrap();
+        assert_eq!(stored.len(), WRITERS * EACH, "room {r}");
+        assert_eq!(store.last_seq(r).await.unwrap(), (WRITERS * EACH) as i64, "room {r}");
+    }
+    let mut refused = refused.into_iter();
+    assert!(matches!(refused.next().unwrap().await.unwrap(), Err(StoreError::NotFound)));
+    assert!(matches!(refused.next().unwrap().await.unwrap(), Err(StoreError::RoomDisabled)));
+    assert!(store.messages("off", MessageRange::After { after: 0, limit: 10 }).await.unwrap().is_empty());
+}
+
 pub async fn events_in_commit_order(store: &Arc<dyn Store>) {
     with_room(store.as_ref()).await;
     let mut events = store.take_events().expect("the event feed can be taken once");
@@ -807,7 +866,14 @@ pub async fn pool_wide_presence(store: &Arc<dyn Store>) {
             at("s2", "r1", "a@example.com")
         ]
     );
-    assert_eq!(store.clear_presence("s1").await.unwrap(), 3);
+    // A later batch removes an entry recorded before it and renames another.
+    let renamed = PresenceRecord { display_name: "Renamed".into(), ..at("s1", "r1", "a@example.com") };
+    store.set_presence(&[(at("s1", "r2", "b@example.com"), false), (renamed.clone(), true)]).await.unwrap();
+    assert_eq!(
+        store.list_presence().await.unwrap(),
+        [renamed, at("s1", "r2", "d@example.com"), at("s2", "r1", "a@example.com")]
+    );
+    assert_eq!(store.clear_presence("s1").await.unwrap(), 2);
     assert_eq!(store.list_presence().await.unwrap(), [at("s2", "r1", "a@example.com")]);
     store.delete_room("r1").await.unwrap();
     assert!(store.list_presence().await.unwrap().is_empty(), "a deleted room takes its presence");
