@@ -1,5 +1,6 @@
 // A room with 10,000 messages: the client scrolls back through all of them with the page staying responsive
-// (no long task over 200 ms) and without the message in view moving while older pages load. Also the dark theme.
+// (no long task over 200 ms) and without the message in view moving while older pages load; opening it marks it read
+// with one request. Also the dark theme.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -42,8 +43,22 @@ test("scrolling back through 10,000 messages keeps the page responsive and the v
       for (const e of list.getEntries()) window.longest = Math.max(window.longest, e.duration);
     }).observe({ type: "longtask" });
   });
+  /** @type {number[]} */
+  const reads = [];
+  alice.on("request", (r) => {
+    if (r.method() === "POST" && r.url().endsWith("/api/v1/me/read")) reads.push(JSON.parse(r.postData() ?? "{}").seq);
+  });
   await alice.getByRole("navigation", { name: "My rooms" }).getByRole("button", { name: "Archive" }).click();
   await alice.locator(`li.message[data-seq="${TOTAL}"]`).waitFor();
+  // The page of history shown on opening is marked read with one request (not one per message), up to its last.
+  const mine = async () => {
+    const answer = await server.api(ALICE, "GET", "/me/rooms");
+    return (answer.items ?? answer).find((/** @type {any} */ e) => e.room.id === rooms.Archive.id);
+  };
+  for (let i = 0; i < 50 && (await mine()).unread !== 0; i++) await new Promise((r) => setTimeout(r, 100));
+  assert.equal((await mine()).unread, 0, "the room is read once opened");
+  assert.ok(reads.length >= 1 && reads.length <= 2, `opening the room sent ${reads.length} read markers: ${reads}`);
+  assert.equal(Math.max(...reads), TOTAL);
   const started = Date.now();
   let moved = 0;
   let pages = 0;

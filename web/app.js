@@ -267,9 +267,40 @@ function lost(room, why) {
   render();
 }
 
-/** @param {string} room @param {number} seq */
+/**
+ * Records that the user has read `room` up to `seq`. Reads are sent at most one request per room at a time and
+ * coalesced over 100 ms: a page of history or a burst of live messages is one request with the highest seq, not one
+ * per message. @param {string} room @param {number} seq
+ */
 function markRead(room, seq) {
-  call("POST", "/me/read", { room, seq }).catch(() => {});
+  reads.pending.set(room, Math.max(reads.pending.get(room) ?? 0, seq));
+  if (!reads.timer) reads.timer = setTimeout(sendReads, 100);
+}
+
+/** Read positions not yet sent, per room, and the rooms with a request in flight. */
+const reads = {
+  /** @type {Map<string, number>} */
+  pending: new Map(),
+  /** @type {Set<string>} */
+  inFlight: new Set(),
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  timer: null,
+};
+
+function sendReads() {
+  reads.timer = null;
+  for (const [room, seq] of reads.pending) {
+    if (reads.inFlight.has(room)) continue;
+    reads.pending.delete(room);
+    reads.inFlight.add(room);
+    call("POST", "/me/read", { room, seq })
+      .catch(() => {})
+      .finally(() => {
+        reads.inFlight.delete(room);
+        // What arrived meanwhile goes in the next request.
+        if (reads.pending.has(room) && !reads.timer) reads.timer = setTimeout(sendReads, 100);
+      });
+  }
 }
 
 /**
@@ -1138,14 +1169,25 @@ function appendMessage(m) {
     return;
   }
   const day = dayOf(m.ts);
-  const scroller = /** @type {HTMLElement} */ (list.parentElement);
-  const stick = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
+  if (stickToBottom === null) {
+    // Measured once per frame, before the first message of the frame is added: measuring after each one would lay
+    // out the whole list again for every message of a page or a burst.
+    const scroller = /** @type {HTMLElement} */ (list.parentElement);
+    stickToBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
+    requestAnimationFrame(() => {
+      const scroller = document.getElementById("scroller");
+      if (stickToBottom && scroller) scroller.scrollTop = scroller.scrollHeight;
+      stickToBottom = null;
+    });
+  }
   if (!last || last.dataset.day !== day) {
     list.append(h("li", { class: "day", "data-day": day }, [day]));
   }
   list.append(messageItem(m, day));
-  if (stick) scroller.scrollTop = scroller.scrollHeight;
 }
+
+/** Whether the messages added in this frame keep the list scrolled to the bottom (null: none added yet). @type {boolean | null} */
+let stickToBottom = null;
 
 /** One message's list item. @param {Message} m @param {string} day */
 function messageItem(m, day) {
