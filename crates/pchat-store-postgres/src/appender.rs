@@ -23,7 +23,9 @@ use tracing::error;
 use crate::indexer::Pending;
 use crate::notify;
 use crate::search::Postings;
-use crate::store::{InUse, MESSAGE_COLUMNS, insert_events, message_from_row, unavailable};
+use crate::store::{
+    InUse, MESSAGE_ARRAYS, MESSAGE_COLUMNS, MessageArrays, insert_events, message_from_row, unavailable,
+};
 
 /// The most appends committed together.
 const MAX_BATCH: usize = 512;
@@ -87,7 +89,9 @@ async fn commit_batch(
     for row in tx.query(sql, &[&room_ids]).await.map_err(unavailable)? {
         counters.insert(row.get(0), (row.get(1), row.get(2), row.get(3), row.get(4)));
     }
-    let mut known = retried(&tx, &messages).await?;
+    // Only posts to rooms that can take them can be retries.
+    let open = |room: &str| counters.get(room).is_some_and(|&(disabled, ..)| !disabled);
+    let mut known = retried(&tx, messages.iter().filter(|m| open(&m.room_id))).await?;
     let mut results: Vec<Option<StoreResult<Appended>>> = messages.iter().map(|_| None).collect();
     let mut notices: Vec<String> = Vec::new();
     let mut captured: Vec<NewEvent> = Vec::new();
@@ -107,7 +111,7 @@ async fn commit_batch(
         let ts = now_micros().max(last_ts);
         for i in indexes {
             let m = &messages[i];
-            let retry = m.client_id.as_ref().and_then(|c| known.get(&(room.to_owned(), c.clone())));
+            let retry = m.client_id.as_deref().and_then(|c| known.get(room).and_then(|ids| ids.get(c)));
             if let Some(original) = retry {
                 results[i] = Some(Ok(Appended { message: original.clone(), created: false }));
                 continue;
@@ -140,7 +144,7 @@ async fn commit_batch(
             }
             if let Some(c) = &m.client_id {
                 // A retry within the same batch gets this message too.
-                known.insert((room.to_owned(), c.clone()), record.clone());
+                known.entry(room.to_owned()).or_default().insert(c.clone(), record.clone());
             }
             if m.keep {
                 if index_now {
@@ -181,15 +185,18 @@ async fn commit_batch(
     Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable("not run".into())))).collect())
 }
 
-/// The messages already posted under the batch's `client_id`s, by room and `client_id`: one statement, each key
-/// looked up through the unique index (a lateral step, so it is never planned as a join over the whole table).
+/// Messages by room, then by `client_id`.
+type Retries = HashMap<String, HashMap<String, MessageRecord>>;
+
+/// The messages already posted under the `client_id`s of `messages`: one statement, each key looked up through the
+/// unique index (a lateral step, so it is never planned as a join over the whole table).
 async fn retried(
     tx: &tokio_postgres::Transaction<'_>,
-    messages: &[NewMessage],
-) -> StoreResult<HashMap<(String, String), MessageRecord>> {
+    messages: impl Iterator<Item = &NewMessage>,
+) -> StoreResult<Retries> {
     let (rooms, ids): (Vec<&str>, Vec<&str>) =
-        messages.iter().filter_map(|m| m.client_id.as_deref().map(|c| (m.room_id.as_str(), c))).unzip();
-    let mut known = HashMap::new();
+        messages.filter_map(|m| m.client_id.as_deref().map(|c| (m.room_id.as_str(), c))).unzip();
+    let mut known = Retries::new();
     if ids.is_empty() {
         return Ok(known);
     }
@@ -200,7 +207,7 @@ async fn retried(
     for row in tx.query(&sql, &[&rooms, &ids]).await.map_err(unavailable)? {
         let record = message_from_row(&row)?;
         if let Some(id) = record.client_id.clone() {
-            known.insert((record.room_id.clone(), id), record);
+            known.entry(record.room_id.clone()).or_default().insert(id, record);
         }
     }
     Ok(known)
@@ -213,31 +220,21 @@ async fn insert_messages(
     queue: bool,
     rows: &[(i64, MessageRecord)],
 ) -> StoreResult<()> {
-    let rooms: Vec<&str> = rows.iter().map(|(_, r)| r.room_id.as_str()).collect();
-    let ids: Vec<&str> = rows.iter().map(|(_, r)| r.id.as_str()).collect();
-    let seqs: Vec<i64> = rows.iter().map(|(_, r)| r.seq).collect();
-    let authors: Vec<&str> = rows.iter().map(|(_, r)| r.author.as_str()).collect();
-    let times: Vec<i64> = rows.iter().map(|(_, r)| r.ts).collect();
-    let texts: Vec<&str> = rows.iter().map(|(_, r)| r.text.as_str()).collect();
-    let titles: Vec<Option<&str>> = rows.iter().map(|(_, r)| r.story_title.as_deref()).collect();
-    let alerts: Vec<bool> = rows.iter().map(|(_, r)| r.alert).collect();
-    let client_ids: Vec<Option<&str>> = rows.iter().map(|(_, r)| r.client_id.as_deref()).collect();
-    let files: Vec<Option<String>> = rows.iter().map(|(_, r)| r.file.as_ref().map(|f| f.encode())).collect();
+    let records: Vec<&MessageRecord> = rows.iter().map(|(_, r)| r).collect();
+    let arrays = MessageArrays::of(&records, None);
     let nums: Vec<i64> = rows.iter().map(|(num, _)| *num).collect();
-    let values = "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], \
-                  $7::text[], $8::bool[], $9::text[], $10::text[], $11::bigint[]) \
-                  AS v(room_id, id, seq, author, ts, text, story_title, alert, client_id, file, num)";
-    let columns = "room_id, id, seq, author, ts, text, story_title, alert, client_id, file";
+    let values = format!("SELECT * FROM unnest({MESSAGE_ARRAYS}, $12::bigint[]) AS v({MESSAGE_COLUMNS}, num)");
     let sql = if queue {
         format!(
-            "WITH v AS ({values}), m AS (INSERT INTO messages ({columns}) SELECT {columns} FROM v) \
+            "WITH v AS ({values}), m AS (INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT {MESSAGE_COLUMNS} FROM v) \
              INSERT INTO search_pending (room_id, seq, room_num, ts) SELECT room_id, seq, num, ts FROM v"
         )
     } else {
-        format!("WITH v AS ({values}) INSERT INTO messages ({columns}) SELECT {columns} FROM v")
+        format!("WITH v AS ({values}) INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT {MESSAGE_COLUMNS} FROM v")
     };
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] =
-        [&rooms, &ids, &seqs, &authors, &times, &texts, &titles, &alerts, &client_ids, &files, &nums];
+    let [a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11] = arrays.params();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] =
+        [a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, &nums];
     tx.execute(&sql, &params).await.map_err(unavailable)?;
     Ok(())
 }

@@ -485,6 +485,62 @@ fn room_from_row(row: &Row) -> StoreResult<RoomRecord> {
 pub(crate) const MESSAGE_COLUMNS: &str =
     "id, room_id, seq, author, ts, text, story_title, alert, client_id, replaced, file";
 
+/// The eleven arrays of [`MessageArrays`] as typed parameters `$1`–`$11`, in the order of `MESSAGE_COLUMNS`, for
+/// `unnest(…)`.
+pub(crate) const MESSAGE_ARRAYS: &str = "$1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], \
+     $6::text[], $7::text[], $8::bool[], $9::text[], $10::bool[], $11::text[]";
+
+/// Messages as one array per column of `MESSAGE_COLUMNS`, for inserting many rows with one statement.
+pub(crate) struct MessageArrays<'a> {
+    ids: Vec<&'a str>,
+    rooms: Vec<&'a str>,
+    seqs: Vec<i64>,
+    authors: Vec<&'a str>,
+    times: Vec<i64>,
+    texts: Vec<&'a str>,
+    titles: Vec<Option<&'a str>>,
+    alerts: Vec<bool>,
+    client_ids: Vec<Option<&'a str>>,
+    replaced: Vec<bool>,
+    files: Vec<Option<String>>,
+}
+
+impl<'a> MessageArrays<'a> {
+    /// The columns of `messages`; `room`, when given, stands for every message's own `room_id`.
+    pub(crate) fn of(messages: &[&'a MessageRecord], room: Option<&'a str>) -> Self {
+        Self {
+            ids: messages.iter().map(|m| m.id.as_str()).collect(),
+            rooms: messages.iter().map(|m| room.unwrap_or(m.room_id.as_str())).collect(),
+            seqs: messages.iter().map(|m| m.seq).collect(),
+            authors: messages.iter().map(|m| m.author.as_str()).collect(),
+            times: messages.iter().map(|m| m.ts).collect(),
+            texts: messages.iter().map(|m| m.text.as_str()).collect(),
+            titles: messages.iter().map(|m| m.story_title.as_deref()).collect(),
+            alerts: messages.iter().map(|m| m.alert).collect(),
+            client_ids: messages.iter().map(|m| m.client_id.as_deref()).collect(),
+            replaced: messages.iter().map(|m| m.replaced).collect(),
+            files: messages.iter().map(|m| m.file.as_ref().map(|f| f.encode())).collect(),
+        }
+    }
+
+    /// The parameters `$1`–`$11` of `MESSAGE_ARRAYS`.
+    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 11] {
+        [
+            &self.ids,
+            &self.rooms,
+            &self.seqs,
+            &self.authors,
+            &self.times,
+            &self.texts,
+            &self.titles,
+            &self.alerts,
+            &self.client_ids,
+            &self.replaced,
+            &self.files,
+        ]
+    }
+}
+
 pub(crate) fn message_from_row(row: &Row) -> StoreResult<MessageRecord> {
     Ok(MessageRecord {
         id: col(row, 0)?,
@@ -1063,24 +1119,11 @@ impl Store for PgStore {
     async fn import_messages(&self, room_id: &str, messages: &[MessageRecord], last_seq: i64) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;
-        let sql = format!(
-            "INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], \
-             $4::text[], $5::bigint[], $6::text[], $7::text[], $8::bool[], $9::text[], $10::bool[], $11::text[])"
-        );
+        let sql = format!("INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT * FROM unnest({MESSAGE_ARRAYS})");
         for chunk in messages.chunks(5_000) {
-            let ids: Vec<&str> = chunk.iter().map(|m| m.id.as_str()).collect();
-            let rooms: Vec<&str> = chunk.iter().map(|_| room_id).collect();
-            let seqs: Vec<i64> = chunk.iter().map(|m| m.seq).collect();
-            let authors: Vec<&str> = chunk.iter().map(|m| m.author.as_str()).collect();
-            let times: Vec<i64> = chunk.iter().map(|m| m.ts).collect();
-            let texts: Vec<&str> = chunk.iter().map(|m| m.text.as_str()).collect();
-            let titles: Vec<Option<&str>> = chunk.iter().map(|m| m.story_title.as_deref()).collect();
-            let alerts: Vec<bool> = chunk.iter().map(|m| m.alert).collect();
-            let client_ids: Vec<Option<&str>> = chunk.iter().map(|m| m.client_id.as_deref()).collect();
-            let replaced: Vec<bool> = chunk.iter().map(|m| m.replaced).collect();
-            let files: Vec<Option<String>> = chunk.iter().map(|m| m.file.as_ref().map(|f| f.encode())).collect();
-            let params: [&(dyn ToSql + Sync); 11] =
-                [&ids, &rooms, &seqs, &authors, &times, &texts, &titles, &alerts, &client_ids, &replaced, &files];
+            let records: Vec<&MessageRecord> = chunk.iter().collect();
+            let arrays = MessageArrays::of(&records, Some(room_id));
+            let params = arrays.params();
             tx.execute(&sql, &params).await.map_err(named)?;
         }
         let num = search::room_num(&tx, room_id).await?.ok_or(StoreError::NotFound)?;
