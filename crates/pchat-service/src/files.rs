@@ -268,7 +268,7 @@ impl Service {
         let appended = self
             .store
             .append_message(NewMessage {
-                id: uuid::Uuid::new_v4().to_string(),
+                id: crate::messages::new_message_id(),
                 room_id: room.id.clone(),
                 author: caller.address().to_owned(),
                 text: name,

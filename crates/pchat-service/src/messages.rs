@@ -24,6 +24,13 @@ const MAX_REPLACEMENT_CHARS: usize = 1024;
 /// Longest `client_id`.
 const MAX_CLIENT_ID: usize = 128;
 
+/// A new message's id: a UUID of version 7, which begins with the time, so that ids of messages posted one after
+/// another sort in posting order and each store's unique index on them grows at its end (a random UUID put every
+/// post on a page of its own in that index: one more page written per post).
+pub(crate) fn new_message_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// A page of history.
 #[derive(Debug, Clone)]
 pub struct History {
@@ -144,7 +151,7 @@ impl Service {
         let appended = self
             .store
             .append_message(NewMessage {
-                id: uuid::Uuid::new_v4().to_string(),
+                id: new_message_id(),
                 room_id: room.id,
                 author: caller.address().to_owned(),
                 text: input.text,
@@ -370,5 +377,17 @@ mod tests {
         assert!(!m("Buy", "all", true, "buy"));
         assert!(KeywordMatch::parse(Some("x"), Some("some"), false).is_err());
         assert!(KeywordMatch::parse(Some("  "), None, false).unwrap().is_none());
+    }
+
+    #[test]
+    fn message_ids_are_version_7_uuids_that_sort_in_the_order_they_were_made() {
+        let ids: Vec<String> = (0..2_000).map(|_| new_message_id()).collect();
+        for id in &ids {
+            let parsed = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(parsed.get_version_num(), 7, "{id}");
+            assert_eq!(id, &parsed.hyphenated().to_string(), "the canonical lower-case form");
+        }
+        // Strictly increasing as text (what both stores' unique indexes compare), even within one millisecond.
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids out of order");
     }
 }
