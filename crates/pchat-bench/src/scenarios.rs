@@ -284,6 +284,12 @@ pub(crate) async fn ingest(ctx: &Context, a: IngestArgs) -> anyhow::Result<Run> 
     run.latency("ack at the maximum", &max.ack, None);
     run.figure("post errors", max.errors as f64, "count");
     run.figure("server CPU at the maximum", used.cpu_percent, "%");
+    if ctx.backend == Backend::Sqlite && max.acked > 0 {
+        // What a durable post costs the disk: the WAL frames of the pages it dirtied, and the checkpoints'
+        // copies of them into the database file (PostgreSQL's writes are its own processes', not counted).
+        let per_post = used.storage_written as f64 / max.acked as f64 / 1024.0;
+        run.figure("written to storage per durable post at the maximum", per_post, "KiB");
+    }
     run.figure("server RSS before", mib(rss_before), "MiB");
     run.figure("server peak RSS during the maximum", mib(used.rss_peak_kib), "MiB");
     run.figure("server RSS after the maximum", mib(used.rss_end_kib), "MiB");

@@ -82,6 +82,14 @@ mod tests {
 
     pchat_store::conformance_tests!(fresh());
 
+    /// The bundled SQLite is compiled with the flags `.cargo/config.toml` gives it (syncs with `fdatasync`): the
+    /// same cargo environment reaches libsqlite3-sys's build and this crate's, so a build without it fails here.
+    #[test]
+    fn the_bundled_sqlite_is_built_to_sync_with_fdatasync() {
+        let flags = option_env!("LIBSQLITE3_FLAGS").unwrap_or_default();
+        assert!(flags.split_whitespace().any(|f| f == "-DHAVE_FDATASYNC=1"), "LIBSQLITE3_FLAGS = {flags:?}");
+    }
+
     mod archive {
         use pchat_store::conformance::ArchiveHarness;
 

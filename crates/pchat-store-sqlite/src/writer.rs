@@ -211,10 +211,12 @@ impl Writer {
         &self.health
     }
 
-    /// Starts the checkpoint thread: every 100 ms it copies what the WAL holds into the database file (a passive
+    /// Starts the checkpoint thread: every second it copies what the WAL holds into the database file (a passive
     /// checkpoint: it never blocks the writer or readers), so the writer's commits do not pay for it. In the
-    /// writer's own thread, checkpoints were 9 % of its time under load with search postings. It ends with the
-    /// writer.
+    /// writer's own thread, checkpoints were 9 % of its time under load with search postings. Every 100 ms, each
+    /// checkpoint's sync of the database file (15–46 ms under load) held up the writer's own syncs often enough
+    /// that acks at 80 % of the maximum rate waited 31–279 ms at p99; once a second, a page rewritten by many posts
+    /// is also copied once instead of ten times (bench/RESULTS.md). It ends with the writer.
     pub(crate) fn start_checkpoints(
         &self,
         path: &std::path::Path,
@@ -225,7 +227,7 @@ impl Writer {
         thread::Builder::new().name("pchat-sqlite-checkpoint".into()).spawn(move || {
             let mut failing = false;
             loop {
-                thread::sleep(std::time::Duration::from_millis(100));
+                thread::sleep(std::time::Duration::from_millis(1000));
                 match health.upgrade() {
                     Some(h) if !h.stopped.load(Ordering::Acquire) => {}
                     _ => return,
