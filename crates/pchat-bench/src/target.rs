@@ -218,9 +218,6 @@ pub(crate) struct ProcStats {
     pub(crate) rss_kib: u64,
     /// The peak resident size since the process started.
     pub(crate) hwm_kib: u64,
-    /// Bytes the process has caused to be written to storage (`write_bytes` less `cancelled_write_bytes` of
-    /// /proc/PID/io: file pages it dirtied, whoever flushes them; sockets are not counted). 0 when unreadable.
-    pub(crate) storage_written: u64,
 }
 
 pub(crate) fn proc_stats(pid: u32) -> Option<ProcStats> {
@@ -239,9 +236,11 @@ pub(crate) fn proc_stats(pid: u32) -> Option<ProcStats> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    Some(ProcStats { cpu_secs, rss_kib: kib("VmRSS:"), hwm_kib: kib("VmHWM:"), storage_written: storage_written(pid) })
+    Some(ProcStats { cpu_secs, rss_kib: kib("VmRSS:"), hwm_kib: kib("VmHWM:") })
 }
 
+/// Bytes the process has caused to be written to storage (`write_bytes` less `cancelled_write_bytes` of
+/// /proc/PID/io: file pages it dirtied, whoever flushes them; sockets are not counted). 0 when unreadable.
 fn storage_written(pid: u32) -> u64 {
     let Ok(io) = std::fs::read_to_string(format!("/proc/{pid}/io")) else { return 0 };
     let field = |key: &str| -> u64 {
@@ -267,7 +266,7 @@ pub(crate) struct Used {
     pub(crate) cpu_percent: f64,
     pub(crate) rss_end_kib: u64,
     pub(crate) rss_peak_kib: u64,
-    /// Bytes written to storage during the phase (see [`ProcStats::storage_written`]).
+    /// Bytes written to storage during the phase (see [`storage_written`]).
     pub(crate) storage_written: u64,
 }
 
@@ -285,7 +284,7 @@ impl Usage {
             }
         });
         let cpu_at_start = total(&pids);
-        let written_at_start = pids.iter().filter_map(|p| proc_stats(*p)).map(|s| s.storage_written).sum();
+        let written_at_start = pids.iter().map(|p| storage_written(*p)).sum();
         Self { pids, started: Instant::now(), cpu_at_start, written_at_start, peak_kib, stop }
     }
 
@@ -299,7 +298,12 @@ impl Usage {
             cpu_percent: (cpu - self.cpu_at_start) / wall * 100.0,
             rss_end_kib,
             rss_peak_kib: self.peak_kib.load(Ordering::Relaxed).max(rss_end_kib),
-            storage_written: stats.iter().map(|s| s.storage_written).sum::<u64>().saturating_sub(self.written_at_start),
+            storage_written: self
+                .pids
+                .iter()
+                .map(|p| storage_written(*p))
+                .sum::<u64>()
+                .saturating_sub(self.written_at_start),
         }
     }
 }

@@ -20,6 +20,8 @@ use crate::backlog::{Backlog, Change};
 /// The most writes committed together. Large enough that commit cost is shared, small enough that one batch
 /// does not hold the lock for long.
 const MAX_BATCH: usize = 512;
+/// How often the checkpoint thread copies the WAL into the database file (see `Writer::start_checkpoints`).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One queued write, type-erased so that writes with different results share a queue.
 trait Job: Send {
@@ -211,7 +213,7 @@ impl Writer {
         &self.health
     }
 
-    /// Starts the checkpoint thread: every second it copies what the WAL holds into the database file (a passive
+    /// Starts the checkpoint thread: every [`CHECKPOINT_EVERY`] it copies what the WAL holds into the database file (a passive
     /// checkpoint: it never blocks the writer or readers), so the writer's commits do not pay for it. In the
     /// writer's own thread, checkpoints were 9 % of its time under load with search postings. Every 100 ms, each
     /// checkpoint's sync of the database file (15–46 ms under load) held up the writer's own syncs often enough
@@ -227,7 +229,7 @@ impl Writer {
         thread::Builder::new().name("pchat-sqlite-checkpoint".into()).spawn(move || {
             let mut failing = false;
             loop {
-                thread::sleep(std::time::Duration::from_millis(1000));
+                thread::sleep(CHECKPOINT_EVERY);
                 match health.upgrade() {
                     Some(h) if !h.stopped.load(Ordering::Acquire) => {}
                     _ => return,
