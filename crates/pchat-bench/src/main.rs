@@ -70,9 +70,20 @@ fn repo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let mut runtime = if matches!(cli.scenario, Scenario::Worker) {
+        // A client process is one thread: the machine's cores go to the server and to the other workers, and
+        // its tasks never wake each other across threads (work stealing between threads of every worker
+        // process cost the shared cores context switches).
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    runtime.enable_all().build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     if matches!(cli.scenario, Scenario::Worker) {
         return clients::worker().await;
     }

@@ -89,6 +89,36 @@ impl Run {
         self.figure(&format!("{metric} samples"), h.count() as f64, "count");
     }
 
+    /// Where a phase's CPU went, per unit of work done (`count` of `what`, e.g. durable posts): the watched
+    /// servers' CPU and everything else's (the load generator, and the database when it runs here), and the rate
+    /// at which everything else alone would fill every core. When the machine was busy on every core, that rate
+    /// bounds what any server could show on this machine with this load generator beside it.
+    pub(crate) fn cpu_split(&mut self, phase: &str, what: &str, used: &crate::target::Used, count: u64) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        self.figure(
+            &format!("machine CPU {phase} (every process; {:.0} % = every core)", cores * 100.0),
+            used.machine_cpu_percent,
+            "%",
+        );
+        if let Some(stall) = used.io_stall_percent {
+            self.figure(&format!("time some task waited for storage {phase} (/proc/pressure/io)"), stall, "%");
+        }
+        if count == 0 {
+            return;
+        }
+        let per = |percent: f64| percent.max(0.0) / 100.0 * used.wall_secs / count as f64 * 1e6;
+        let others = per(used.machine_cpu_percent - used.cpu_percent);
+        self.figure(&format!("server CPU per {what} {phase}"), per(used.cpu_percent), "µs");
+        self.figure(&format!("CPU of the other processes per {what} {phase} (load generator, database)"), others, "µs");
+        if others > 0.0 {
+            self.figure(
+                &format!("{what}s per second the other processes alone would fill every core with"),
+                cores * 1e6 / others,
+                "1/s",
+            );
+        }
+    }
+
     pub(crate) fn note(&mut self, text: String) {
         println!("  note: {text}");
         self.notes.push(text);

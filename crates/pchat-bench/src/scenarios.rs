@@ -284,6 +284,7 @@ pub(crate) async fn ingest(ctx: &Context, a: IngestArgs) -> anyhow::Result<Run> 
     run.latency("ack at the maximum", &max.ack, None);
     run.figure("post errors", max.errors as f64, "count");
     run.figure("server CPU at the maximum", used.cpu_percent, "%");
+    run.cpu_split("at the maximum", "durable post", &used, max.acked);
     if ctx.backend == Backend::Sqlite && max.acked > 0 {
         // What a durable post costs the disk: the WAL frames of the pages it dirtied, and the checkpoints'
         // copies of them into the database file (PostgreSQL's writes are its own processes', not counted).
@@ -419,6 +420,7 @@ pub(crate) async fn auditorium(ctx: &Context, a: AuditoriumArgs) -> anyhow::Resu
     run.figure("server RSS with everyone joined", mib(rss), "MiB");
     run.figure("server peak RSS while posting", mib(used.rss_peak_kib), "MiB");
     run.figure("server CPU while posting", used.cpu_percent, "%");
+    run.cpu_split("while posting", "delivered frame", &used, got.messages);
     swarm.stop().await;
     Ok(run)
 }
@@ -742,6 +744,7 @@ pub(crate) async fn lync_server(ctx: &Context, a: LyncServerArgs) -> anyhow::Res
     run.latency("post→delivery", &seen.delivery, Some(100.0));
     run.at_most("gaps and duplicates", (seen.gaps + seen.duplicates) as f64, "count", 0.0);
     run.figure("server CPU under load", used.cpu_percent, "%");
+    run.cpu_split("under load", "delivered frame", &used, seen.messages);
     run.at_most("server peak RSS under load", mib(used.rss_peak_kib), "MiB", 1024.0 * a.servers as f64);
     if !seen.errors.is_empty() {
         run.note(format!("client errors: {:?}", seen.errors));

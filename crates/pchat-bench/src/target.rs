@@ -249,11 +249,33 @@ fn storage_written(pid: u32) -> u64 {
     field("write_bytes:").saturating_sub(field("cancelled_write_bytes:"))
 }
 
+/// CPU seconds the whole machine has been busy since boot (every core: user, nice, system, irq, softirq and steal
+/// time of /proc/stat's `cpu` line; idle and I/O wait are not busy). 0 when unreadable.
+fn machine_busy_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return 0.0 };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return 0.0 };
+    let ticks: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already inside user).
+    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|i| ticks.get(*i)).sum();
+    busy / rustix::param::clock_ticks_per_second() as f64
+}
+
+/// Seconds in which some task waited for storage since boot (the `some` line's `total`, in µs, of
+/// /proc/pressure/io); `None` without pressure stall information.
+fn io_stall_secs() -> Option<f64> {
+    let pressure = std::fs::read_to_string("/proc/pressure/io").ok()?;
+    let some = pressure.lines().find(|l| l.starts_with("some "))?;
+    let total = some.split_whitespace().find_map(|f| f.strip_prefix("total="))?;
+    Some(total.parse::<f64>().ok()? / 1e6)
+}
+
 /// Watches processes while a phase runs: CPU used and the highest resident size seen (sampled every 100 ms).
 pub(crate) struct Usage {
     pids: Vec<u32>,
     started: Instant,
     cpu_at_start: f64,
+    machine_at_start: f64,
+    io_stall_at_start: f64,
     written_at_start: u64,
     peak_kib: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -264,6 +286,14 @@ pub(crate) struct Usage {
 pub(crate) struct Used {
     /// CPU time over wall time: 100 = one core busy.
     pub(crate) cpu_percent: f64,
+    /// The same for the whole machine (every process and the kernel; 100 × cores = every core busy), so a phase
+    /// shows whether the machine had CPU to spare and what the load generator (and any database) took beside
+    /// the watched processes.
+    pub(crate) machine_cpu_percent: f64,
+    pub(crate) wall_secs: f64,
+    /// The share of the phase in which some task of the machine waited for storage (/proc/pressure/io, "some"),
+    /// in %; `None` where the kernel does not report pressure.
+    pub(crate) io_stall_percent: Option<f64>,
     pub(crate) rss_end_kib: u64,
     pub(crate) rss_peak_kib: u64,
     /// Bytes written to storage during the phase (see [`storage_written`]).
@@ -284,8 +314,19 @@ impl Usage {
             }
         });
         let cpu_at_start = total(&pids);
+        let machine_at_start = machine_busy_secs();
+        let io_stall_at_start = io_stall_secs().unwrap_or(f64::NAN);
         let written_at_start = pids.iter().map(|p| storage_written(*p)).sum();
-        Self { pids, started: Instant::now(), cpu_at_start, written_at_start, peak_kib, stop }
+        Self {
+            pids,
+            started: Instant::now(),
+            cpu_at_start,
+            machine_at_start,
+            io_stall_at_start,
+            written_at_start,
+            peak_kib,
+            stop,
+        }
     }
 
     pub(crate) fn finish(self) -> Used {
@@ -293,9 +334,15 @@ impl Usage {
         let stats: Vec<ProcStats> = self.pids.iter().filter_map(|p| proc_stats(*p)).collect();
         let cpu: f64 = stats.iter().map(|s| s.cpu_secs).sum();
         let rss_end_kib = stats.iter().map(|s| s.rss_kib).sum();
+        let machine = machine_busy_secs();
         let wall = self.started.elapsed().as_secs_f64().max(1e-9);
         Used {
             cpu_percent: (cpu - self.cpu_at_start) / wall * 100.0,
+            machine_cpu_percent: (machine - self.machine_at_start) / wall * 100.0,
+            wall_secs: wall,
+            io_stall_percent: io_stall_secs()
+                .map(|now| (now - self.io_stall_at_start) / wall * 100.0)
+                .filter(|p| p.is_finite()),
             rss_end_kib,
             rss_peak_kib: self.peak_kib.load(Ordering::Relaxed).max(rss_end_kib),
             storage_written: self

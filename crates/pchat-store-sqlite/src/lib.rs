@@ -90,6 +90,30 @@ mod tests {
         assert!(flags.split_whitespace().any(|f| f == "-DHAVE_FDATASYNC=1"), "LIBSQLITE3_FLAGS = {flags:?}");
     }
 
+    /// A durable post writes the messages table and only the indexes a query uses (its id, its client id): the
+    /// by-time and by-author indexes cost every post a page and no query read them; clearing a room walks the
+    /// room's own key.
+    #[test]
+    fn a_message_is_written_to_the_indexes_queries_use_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mgc.db");
+        drop(SqliteStore::open(&path, Durability::Full).unwrap());
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut names: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        names.sort();
+        assert_eq!(names, ["messages_client_id", "sqlite_autoindex_messages_1"], "indexes of messages");
+        let plan: String = conn
+            .query_row("EXPLAIN QUERY PLAN DELETE FROM messages WHERE room_id = 'r' AND ts <= 5", [], |r| r.get(3))
+            .unwrap();
+        assert!(plan.contains("PRIMARY KEY (room_id=?)"), "clearing a room walks {plan:?}");
+    }
+
     mod archive {
         use pchat_store::conformance::ArchiveHarness;
 

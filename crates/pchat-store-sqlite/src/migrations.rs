@@ -294,6 +294,14 @@ CREATE INDEX directory_terms_key ON directory_terms(key, field);
 CREATE TABLE directory_meta (version INTEGER NOT NULL);
 INSERT INTO directory_meta (version) VALUES (0);
 "#,
+    // Two indexes every durable post paid a page for (a post in one of many rooms dirties a page of each, written
+    // to the WAL and again by the checkpoint) and no query of this store uses: messages by author and by time are
+    // read through the room's primary key (`find_messages`, whose optional filters the planner cannot match to an
+    // index anyway), and clearing a room up to a time already walks the room to remove its search postings.
+    r#"
+DROP INDEX IF EXISTS messages_ts;
+DROP INDEX IF EXISTS messages_author;
+"#,
 ];
 
 /// The compliance archive's schema (`mgccomp.db`), migrated the same way.
