@@ -114,6 +114,40 @@ mod tests {
         assert!(plan.contains("PRIMARY KEY (room_id=?)"), "clearing a room walks {plan:?}");
     }
 
+    /// Rooms' counters move from their rows to `room_counters` without losing one: a database made before keeps
+    /// every room's `seq` going (a reset counter would reuse `seq`s), new and deleted rooms keep the table in step.
+    #[tokio::test]
+    async fn room_counters_carry_over_from_the_rooms_rows() {
+        use pchat_store::Store as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mgc.db");
+        {
+            let mut conn = rusqlite::Connection::open(&path).unwrap();
+            let before = &crate::migrations::MIGRATIONS[..crate::migrations::MIGRATIONS.len() - 1];
+            crate::migrations::apply_list(&mut conn, before).unwrap();
+            conn.execute_batch(
+                "INSERT INTO categories (id, name, description, file_upload, chat_history, invitations, \
+                 allowed_members, denied_members, creators) VALUES ('c', 'C', '', 0, 1, 0, '', '', ''); \
+                 INSERT INTO rooms (id, name, description, category_id, privacy, room_type, invitations, disabled, \
+                 members, managers, presenters, created_by, created_at, last_seq, last_ts, num) VALUES \
+                 ('old', 'Old', '', 'c', 'open', 'normal', 'inherit', 0, '', '', '', 'a@example.com', 0, 41, \
+                 4000000000000000, 1);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, Durability::Full).unwrap();
+        assert_eq!(store.last_seq("old").await.unwrap(), 41);
+        let appended = store.append_message(pchat_store::conformance::post("old", "m42", "hello", None)).await.unwrap();
+        assert_eq!((appended.message.seq, appended.message.ts), (42, 4_000_000_000_000_000), "seq and ts go on");
+        assert_eq!(store.last_seq("old").await.unwrap(), 42);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        assert!(conn.prepare("SELECT last_seq FROM rooms").is_err(), "the rooms rows still hold a counter");
+        store.delete_room("old").await.unwrap();
+        let left: i64 = conn.query_row("SELECT count(*) FROM room_counters", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0, "a deleted room's counter stays");
+        assert!(matches!(store.last_seq("old").await, Err(pchat_store::StoreError::NotFound)));
+    }
+
     mod archive {
         use pchat_store::conformance::ArchiveHarness;
 

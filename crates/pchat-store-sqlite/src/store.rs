@@ -1003,7 +1003,9 @@ impl Store for SqliteStore {
                     return Ok(Appended { message: original, created: false });
                 }
                 let room = c
-                    .prepare_cached("SELECT disabled, last_seq, last_ts, num FROM rooms WHERE id = ?1")
+                    .prepare_cached("SELECT r.disabled, c.last_seq, c.last_ts, r.num FROM rooms r JOIN room_counters c ON c.room_id = r.id \
+                         WHERE r.id = ?1",
+                    )
                     .and_then(|mut s| {
                         s.query_row([&message.room_id], |r| {
                             Ok((r.get::<_, bool>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
@@ -1016,7 +1018,7 @@ impl Store for SqliteStore {
                     return Err(StoreError::RoomDisabled);
                 }
                 let (seq, ts) = (last_seq + 1, now_micros().max(last_ts));
-                c.prepare_cached("UPDATE rooms SET last_seq = ?2, last_ts = ?3 WHERE id = ?1")
+                c.prepare_cached("UPDATE room_counters SET last_seq = ?2, last_ts = ?3 WHERE room_id = ?1")
                     .and_then(|mut s| s.execute(params![message.room_id, seq, ts]))
                     .map_err(db)?;
                 let record = MessageRecord {
@@ -1147,7 +1149,7 @@ impl Store for SqliteStore {
                 }
                 let n = c
                     .execute(
-                        "UPDATE rooms SET last_seq = max(last_seq, ?2), last_ts = max(last_ts, ?3) WHERE id = ?1",
+                        "UPDATE room_counters SET last_seq = max(last_seq, ?2), last_ts = max(last_ts, ?3) WHERE room_id = ?1",
                         params![room_id, last_seq, last_ts],
                     )
                     .map_err(db)?;
@@ -1159,7 +1161,7 @@ impl Store for SqliteStore {
     async fn last_seq(&self, room_id: &str) -> StoreResult<i64> {
         let room_id = room_id.to_owned();
         self.read(move |c| {
-            c.query_row("SELECT last_seq FROM rooms WHERE id = ?1", [room_id], |r| r.get(0))
+            c.query_row("SELECT last_seq FROM room_counters WHERE room_id = ?1", [room_id], |r| r.get(0))
                 .optional()
                 .map_err(db)?
                 .ok_or(StoreError::NotFound)
