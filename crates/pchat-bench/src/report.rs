@@ -94,7 +94,7 @@ impl Run {
     /// at which everything else alone would fill every core. When the machine was busy on every core, that rate
     /// bounds what any server could show on this machine with this load generator beside it.
     pub(crate) fn cpu_split(&mut self, phase: &str, what: &str, used: &crate::target::Used, count: u64) {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let cores = crate::target::cores() as f64;
         self.figure(
             &format!("machine CPU {phase} (every process; {:.0} % = every core)", cores * 100.0),
             used.machine_cpu_percent,

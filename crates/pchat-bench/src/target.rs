@@ -275,7 +275,7 @@ pub(crate) struct Usage {
     started: Instant,
     cpu_at_start: f64,
     machine_at_start: f64,
-    io_stall_at_start: f64,
+    io_stall_at_start: Option<f64>,
     written_at_start: u64,
     peak_kib: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -315,7 +315,7 @@ impl Usage {
         });
         let cpu_at_start = total(&pids);
         let machine_at_start = machine_busy_secs();
-        let io_stall_at_start = io_stall_secs().unwrap_or(f64::NAN);
+        let io_stall_at_start = io_stall_secs();
         let written_at_start = pids.iter().map(|p| storage_written(*p)).sum();
         Self {
             pids,
@@ -341,8 +341,8 @@ impl Usage {
             machine_cpu_percent: (machine - self.machine_at_start) / wall * 100.0,
             wall_secs: wall,
             io_stall_percent: io_stall_secs()
-                .map(|now| (now - self.io_stall_at_start) / wall * 100.0)
-                .filter(|p| p.is_finite()),
+                .zip(self.io_stall_at_start)
+                .map(|(now, start)| (now - start) / wall * 100.0),
             rss_end_kib,
             rss_peak_kib: self.peak_kib.load(Ordering::Relaxed).max(rss_end_kib),
             storage_written: self
@@ -371,6 +371,11 @@ pub(crate) fn raise_open_files() -> u64 {
     }
 }
 
+/// The cores this process may run on.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The machine, for the record: CPU model, cores, memory.
 pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -382,7 +387,7 @@ pub(crate) fn machine() -> String {
                 .map(|m| m.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = cores();
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()))
