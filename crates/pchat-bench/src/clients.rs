@@ -39,6 +39,17 @@ fn sent_at(text: &str) -> Option<u64> {
     text.strip_prefix("bench ")?.split(' ').next()?.parse().ok()
 }
 
+/// Kinds of room a scenario may tell apart in delivery latency: a post's tag (its client id) starting with the
+/// letter is counted in that kind's histogram too ([`Report::delivery_by_kind`], in this order).
+pub(crate) const ROOM_KINDS: [(char, &str); 3] = [('s', "small"), ('m', "medium"), ('l', "large")];
+
+/// The kind of room a measured post's text says it went to (an index into [`ROOM_KINDS`]).
+fn kind_of(text: &str) -> Option<usize> {
+    let tag = text.strip_prefix("bench ")?.split(' ').nth(1)?;
+    let first = tag.chars().next()?;
+    ROOM_KINDS.iter().position(|(letter, _)| *letter == first)
+}
+
 /// The fields of a server frame a client looks at (the rest is skipped unparsed into values).
 #[derive(Deserialize)]
 struct ServerFrame<'a> {
@@ -111,6 +122,8 @@ pub(crate) struct Report {
     /// Clients that received no measured message.
     pub(crate) silent_clients: u64,
     pub(crate) delivery: Histogram,
+    /// Post→delivery of the posts tagged with a kind of room ([`ROOM_KINDS`]); empty where none was tagged.
+    pub(crate) delivery_by_kind: Vec<Histogram>,
     pub(crate) join: Histogram,
     /// From noticing the connection was gone to every room joined again.
     pub(crate) resume: Histogram,
@@ -132,6 +145,10 @@ impl Report {
         self.last_resumed_us = self.last_resumed_us.max(o.last_resumed_us);
         self.silent_clients += o.silent_clients;
         self.delivery.merge(&o.delivery);
+        self.delivery_by_kind.resize_with(self.delivery_by_kind.len().max(o.delivery_by_kind.len()), Default::default);
+        for (mine, theirs) in self.delivery_by_kind.iter_mut().zip(&o.delivery_by_kind) {
+            mine.merge(theirs);
+        }
         self.join.merge(&o.join);
         self.resume.merge(&o.resume);
         for e in &o.errors {
@@ -155,6 +172,7 @@ struct Counters {
     resumed: AtomicU64,
     last_resumed_us: AtomicU64,
     delivery: Recorder,
+    delivery_by_kind: [Recorder; ROOM_KINDS.len()],
     join: Recorder,
     resume: Recorder,
     errors: std::sync::Mutex<Vec<String>>,
@@ -356,6 +374,9 @@ async fn session(
                 }
                 if let Some(sent) = sent_at(&m.text) {
                     counters.delivery.record_us(now_us.saturating_sub(sent));
+                    if let Some(kind) = kind_of(&m.text) {
+                        counters.delivery_by_kind[kind].record_us(now_us.saturating_sub(sent));
+                    }
                     counters.messages.fetch_add(1, Ordering::Relaxed);
                     received.fetch_add(1, Ordering::Relaxed);
                 }
@@ -457,6 +478,7 @@ pub(crate) async fn worker() -> anyhow::Result<()> {
                     last_resumed_us: load(&counters.last_resumed_us),
                     silent_clients: received.iter().filter(|r| r.load(Ordering::Relaxed) == 0).count() as u64,
                     delivery: hist(&counters.delivery),
+                    delivery_by_kind: counters.delivery_by_kind.iter().map(hist).collect(),
                     join: hist(&counters.join),
                     resume: hist(&counters.resume),
                     errors: counters.errors.lock().map(|e| e.clone()).unwrap_or_default(),
@@ -611,4 +633,40 @@ pub(crate) fn paced(
             start_rate: rate / workers as f64,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_posts_tag_names_its_kind_of_room_and_untagged_posts_have_none() {
+        assert_eq!(kind_of("bench 1764300000000000 s12-3"), Some(0));
+        assert_eq!(kind_of("bench 1764300000000000 m0-0"), Some(1));
+        assert_eq!(kind_of("bench 1764300000000000 l1-20"), Some(2));
+        assert_eq!(kind_of("bench 1764300000000000 r4-1"), None);
+        assert_eq!(kind_of("bench 1764300000000000"), None);
+        assert_eq!(kind_of("small talk"), None);
+        assert_eq!(sent_at("bench 1764300000000000 s12-3"), Some(1_764_300_000_000_000));
+    }
+
+    #[test]
+    fn reports_merge_their_latency_by_kind_of_room() {
+        let recorded = |us: &[u64]| {
+            let r = Recorder::default();
+            us.iter().for_each(|u| r.record_us(*u));
+            r.take()
+        };
+        let mut total = Report::default();
+        let one = Report {
+            delivery_by_kind: vec![recorded(&[1_000]), recorded(&[]), recorded(&[9_000])],
+            ..Report::default()
+        };
+        let other = Report { delivery_by_kind: vec![recorded(&[2_000, 3_000])], ..Report::default() };
+        total.merge(&one);
+        total.merge(&other);
+        let counts: Vec<u64> = total.delivery_by_kind.iter().map(Histogram::count).collect();
+        assert_eq!(counts, vec![3, 0, 1]);
+        assert_eq!(total.delivery_by_kind[2].max_us, 9_000);
+    }
 }

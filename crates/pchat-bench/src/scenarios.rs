@@ -156,7 +156,7 @@ pub(crate) async fn connections(ctx: &Context, a: ConnectionsArgs) -> anyhow::Re
         writers_list[i % writer_count].1.push(id.clone());
     }
     let rate = if ctx.smoke { 20.0 } else { 200.0 };
-    let posted = writers::at_rate(writers_list, rate, Duration::from_secs_f64(ids.len() as f64 / rate)).await?;
+    let posted = writers::at_rate(writers_list, rate, Duration::from_secs_f64(ids.len() as f64 / rate), 'r').await?;
     let got = swarm.until(Duration::from_secs(60), |r| r.messages >= n as u64).await?;
     let used = usage.finish();
     run.figure("messages posted (one per room)", posted.acked as f64, "count");
@@ -312,7 +312,7 @@ pub(crate) async fn ingest(ctx: &Context, a: IngestArgs) -> anyhow::Result<Run> 
         }
         let phase = Duration::from_secs((secs / 2).max(1));
         let usage = Usage::start(pids.clone());
-        let posted = writers::at_rate(assignment.clone(), rate, phase).await?;
+        let posted = writers::at_rate(assignment.clone(), rate, phase, 'r').await?;
         let used = usage.finish();
         let seen = swarm.reset().await?;
         points.push(crate::report::Point {
@@ -408,6 +408,7 @@ pub(crate) async fn auditorium(ctx: &Context, a: AuditoriumArgs) -> anyhow::Resu
         stage.into_iter().map(|p| (p, vec![room_id.clone()])).collect(),
         a.rate,
         Duration::from_secs(secs),
+        'r',
     )
     .await?;
     let expected = posted.acked * members as u64;
@@ -687,12 +688,12 @@ pub(crate) async fn lync_server(ctx: &Context, a: LyncServerArgs) -> anyhow::Res
         chosen.into_iter().map(|i| (specs[i].1[0], ids[i].clone())).collect()
     };
     let mut streams = vec![];
-    for (rooms, rate) in [(pick(&small_ids, 400), small_rate), (pick(&medium_ids, 50), medium_rate)] {
+    for (rooms, rate, tag) in [(pick(&small_ids, 400), small_rate, 's'), (pick(&medium_ids, 50), medium_rate, 'm')] {
         let mut by_writer: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
         for (w, id) in rooms {
             by_writer.entry(w).or_default().push(id);
         }
-        streams.push((by_writer, rate));
+        streams.push((by_writer, rate, tag));
     }
     let mut large_writers = std::collections::BTreeMap::new();
     for (l, id) in large_ids.iter().enumerate() {
@@ -700,13 +701,13 @@ pub(crate) async fn lync_server(ctx: &Context, a: LyncServerArgs) -> anyhow::Res
         let writer = if l == 0 { 1 } else { (0..users).find(|u| u % large != l).unwrap_or(0) };
         large_writers.entry(writer).or_insert_with(Vec::new).push(id.clone());
     }
-    streams.push((large_writers, large_rate));
+    streams.push((large_writers, large_rate, 'l'));
     let mut phases = vec![];
-    for (by_writer, rate) in streams {
+    for (by_writer, rate, tag) in streams {
         let writer_users: Vec<usize> = by_writer.keys().copied().collect();
         let apis = api::sign_in_all(&t.urls(), &writer_users, 4).await?;
         let list: Vec<(Api, Vec<String>)> = apis.into_iter().zip(by_writer.into_values()).collect();
-        phases.push((list, rate));
+        phases.push((list, rate, tag));
     }
     // Joins: extra sessions of some users join one of their rooms (with history) and part again, paced.
     let join_rate = 10.0 / 4.0 * scale;
@@ -717,15 +718,18 @@ pub(crate) async fn lync_server(ctx: &Context, a: LyncServerArgs) -> anyhow::Res
     let duration = Duration::from_secs(secs);
     let join_task = tokio::spawn(crate::writers::join_churn(join_plan, join_rate, duration));
     let mut posting = vec![];
-    for (list, rate) in phases {
-        posting.push(tokio::spawn(writers::at_rate(list, rate.max(0.05), duration)));
+    for (list, rate, tag) in phases {
+        posting.push((tag, tokio::spawn(writers::at_rate(list, rate.max(0.05), duration, tag))));
     }
     let mut acked = 0;
     let mut ack = crate::hist::Histogram::default();
-    for p in posting {
+    let mut ack_by_kind = vec![];
+    for (tag, p) in posting {
         let posted = p.await?.context("posting")?;
         acked += posted.acked;
         ack.merge(&posted.ack);
+        let kind = crate::clients::ROOM_KINDS.iter().find(|(letter, _)| *letter == tag).map_or("other", |k| k.1);
+        ack_by_kind.push((kind, posted.ack));
     }
     let joins = join_task.await?.context("joining")?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -734,6 +738,9 @@ pub(crate) async fn lync_server(ctx: &Context, a: LyncServerArgs) -> anyhow::Res
     run.figure("posts per second offered", small_rate + medium_rate + large_rate, "1/s");
     run.figure("posts acknowledged", acked as f64, "count");
     run.latency("ack", &ack, None);
+    for (kind, got) in ack_by_kind.iter().filter(|(_, got)| got.count() > 0) {
+        run.latency(&format!("ack in {kind} rooms"), got, None);
+    }
     run.figure("room joins per second offered", join_rate, "1/s");
     run.latency("room join with history", &joins.latency, None);
     run.at_most("room joins refused", joins.failures as f64, "count", 0.0);
@@ -742,6 +749,12 @@ pub(crate) async fn lync_server(ctx: &Context, a: LyncServerArgs) -> anyhow::Res
     }
     run.figure("deliveries", seen.messages as f64, "count");
     run.latency("post→delivery", &seen.delivery, Some(100.0));
+    // Apart by kind of room: a post to a large room is thousands of frames at once, one to a small room 30.
+    for ((_, kind), got) in crate::clients::ROOM_KINDS.iter().zip(&seen.delivery_by_kind) {
+        if got.count() > 0 {
+            run.latency(&format!("post→delivery in {kind} rooms"), got, None);
+        }
+    }
     run.at_most("gaps and duplicates", (seen.gaps + seen.duplicates) as f64, "count", 0.0);
     run.figure("server CPU under load", used.cpu_percent, "%");
     run.cpu_split("under load", "delivered frame", &used, seen.messages);

@@ -107,8 +107,14 @@ pub(crate) async fn as_fast_as_acked(
 }
 
 /// Posts `rate` messages per second in total for `duration`, spread over the writers (each posting into its rooms
-/// in turn) on a clock; waits up to 30 s for the last acks.
-pub(crate) async fn at_rate(writers: Vec<(Api, Vec<String>)>, rate: f64, duration: Duration) -> anyhow::Result<Posted> {
+/// in turn) on a clock; waits up to 30 s for the last acks. Client ids start with `tag`, which receivers read as
+/// the kind of room (`clients::ROOM_KINDS`; `'r'` for none).
+pub(crate) async fn at_rate(
+    writers: Vec<(Api, Vec<String>)>,
+    rate: f64,
+    duration: Duration,
+    tag: char,
+) -> anyhow::Result<Posted> {
     if writers.is_empty() || rate <= 0.0 {
         bail!("posting at a rate needs writers and a positive rate");
     }
@@ -126,6 +132,7 @@ pub(crate) async fn at_rate(writers: Vec<(Api, Vec<String>)>, rate: f64, duratio
         let mine = total / count + u64::from((w as u64) < total % count);
         tasks.push(tokio::spawn(async move {
             let (mut sink, mut stream) = ws.split();
+            let trace_acks = std::env::var_os("PCHAT_BENCH_TRACE_ACKS").is_some();
             let sent: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
             let pending = Arc::clone(&sent);
             let reader = tokio::spawn(async move {
@@ -143,6 +150,15 @@ pub(crate) async fn at_rate(writers: Vec<(Api, Vec<String>)>, rate: f64, duratio
                             let id = v["client_id"].as_str().unwrap_or_default().to_owned();
                             if let Some(at) = pending.lock().ok().and_then(|mut p| p.remove(&id)) {
                                 ack.record_us(at.elapsed().as_micros() as u64);
+                                if trace_acks {
+                                    // PCHAT_BENCH_TRACE_ACKS=1: each ack with its post's send time, to line up
+                                    // slow acks with what else was posted then.
+                                    let sent_ms = crate::clients::unix_us() / 1000 - at.elapsed().as_millis() as u64;
+                                    println!(
+                                        "  ack {id} sent {sent_ms} ms took {:.1} ms",
+                                        at.elapsed().as_secs_f64() * 1e3
+                                    );
+                                }
                             }
                             acked.fetch_add(1, Ordering::Relaxed);
                             got += 1;
@@ -164,7 +180,7 @@ pub(crate) async fn at_rate(writers: Vec<(Api, Vec<String>)>, rate: f64, duratio
             tokio::time::sleep(interval.mul_f64(w as f64 / count as f64)).await;
             for n in 0..mine {
                 tick.tick().await;
-                let client_id = format!("r{w}-{n}");
+                let client_id = format!("{tag}{w}-{n}");
                 if let Ok(mut p) = sent.lock() {
                     p.insert(client_id.clone(), Instant::now());
                 }
