@@ -43,11 +43,15 @@ fn sent_at(text: &str) -> Option<u64> {
 /// letter is counted in that kind's histogram too ([`Report::delivery_by_kind`], in this order).
 pub(crate) const ROOM_KINDS: [(char, &str); 3] = [('s', "small"), ('m', "medium"), ('l', "large")];
 
+/// The kind of room a tag's letter names (an index into [`ROOM_KINDS`]).
+pub(crate) fn kind_named(letter: char) -> Option<usize> {
+    ROOM_KINDS.iter().position(|(l, _)| *l == letter)
+}
+
 /// The kind of room a measured post's text says it went to (an index into [`ROOM_KINDS`]).
 fn kind_of(text: &str) -> Option<usize> {
     let tag = text.strip_prefix("bench ")?.split(' ').nth(1)?;
-    let first = tag.chars().next()?;
-    ROOM_KINDS.iter().position(|(letter, _)| *letter == first)
+    kind_named(tag.chars().next()?)
 }
 
 /// The fields of a server frame a client looks at (the rest is skipped unparsed into values).

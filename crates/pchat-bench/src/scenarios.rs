@@ -728,7 +728,7 @@ pub(crate) async fn lync_server(ctx: &Context, a: LyncServerArgs) -> anyhow::Res
         let posted = p.await?.context("posting")?;
         acked += posted.acked;
         ack.merge(&posted.ack);
-        let kind = crate::clients::ROOM_KINDS.iter().find(|(letter, _)| *letter == tag).map_or("other", |k| k.1);
+        let kind = crate::clients::kind_named(tag).map_or("other", |k| crate::clients::ROOM_KINDS[k].1);
         ack_by_kind.push((kind, posted.ack));
     }
     let joins = join_task.await?.context("joining")?;

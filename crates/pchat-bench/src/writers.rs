@@ -149,15 +149,13 @@ pub(crate) async fn at_rate(
                         Some("ack") => {
                             let id = v["client_id"].as_str().unwrap_or_default().to_owned();
                             if let Some(at) = pending.lock().ok().and_then(|mut p| p.remove(&id)) {
-                                ack.record_us(at.elapsed().as_micros() as u64);
+                                let took = at.elapsed();
+                                ack.record_us(took.as_micros() as u64);
                                 if trace_acks {
                                     // PCHAT_BENCH_TRACE_ACKS=1: each ack with its post's send time, to line up
                                     // slow acks with what else was posted then.
-                                    let sent_ms = crate::clients::unix_us() / 1000 - at.elapsed().as_millis() as u64;
-                                    println!(
-                                        "  ack {id} sent {sent_ms} ms took {:.1} ms",
-                                        at.elapsed().as_secs_f64() * 1e3
-                                    );
+                                    let sent_ms = (crate::clients::unix_us() - took.as_micros() as u64) / 1000;
+                                    println!("  ack {id} sent {sent_ms} ms took {:.1} ms", took.as_secs_f64() * 1e3);
                                 }
                             }
                             acked.fetch_add(1, Ordering::Relaxed);
